@@ -1,0 +1,36 @@
+"""The shipped preset catalogue (``registry.yaml``), shared by the built-in plugin families.
+
+Each preset in the catalogue names the built-in plugin that owns it (``plugin: vit``); a family's
+``register_presets`` hook registers exactly its own entries, so provenance in ``vitzoo list`` is
+true and disabling a family removes its presets too.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+
+@cache
+def catalogue() -> dict[str, dict[str, Any]]:
+    text = resources.files("vitzoo_plugins").joinpath("registry.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    return dict(data.get("presets", {}))
+
+
+def register_catalogue_presets(register: Any, plugin: str) -> None:
+    """Register every catalogue preset whose ``plugin`` field is ``plugin``."""
+    for name, entry in catalogue().items():
+        if entry.get("plugin") != plugin:
+            continue
+        register(
+            name,
+            entry["spec"],
+            citation=entry.get("citation", ""),
+            expected_params=entry.get("params"),
+            summary=entry.get("summary", ""),
+            tags=entry.get("tags", ()),
+        )

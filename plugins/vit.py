@@ -1,0 +1,53 @@
+"""Built-in plugin: ViT, SimpleViT and DeiT (with a distillation token) and their paper presets.
+
+All three are the core ViT base with different default parts, so this module only declares
+configs with other defaults; the maths lives in :mod:`vitzoo.components`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from vitzoo_plugins._catalogue import register_catalogue_presets
+
+from vitzoo import ComponentSpec, component_default, hookimpl
+from vitzoo.components.vit import VitConfig, build_vit
+
+TINY = {
+    "image_size": 32,
+    "dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "num_classes": 10,
+    "patch": {"type": "linear", "patch_size": 8},
+}
+
+
+class SimpleVitConfig(VitConfig):
+    """SimpleViT (Beyer et al., 2022): fixed 2D sin-cos positions, no class token, mean pooling."""
+
+    type: Literal["simple-vit"] = "simple-vit"
+    posenc: ComponentSpec("posenc") = component_default(type="sincos")
+    pool: ComponentSpec("pooling") = component_default(type="mean")
+    class_token: bool = False
+
+
+class DeitConfig(VitConfig):
+    """DeiT (Touvron et al., 2021) with a distillation token and the two-output distillation head."""
+
+    type: Literal["deit"] = "deit"
+    distillation_token: bool = True
+    pool: ComponentSpec("pooling") = component_default(type="cls-dist")
+    head: ComponentSpec("head") = component_default(type="distillation")
+
+
+@hookimpl
+def register_architectures(register: Any) -> None:
+    register("vit", build_vit, VitConfig, tags={"image", "tokens"}, example=TINY)
+    register("simple-vit", build_vit, SimpleVitConfig, tags={"image", "tokens"}, example=TINY)
+    register("deit", build_vit, DeitConfig, tags={"image", "tokens", "distillation"}, example=TINY)
+
+
+@hookimpl
+def register_presets(register: Any) -> None:
+    register_catalogue_presets(register, "vit")

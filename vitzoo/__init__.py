@@ -1,0 +1,47 @@
+"""vitzoo: a plugin-based model zoo for Vision Transformers.
+
+Importing ``vitzoo`` is cheap: torch and the plugins load only when something needs them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from vitzoo.config import ComponentConfig, ComponentSpec, SpecValueError, component_default
+from vitzoo.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build": "vitzoo.builder",
+    "resolve_spec": "vitzoo.builder",
+    "save": "vitzoo.checkpoint",
+    "load": "vitzoo.checkpoint",
+    "CheckpointError": "vitzoo.checkpoint",
+    "SpecError": "vitzoo.spec",
+    "get_registry": "vitzoo.plugins",
+    "get_plugin_system": "vitzoo.plugins",
+    "load_plugins": "vitzoo.plugins",
+    "BuildContext": "vitzoo.components.context",
+    "VitzooModel": "vitzoo.components.model",
+    "attention_maps": "vitzoo.introspection",
+    "record_attention": "vitzoo.introspection",
+}
+
+__all__ = [
+    "ComponentConfig",
+    "ComponentSpec",
+    "SpecValueError",
+    "__version__",
+    "component_default",
+    "hookimpl",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vitzoo' has no attribute {name!r}")
+    return getattr(import_module(module), name)

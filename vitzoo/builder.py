@@ -1,0 +1,110 @@
+"""Spec -> nn.Module: the only place that turns specs into modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.spec import (
+    SpecBase,
+    SpecError,
+    SpecIssue,
+    parse_yaml,
+    set_path,
+    spec_to_dict,
+    validate_spec,
+)
+
+SpecSource = SpecBase | Mapping[str, Any] | str | Path
+
+
+def override_path(key: str) -> str:
+    """``num_classes`` means ``model.num_classes``; dotted keys are taken as full spec paths."""
+    key = key.replace("__", ".")
+    if "." in key or key in {"model", "objective", "preset", "train", "data"}:
+        return key
+    return f"model.{key}"
+
+
+def resolve_spec(
+    source: SpecSource,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    system: PluginSystem | None = None,
+) -> SpecBase:
+    """Turn a spec object, mapping, preset name or YAML path (+ overrides) into a valid spec."""
+    system = system or get_plugin_system()
+    registry = system.registry
+    failed = [r.name for r in system.failed]
+    file, text = "<spec>", None
+    if isinstance(source, SpecBase):
+        if not overrides:
+            return source
+        data: Any = spec_to_dict(source)
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        path = Path(source)
+        is_file_like = isinstance(source, Path) or str(source).endswith((".yaml", ".yml", ".json"))
+        if path.is_file() or is_file_like:
+            file = str(path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SpecError(
+                    [SpecIssue("", f"cannot read spec file: {exc.strerror}", file)]
+                ) from None
+            data = parse_yaml(text, file)
+        elif ("preset", str(source)) in registry:
+            data = {"preset": str(source)}
+        else:
+            presets = ", ".join(registry.names("preset")) or "(none)"
+            raise SpecError(
+                [
+                    SpecIssue(
+                        "",
+                        f"{source!r} is neither a spec file nor a registered preset; presets: {presets}",
+                    )
+                ]
+            )
+    for key, value in (overrides or {}).items():
+        if not isinstance(data, dict):
+            break
+        data = set_path(data, override_path(key), value)
+    return validate_spec(registry, data, file=file, text=text, failed_plugins=failed)
+
+
+def build_from_spec(spec: SpecBase, *, system: PluginSystem | None = None) -> nn.Module:
+    """Build the model a validated spec describes; the spec is kept on ``model.vitzoo_spec``."""
+    system = system or get_plugin_system()
+    entry = system.registry.get("architecture", spec.model.type)
+    model = entry.factory(spec.model, BuildContext(registry=system.registry))
+    model.vitzoo_spec = spec
+    return model
+
+
+def build(source: SpecSource, *, system: PluginSystem | None = None, **overrides: Any) -> nn.Module:
+    """Build a model from a preset name, YAML path, mapping or spec, with field overrides.
+
+    ``vitzoo.build("deit-s", num_classes=10)`` sets ``model.num_classes``; dotted keys such as
+    ``**{"model.patch.patch_size": 8}`` reach nested fields.
+    """
+    return build_from_spec(resolve_spec(source, overrides, system=system), system=system)
+
+
+def current_spec(model: nn.Module) -> SpecBase:
+    """The model's spec, updated for changes made after building (e.g. ``reset_classifier``)."""
+    spec = getattr(model, "vitzoo_spec", None)
+    if spec is None:
+        raise ValueError("this model was not built by vitzoo (it has no vitzoo_spec)")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and getattr(spec.model, "num_classes", num_classes) != num_classes:
+        spec = spec.model_copy(
+            update={"model": spec.model.model_copy(update={"num_classes": num_classes})}
+        )
+    return spec

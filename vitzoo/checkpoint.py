@@ -1,0 +1,123 @@
+"""Checkpoints: safetensors weights with the spec in the metadata, so a file rebuilds itself.
+
+Loading never unpickles anything. Writes go to a temporary file that is renamed into place, so
+an interrupted save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from vitzoo.builder import build_from_spec, current_spec
+from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.spec import SpecError, spec_to_dict, validate_spec
+
+FORMAT_VERSION = "1"
+SPEC_KEY = "vitzoo.spec"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not match its spec."""
+
+
+def atomic_save_tensors(
+    tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]
+) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(dict(tensors), tmp, metadata=dict(metadata))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and spec to ``path`` (safetensors), atomically."""
+    spec = current_spec(model)
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    from vitzoo import __version__
+
+    meta = {
+        "vitzoo.format": FORMAT_VERSION,
+        "vitzoo.version": __version__,
+        SPEC_KEY: json.dumps(spec_to_dict(spec)),
+        **(metadata or {}),
+    }
+    atomic_save_tensors(tensors, path, meta)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    return tensors, metadata
+
+
+def load(
+    path: str | Path, *, system: PluginSystem | None = None, map_location: Any = "cpu"
+) -> nn.Module:
+    """Rebuild the model stored in ``path`` from its spec and load its weights (strictly)."""
+    system = system or get_plugin_system()
+    tensors, metadata = read_checkpoint(path)
+    raw = metadata.get(SPEC_KEY)
+    if raw is None:
+        raise CheckpointError(
+            f"{path}: has no '{SPEC_KEY}' metadata; was it written by vitzoo.save?"
+        )
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the stored spec is not valid JSON ({exc})") from None
+    try:
+        spec = validate_spec(
+            system.registry,
+            data,
+            file=f"{path}[spec]",
+            failed_plugins=[r.name for r in system.failed],
+        )
+    except SpecError as exc:
+        raise CheckpointError(f"{path}: the stored spec is no longer valid here:\n{exc}") from None
+    model = build_from_spec(spec, system=system)
+    load_weights(model, tensors, source=str(path))
+    return model.to(map_location)
+
+
+def load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Strict load with a readable report of missing, unexpected and mis-shaped tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the model: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
+    try:
+        model.load_state_dict(dict(tensors), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{source}: weights do not fit the model: {str(exc).splitlines()[-1].strip()}"
+        ) from None

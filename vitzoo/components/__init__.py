@@ -1,0 +1,1 @@
+"""Component interfaces and the default implementations the ViT base is built from."""

@@ -1,0 +1,142 @@
+"""Attention: ``forward(x (B, N, D), mask=None) -> (B, N, D)``.
+
+:class:`AttentionBase` owns the one place where attention weights are computed. It calls the fused
+``F.scaled_dot_product_attention`` kernel unless the variant needs the matrix itself (talking
+heads, re-attention) or someone asked to see the maps (``store_attention = True``, set by
+:func:`vitzoo.introspection.record_attention`); then it computes softmax explicitly, lets the
+variant transform the weights, and keeps a detached copy in ``attention_map``. Variants therefore
+expose their maps without a second implementation.
+
+``mask`` is boolean, ``True`` where attention is allowed: either a key-padding mask (B, N) or a
+full mask broadcastable to (B, heads, N, N).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.config import ComponentConfig
+
+
+def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Normalise a key-padding (B, N) or full boolean mask to a (B|1, 1|H, N|1, N) one."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"attention masks are boolean (True = attend), got {mask.dtype}")
+    if mask.ndim == 2:
+        return mask[:, None, None, :]
+    if mask.ndim == 3:
+        return mask[:, None]
+    return mask
+
+
+class AttentionBase(nn.Module):
+    """Shared weight computation for every attention variant (see the module docstring)."""
+
+    #: Set by a subclass whose ``transform_weights`` must see the softmax matrix.
+    needs_matrix: bool = False
+
+    def __init__(self, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        self.attn_drop = float(attn_drop)
+        self.store_attention = False
+        self.attention_map: torch.Tensor | None = None
+
+    def transform_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Hook for variants that mix heads after the softmax (talking heads, re-attention)."""
+        return weights
+
+    def transform_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Hook for variants that mix heads before the softmax (talking heads)."""
+        return logits
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        scale: float | torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """softmax(q k^T * scale + bias, masked) v for (B, H, N, d) inputs."""
+        mask = as_attention_mask(mask)
+        dropout = self.attn_drop if self.training else 0.0
+        explicit = self.needs_matrix or self.store_attention or isinstance(scale, torch.Tensor)
+        if not explicit:
+            attn_mask = mask
+            if bias is not None:
+                attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale
+            )
+        if scale is None:
+            scale = q.shape[-1] ** -0.5
+        logits = (q @ k.transpose(-2, -1)) * scale
+        if bias is not None:
+            logits = logits + bias
+        logits = self.transform_logits(logits)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        weights = self.transform_weights(logits.softmax(dim=-1))
+        if self.store_attention:
+            self.attention_map = weights.detach()
+        if dropout:
+            weights = F.dropout(weights, p=dropout)
+        return weights @ v
+
+
+class MhsaConfig(ComponentConfig):
+    """Multi-head self-attention on the fused SDPA kernel, with optional qk-norm."""
+
+    type: Literal["mhsa"] = "mhsa"
+    head_dim: int | None = None
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+
+
+class MultiHeadAttention(AttentionBase):
+    """q, k, v projections -> multi-head attention -> output projection.
+
+    Subclasses reuse the projections and override only what differs (how logits/weights are
+    formed), which is why the maths of SDPA attention lives here once.
+    """
+
+    def __init__(self, dim: int, num_heads: int, config: MhsaConfig) -> None:
+        super().__init__(config.attn_drop)
+        self.num_heads = num_heads
+        self.head_dim = config.head_dim or dim // num_heads
+        inner = self.num_heads * self.head_dim
+        self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(config.proj_drop)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        b, _, n, _ = out.shape
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, -1)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
+        return self.merge_heads(self.attend(q, k, v, mask))
+
+
+def build_mhsa(config: MhsaConfig, ctx: BuildContext) -> MultiHeadAttention:
+    """Multi-head self-attention (SDPA)."""
+    return MultiHeadAttention(ctx.dim, ctx.num_heads, config)

@@ -1,0 +1,73 @@
+"""Heads: pooled features -> logits. ``num_classes == 0`` gives an identity head (features)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.config import ComponentConfig, SpecValueError
+
+
+def linear_or_identity(num_features: int, num_classes: int) -> nn.Module:
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class LinearHeadConfig(ComponentConfig):
+    """One linear layer (optionally after dropout)."""
+
+    type: Literal["linear"] = "linear"
+    dropout: float = 0.0
+
+
+class LinearHead(nn.Module):
+    def __init__(self, num_features: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fc = linear_or_identity(num_features, num_classes)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(pooled))
+
+
+def build_linear_head(config: LinearHeadConfig, ctx: BuildContext) -> LinearHead:
+    """Linear classifier."""
+    return LinearHead(ctx.num_features, ctx.num_classes, config.dropout)
+
+
+class DistillationHeadConfig(ComponentConfig):
+    """DeiT: class-token and distillation-token classifiers; a pair in training, their mean in eval."""
+
+    type: Literal["distillation"] = "distillation"
+
+    def check(self, distillation_token: bool = False, **_: Any) -> None:
+        if not distillation_token:
+            raise SpecValueError("type", "the distillation head needs distillation_token: true")
+
+
+class DistillationHead(nn.Module):
+    """Input (B, 2, D): [class token, distillation token]."""
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = linear_or_identity(num_features, num_classes)
+        self.fc_dist = linear_or_identity(num_features, num_classes)
+        #: When True, training mode also returns the averaged logits (e.g. plain fine-tuning).
+        self.distilled_training = True
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if pooled.ndim != 3 or pooled.shape[1] != 2:
+            raise ValueError(
+                f"distillation head expects (B, 2, D) pooled tokens, got {tuple(pooled.shape)}"
+            )
+        cls_logits, dist_logits = self.fc(pooled[:, 0]), self.fc_dist(pooled[:, 1])
+        if self.training and self.distilled_training:
+            return cls_logits, dist_logits
+        return (cls_logits + dist_logits) / 2
+
+
+def build_distillation_head(config: DistillationHeadConfig, ctx: BuildContext) -> DistillationHead:
+    """DeiT distillation head."""
+    return DistillationHead(ctx.num_features, ctx.num_classes)

@@ -1,0 +1,51 @@
+"""Channel-mixing MLPs: (B, N, D) -> (B, N, D)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.config import ComponentConfig
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "hardswish": nn.Hardswish,
+}
+
+
+class MlpConfig(ComponentConfig):
+    """Two linear layers with an activation between (hidden width = ratio * dim)."""
+
+    type: Literal["mlp"] = "mlp"
+    ratio: float = 4.0
+    hidden_dim: int | None = None
+    activation: Literal["gelu", "relu", "silu", "hardswish"] = "gelu"
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, config: MlpConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=config.bias)
+        self.act = ACTIVATIONS[config.activation]()
+        self.drop1 = nn.Dropout(config.dropout)
+        self.fc2 = nn.Linear(hidden, dim, bias=config.bias)
+        self.drop2 = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+def mlp_hidden_dim(config: MlpConfig, dim: int) -> int:
+    return config.hidden_dim or int(dim * config.ratio)
+
+
+def build_mlp(config: MlpConfig, ctx: BuildContext) -> Mlp:
+    """Feed-forward MLP."""
+    return Mlp(ctx.dim, mlp_hidden_dim(config, ctx.dim), config)

@@ -1,0 +1,163 @@
+"""Positional encodings: ``forward(tokens, grid, num_prefix_tokens) -> tokens``.
+
+``tokens`` holds ``num_prefix_tokens`` prefix tokens (cls / distillation) followed by the patch
+tokens laid out on ``grid``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.config import ComponentConfig, SpecValueError
+
+
+def resize_grid_embedding(
+    pos: torch.Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...]
+) -> torch.Tensor:
+    """Resample a (1, prod(old_grid), D) table to ``new_grid`` (bicubic in 2D, trilinear in 3D)."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos
+    dim = pos.shape[-1]
+    grid = pos.reshape(1, *old_grid, dim).movedim(-1, 1)
+    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(old_grid)]
+    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode=mode, align_corners=False)
+    return grid.movedim(1, -1).reshape(1, -1, dim).to(pos.dtype)
+
+
+class LearnedPosConfig(ComponentConfig):
+    """A learned table, one vector per position; resampled when the token grid changes."""
+
+    type: Literal["learned"] = "learned"
+    include_prefix: bool = True
+    init_std: float = 0.02
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, dim: int, grid: tuple[int, ...], num_prefix: int, init_std: float):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.num_prefix = num_prefix
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_prefix + math.prod(grid), dim))
+        nn.init.trunc_normal_(self.pos_embed, std=init_std)
+
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
+    ) -> torch.Tensor:
+        prefix, patches = self.pos_embed[:, : self.num_prefix], self.pos_embed[:, self.num_prefix :]
+        patches = resize_grid_embedding(patches, self.grid, grid)
+        if self.num_prefix:
+            return tokens + torch.cat([prefix, patches], dim=1)
+        return torch.cat(
+            [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + patches], dim=1
+        )
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # A checkpoint trained at another resolution: resample its table to this grid.
+        key = prefix + "pos_embed"
+        stored = state_dict.get(key)
+        if (
+            stored is not None
+            and stored.shape != self.pos_embed.shape
+            and stored.shape[-1] == self.pos_embed.shape[-1]
+        ):
+            old_n = stored.shape[1] - self.num_prefix
+            side = round(old_n ** (1 / len(self.grid)))
+            if side ** len(self.grid) == old_n:
+                old_grid = (side,) * len(self.grid)
+                state_dict[key] = torch.cat(
+                    [
+                        stored[:, : self.num_prefix],
+                        resize_grid_embedding(stored[:, self.num_prefix :], old_grid, self.grid),
+                    ],
+                    dim=1,
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def build_learned(config: LearnedPosConfig, ctx: BuildContext) -> LearnedPositions:
+    """Learned absolute positions (ViT, DeiT)."""
+    num_prefix = ctx.num_prefix_tokens if config.include_prefix else 0
+    return LearnedPositions(ctx.dim, ctx.grid, num_prefix, config.init_std)
+
+
+def sincos_table(
+    grid: tuple[int, ...], dim: int, temperature: float, device: Any = None
+) -> torch.Tensor:
+    """Fixed sin-cos table for a 1D/2D/3D grid: each axis gets an equal share of the channels."""
+    axes = len(grid)
+    per_axis = dim // (2 * axes)
+    omega = 1.0 / temperature ** (
+        torch.arange(per_axis, device=device, dtype=torch.float32) / max(per_axis, 1)
+    )
+    coords = torch.meshgrid(
+        *[torch.arange(n, device=device, dtype=torch.float32) for n in grid], indexing="ij"
+    )
+    parts = []
+    for c in coords:
+        angles = c.reshape(-1, 1) * omega.reshape(1, -1)
+        parts.extend([angles.sin(), angles.cos()])
+    table = torch.cat(parts, dim=1)
+    if table.shape[1] < dim:  # pad when dim is not a multiple of 2 * axes
+        table = F.pad(table, (0, dim - table.shape[1]))
+    return table.unsqueeze(0)
+
+
+class SinCosConfig(ComponentConfig):
+    """Fixed 2D (or 3D for video) sin-cos positions (SimpleViT); nothing to learn or resize."""
+
+    type: Literal["sincos"] = "sincos"
+    temperature: float = 10000.0
+
+    def check(self, dim: int | None = None, spatial_dims: int = 2, **_: Any) -> None:
+        if dim is not None and dim % (2 * spatial_dims):
+            raise SpecValueError(
+                "type", f"sincos positions need dim divisible by {2 * spatial_dims}; got dim={dim}"
+            )
+
+
+class SinCosPositions(nn.Module):
+    def __init__(self, dim: int, temperature: float):
+        super().__init__()
+        self.dim = dim
+        self.temperature = temperature
+
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
+    ) -> torch.Tensor:
+        table = sincos_table(tuple(grid), self.dim, self.temperature, tokens.device).to(
+            tokens.dtype
+        )
+        return torch.cat(
+            [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + table], dim=1
+        )
+
+
+def build_sincos(config: SinCosConfig, ctx: BuildContext) -> SinCosPositions:
+    """Fixed sin-cos positions."""
+    return SinCosPositions(ctx.dim, config.temperature)
+
+
+class NoPosConfig(ComponentConfig):
+    """No positional information (for tokenisers that carry it themselves, e.g. CCT's convs)."""
+
+    type: Literal["none"] = "none"
+
+
+class NoPositions(nn.Module):
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
+    ) -> torch.Tensor:
+        return tokens
+
+
+def build_none(config: NoPosConfig, ctx: BuildContext) -> NoPositions:
+    """No positional encoding."""
+    return NoPositions()

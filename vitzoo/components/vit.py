@@ -1,0 +1,232 @@
+"""The ViT base: patchifier -> prefix tokens + positions -> blocks -> norm -> pooling -> head.
+
+Every part is a registered component named in :class:`VitConfig`, so a variant that is "a ViT
+with different parts" is a spec (or a config subclass with other defaults), not new code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import model_validator
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.components.layers import init_vit_weights, to_pair
+from vitzoo.components.model import VitzooModel, run_block
+from vitzoo.config import (
+    ComponentConfig,
+    ComponentSpec,
+    SpecValueError,
+    check_child,
+    component_default,
+)
+
+
+class VitConfig(ComponentConfig):
+    """Vision Transformer (Dosovitskiy et al., 2021) assembled from registered parts."""
+
+    type: Literal["vit"] = "vit"
+    image_size: int | tuple[int, int] = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    patch: ComponentSpec("patchifier") = component_default(type="linear", patch_size=16)
+    posenc: ComponentSpec("posenc") = component_default(type="learned")
+    attention: ComponentSpec("attention") = component_default(type="mhsa")
+    mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
+    block: ComponentSpec("block") = component_default(type="pre-norm")
+    pool: ComponentSpec("pooling") = component_default(type="cls")
+    head: ComponentSpec("head") = component_default(type="linear")
+    class_token: bool = True
+    distillation_token: bool = False
+    register_tokens: int = 0
+    emb_dropout: float = 0.0
+    drop_path_rate: float = 0.0
+    patch_dropout: float = 0.0
+    final_norm: bool = True
+    norm_eps: float = 1e-6
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> VitConfig:
+        for name, value in (
+            ("in_chans", self.in_chans),
+            ("dim", self.dim),
+            ("depth", self.depth),
+            ("num_heads", self.num_heads),
+        ):
+            if value < 1:
+                raise SpecValueError(name, f"must be a positive integer, got {value}")
+        if self.num_classes < 0:
+            raise SpecValueError("num_classes", "must be >= 0 (0 gives features, no classifier)")
+        for name in ("emb_dropout", "drop_path_rate", "patch_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise SpecValueError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if self.register_tokens < 0:
+            raise SpecValueError("register_tokens", "must be >= 0")
+        context = dict(
+            image_size=to_pair(self.image_size),
+            in_chans=self.in_chans,
+            dim=self.dim,
+            num_heads=self.num_heads,
+            spatial_dims=len(to_pair(self.image_size)),
+            class_token=self.class_token,
+            distillation_token=self.distillation_token,
+        )
+        for child in ("patch", "posenc", "attention", "mlp", "block", "pool", "head"):
+            check_child(getattr(self, child), child, **context)
+        if self.head_dim_is_implicit and self.dim % self.num_heads:
+            raise SpecValueError(
+                "num_heads",
+                f"num_heads={self.num_heads} does not divide dim={self.dim}; allowed: "
+                f"{[h for h in range(1, min(self.dim, 64) + 1) if self.dim % h == 0]}",
+            )
+        return self
+
+    @property
+    def head_dim_is_implicit(self) -> bool:
+        return getattr(self.attention, "head_dim", None) is None
+
+
+class VisionTransformer(VitzooModel):
+    """A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
+
+    capabilities = frozenset({"tokens"})
+
+    def __init__(self, config: VitConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        self.config = config
+        image_size = to_pair(config.image_size)
+        dim = config.dim
+        base = ctx.replace(
+            dim=dim, num_heads=config.num_heads, in_chans=config.in_chans, image_size=image_size
+        )
+
+        self.input_size = (config.in_chans, *image_size)
+        self.patch = base.build("patchifier", config.patch)
+        grid = self.patch.grid_for(image_size)
+        self.num_embed_prefix = int(config.class_token) + int(config.distillation_token)
+        self.num_prefix_tokens = self.num_embed_prefix + config.register_tokens
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.class_token else None
+        self.dist_token = (
+            nn.Parameter(torch.zeros(1, 1, dim)) if config.distillation_token else None
+        )
+        self.reg_token = (
+            nn.Parameter(torch.zeros(1, config.register_tokens, dim))
+            if config.register_tokens
+            else None
+        )
+        self.posenc = base.build(
+            "posenc", config.posenc, grid=grid, num_prefix_tokens=self.num_embed_prefix
+        )
+        self.pos_drop = nn.Dropout(config.emb_dropout)
+
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.blocks = nn.ModuleList(
+            base.build(
+                "block",
+                config.block,
+                grid=grid,
+                num_prefix_tokens=self.num_prefix_tokens,
+                layer_index=i,
+                depth=config.depth,
+                drop_path=rates[i],
+                attention=config.attention,
+                mlp=config.mlp,
+            )
+            for i in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=config.norm_eps) if config.final_norm else nn.Identity()
+        self.num_features = dim
+        self.num_classes = config.num_classes
+        self._head_ctx = base.replace(
+            num_features=dim, grid=grid, num_prefix_tokens=self.num_prefix_tokens
+        )
+        self.pool = self._head_ctx.build("pooling", config.pool)
+        self.head = self._head_ctx.build("head", config.head, num_classes=config.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        self.apply(init_vit_weights)
+        for token in (self.cls_token, self.dist_token, self.reg_token):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
+
+    # -- the public hooks objectives use -------------------------------------------------------
+    def prefix_tokens(self, batch: int) -> list[torch.Tensor]:
+        tokens = [t for t in (self.cls_token, self.dist_token) if t is not None]
+        return [t.expand(batch, -1, -1) for t in tokens]
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Image -> (prefix + patch tokens with positions, grid). Patch tokens follow the prefix."""
+        tokens, grid = self.patch(x)
+        batch = tokens.shape[0]
+        tokens = torch.cat([*self.prefix_tokens(batch), tokens], dim=1)
+        tokens = self.posenc(tokens, grid, self.num_embed_prefix)
+        if self.reg_token is not None:
+            reg = self.reg_token.expand(batch, -1, -1)
+            tokens = torch.cat(
+                [tokens[:, : self.num_embed_prefix], reg, tokens[:, self.num_embed_prefix :]], dim=1
+            )
+        return self.pos_drop(tokens), grid
+
+    def drop_patches(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Training-time patch dropout: keep a random subset of patch tokens (prefix always kept)."""
+        rate = self.config.patch_dropout
+        if not self.training or rate == 0.0:
+            return tokens
+        prefix, patches = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
+        batch, n, dim = patches.shape
+        keep = max(1, int(n * (1.0 - rate)))
+        index = torch.rand(batch, n, device=tokens.device).argsort(dim=1)[:, :keep]
+        patches = patches.gather(1, index.unsqueeze(-1).expand(-1, -1, dim))
+        return torch.cat([prefix, patches], dim=1)
+
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the blocks and the final norm over a token sequence."""
+        for block in self.blocks:
+            tokens = run_block(block, tokens, self.grad_checkpointing, mask=mask)
+        return self.norm(tokens)
+
+    # -- the model protocol ------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, _ = self.embed(x)
+        return self.encode(self.drop_patches(tokens))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
+        pooled = self.pool(features, self.num_prefix_tokens)
+        if pre_logits:
+            return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
+        return self.head(pooled)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: list[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        wanted = set(
+            range(len(self.blocks)) if indices is None else [i % len(self.blocks) for i in indices]
+        )
+        tokens, _ = self.embed(x)
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            if i in wanted:
+                outputs.append(tokens)
+        return self.norm(tokens), outputs
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
+        head.apply(init_vit_weights)
+        self.head = head.to(next(self.parameters()).device)
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"cls_token", "dist_token", "reg_token"}
+        return {n for n, _ in self.named_parameters() if n in names or "pos_embed" in n}
+
+
+def build_vit(config: VitConfig, ctx: BuildContext) -> VisionTransformer:
+    """Vision Transformer built from registered parts."""
+    return VisionTransformer(config, ctx)
