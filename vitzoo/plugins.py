@@ -142,7 +142,7 @@ def _fail(
     system: PluginSystem, record: PluginRecord, exc: BaseException, *, strict: bool, quiet: bool
 ) -> None:
     record.status = "failed"
-    record.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    record.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     system.registry.remove_plugin(record.name)
     if system.pm.has_plugin(record.name):
         system.pm.unregister(name=record.name)

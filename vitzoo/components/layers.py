@@ -55,6 +55,16 @@ def init_vit_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def drop_path_rates(max_rate: float, depth: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``max_rate`` over ``depth`` blocks.
+
+    Plain Python on purpose: models must build on the meta device (no tensor data at build time).
+    """
+    if depth <= 1:
+        return [0.0] * depth
+    return [max_rate * i / (depth - 1) for i in range(depth)]
+
+
 def to_pair(value: int | tuple[int, ...] | list[int], n: int = 2) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * n

@@ -1,0 +1,75 @@
+"""Plugin loading: isolation of failures, rollback, duplicates, selection by environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitzoo.plugins import PluginLoadError, load_plugins
+
+
+def fake_only(*names: str) -> list[str]:
+    return [f"fake-{n}" for n in names]
+
+
+def test_good_plugin_registers_with_provenance(fake_plugins) -> None:
+    system = load_plugins(only=fake_only("good"), quiet=True)
+    entry = system.registry.get("attention", "fake-attention")
+    assert entry.plugin == "fake-good"
+    assert system.records["fake-good"].status == "ok"
+    assert system.records["fake-good"].counts == {"attention": 1}
+    assert system.records["fake-good"].distribution == "vitzoo-fakegood"
+
+
+def test_broken_plugins_are_isolated_recorded_and_reported(fake_plugins, capsys) -> None:
+    system = load_plugins(only=fake_only("good", "brokenimport", "badsig", "duplicate", "raises"))
+    stderr = capsys.readouterr().err.strip().splitlines()
+    failed = {r.name: r.error for r in system.failed}
+    assert set(failed) == set(fake_only("brokenimport", "badsig", "duplicate", "raises"))
+    assert "ModuleNotFoundError" in failed["fake-brokenimport"]
+    assert "unexpected_argument" in failed["fake-badsig"]
+    # a duplicate names both plugins
+    assert "'core'" in failed["fake-duplicate"] and "'fake-duplicate'" in failed["fake-duplicate"]
+    # one line per failure on stderr
+    assert len(stderr) == 4 and all(line.startswith("vitzoo: skipped plugin") for line in stderr)
+    # the good plugin and the core still work; the half-registered pooling was rolled back
+    assert ("attention", "fake-attention") in system.registry
+    assert ("attention", "mhsa") in system.registry
+    assert ("pooling", "half-registered") not in system.registry
+    assert not system.pm.has_plugin("fake-raises")
+
+
+def test_strict_mode_reraises(fake_plugins) -> None:
+    with pytest.raises(PluginLoadError, match="fake-brokenimport"):
+        load_plugins(only=fake_only("brokenimport"), strict=True)
+
+
+def test_environment_selects_and_disables(fake_plugins, monkeypatch) -> None:
+    monkeypatch.setenv("VITZOO_LOAD_PLUGINS", "fake-good,vit")
+    system = load_plugins()
+    assert ("attention", "fake-attention") in system.registry
+    assert ("architecture", "vit") in system.registry
+    assert "fake-raises" not in system.records
+
+    monkeypatch.setenv("VITZOO_LOAD_PLUGINS", "")
+    assert load_plugins().registry.names("architecture") == []  # only the core components
+
+    monkeypatch.delenv("VITZOO_LOAD_PLUGINS")
+    monkeypatch.setenv("VITZOO_DISABLE_PLUGINS", "fake-good,fake-brokenimport,fake-badsig,fake-duplicate,fake-raises")
+    system = load_plugins(quiet=True)
+    assert ("attention", "fake-attention") not in system.registry
+    assert system.records["fake-good"].status == "disabled"
+    assert not system.failed
+
+
+def test_strict_env_var(fake_plugins, monkeypatch) -> None:
+    monkeypatch.setenv("VITZOO_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError):
+        load_plugins(only=fake_only("raises"))
+
+
+def test_no_side_effects_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import vitzoo, vitzoo.plugins, sys; assert vitzoo.plugins._default is None; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,273 @@
+"""The ``vitzoo`` command line: list, build, plugins, schema, check (+ plugin commands).
+
+Errors the user can fix (bad specs, bad checkpoints) are printed as ``file:line:col  path: message``
+lines on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.registry import KINDS, PresetEntry
+
+#: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
+COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail_with_spec_error(exc: Exception) -> None:
+    """Print every issue of a SpecError / CheckpointError and exit with status 2."""
+    for line in str(exc).splitlines():
+        err.print(line, markup=False, highlight=False)
+    sys.exit(2)
+
+
+def human_count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def parse_sets(values: Iterable[str]) -> dict[str, Any]:
+    """``--set model.dim=384`` -> {"model.dim": 384} (values parsed as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return overrides
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vitzoo")
+def cli() -> None:
+    """vitzoo: a plugin-based model zoo for Vision Transformers."""
+
+
+# -- list ---------------------------------------------------------------------------------
+@cli.command("list")
+@click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(kind: str | None, as_json: bool) -> None:
+    """Every registered component, architecture, objective and preset, and its plugin."""
+    registry = get_plugin_system().registry
+    rows = []
+    for entry in registry.entries(kind):
+        row = {"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "summary": entry.summary}
+        if isinstance(entry, PresetEntry):
+            row["params"] = entry.expected_params
+            row["citation"] = entry.citation
+        else:
+            row["tags"] = sorted(entry.tags)
+            row["fields"] = [f for f in entry.config.model_fields if f != "type"]
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="vitzoo registry", show_lines=False)
+    for column in ("kind", "name", "plugin", "summary"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        summary = row["summary"]
+        if row.get("params"):
+            summary = f"{summary} [{human_count(row['params'])} params]"
+        table.add_row(row["kind"], row["name"], row["plugin"], summary)
+    out.print(table)
+
+
+# -- build --------------------------------------------------------------------------------
+def module_tree(model: Any, depth: int = 2) -> Tree:
+    def count(m: Any) -> str:
+        return human_count(sum(p.numel() for p in m.parameters()))
+
+    tree = Tree(f"{type(model).__name__} ({count(model)})")
+
+    def add(node: Tree, module: Any, level: int) -> None:
+        children = list(module.named_children())
+        for name, child in children[:12]:
+            sub = node.add(f"{name}: {type(child).__name__} ({count(child)})")
+            if level < depth:
+                add(sub, child, level + 1)
+        if len(children) > 12:
+            node.add(f"... {len(children) - 12} more")
+
+    add(tree, model, 1)
+    return tree
+
+
+def summarise(model: Any, forward: bool) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "architecture": model.vitzoo_spec.model.type,
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "num_features": getattr(model, "num_features", None),
+        "num_classes": getattr(model, "num_classes", None),
+        "input_shape": [1, *getattr(model, "input_size", ())],
+    }
+    if forward and getattr(model, "input_size", None):
+        model.eval()
+        with torch.no_grad():
+            x = model.example_input(1)
+            features = model.forward_features(x)
+            logits = model.forward_head(features)
+        info["features_shape"] = list(features.shape)
+        info["output_shape"] = list(logits.shape)
+        if features.ndim == 3:
+            info["tokens"] = features.shape[1]
+            info["prefix_tokens"] = getattr(model, "num_prefix_tokens", 0)
+    return info
+
+
+@cli.command("build")
+@click.argument("source")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. model.num_classes=10.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write a checkpoint (.safetensors).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+@click.option("--no-forward", is_flag=True, help="Skip the trial forward pass (shapes).")
+def build_command(source: str, sets: tuple[str, ...], output: Path | None, as_json: bool, no_forward: bool) -> None:
+    """Validate SOURCE (a spec file or a preset name), build it and print a summary."""
+    from vitzoo.builder import build_from_spec, resolve_spec
+    from vitzoo.checkpoint import save
+    from vitzoo.spec import SpecError
+
+    try:
+        spec = resolve_spec(source, parse_sets(sets))
+    except SpecError as exc:
+        fail_with_spec_error(exc)
+    model = build_from_spec(spec)
+    info = summarise(model, forward=not no_forward)
+    if output is not None:
+        save(model, output)
+        info["checkpoint"] = str(output)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{source}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in info.items():
+        shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
+        table.add_row(key, shown)
+    out.print(table)
+    out.print(module_tree(model))
+
+
+# -- plugins ------------------------------------------------------------------------------
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True)
+def plugins_command(as_json: bool) -> None:
+    """Installed plugins, what each registered, and the ones that failed (with why)."""
+    system = get_plugin_system()
+    records = list(system.records.values())
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in records], indent=2))
+        return
+    table = Table(title="vitzoo plugins")
+    for column in ("name", "module", "distribution", "status", "registered / error"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        detail = r.error if r.status != "ok" else ", ".join(f"{n} {k}" for k, n in r.counts.items()) or "-"
+        style = {"ok": "green", "failed": "red", "disabled": "yellow"}[r.status]
+        dist = f"{r.distribution} {r.version}".strip()
+        table.add_row(r.name, r.module, dist, f"[{style}]{r.status}[/]", detail)
+    out.print(table)
+
+
+# -- schema -------------------------------------------------------------------------------
+@cli.command("schema")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+def schema_command(output: Path | None) -> None:
+    """JSON Schema of the spec, for editor autocompletion (yaml-language-server)."""
+    from vitzoo.spec import spec_model
+
+    schema = spec_model(get_plugin_system().registry).model_json_schema()
+    text = json.dumps(schema, indent=2)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {output}  (add `# yaml-language-server: $schema={output}` to your specs)")
+
+
+# -- check --------------------------------------------------------------------------------
+@cli.command("check")
+@click.argument("plugin", required=False)
+@click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option("--slow", is_flag=True, help="Include slow checks (torch.compile).")
+def check_command(plugin: str | None, kind: str | None, slow: bool) -> None:
+    """Run the conformance suite (without pytest) over PLUGIN's registrations, or everything."""
+    from vitzoo.testing.runner import run_checks
+
+    try:
+        results = run_checks(plugin, kind, include_slow=slow)
+    except LookupError as exc:
+        err.print(f"vitzoo check: {exc}")
+        sys.exit(2)
+    table = Table(title="conformance")
+    for column in ("variant", "check", "status", "message"):
+        table.add_column(column, overflow="fold")
+    colours = {"passed": "green", "failed": "red", "xfail": "yellow", "skipped": "dim"}
+    for r in results:
+        if r.status != "passed":
+            table.add_row(r.variant, r.check, f"[{colours.get(r.status, '')}]{r.status}[/]", r.message)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    if table.row_count:
+        out.print(table)
+    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to check")
+    sys.exit(1 if counts.get("failed") else 0)
+
+
+# -- wiring -------------------------------------------------------------------------------
+def add_builtin_commands(group: click.Group) -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        for command in getattr(module, "COMMANDS", []):
+            group.add_command(command)
+
+
+def add_plugin_commands(group: click.Group, system: PluginSystem) -> None:
+    """Let each plugin add commands; a plugin that raises is reported, the CLI keeps working."""
+    for impl in system.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=group)
+        except Exception as exc:  # a broken plugin must never break the CLI
+            err.print(f"vitzoo: plugin {impl.plugin_name!r} failed to add commands ({type(exc).__name__}: {exc})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    add_builtin_commands(cli)
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] not in cli.commands and args[0] not in ("-h", "--help", "--version"):
+        add_plugin_commands(cli, get_plugin_system())
+    elif not args or args[0] in ("-h", "--help"):
+        add_plugin_commands(cli, get_plugin_system())
+    cli.main(args=args, prog_name="vitzoo")
+
+
+if __name__ == "__main__":
+    main()
