@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitzoo.components import attention, block, heads, mlp, patchify, pooling, posenc
+from vitzoo.components import (
+    attention,
+    block,
+    conv,
+    heads,
+    mlp,
+    patchify,
+    pooling,
+    posenc,
+    spatial_attention,
+    windows,
+)
+from vitzoo.components.examples import grid_only_example
 from vitzoo.hookspecs import hookimpl
 
 
@@ -18,11 +30,35 @@ def register_positional_encodings(register: Any) -> None:
     register("learned", posenc.build_learned, posenc.LearnedPosConfig)
     register("sincos", posenc.build_sincos, posenc.SinCosConfig)
     register("none", posenc.build_none, posenc.NoPosConfig)
+    register("peg", conv.build_peg, conv.PegConfig, tags={"image"})
 
 
 @hookimpl
 def register_attention(register: Any) -> None:
     register("mhsa", attention.build_mhsa, attention.MhsaConfig, tags={"mask", "sdpa"})
+    # Attention over the 2D patch grid, shared by the hierarchical families (Twins, MaxViT, CvT,
+    # ...); it reads the grid from ctx.grid, so it also slots into a flat ViT.
+    register(
+        "window",
+        windows.build_window_attention,
+        windows.WindowAttentionConfig,
+        tags={"image", "sdpa"},
+        example=grid_only_example(window_size=2, mode="block"),
+    )
+    register(
+        "spatial-reduction",
+        spatial_attention.build_spatial_reduction,
+        spatial_attention.SpatialReductionConfig,
+        tags={"image", "sdpa"},
+        example={"config": {"ratio": 2}},
+    )
+    register(
+        "conv-proj",
+        spatial_attention.build_conv_projection,
+        spatial_attention.ConvProjectionConfig,
+        tags={"image", "sdpa"},
+        example={"config": {"kernel_size": 3, "kv_stride": 2}},
+    )
 
 
 @hookimpl
@@ -40,7 +76,11 @@ def register_pooling(register: Any) -> None:
     register("cls", pooling.build_cls_pool, pooling.ClsPoolConfig)
     register("mean", pooling.build_mean_pool, pooling.MeanPoolConfig)
     register(
-        "cls-dist", pooling.build_cls_dist_pool, pooling.ClsDistPoolConfig, tags={"distillation"}
+        "cls-dist",
+        pooling.build_cls_dist_pool,
+        pooling.ClsDistPoolConfig,
+        tags={"distillation"},
+        example={"model": {"distillation_token": True, "head": {"type": "distillation"}}},
     )
 
 
@@ -52,4 +92,5 @@ def register_heads(register: Any) -> None:
         heads.build_distillation_head,
         heads.DistillationHeadConfig,
         tags={"distillation"},
+        example={"model": {"distillation_token": True, "pool": {"type": "cls-dist"}}},
     )

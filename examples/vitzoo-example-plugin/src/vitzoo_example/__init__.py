@@ -1,0 +1,1 @@
+"""An example third-party vitzoo plugin (see ``vitzoo_example.plugin``)."""
