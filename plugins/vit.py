@@ -11,16 +11,10 @@ from typing import Any, Literal
 from vitzoo_plugins._catalogue import register_catalogue_presets
 
 from vitzoo import ComponentSpec, component_default, hookimpl
+from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.vit import VitConfig, build_vit
 
-TINY = {
-    "image_size": 32,
-    "dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "num_classes": 10,
-    "patch": {"type": "linear", "patch_size": 8},
-}
+TINY = TINY_VIT
 
 
 class SimpleVitConfig(VitConfig):

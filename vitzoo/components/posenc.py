@@ -115,8 +115,14 @@ class SinCosConfig(ComponentConfig):
 
     type: Literal["sincos"] = "sincos"
     temperature: float = 10000.0
+    #: ``grid``: one sin-cos table per grid axis over the patch tokens (SimpleViT);
+    #: ``sequence``: the 1D Transformer table over the whole sequence, prefix tokens included
+    #: (T2T-ViT, CCT's "sine" option).
+    layout: Literal["grid", "sequence"] = "grid"
 
     def check(self, dim: int | None = None, spatial_dims: int = 2, **_: Any) -> None:
+        if self.layout == "sequence":
+            spatial_dims = 1
         if dim is not None and dim % (2 * spatial_dims):
             raise SpecValueError(
                 "type", f"sincos positions need dim divisible by {2 * spatial_dims}; got dim={dim}"
@@ -124,14 +130,20 @@ class SinCosConfig(ComponentConfig):
 
 
 class SinCosPositions(nn.Module):
-    def __init__(self, dim: int, temperature: float):
+    def __init__(self, dim: int, temperature: float, layout: str = "grid"):
         super().__init__()
         self.dim = dim
         self.temperature = temperature
+        self.layout = layout
 
     def forward(
         self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
     ) -> torch.Tensor:
+        if self.layout == "sequence":
+            length = (tokens.shape[1],)
+            return tokens + sincos_table(length, self.dim, self.temperature, tokens.device).to(
+                tokens.dtype
+            )
         table = sincos_table(tuple(grid), self.dim, self.temperature, tokens.device).to(
             tokens.dtype
         )
@@ -142,7 +154,7 @@ class SinCosPositions(nn.Module):
 
 def build_sincos(config: SinCosConfig, ctx: BuildContext) -> SinCosPositions:
     """Fixed sin-cos positions."""
-    return SinCosPositions(ctx.dim, config.temperature)
+    return SinCosPositions(ctx.dim, config.temperature, config.layout)
 
 
 class NoPosConfig(ComponentConfig):

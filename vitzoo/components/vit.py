@@ -6,6 +6,7 @@ with different parts" is a spec (or a config subclass with other defaults), not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -13,7 +14,7 @@ from pydantic import model_validator
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.components.layers import init_vit_weights, to_pair
+from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.config import (
     ComponentConfig,
@@ -68,11 +69,11 @@ class VitConfig(ComponentConfig):
         if self.register_tokens < 0:
             raise SpecValueError("register_tokens", "must be >= 0")
         context = dict(
-            image_size=to_pair(self.image_size),
+            image_size=self.input_extent(),
             in_chans=self.in_chans,
             dim=self.dim,
             num_heads=self.num_heads,
-            spatial_dims=len(to_pair(self.image_size)),
+            spatial_dims=len(self.input_extent()),
             class_token=self.class_token,
             distillation_token=self.distillation_token,
         )
@@ -90,6 +91,10 @@ class VitConfig(ComponentConfig):
     def head_dim_is_implicit(self) -> bool:
         return getattr(self.attention, "head_dim", None) is None
 
+    def input_extent(self) -> tuple[int, ...]:
+        """The extent the patchifier tiles: (H, W) for images; video configs add frames (T, H, W)."""
+        return to_pair(self.image_size)
+
 
 class VisionTransformer(VitzooModel):
     """A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
@@ -99,7 +104,7 @@ class VisionTransformer(VitzooModel):
     def __init__(self, config: VitConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.config = config
-        image_size = to_pair(config.image_size)
+        image_size = config.input_extent()
         dim = config.dim
         base = ctx.replace(
             dim=dim, num_heads=config.num_heads, in_chans=config.in_chans, image_size=image_size
@@ -124,7 +129,7 @@ class VisionTransformer(VitzooModel):
         )
         self.pos_drop = nn.Dropout(config.emb_dropout)
 
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.ModuleList(
             base.build(
                 "block",
@@ -160,12 +165,25 @@ class VisionTransformer(VitzooModel):
         tokens = [t for t in (self.cls_token, self.dist_token) if t is not None]
         return [t.expand(batch, -1, -1) for t in tokens]
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Image -> (prefix + patch tokens with positions, grid). Patch tokens follow the prefix."""
+    def embed(
+        self,
+        x: torch.Tensor,
+        patch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        positions: bool = True,
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Image -> (prefix + patch tokens with positions, grid). Patch tokens follow the prefix.
+
+        Hooks for masked-image objectives: ``patch_transform`` edits the (B, N, D) patch
+        embeddings before prefix tokens and positions are added (SimMIM / MPP mask tokens);
+        ``positions=False`` leaves positions out (MP3 predicts them from content).
+        """
         tokens, grid = self.patch(x)
+        if patch_transform is not None:
+            tokens = patch_transform(tokens)
         batch = tokens.shape[0]
         tokens = torch.cat([*self.prefix_tokens(batch), tokens], dim=1)
-        tokens = self.posenc(tokens, grid, self.num_embed_prefix)
+        if positions:
+            tokens = self.posenc(tokens, grid, self.num_embed_prefix)
         if self.reg_token is not None:
             reg = self.reg_token.expand(batch, -1, -1)
             tokens = torch.cat(
@@ -173,12 +191,17 @@ class VisionTransformer(VitzooModel):
             )
         return self.pos_drop(tokens), grid
 
-    def drop_patches(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Training-time patch dropout: keep a random subset of patch tokens (prefix always kept)."""
+    def drop_patches(self, tokens: torch.Tensor, num_prefix: int | None = None) -> torch.Tensor:
+        """Training-time patch dropout: keep a random subset of patch tokens (prefix always kept).
+
+        ``num_prefix`` overrides ``num_prefix_tokens`` for models whose embedded sequence holds
+        fewer prefix tokens than their output (CaiT's class token joins after the patch stage).
+        """
         rate = self.config.patch_dropout
         if not self.training or rate == 0.0:
             return tokens
-        prefix, patches = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
+        n_prefix = self.num_prefix_tokens if num_prefix is None else num_prefix
+        prefix, patches = tokens[:, :n_prefix], tokens[:, n_prefix:]
         batch, n, dim = patches.shape
         keep = max(1, int(n * (1.0 - rate)))
         index = torch.rand(batch, n, device=tokens.device).argsort(dim=1)[:, :keep]
@@ -220,7 +243,8 @@ class VisionTransformer(VitzooModel):
         self.num_classes = num_classes
         head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
         head.apply(init_vit_weights)
-        self.head = head.to(next(self.parameters()).device)
+        # a fresh module is in training mode; keep the model's mode (DeiT's head depends on it)
+        self.head = head.to(next(self.parameters()).device).train(self.training)
 
     def no_weight_decay(self) -> set[str]:
         names = {"cls_token", "dist_token", "reg_token"}

@@ -1,0 +1,176 @@
+"""Built-in plugin: learnable-memory ViT (Sandler et al. 2022, "Fine-tuning Image Transformers
+using Learnable Memory", arXiv:2203.15243).
+
+A frozen ViT-base model gains, per task, ``memories_per_layer`` learned memory tokens at every layer
+and its own class token and head. Memory tokens are appended to each block's input and dropped
+from its output; an attention mask stops the base model's tokens from attending to the memories or
+the task token, so the base model computes exactly what it computed before, and any number of tasks
+can share one base (the "non-destructive" fine-tuning of the paper). Only the task token and the
+memories reach the base blocks through the standard ``mask`` argument, so every block and attention
+that accepts full boolean masks works.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import model_validator
+from torch import nn
+
+from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
+from vitzoo.components.context import BuildContext
+from vitzoo.components.examples import TINY_VIT
+from vitzoo.components.heads import linear_or_identity
+from vitzoo.components.model import VitzooModel
+from vitzoo.components.vit import VisionTransformer, VitConfig
+
+
+class MemoryVitConfig(ComponentConfig):
+    """A frozen ViT-base model (``base``) plus per-layer learnable memory and a task head."""
+
+    type: Literal["memory-vit"] = "memory-vit"
+    base: ComponentSpec("architecture") = component_default(type="vit")
+    memories_per_layer: int = 10
+    num_classes: int = 2
+    freeze_base: bool = True
+
+    @model_validator(mode="after")
+    def _rules(self) -> MemoryVitConfig:
+        # Architectures built on the ViT base whose blocks cannot take (N, N) masks say so with
+        # ``full_attention_masks = False`` on their config class (XCiT).
+        if not isinstance(self.base, VitConfig) or not getattr(
+            self.base, "full_attention_masks", True
+        ):
+            raise SpecValueError(
+                "base.type",
+                "learnable memory needs a model built on the ViT base (flat tokens, blocks "
+                "taking full attention masks); allowed: vit, simple-vit, deit and their kin",
+            )
+        if self.memories_per_layer < 0:
+            raise SpecValueError("memories_per_layer", "must be >= 0")
+        if self.num_classes < 0:
+            raise SpecValueError("num_classes", "must be >= 0")
+        return self
+
+
+class MemoryVit(VitzooModel):
+    """Task adapter around a ViT: its own class token, per-layer memories and head.
+
+    Build it from a spec (``memory-vit``) or wrap an existing, trained model with
+    :meth:`from_base`; several adapters may wrap the same base object.
+    """
+
+    capabilities = frozenset()
+
+    def __init__(
+        self,
+        base: VisionTransformer,
+        memories_per_layer: int,
+        num_classes: int,
+        freeze_base: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base, VisionTransformer):
+            raise TypeError("learnable memory wraps a model built on the ViT base")
+        self.base = base
+        self.freeze_base = freeze_base
+        if freeze_base:
+            base.requires_grad_(False)
+        dim = base.num_features
+        depth = len(base.blocks)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.memories = nn.Parameter(torch.zeros(depth, memories_per_layer, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.memories, std=0.02)
+        self.head = linear_or_identity(dim, num_classes)
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.bias)
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+        self.num_features = dim
+        self.num_classes = num_classes
+        self.num_prefix_tokens = base.num_prefix_tokens
+        self.input_size = base.input_size
+
+    @classmethod
+    def from_base(
+        cls, base: VisionTransformer, memories_per_layer: int = 10, num_classes: int = 2
+    ) -> MemoryVit:
+        """A new task on an existing (trained) model; the base is frozen, not copied."""
+        return cls(base, memories_per_layer, num_classes, freeze_base=True)
+
+    def train(self, mode: bool = True) -> MemoryVit:
+        """A frozen base stays in eval mode (no dropout), so it keeps computing what it did."""
+        super().train(mode)
+        if self.freeze_base:
+            self.base.eval()
+        return self
+
+    @staticmethod
+    def attention_mask(num_base: int, num_memories: int, device: Any) -> torch.Tensor:
+        """(1, N, N) boolean mask: base tokens see only base tokens; task token and memories see
+        everything. Layout: [base tokens, task token, memories]."""
+        total = num_base + 1 + num_memories
+        mask = torch.ones(1, total, total, dtype=torch.bool, device=device)
+        mask[:, :num_base, num_base:] = False
+        return mask
+
+    def _encode(
+        self, x: torch.Tensor, keep: set[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        tokens, _ = self.base.embed(x)
+        tokens = self.base.drop_patches(tokens)
+        batch, num_base, _ = tokens.shape
+        tokens = torch.cat([tokens, self.cls_token.expand(batch, -1, -1)], dim=1)
+        mask = self.attention_mask(num_base, self.memories.shape[1], tokens.device)
+        outputs = []
+        for i, block in enumerate(self.base.blocks):
+            memory = self.memories[i].expand(batch, -1, -1)
+            tokens = block(torch.cat([tokens, memory], dim=1), mask=mask)[:, : num_base + 1]
+            if keep is not None and i in keep:
+                outputs.append(tokens)
+        return self.base.norm(tokens), outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[base tokens (exactly the base model's), task class token] after the final norm."""
+        return self._encode(x)[0]
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
+        pooled = features[:, -1]
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: list[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        depth = len(self.base.blocks)
+        keep = set(range(depth)) if indices is None else {i % depth for i in indices}
+        return self._encode(x, keep)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        head = linear_or_identity(self.num_features, num_classes)
+        self.head = head.to(self.cls_token.device)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "memories"}
+
+
+def build_memory_vit(config: MemoryVitConfig, ctx: BuildContext) -> MemoryVit:
+    """Learnable-memory adapter over a freshly built base model."""
+    base = ctx.registry.get("architecture", config.base.type).factory(config.base, ctx)
+    return MemoryVit(base, config.memories_per_layer, config.num_classes, config.freeze_base)
+
+
+@hookimpl
+def register_architectures(register: Any) -> None:
+    register(
+        "memory-vit",
+        build_memory_vit,
+        MemoryVitConfig,
+        tags={"image", "mask"},
+        example={
+            "memories_per_layer": 2,
+            "num_classes": 10,
+            "base": {"type": "vit", **TINY_VIT},
+        },
+    )

@@ -1,0 +1,97 @@
+"""Built-in plugin: Parallel ViT (Touvron et al. 2022, "Three things everyone should know about
+Vision Transformers", arXiv:2203.09795).
+
+The mechanism is one block: ``branches`` attention branches run side by side on the same input and
+their outputs are summed into the residual, then the same for ``branches`` MLP branches. Each branch
+is whatever attention / MLP the host model names, so any registered attention can be parallelised.
+``parallel-vit`` is the ViT base with this block as its default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
+from vitzoo.components.context import BuildContext
+from vitzoo.components.examples import TINY_VIT
+from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
+from vitzoo.components.vit import VitConfig, build_vit
+
+TINY = TINY_VIT
+
+
+class ParallelBlockConfig(ComponentConfig):
+    """x + sum_i attn_i(norm_i(x)); then x + sum_i mlp_i(norm_i(x)) (pre-norm, one norm per branch)."""
+
+    type: Literal["parallel"] = "parallel"
+    branches: int = 2
+    layer_scale: float | None = None
+    norm_eps: float = 1e-6
+
+    def check(self, **_: Any) -> None:
+        if self.branches < 1:
+            raise SpecValueError("branches", f"must be >= 1, got {self.branches}")
+
+
+class _Branch(nn.Module):
+    """One pre-norm residual branch: layer_scale(fn(norm(x)))."""
+
+    def __init__(self, dim: int, fn: nn.Module, layer_scale: float | None, eps: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fn = fn
+        self.ls = maybe_layer_scale(dim, layer_scale)
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.ls(self.fn(self.norm(x), **kwargs))
+
+
+class ParallelBlock(nn.Module):
+    """Wider, shallower blocks: N attention branches then N MLP branches, each summed."""
+
+    def __init__(self, config: ParallelBlockConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        dim, ls, eps = ctx.dim, config.layer_scale, config.norm_eps
+        self.attn_branches = nn.ModuleList(
+            _Branch(dim, ctx.build("attention", ctx.attention), ls, eps)
+            for _ in range(config.branches)
+        )
+        self.mlp_branches = nn.ModuleList(
+            _Branch(dim, ctx.build("mlp", ctx.mlp), ls, eps) for _ in range(config.branches)
+        )
+        self.drop_path = maybe_drop_path(ctx.drop_path)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(sum(b(x, mask=mask) for b in self.attn_branches))
+        return x + self.drop_path(sum(b(x) for b in self.mlp_branches))
+
+
+def build_parallel_block(config: ParallelBlockConfig, ctx: BuildContext) -> ParallelBlock:
+    """Parallel attention / MLP branches (Touvron et al. 2022)."""
+    return ParallelBlock(config, ctx)
+
+
+class ParallelVitConfig(VitConfig):
+    """ViT whose blocks run ``block.branches`` attention and MLP branches in parallel."""
+
+    type: Literal["parallel-vit"] = "parallel-vit"
+    block: ComponentSpec("block") = component_default(type="parallel", branches=2)
+
+
+@hookimpl
+def register_blocks(register: Any) -> None:
+    register(
+        "parallel",
+        build_parallel_block,
+        ParallelBlockConfig,
+        tags={"mask"},
+        example={"config": {"branches": 2}},
+    )
+
+
+@hookimpl
+def register_architectures(register: Any) -> None:
+    register("parallel-vit", build_vit, ParallelVitConfig, tags={"image", "tokens"}, example=TINY)

@@ -1,0 +1,339 @@
+"""Built-in plugin: XCiT (El-Nouby et al. 2021, "XCiT: Cross-Covariance Image Transformers",
+arXiv:2106.09681).
+
+Registered parts, each usable on its own in other models:
+
+* ``xca`` attention: cross-covariance attention. Queries and keys are L2-normalised along the token
+  axis and attention runs between *channels*: softmax(tau * q^T k) is a (d x d) matrix per head, so
+  cost is linear in the token count. tau is a learned per-head temperature.
+* ``xcit`` block: x += XCA(LN x); x += LPI(LN x) (local patch interaction: depthwise 3x3 conv,
+  GELU, BatchNorm, depthwise 3x3 conv on the token grid); x += MLP(LN x), each with LayerScale.
+* ``xcit-stem`` patchifier: log2(patch) stride-2 3x3 conv + BatchNorm layers (GELU between).
+* ``fourier`` positions: a fixed 2D sin-cos table (64 channels) mapped to the width by a learned
+  linear layer (the paper's 1x1 conv).
+* ``xcit`` architecture: the ``cait`` model (stem -> positions -> blocks on patch tokens -> late
+  class token -> class-attention blocks -> norm -> head) with the parts above as defaults, so
+  the late-class-token structure lives once, in :mod:`vitzoo_plugins.cait`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import model_validator
+from torch import nn
+from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.cait import Cait, CaitConfig
+
+from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
+from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
+from vitzoo.components.context import BuildContext
+from vitzoo.components.conv import ConvNormAct
+from vitzoo.components.examples import TINY_VIT
+from vitzoo.components.layers import (
+    maybe_drop_path,
+    maybe_layer_scale,
+)
+from vitzoo.components.patchify import Patchifier, check_divisible
+from vitzoo.components.posenc import sincos_table
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-covariance attention
+# ---------------------------------------------------------------------------------------------
+class XcaConfig(MhsaConfig):
+    """Cross-covariance attention: channel-to-channel attention, linear in the token count."""
+
+    type: Literal["xca"] = "xca"  # type: ignore[assignment]
+
+
+class CrossCovarianceAttention(MultiHeadAttention):
+    """MHSA's projections; weights softmax(tau * norm(q)^T norm(k)) over channels (d x d).
+
+    A (B, N) key-padding mask removes padded tokens from the covariances. The stored attention map
+    (``record_attention``) is the (B, heads, d, d) channel map.
+    """
+
+    def __init__(self, dim: int, num_heads: int, config: XcaConfig) -> None:
+        super().__init__(dim, num_heads, config)
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None and mask.ndim != 2:
+            raise ValueError("cross-covariance attention takes a (B, N) token padding mask")
+        q, k, v = (t.transpose(-2, -1) for t in self.split_heads(x))  # (B, H, d, N)
+        if mask is not None:
+            keep = mask[:, None, None, :].to(q.dtype)
+            q, k, v = q * keep, k * keep, v * keep
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        out = self.attend(q, k, v, scale=self.temperature)  # (B, H, d, N)
+        return self.merge_heads(out.transpose(-2, -1))
+
+
+def build_xca(config: XcaConfig, ctx: BuildContext) -> CrossCovarianceAttention:
+    """Cross-covariance attention (XCiT)."""
+    return CrossCovarianceAttention(ctx.dim, ctx.num_heads, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local patch interaction and the XCiT block
+# ---------------------------------------------------------------------------------------------
+class LocalPatchInteraction(nn.Module):
+    """Depthwise conv -> GELU -> BatchNorm -> depthwise conv over the (h, w) token grid."""
+
+    def __init__(self, dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
+        self.act = nn.GELU()
+        self.bn = nn.BatchNorm2d(dim)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, n, d = tokens.shape
+        x = tokens.transpose(1, 2).reshape(b, d, *grid)
+        x = self.conv2(self.bn(self.act(self.conv1(x))))
+        return x.reshape(b, d, n).transpose(1, 2)
+
+
+class XcitBlockConfig(ComponentConfig):
+    """x += attn(LN x); x += LPI(LN x); x += MLP(LN x); LayerScale on each branch."""
+
+    type: Literal["xcit"] = "xcit"
+    layer_scale: float | None = 1.0
+    local_kernel: int = 3
+    norm_eps: float = 1e-6
+
+    def check(self, spatial_dims: int = 2, **_: Any) -> None:
+        if spatial_dims != 2:
+            raise SpecValueError("type", "the xcit block's local patch interaction needs a 2D grid")
+        if self.local_kernel < 1 or self.local_kernel % 2 == 0:
+            raise SpecValueError("local_kernel", f"must be odd and >= 1, got {self.local_kernel}")
+
+
+class XcitBlock(nn.Module):
+    """The XCiT layer. Prefix tokens (if any) skip the local patch interaction."""
+
+    def __init__(self, config: XcitBlockConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        dim, eps, ls = ctx.dim, config.norm_eps, config.layer_scale
+        if len(ctx.grid) != 2:
+            raise ValueError("the xcit block needs a 2D token grid")
+        self.grid = tuple(ctx.grid)
+        self.num_prefix = ctx.num_prefix_tokens
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = ctx.build("attention", ctx.attention)
+        self.ls1 = maybe_layer_scale(dim, ls)
+        self.norm3 = nn.LayerNorm(dim, eps=eps)
+        self.local = LocalPatchInteraction(dim, config.local_kernel)
+        self.ls3 = maybe_layer_scale(dim, ls)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = ctx.build("mlp", ctx.mlp)
+        self.ls2 = maybe_layer_scale(dim, ls)
+        self.drop_path = maybe_drop_path(ctx.drop_path)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), mask=mask)))
+        p = self.num_prefix
+        patches = self.norm3(x[:, p:])
+        if mask is not None and mask.ndim == 2:
+            patches = patches * mask[:, p:, None].to(patches.dtype)
+        local = self.local(patches, self.grid)
+        x = x + self.drop_path(self.ls3(F.pad(local, (0, 0, p, 0))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+def build_xcit_block(config: XcitBlockConfig, ctx: BuildContext) -> XcitBlock:
+    """XCiT block (XCA + local patch interaction + MLP)."""
+    return XcitBlock(config, ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutional patch stem and Fourier positions
+# ---------------------------------------------------------------------------------------------
+class XcitStemConfig(ComponentConfig):
+    """Patches from log2(patch_size) stride-2 3x3 conv + BatchNorm layers, GELU between them."""
+
+    type: Literal["xcit-stem"] = "xcit-stem"
+    patch_size: int = 16
+
+    def check(self, image_size: Any = None, dim: int | None = None, **_: Any) -> None:
+        layers = math.log2(self.patch_size) if self.patch_size > 0 else 0.5
+        if not layers.is_integer() or layers < 1:
+            raise SpecValueError("patch_size", "must be a power of two >= 2 (e.g. 8, 16)")
+        if dim is not None and dim % 2 ** (int(layers) - 1):
+            raise SpecValueError(
+                "patch_size",
+                f"dim={dim} must be divisible by {2 ** (int(layers) - 1)} for the stem",
+            )
+        if image_size is not None:
+            check_divisible(image_size, self.patch_size)
+
+
+class XcitStem(Patchifier):
+    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        layers = int(math.log2(patch_size))
+        widths = [in_chans] + [dim // 2 ** (layers - 1 - i) for i in range(layers)]
+        self.proj = nn.Sequential(
+            *(
+                ConvNormAct(
+                    widths[i],
+                    widths[i + 1],
+                    3,
+                    2,
+                    activation="gelu" if i < layers - 1 else "none",
+                )
+                for i in range(layers)
+            )
+        )
+
+    def grid_for(self, image_size: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(s // self.patch_size for s in image_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        if x.ndim != 4:
+            raise ValueError(f"xcit-stem expects images (B, C, H, W), got {tuple(x.shape)}")
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+
+
+def build_xcit_stem(config: XcitStemConfig, ctx: BuildContext) -> XcitStem:
+    """XCiT convolutional patch stem."""
+    return XcitStem(ctx.in_chans, ctx.dim, config.patch_size)
+
+
+class FourierPosConfig(ComponentConfig):
+    """Fixed sin-cos features of each patch position, projected by a learned linear map (XCiT)."""
+
+    type: Literal["fourier"] = "fourier"
+    hidden_dim: int = 32
+    temperature: float = 10000.0
+
+
+class FourierPositions(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, temperature: float) -> None:
+        super().__init__()
+        self.features = 2 * hidden_dim
+        self.temperature = temperature
+        self.proj = nn.Linear(self.features, dim)
+
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
+    ) -> torch.Tensor:
+        table = sincos_table(tuple(grid), self.features, self.temperature, tokens.device)
+        pos = self.proj(table.to(tokens.dtype))
+        return torch.cat(
+            [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + pos], dim=1
+        )
+
+
+def build_fourier(config: FourierPosConfig, ctx: BuildContext) -> FourierPositions:
+    """Projected sin-cos positions (XCiT)."""
+    return FourierPositions(ctx.dim, config.hidden_dim, config.temperature)
+
+
+# ---------------------------------------------------------------------------------------------
+# The XCiT architecture
+# ---------------------------------------------------------------------------------------------
+class XcitConfig(CaitConfig):
+    """XCiT: the CaiT structure (blocks on patch tokens, then ``cls_depth`` class-attention
+    blocks with a late class token) with XCA attention, XCiT blocks, the conv stem and Fourier
+    positions as defaults."""
+
+    #: Memory-token adapters mask attention with (N, N) matrices, which XCA does not take.
+    full_attention_masks: ClassVar[bool] = False
+
+    type: Literal["xcit"] = "xcit"  # type: ignore[assignment]
+    dim: int = 192
+    depth: int = 12
+    num_heads: int = 4
+    patch: ComponentSpec("patchifier") = component_default(type="xcit-stem", patch_size=16)
+    posenc: ComponentSpec("posenc") = component_default(type="fourier")
+    attention: ComponentSpec("attention") = component_default(type="xca")
+    block: ComponentSpec("block") = component_default(type="xcit", layer_scale=1.0)
+    class_block: ComponentSpec("block") = component_default(type="class-attention", layer_scale=1.0)
+
+    @model_validator(mode="after")
+    def _xcit_rules(self) -> XcitConfig:
+        if self.patch_dropout and isinstance(self.block, XcitBlockConfig):
+            raise SpecValueError(
+                "patch_dropout",
+                "the xcit block's local patch interaction needs every patch of the grid; "
+                "allowed: 0.0",
+            )
+        return self
+
+    def class_drop_path_rates(self) -> list[float]:
+        """XCiT's class-attention layers run without stochastic depth."""
+        return [0.0] * self.cls_depth
+
+
+class XCiT(Cait):
+    """Cross-covariance image transformer: the CaiT model with XCiT's parts.
+
+    Not a "tokens" model for objectives: the local patch interaction needs the whole patch grid,
+    so token dropping / masking objectives do not apply.
+    """
+
+    capabilities = frozenset()
+
+    def no_weight_decay(self) -> set[str]:
+        temperatures = {n for n, _ in self.named_parameters() if n.endswith("temperature")}
+        return super().no_weight_decay() | temperatures
+
+
+def build_xcit(config: XcitConfig, ctx: BuildContext) -> XCiT:
+    """XCiT (cross-covariance image transformer)."""
+    return XCiT(config, ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+@hookimpl
+def register_attention(register: Any) -> None:
+    register(
+        "xca", build_xca, XcaConfig, tags={"mask", "linear-complexity"}, example={"config": {}}
+    )
+
+
+@hookimpl
+def register_blocks(register: Any) -> None:
+    register("xcit", build_xcit_block, XcitBlockConfig, tags={"mask"}, example={"config": {}})
+
+
+@hookimpl
+def register_patchifiers(register: Any) -> None:
+    register(
+        "xcit-stem",
+        build_xcit_stem,
+        XcitStemConfig,
+        tags={"image"},
+        example={"config": {"patch_size": 8}},
+    )
+
+
+@hookimpl
+def register_positional_encodings(register: Any) -> None:
+    register("fourier", build_fourier, FourierPosConfig, example={"config": {}})
+
+
+@hookimpl
+def register_architectures(register: Any) -> None:
+    register(
+        "xcit",
+        build_xcit,
+        XcitConfig,
+        tags={"image"},
+        example=TINY_VIT | {"cls_depth": 1, "patch": {"type": "xcit-stem", "patch_size": 8}},
+    )
+
+
+@hookimpl
+def register_presets(register: Any) -> None:
+    register_catalogue_presets(register, "xcit")
