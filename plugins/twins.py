@@ -1,0 +1,130 @@
+"""Built-in plugin: Twins-SVT (Chu et al., NeurIPS 2021, arXiv:2104.13840).
+
+Twins-SVT is a four-stage pyramid whose blocks alternate two attentions, both registered core
+components: **locally-grouped self-attention** (LSA, the ``window`` attention without relative
+bias: full attention inside non-overlapping windows) and **global sub-sampled attention** (GSA,
+the ``spatial-reduction`` attention: every token attends to a map shrunk by a strided conv).
+Each stage starts with a non-overlapping patch-merging conv + LayerNorm, and a **PEG**
+(positional encoding generator, a depthwise conv added residually) follows the first block of each
+stage instead of positional embeddings. The head normalises the last tokens, averages, and
+classifies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import model_validator
+from torch import nn
+from vitzoo_plugins._catalogue import register_catalogue_presets
+
+from vitzoo import ComponentSpec, component_default, hookimpl
+from vitzoo.components.context import BuildContext
+from vitzoo.components.downsample import ConvEmbed
+from vitzoo.components.hierarchical import (
+    HierarchicalConfig,
+    HierarchicalModel,
+    build_token_stages,
+    check_image_divisible,
+)
+from vitzoo.components.spatial_attention import SpatialReductionConfig
+from vitzoo.components.windows import WindowAttentionConfig
+
+
+class TwinsSvtConfig(HierarchicalConfig):
+    """Twins-SVT: alternating locally-grouped (window) and global sub-sampled attention + PEG."""
+
+    type: Literal["twins-svt"] = "twins-svt"
+    dims: list[int] = [64, 128, 256, 512]
+    depths: list[int] = [2, 2, 10, 4]
+    num_heads: list[int] = [2, 4, 8, 16]
+    patch_sizes: list[int] = [4, 2, 2, 2]
+    #: LSA window per stage and GSA reduction ratio per stage.
+    windows: list[int] = [7, 7, 7, 7]
+    sr_ratios: list[int] = [8, 4, 2, 1]
+    peg_kernel_size: int = 3
+    mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
+    block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-6)
+
+    @model_validator(mode="after")
+    def _rules(self) -> TwinsSvtConfig:
+        per_stage = dict(
+            patch_sizes=self.patch_sizes, windows=self.windows, sr_ratios=self.sr_ratios
+        )
+        self.check_stages(lists=per_stage, positive=per_stage)
+        stride = math.prod(self.patch_sizes)
+        check_image_divisible(
+            self.image_size, stride, f"the total patch stride of the {len(self.dims)} stages"
+        )
+        for i, (size, r) in enumerate(zip(self.stage_sizes(), self.sr_ratios, strict=True)):
+            if min(size) % r:
+                check_image_divisible(
+                    self.image_size,
+                    stride * r,
+                    f"GSA reduction ratio {r} must divide stage {i}'s map {size}",
+                )
+        self.check_children("mlp", "block", image_size=self.image_hw)
+        return self
+
+    def block_attention(self, stage: int, index: int) -> Any:
+        """LSA (window attention) on even blocks, GSA (spatial reduction) on odd blocks."""
+        if index % 2 == 0:
+            return WindowAttentionConfig(window_size=self.windows[stage], relative_bias=False)
+        return SpatialReductionConfig(ratio=self.sr_ratios[stage])
+
+    def stage_sizes(self) -> list[tuple[int, int]]:
+        sizes, (h, w) = [], self.image_hw
+        for p in self.patch_sizes:
+            h, w = h // p, w // p
+            sizes.append((h, w))
+        return sizes
+
+
+class TwinsSvt(HierarchicalModel):
+    def __init__(self, config: TwinsSvtConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        self.stem = nn.Identity()
+        widths = [config.in_chans, *config.dims]
+        embeds = [
+            ConvEmbed(widths[i], dim, patch, patch, padding=0, norm_eps=1e-5)
+            for i, (dim, patch) in enumerate(zip(config.dims, config.patch_sizes, strict=True))
+        ]
+        self.stages = build_token_stages(
+            ctx,
+            config,
+            embeds,
+            config.stage_sizes(),
+            attention=config.block_attention,
+            peg_kernel_size=config.peg_kernel_size,  # after the first block of each stage
+        )
+        self.init_tail(config, ctx, config.dims[-1], map_norm_eps=1e-6)
+
+
+def build_twins_svt(config: TwinsSvtConfig, ctx: BuildContext) -> TwinsSvt:
+    """Twins-SVT (locally-grouped + global sub-sampled attention, PEG)."""
+    return TwinsSvt(config, ctx)
+
+
+TINY: dict[str, Any] = {
+    "image_size": 32,
+    "dims": [16, 32],
+    "depths": [2, 2],
+    "num_heads": [1, 2],
+    "patch_sizes": [4, 2],
+    "windows": [4, 2],
+    "sr_ratios": [2, 1],
+    "num_classes": 10,
+}
+
+
+@hookimpl
+def register_architectures(register: Any) -> None:
+    register(
+        "twins-svt", build_twins_svt, TwinsSvtConfig, tags={"image", "feature-maps"}, example=TINY
+    )
+
+
+@hookimpl
+def register_presets(register: Any) -> None:
+    register_catalogue_presets(register, "twins")

@@ -1,0 +1,235 @@
+"""Convolutional building blocks shared by the convolutional-hybrid architectures.
+
+* :class:`ConvNormAct` -- conv (no bias) + BatchNorm + activation, the stem / projection unit of
+  LeViT, MobileViT, MaxViT; :meth:`ConvNormAct.fuse` folds the BatchNorm into the conv for
+  inference.
+* :class:`MBConv` -- the inverted residual (MobileNetV2 "MV2", EfficientNet "MBConv"): 1x1
+  expansion, depthwise kxk (optionally strided), optional squeeze-excitation, 1x1 projection, with
+  a residual where the shape allows. MaxViT uses its pre-activation form with SE, MobileViT the
+  plain MV2 form.
+* :class:`SqueezeExcite` -- channel gating from global context.
+* :class:`PEG` -- the positional encoding generator (Chu et al., CPVT): a depthwise conv added
+  residually to the token map, so position comes from zero padding. Also registered as the
+  ``peg`` positional encoding for flat ViTs.
+* :func:`fuse_conv_bn` -- BatchNorm folding used by the LeViT BN-fused layers too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.components.mlp import ACTIVATIONS
+from vitzoo.config import ComponentConfig, SpecValueError
+
+Activation = Literal["gelu", "relu", "silu", "hardswish", "none"]
+
+
+def make_activation(name: str) -> nn.Module:
+    return nn.Identity() if name == "none" else ACTIVATIONS[name]()
+
+
+@torch.no_grad()
+def fuse_conv_bn(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm1d | nn.BatchNorm2d
+):
+    """Fold an eval-mode BatchNorm that follows a linear map (conv or linear) into it.
+
+    y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  ==  W' x + b'.
+    Returns (W', b') with W' scaled along the output axis.
+    """
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    fused_w = weight * scale.reshape(shape)
+    base = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    fused_b = (base - bn.running_mean) * scale + bn.bias
+    return fused_w, fused_b
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> activation; ``fuse()`` gives one biased conv (+ act)."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        activation: str = "none",
+        padding: int | None = None,
+        bn_init: float = 1.0,
+    ) -> None:
+        pad = kernel_size // 2 if padding is None else padding
+        conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, pad, groups=groups, bias=False)
+        bn = nn.BatchNorm2d(out_chans)
+        nn.init.constant_(bn.weight, bn_init)
+        super().__init__(conv, bn, make_activation(activation))
+
+    def fuse(self) -> nn.Sequential:
+        conv, bn, act = self[0], self[1], self[2]
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            groups=conv.groups,
+            bias=True,
+        ).to(conv.weight.device)
+        w, b = fuse_conv_bn(conv.weight, None, bn)
+        fused.weight.data.copy_(w)
+        fused.bias.data.copy_(b)
+        return nn.Sequential(fused, act)
+
+
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(W2 act(W1 mean(x))) -- channel attention from global context."""
+
+    def __init__(self, channels: int, reduced: int, activation: str = "silu") -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.act = make_activation(activation)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3), keepdim=True)
+        return x * self.expand(self.act(self.reduce(s))).sigmoid()
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [pre-norm] -> 1x1 expand -> depthwise kxk -> [SE] -> 1x1 project.
+
+    ``pre_norm=True`` is MaxViT's pre-activation MBConv (BatchNorm first, biased projection, and a
+    strided shortcut of 2x2 average pooling + 1x1 conv); ``pre_norm=False`` is MobileNetV2's MV2
+    (BatchNorm after the projection, residual only when stride 1 and widths match).
+    ``se_channels`` is the squeeze width (None: no SE), ``se_activation`` its activation
+    (default: the block's).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        *,
+        stride: int = 1,
+        expand_ratio: float = 4.0,
+        expand_from: Literal["in", "out"] = "in",
+        kernel_size: int = 3,
+        activation: str = "silu",
+        se_channels: int | None = None,
+        se_activation: str | None = None,
+        pre_norm: bool = False,
+        drop_path: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        base = in_chans if expand_from == "in" else out_chans
+        mid = int(round(base * expand_ratio))
+        self.pre_norm = nn.BatchNorm2d(in_chans) if pre_norm else nn.Identity()
+        self.expand = (
+            ConvNormAct(in_chans, mid, 1, activation=activation)
+            if expand_ratio != 1
+            else nn.Identity()
+        )
+        mid = mid if expand_ratio != 1 else in_chans
+        self.depthwise = ConvNormAct(
+            mid, mid, kernel_size, stride, groups=mid, activation=activation
+        )
+        self.se = (
+            SqueezeExcite(mid, se_channels, se_activation or activation)
+            if se_channels
+            else nn.Identity()
+        )
+        if pre_norm:
+            self.project: nn.Module = nn.Conv2d(mid, out_chans, 1)
+        else:
+            self.project = ConvNormAct(mid, out_chans, 1)
+        self.drop_path = drop_path if drop_path is not None else nn.Identity()
+        self.residual = stride == 1 and in_chans == out_chans
+        self.shortcut: nn.Module | None = None
+        if pre_norm and not self.residual:
+            # Pre-activation blocks always keep a residual path; it pools and re-projects.
+            pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+            proj = nn.Conv2d(in_chans, out_chans, 1) if in_chans != out_chans else nn.Identity()
+            self.shortcut = nn.Sequential(pool, proj)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.depthwise(self.expand(self.pre_norm(x)))))
+        if self.residual:
+            return x + self.drop_path(y)
+        if self.shortcut is not None:
+            return self.shortcut(x) + self.drop_path(y)
+        return y
+
+
+class PEG(nn.Module):
+    """Positional encoding generator: ``x + DWConv_kxk(x)`` on a (B, C, H, W) map."""
+
+    def __init__(self, dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(dim, dim, kernel_size, 1, kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x)
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, grid: Sequence[int], num_prefix_tokens: int = 0
+    ) -> torch.Tensor:
+        """The same on (B, prefix + H*W, C) tokens; prefix tokens pass through unchanged."""
+        prefix, patches = tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:]
+        b, n, c = patches.shape
+        fmap = patches.transpose(1, 2).reshape(b, c, *grid)
+        patches = self(fmap).flatten(2).transpose(1, 2)
+        return torch.cat([prefix, patches], dim=1) if num_prefix_tokens else patches
+
+
+class PegConfig(ComponentConfig):
+    """CPVT positional encoding generator: a depthwise conv over the patch grid, added residually."""
+
+    type: Literal["peg"] = "peg"
+    kernel_size: int = 3
+
+    def check(self, spatial_dims: int = 2, **_: Any) -> None:
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise SpecValueError(
+                "kernel_size", f"must be a positive odd integer, got {self.kernel_size}"
+            )
+        if spatial_dims != 2:
+            raise SpecValueError("type", "peg works on 2D patch grids (images) only")
+
+
+class PegPositions(nn.Module):
+    """Posenc interface around :class:`PEG`: ``forward(tokens, grid, num_prefix_tokens)``."""
+
+    def __init__(self, dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.peg = PEG(dim, kernel_size)
+
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
+    ) -> torch.Tensor:
+        return self.peg.forward_tokens(tokens, grid, num_prefix_tokens)
+
+
+def build_peg(config: PegConfig, ctx: BuildContext) -> PegPositions:
+    """Positional encoding generator (depthwise conv, CPVT / Twins)."""
+    return PegPositions(ctx.dim, config.kernel_size)
+
+
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace, in place, every sub-module that has a ``fuse()`` method by its fused form.
+
+    Used for inference: conv/linear + BatchNorm pairs (:class:`ConvNormAct`, LeViT's
+    ``LinearBN``) become single biased layers with identical eval-mode outputs.
+    """
+    for name, child in list(module.named_children()):
+        if hasattr(child, "fuse") and callable(child.fuse):
+            setattr(module, name, child.fuse())
+        else:
+            fuse_batchnorm(child)
+    return module

@@ -1,0 +1,129 @@
+"""Map -> map downsampling between the stages of hierarchical backbones.
+
+* :class:`ConvEmbed` -- an (overlapping) strided convolution followed by a LayerNorm over
+  channels: the "convolutional patch embedding" of ScalableViT and SepViT (kernel 7 / stride 4
+  for the stem, kernel 3 / stride 2 between stages), also CvT's convolutional token embedding.
+* :class:`BlockAggregation` -- NesT's block aggregation: 3x3 conv, LayerNorm over channels,
+  3x3 max-pool with stride 2. It halves the map so four neighbouring blocks become one.
+
+Both take and return (B, C, H, W) maps; :func:`conv_embed_grid` / :func:`conv_embed_stage_grids`
+give the output sizes at spec time so configs can validate stage grids without building anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.components.hierarchical import (
+    ChannelLayerNorm,
+    HierarchicalConfig,
+    build_token_stages,
+    conv_out,
+)
+
+
+class ConvEmbed(nn.Module):
+    """Conv2d(kernel, stride, padding) -> LayerNorm over channels."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        kernel_size: int,
+        stride: int,
+        padding: int | None = None,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2 if padding is None else padding
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size, stride, pad)
+        self.norm = ChannelLayerNorm(dim, eps=norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+def conv_embed_grid(size: int, kernel_size: int, stride: int, padding: int | None = None) -> int:
+    """Output side length of :class:`ConvEmbed` for an input side length ``size``."""
+    return conv_out(size, kernel_size, stride, kernel_size // 2 if padding is None else padding)
+
+
+def conv_embed_stages(
+    in_chans: int, dims: Sequence[int], stem_kernel_size: int, stem_stride: int, norm_eps: float
+) -> list[ConvEmbed]:
+    """One :class:`ConvEmbed` per stage: the stem's kernel / stride first, then 3x3 stride 2
+    (ScalableViT, SepViT)."""
+    widths = [in_chans, *dims]
+    return [
+        ConvEmbed(
+            widths[i],
+            dim,
+            *((stem_kernel_size, stem_stride) if i == 0 else (3, 2)),
+            norm_eps=norm_eps,
+        )
+        for i, dim in enumerate(dims)
+    ]
+
+
+def conv_embed_stage_grids(
+    image_hw: Sequence[int], num_stages: int, stem_kernel_size: int, stem_stride: int
+) -> list[tuple[int, int]]:
+    """The token grid of every stage of :func:`conv_embed_stages` (spec time, no model built)."""
+    hw = [conv_embed_grid(s, stem_kernel_size, stem_stride) for s in image_hw]
+    grids = []
+    for i in range(num_stages):
+        if i:
+            hw = [conv_embed_grid(s, 3, 2) for s in hw]
+        grids.append((hw[0], hw[1]))
+    return grids
+
+
+class ConvEmbedStagesConfig(HierarchicalConfig):
+    """Staged models whose every stage starts with a :class:`ConvEmbed` (ScalableViT, SepViT):
+    ``stem_kernel_size`` / ``stem_stride`` for the first, 3x3 stride 2 for the others."""
+
+    stem_kernel_size: int = 7
+    stem_stride: int = 4
+
+    def stage_grids(self) -> list[tuple[int, int]]:
+        return conv_embed_stage_grids(
+            self.image_hw, len(self.dims), self.stem_kernel_size, self.stem_stride
+        )
+
+
+def build_conv_embed_stages(
+    ctx: BuildContext,
+    config: ConvEmbedStagesConfig,
+    *,
+    attention: Callable[[int, int], Any],
+    embed_norm_eps: float,
+) -> nn.ModuleList:
+    """[ConvEmbed -> blocks with a PEG after the first] per stage (see :func:`build_token_stages`)."""
+    embeds = conv_embed_stages(
+        config.in_chans,
+        config.dims,
+        config.stem_kernel_size,
+        config.stem_stride,
+        norm_eps=embed_norm_eps,
+    )
+    return build_token_stages(
+        ctx, config, embeds, config.stage_grids(), attention=attention, peg_kernel_size=3
+    )
+
+
+class BlockAggregation(nn.Module):
+    """NesT block aggregation: Conv3x3 -> LayerNorm(channels) -> MaxPool3x3/2 (halves H, W)."""
+
+    def __init__(self, in_chans: int, out_chans: int, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1)
+        self.norm = ChannelLayerNorm(out_chans, eps=norm_eps)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.norm(self.conv(x)))
