@@ -27,6 +27,9 @@ _LAZY = {
     "VitzooModel": "vitzoo.components.model",
     "attention_maps": "vitzoo.introspection",
     "record_attention": "vitzoo.introspection",
+    "inspect": "vitzoo.introspection",
+    "Inspection": "vitzoo.introspection",
+    "build_objective": "vitzoo.objectives",
 }
 
 __all__ = [

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,3 +46,41 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]
     with record_attention(model) as maps:
         model(x)
     return maps
+
+
+@dataclass
+class Inspection:
+    """Everything one inspected forward pass saw.
+
+    ``attentions[name]``: (B, heads, N_query, N_key) per attention module, in module order;
+    ``intermediates["layer{i}"]``: per-block tokens (B, N, D) or per-stage maps (B, C, H, W);
+    ``features``: the final features (what ``forward_features`` returns); ``output``: the logits
+    (exactly what ``model(x)`` returns in the same mode).
+    """
+
+    output: Any
+    features: torch.Tensor
+    attentions: dict[str, torch.Tensor] = field(default_factory=dict)
+    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) -> Inspection:
+    """Run ``model`` once on ``x`` and return its output, attention maps and per-layer outputs.
+
+    Built on the model protocol (``forward_intermediates``, ``forward_head``) and
+    :func:`record_attention`; nothing is patched, so the output equals ``model(x)``. ``layers``
+    selects blocks/stages (negative indices count from the end; ``None``: all).
+    """
+    with record_attention(model) as maps:
+        final, outputs = model.forward_intermediates(x, indices=layers)  # type: ignore[operator]
+    names = (
+        [f"layer{i}" for i in range(len(outputs))]
+        if layers is None
+        else [f"layer{i}" for i in layers]
+    )
+    return Inspection(
+        output=model.forward_head(final),  # type: ignore[operator]
+        features=final,
+        attentions=dict(maps),
+        intermediates=dict(zip(names, outputs, strict=True)),
+    )

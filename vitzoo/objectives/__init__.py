@@ -1,0 +1,65 @@
+"""Training objectives: the contract between a built model, a loss, and the training loop.
+
+An objective wraps a built vitzoo model and turns a batch into a scalar loss. Objectives are
+registered by plugins (``register_objectives``) and chosen in a spec under ``objective:``::
+
+    model: {preset: vit-s16}            # or any model spec
+    objective: {type: mae, mask_ratio: 0.75}
+
+Contract (what ``vitzoo train`` relies on)
+------------------------------------------
+* Registration: ``register(name, factory, ConfigClass, tags=..., summary=...)`` where
+  ``ConfigClass`` subclasses :class:`ObjectiveConfig` (``type: Literal[name] = name``) and
+  ``factory(config, ctx) -> Objective``. ``ctx`` is a :class:`~vitzoo.BuildContext` whose
+  ``extra`` holds ``"model"`` (the built model being trained) and ``"system"`` (the plugin
+  system, to build teachers) plus anything the caller passed to :func:`build_objective`.
+* ``ObjectiveConfig.requires_any`` lists model capabilities of which the model must have at least
+  one (``{"tokens"}`` for MAE/SimMIM/MPP/MP3); empty means any model. ``excludes`` lists
+  architecture tags it cannot work with (``"drops-tokens"``: encoders that merge or drop tokens
+  give no per-patch output). Incompatible pairs are rejected when the spec is validated (from the
+  architecture's registration tags, by a root-spec validator in :mod:`vitzoo.spec`) and again
+  when the objective is built (from ``model.capabilities``), naming ``objective.type``.
+* Flat-token objectives use only ``model.embed(x, patch_transform=None, positions=True)``
+  (the two keyword hooks let SimMIM/MPP swap patch embeddings for mask tokens before positions
+  are added, and MP3 leave positions out), ``model.encode(tokens, mask=None)``,
+  ``model.num_prefix_tokens`` and ``model.patch.grid_for``; every other objective uses only
+  ``forward_features`` / ``forward_head(pre_logits=True)``.
+* Build: ``objective = build_objective(spec_or_config, model, system=None, **extra)``.
+* Train step::
+
+      objective.train()
+      out = objective(images, targets)        # ObjectiveOutput(loss, metrics)
+      out.loss.backward(); optimiser.step(); optimiser.zero_grad()
+      objective.after_step()                  # EMA teacher / centre updates (DINO, EsViT)
+
+  ``targets`` are class indices (B,) for supervised/distillation objectives and ignored (may be
+  ``None``) for self-supervised ones. Optimise ``objective.trainable_parameters()`` -- never
+  ``objective.parameters()`` blindly: it excludes frozen parts (EMA teachers); a distillation
+  teacher is not even a submodule, so it never lands in ``objective.state_dict()``.
+* ``objective.model`` is the trained model; ``objective.extract_encoder()`` returns it as a
+  plain classifier (the model the spec's ``model:`` section describes), ready for
+  ``vitzoo.save``. Extra heads (decoders, projectors) live on the objective only.
+* ``metrics`` are detached floats-as-tensors with stable names (``"loss"`` always present) for
+  logging.
+
+Shared maths used by several objectives (random masking, pixel targets, EMA) lives in
+:mod:`vitzoo.objectives.masking` and :mod:`vitzoo.objectives.base`.
+"""
+
+from __future__ import annotations
+
+from vitzoo.objectives.base import (
+    Objective,
+    ObjectiveConfig,
+    ObjectiveOutput,
+    build_objective,
+    check_compatible,
+)
+
+__all__ = [
+    "Objective",
+    "ObjectiveConfig",
+    "ObjectiveOutput",
+    "build_objective",
+    "check_compatible",
+]

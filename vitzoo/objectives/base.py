@@ -1,0 +1,180 @@
+"""The objective base class, its config base, and :func:`build_objective`.
+
+See :mod:`vitzoo.objectives` for the contract. This module knows no objective by name: the
+objectives themselves are registered by plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from vitzoo.components.context import BuildContext
+from vitzoo.config import ComponentConfig, SpecValueError
+
+#: Capability words that describe how a model exposes its features (see ``VitzooModel``).
+CAPABILITY_WORDS: frozenset[str] = frozenset({"tokens", "feature-maps"})
+
+
+class ObjectiveConfig(ComponentConfig):
+    """Base of every objective config.
+
+    ``requires_any``: the model must have at least one of these capabilities (empty: any model).
+    ``excludes``: architecture tags the objective cannot work with (``"drops-tokens"``: encoders
+    that merge or drop tokens cannot give per-patch predictions).
+    """
+
+    requires_any: ClassVar[frozenset[str]] = frozenset()
+    excludes: ClassVar[frozenset[str]] = frozenset()
+
+    def incompatibility(self, tags: Any, *, decided: bool) -> str | None:
+        """Why a model with these tags/capabilities cannot serve this objective, or ``None``.
+
+        ``decided``: the tags are known to describe the model completely (build time); at spec
+        time an architecture without capability tags is left to the build-time check.
+        """
+        tags = set(tags)
+        known = CAPABILITY_WORDS & tags
+        if self.requires_any and (known or decided) and not (self.requires_any & known):
+            return (
+                f"objective {self.type!r} needs a model with capability "  # type: ignore[attr-defined]
+                f"{' or '.join(sorted(self.requires_any))}; the model has "
+                f"{sorted(known) or '(none)'}"
+            )
+        clash = self.excludes & tags
+        if clash:
+            return (
+                f"objective {self.type!r} cannot train a model tagged "  # type: ignore[attr-defined]
+                f"{sorted(clash)} (its encoder does not return one token per patch)"
+            )
+        return None
+
+    def check(self, architecture: str = "", architecture_tags: Any = (), **_: Any) -> None:
+        """Spec-time compatibility, from the architecture's registration tags."""
+        reason = self.incompatibility(architecture_tags, decided=False)
+        if reason:
+            raise SpecValueError("type", f"{reason} (model.type {architecture!r})")
+
+
+@dataclass
+class ObjectiveOutput:
+    """What one training step's forward returns: the scalar loss and named, detached metrics."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def make_output(loss: torch.Tensor, **metrics: torch.Tensor | float) -> ObjectiveOutput:
+    """Pack a loss and metrics; ``metrics["loss"]`` is always the (detached) loss."""
+    logged = {"loss": loss.detach()}
+    for name, value in metrics.items():
+        logged[name] = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
+    return ObjectiveOutput(loss=loss, metrics=logged)
+
+
+class Objective(nn.Module):
+    """A training wrapper around ``model`` (the thing being trained, reachable as ``.model``).
+
+    Subclasses implement :meth:`forward`; they add their own heads as submodules and keep
+    anything that must not be trained or saved (teachers) frozen or unregistered.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: torch.Tensor | list[torch.Tensor], targets: torch.Tensor | None = None
+    ) -> ObjectiveOutput:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def after_step(self) -> None:
+        """Called once after each optimiser step (EMA teachers, centres). Default: nothing."""
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """What the optimiser should update: every parameter that requires a gradient."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def frozen_parameters(self) -> Iterator[torch.Tensor]:
+        """Parameters the objective uses but must never update (teachers, EMA copies)."""
+        return (p for p in self.parameters() if not p.requires_grad)
+
+    def extract_encoder(self) -> nn.Module:
+        """The trained model alone, as the plain classifier its spec describes."""
+        return self.model
+
+
+def model_capabilities(model: nn.Module) -> frozenset[str]:
+    return frozenset(getattr(model, "capabilities", frozenset()))
+
+
+def check_compatible(config: ObjectiveConfig, model: nn.Module, registry: Any = None) -> None:
+    """Build-time check that ``model`` offers what the objective needs (clear error if not)."""
+    from vitzoo.spec import SpecError, SpecIssue
+
+    tags = set(model_capabilities(model))
+    spec = getattr(model, "vitzoo_spec", None)
+    if spec is not None and registry is not None and ("architecture", spec.model.type) in registry:
+        tags |= registry.get("architecture", spec.model.type).tags - CAPABILITY_WORDS
+    reason = config.incompatibility(tags, decided=True)
+    if reason:
+        raise SpecError([SpecIssue("objective.type", f"{reason} ({type(model).__name__})")])
+
+
+def _objective_config(source: Any, model: nn.Module, system: Any) -> ObjectiveConfig:
+    from vitzoo.spec import SpecBase, resolved_config, spec_error_from
+
+    if source is None:
+        spec = getattr(model, "vitzoo_spec", None)
+        source = getattr(spec, "objective", None) or {"type": "supervised"}
+    if isinstance(source, SpecBase):
+        source = getattr(source, "objective", None) or {"type": "supervised"}
+    if isinstance(source, ObjectiveConfig):
+        return source
+    if isinstance(source, str):
+        source = {"type": source}
+    if not isinstance(source, Mapping) or "type" not in source:
+        raise TypeError(
+            "build_objective expects a spec, an objective config, a mapping with 'type', "
+            f"or an objective name; got {type(source).__name__}"
+        )
+    registry = system.registry
+    if ("objective", source["type"]) not in registry:
+        raise KeyError(
+            f"objective.type: unknown objective {source['type']!r}; registered: "
+            f"{', '.join(registry.names('objective')) or '(none)'}"
+        )
+    cls = resolved_config(registry, "objective", source["type"])
+    try:
+        return cls.model_validate(dict(source))
+    except ValidationError as exc:
+        raise spec_error_from(exc, dict(source), file="<objective>") from None
+
+
+def build_objective(source: Any, model: nn.Module, system: Any = None, **extra: Any) -> Objective:
+    """Build the objective ``source`` describes around ``model``.
+
+    ``source``: a root spec (its ``objective`` section), an objective config, a mapping such as
+    ``{"type": "mae", "mask_ratio": 0.75}``, an objective name, or ``None`` (the model's own
+    spec's objective, else ``supervised``). ``extra`` reaches the factory as ``ctx.extra``
+    (e.g. ``teacher=`` a ready module for distillation).
+    """
+    from vitzoo.plugins import get_plugin_system
+
+    system = system or get_plugin_system()
+    config = _objective_config(source, model, system)
+    check_compatible(config, model, system.registry)
+    entry = system.registry.get("objective", config.type)  # type: ignore[attr-defined]
+    ctx = BuildContext(registry=system.registry, extra={"model": model, "system": system, **extra})
+    objective = entry.factory(config, ctx)
+    if not isinstance(objective, Objective):
+        raise TypeError(
+            f"objective {config.type!r} factory returned {type(objective).__name__}, "  # type: ignore[attr-defined]
+            "not a vitzoo.objectives.Objective"
+        )
+    return objective
