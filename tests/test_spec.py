@@ -69,7 +69,7 @@ def test_heads_must_divide_dim() -> None:
 
 def test_unknown_architecture_lists_choices() -> None:
     (issue,) = issues_of({"model": {"type": "nope"}})
-    assert "model: unknown type 'nope'; allowed:" in issue and "'vit'" in issue
+    assert "model.type: unknown type 'nope'; allowed:" in issue and "'vit'" in issue
 
 
 def test_invalid_yaml_reports_position(tmp_path) -> None:

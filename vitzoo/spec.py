@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from vitzoo.config import ComponentConfig, ComponentKind, SpecValueError
+from vitzoo.config import ComponentConfig, ComponentKind, SpecValueError, check_child
 from vitzoo.registry import Registry
+from vitzoo.training.config import DataConfig, TrainConfig
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,6 +59,11 @@ class _Resolver:
             if kinds or annotation is not info.annotation:
                 new_info = copy.copy(info)
                 new_info.metadata = [m for m in info.metadata if not isinstance(m, ComponentKind)]
+                if get_origin(annotation) is Annotated:
+                    # An explicit FieldInfo wins over Annotated metadata in create_model, so the
+                    # union's discriminator must move onto the field itself.
+                    annotation, union_info = get_args(annotation)
+                    new_info.discriminator = union_info.discriminator
                 changed[name] = (annotation, new_info)
         if changed:
             resolved = create_model(
@@ -179,13 +185,34 @@ def spec_model(registry: Registry) -> type[SpecBase]:
                 default=None, description="Training objective (see `vitzoo list --kind objective`)."
             ),
         )
+    fields["train"] = (
+        TrainConfig,
+        Field(default_factory=TrainConfig, description="Optimisation settings (`vitzoo train`)."),
+    )
+    fields["data"] = (
+        DataConfig,
+        Field(default_factory=DataConfig, description="Dataset layout and augmentation."),
+    )
 
     def _expand(cls: type, data: Any) -> Any:
         if isinstance(data, Mapping):
             return expand_preset(registry, data)
         return data
 
-    validators = {"expand_preset": model_validator(mode="before")(classmethod(_expand))}
+    def _check_objective(self: Any) -> Any:
+        """An objective may need a model capability (MAE needs flat tokens): reject bad pairs."""
+        objective = getattr(self, "objective", None)
+        if objective is not None:
+            entry = registry.get("architecture", self.model.type)
+            check_child(
+                objective, "objective", architecture=entry.name, architecture_tags=entry.tags
+            )
+        return self
+
+    validators = {
+        "expand_preset": model_validator(mode="before")(classmethod(_expand)),
+        "check_objective": model_validator(mode="after")(_check_objective),
+    }
     model = create_model("Spec", __base__=SpecBase, __validators__=validators, **fields)
     registry._vitzoo_spec_model = model  # type: ignore[attr-defined]
     return model
@@ -306,6 +333,8 @@ def spec_error_from(
             message = error_obj.message
         else:
             message = _message(err, failed_plugins or [])
+            if err["type"] == "union_tag_invalid" and isinstance(err.get("input"), Mapping):
+                loc = (*loc, "type")  # point at the tag the user wrote, not the whole mapping
         probe = loc
         while probe and probe not in positions:
             probe = probe[:-1]

@@ -1,0 +1,102 @@
+"""The ``train:`` and ``data:`` sections of a spec.
+
+Plain pydantic models with defaults, so a spec without these sections still validates, and a
+checkpoint's stored spec records exactly how its weights were trained. They import nothing
+heavier than pydantic because :mod:`vitzoo.spec` includes them in every root spec.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vitzoo.config import SpecValueError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Section):
+    """Optimisation settings: AdamW with warmup + cosine decay, precision, fine-tuning source.
+
+    The loss (and label smoothing) belongs to the ``objective:`` section, not here.
+    """
+
+    epochs: int = Field(default=10, description="Passes over the training set.")
+    batch_size: int = Field(default=64, description="Global batch size (split across processes).")
+    lr: float = Field(default=1e-3, description="Peak learning rate, reached after warmup.")
+    min_lr: float = Field(default=1e-5, description="Learning rate at the end of the cosine.")
+    warmup_epochs: float = Field(default=1.0, description="Linear warmup length, in epochs.")
+    weight_decay: float = Field(default=0.05, description="AdamW decay (not on norms/biases/pos).")
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = Field(default=1.0, description="Max gradient norm; null disables.")
+    seed: int = Field(default=0, description="Seeds init, data order and augmentation.")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16 = autocast.")
+    compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
+    grad_checkpointing: bool = Field(default=False, description="Recompute blocks in backward.")
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    init_from: str | None = Field(
+        default=None,
+        description="Fine-tune from this checkpoint: head reset for a new class count, "
+        "learned positions resampled for a new image size.",
+    )
+    log_every: int = Field(default=20, description="Steps between plain-text log lines.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrainConfig:
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise SpecValueError(name, f"must be a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise SpecValueError("min_lr", "need 0 <= min_lr <= lr and lr > 0")
+        if self.warmup_epochs < 0 or self.weight_decay < 0:
+            raise SpecValueError("warmup_epochs", "warmup_epochs and weight_decay must be >= 0")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise SpecValueError("grad_clip", "must be > 0, or null to disable clipping")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the images are and how they are augmented (ImageFolder layout).
+
+    The image size is not repeated here: it is the model's ``input_size``.
+    """
+
+    train_split: str = Field(default="train", description="Sub-folder with <class>/<image>.")
+    val_split: str = Field(default="val", description="Sub-folder used for validation.")
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="Random-resized-crop area range (fraction of image)."
+    )
+    ratio: tuple[float, float] = Field(
+        default=(0.75, 4 / 3), description="Random-resized-crop aspect-ratio range."
+    )
+    hflip: float = Field(default=0.5, description="Horizontal flip probability.")
+    eval_crop: float = Field(
+        default=1.0, description="Centre-crop fraction at evaluation (1.0 = resize whole image)."
+    )
+    num_workers: int = Field(default=0, description="DataLoader worker processes.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> DataConfig:
+        if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
+            raise SpecValueError("mean", "mean and std need the same length, 1 or 3 channels")
+        if any(s <= 0 for s in self.std):
+            raise SpecValueError("std", "every std must be > 0")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise SpecValueError("scale", "need 0 < min <= max <= 1")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise SpecValueError("ratio", "need 0 < min <= max")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise SpecValueError("hflip", "must be a probability in [0, 1]")
+        if not 0.0 < self.eval_crop <= 1.0:
+            raise SpecValueError("eval_crop", "must be in (0, 1]")
+        if self.num_workers < 0:
+            raise SpecValueError("num_workers", "must be >= 0")
+        return self
