@@ -23,24 +23,24 @@ def register_attention(register):
 
 BROKEN_IMPORT = "import does_not_exist_anywhere\n"
 
-BAD_SIGNATURE = '''
+BAD_SIGNATURE = """
 import vitzoo
 
 @vitzoo.hookimpl
 def register_attention(register, unexpected_argument):
     pass
-'''
+"""
 
-DUPLICATE = '''
+DUPLICATE = """
 import vitzoo
 from vitzoo.components.attention import MhsaConfig, build_mhsa
 
 @vitzoo.hookimpl
 def register_attention(register):
     register("mhsa", build_mhsa, MhsaConfig)
-'''
+"""
 
-RAISES_IN_HOOK = '''
+RAISES_IN_HOOK = """
 import vitzoo
 from typing import Literal
 from vitzoo.components.pooling import MeanPoolConfig, build_mean_pool
@@ -52,7 +52,7 @@ class HalfConfig(MeanPoolConfig):
 def register_pooling(register):
     register("half-registered", build_mean_pool, HalfConfig)
     raise RuntimeError("boom while registering")
-'''
+"""
 
 PLUGINS = {
     "good": GOOD_PLUGIN,
@@ -71,7 +71,9 @@ def write_fake_distributions(root: Path) -> Path:
         (root / f"{module}.py").write_text(textwrap.dedent(source))
         info = root / f"vitzoo_fake{name}-0.1.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vitzoo-fake{name}\nVersion: 0.1\n")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: vitzoo-fake{name}\nVersion: 0.1\n"
+        )
         (info / "entry_points.txt").write_text(f"[vitzoo]\nfake-{name} = {module}\n")
     return root
 

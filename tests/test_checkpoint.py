@@ -9,7 +9,14 @@ from safetensors.torch import save_file
 import vitzoo
 from vitzoo.checkpoint import CheckpointError
 
-TINY = {"image_size": 32, "dim": 32, "depth": 1, "num_heads": 2, "num_classes": 4, "model.patch.patch_size": 8}
+TINY = {
+    "image_size": 32,
+    "dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "num_classes": 4,
+    "model.patch.patch_size": 8,
+}
 
 
 def test_round_trip_rebuilds_same_model(tmp_path) -> None:

@@ -171,7 +171,9 @@ def test_pytest_plugin_and_parametrize(
     )
     result.assert_outcomes(passed=2, failed=1, xfailed=1)
     result.stdout.fnmatch_lines(["*test_unknown?attention:mixes-batch-check_batch_independence*"])
-    collected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-m", "slow")
+    collected = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--collect-only", "-q", "-m", "slow"
+    )
     ids = [line for line in collected.outlines if "::" in line]
     assert len(ids) == 2 and all("check_torch_compile" in i for i in ids), ids
 

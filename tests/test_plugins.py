@@ -54,7 +54,10 @@ def test_environment_selects_and_disables(fake_plugins, monkeypatch) -> None:
     assert load_plugins().registry.names("architecture") == []  # only the core components
 
     monkeypatch.delenv("VITZOO_LOAD_PLUGINS")
-    monkeypatch.setenv("VITZOO_DISABLE_PLUGINS", "fake-good,fake-brokenimport,fake-badsig,fake-duplicate,fake-raises")
+    monkeypatch.setenv(
+        "VITZOO_DISABLE_PLUGINS",
+        "fake-good,fake-brokenimport,fake-badsig,fake-duplicate,fake-raises",
+    )
     system = load_plugins(quiet=True)
     assert ("attention", "fake-attention") not in system.registry
     assert system.records["fake-good"].status == "disabled"

@@ -11,7 +11,15 @@ import yaml
 import vitzoo
 from vitzoo.spec import SpecError, deep_merge, spec_to_yaml, validate_spec
 
-TINY = {"type": "vit", "image_size": 32, "dim": 32, "depth": 1, "num_heads": 2, "num_classes": 3, "patch": {"type": "linear", "patch_size": 8}}
+TINY = {
+    "type": "vit",
+    "image_size": 32,
+    "dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "num_classes": 3,
+    "patch": {"type": "linear", "patch_size": 8},
+}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -39,9 +47,13 @@ def test_typo_and_wrong_type_reported_at_their_lines(tmp_path) -> None:
         """,
     )
     issues = issues_of(path)
-    assert f"{path}:4:3  model.dimm: unknown field" in issues[0] or any(i.startswith(f"{path}:4:3  model.dimm") for i in issues)
+    assert f"{path}:4:3  model.dimm: unknown field" in issues[0] or any(
+        i.startswith(f"{path}:4:3  model.dimm") for i in issues
+    )
     assert any(i.startswith(f"{path}:5:3  model.depth:") and "integer" in i for i in issues)
-    assert any(i.startswith(f"{path}:6:") and "model.attention.type" in i and "'mhsa'" in i for i in issues)
+    assert any(
+        i.startswith(f"{path}:6:") and "model.attention.type" in i and "'mhsa'" in i for i in issues
+    )
     assert len(issues) == 3  # all errors at once
 
 
@@ -58,7 +70,9 @@ def test_cross_field_rule_points_at_the_field(tmp_path) -> None:
         """,
     )
     (issue,) = issues_of(path)
-    assert issue.startswith(f"{path}:6:5  model.patch.patch_size: patch size 5 does not divide image size 32")
+    assert issue.startswith(
+        f"{path}:6:5  model.patch.patch_size: patch size 5 does not divide image size 32"
+    )
     assert "allowed for this image size: [1, 2, 4, 8, 16, 32]" in issue
 
 
@@ -79,7 +93,9 @@ def test_invalid_yaml_reports_position(tmp_path) -> None:
 
 
 def test_preset_with_overrides_and_type_change() -> None:
-    spec = vitzoo.resolve_spec({"preset": "vit-s16", "model": {"num_classes": 10, "pool": {"type": "mean"}}})
+    spec = vitzoo.resolve_spec(
+        {"preset": "vit-s16", "model": {"num_classes": 10, "pool": {"type": "mean"}}}
+    )
     assert spec.model.dim == 384 and spec.model.num_classes == 10 and spec.model.pool.type == "mean"
     assert spec.preset == "vit-s16"
     # a component whose type changes is replaced, not merged with the old type's options

@@ -7,7 +7,14 @@ import torch
 import vitzoo
 from vitzoo.introspection import attention_maps
 
-TINY = {"image_size": 32, "dim": 32, "depth": 2, "num_heads": 2, "num_classes": 5, "model.patch.patch_size": 8}
+TINY = {
+    "image_size": 32,
+    "dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "num_classes": 5,
+    "model.patch.patch_size": 8,
+}
 
 
 def test_deit_distillation_head_pair_in_training_mean_in_eval() -> None:

@@ -69,7 +69,12 @@ def list_command(kind: str | None, as_json: bool) -> None:
     registry = get_plugin_system().registry
     rows = []
     for entry in registry.entries(kind):
-        row = {"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "summary": entry.summary}
+        row = {
+            "kind": entry.kind,
+            "name": entry.name,
+            "plugin": entry.plugin,
+            "summary": entry.summary,
+        }
         if isinstance(entry, PresetEntry):
             row["params"] = entry.expected_params
             row["citation"] = entry.citation
@@ -138,11 +143,24 @@ def summarise(model: Any, forward: bool) -> dict[str, Any]:
 
 @cli.command("build")
 @click.argument("source")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. model.num_classes=10.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write a checkpoint (.safetensors).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a field, e.g. model.num_classes=10.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a checkpoint (.safetensors).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @click.option("--no-forward", is_flag=True, help="Skip the trial forward pass (shapes).")
-def build_command(source: str, sets: tuple[str, ...], output: Path | None, as_json: bool, no_forward: bool) -> None:
+def build_command(
+    source: str, sets: tuple[str, ...], output: Path | None, as_json: bool, no_forward: bool
+) -> None:
     """Validate SOURCE (a spec file or a preset name), build it and print a summary."""
     from vitzoo.builder import build_from_spec, resolve_spec
     from vitzoo.checkpoint import save
@@ -184,7 +202,11 @@ def plugins_command(as_json: bool) -> None:
     for column in ("name", "module", "distribution", "status", "registered / error"):
         table.add_column(column, overflow="fold")
     for r in records:
-        detail = r.error if r.status != "ok" else ", ".join(f"{n} {k}" for k, n in r.counts.items()) or "-"
+        detail = (
+            r.error
+            if r.status != "ok"
+            else ", ".join(f"{n} {k}" for k, n in r.counts.items()) or "-"
+        )
         style = {"ok": "green", "failed": "red", "disabled": "yellow"}[r.status]
         dist = f"{r.distribution} {r.version}".strip()
         table.add_row(r.name, r.module, dist, f"[{style}]{r.status}[/]", detail)
@@ -193,7 +215,9 @@ def plugins_command(as_json: bool) -> None:
 
 # -- schema -------------------------------------------------------------------------------
 @cli.command("schema")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
+)
 def schema_command(output: Path | None) -> None:
     """JSON Schema of the spec, for editor autocompletion (yaml-language-server)."""
     from vitzoo.spec import spec_model
@@ -227,7 +251,9 @@ def check_command(plugin: str | None, kind: str | None, slow: bool) -> None:
     colours = {"passed": "green", "failed": "red", "xfail": "yellow", "skipped": "dim"}
     for r in results:
         if r.status != "passed":
-            table.add_row(r.variant, r.check, f"[{colours.get(r.status, '')}]{r.status}[/]", r.message)
+            table.add_row(
+                r.variant, r.check, f"[{colours.get(r.status, '')}]{r.status}[/]", r.message
+            )
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -256,7 +282,9 @@ def add_plugin_commands(group: click.Group, system: PluginSystem) -> None:
         try:
             impl.function(cli=group)
         except Exception as exc:  # a broken plugin must never break the CLI
-            err.print(f"vitzoo: plugin {impl.plugin_name!r} failed to add commands ({type(exc).__name__}: {exc})")
+            err.print(
+                f"vitzoo: plugin {impl.plugin_name!r} failed to add commands ({type(exc).__name__}: {exc})"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,6 +49,8 @@ class LearnedPositions(nn.Module):
     def forward(
         self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
     ) -> torch.Tensor:
+        if self.num_prefix and tuple(grid) == self.grid:  # the common case: no split, no copy
+            return tokens + self.pos_embed
         prefix, patches = self.pos_embed[:, : self.num_prefix], self.pos_embed[:, self.num_prefix :]
         patches = resize_grid_embedding(patches, self.grid, grid)
         if self.num_prefix:
