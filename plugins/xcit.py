@@ -11,9 +11,10 @@ Registered parts, each usable on its own in other models:
 * ``xcit-stem`` patchifier: log2(patch) stride-2 3x3 conv + BatchNorm layers (GELU between).
 * ``fourier`` positions: a fixed 2D sin-cos table (64 channels) mapped to the width by a learned
   linear layer (the paper's 1x1 conv).
-* ``xcit`` architecture: the ``cait`` model (stem -> positions -> blocks on patch tokens -> late
-  class token -> class-attention blocks -> norm -> head) with the parts above as defaults, so
-  the late-class-token structure lives once, in :mod:`vitzoo_plugins.cait`.
+* ``xcit`` architecture: the shared late-class-token model that CaiT uses too (stem -> positions
+  -> blocks on patch tokens -> late class token -> class-attention blocks -> norm -> head) with the
+  parts above as defaults; the structure and the ``class-attention`` block live once, in the core
+  (:mod:`vitzoo.components.late_class_token`), so this plugin does not need the ``cait`` plugin.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
-from vitzoo_plugins.cait import Cait, CaitConfig
 
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import ConvNormAct
 from vitzoo.components.examples import TINY_VIT
+from vitzoo.components.late_class_token import LateClassTokenConfig, LateClassTokenTransformer
 from vitzoo.components.layers import (
     maybe_drop_path,
     maybe_layer_scale,
@@ -240,7 +241,7 @@ def build_fourier(config: FourierPosConfig, ctx: BuildContext) -> FourierPositio
 # ---------------------------------------------------------------------------------------------
 # The XCiT architecture
 # ---------------------------------------------------------------------------------------------
-class XcitConfig(CaitConfig):
+class XcitConfig(LateClassTokenConfig):
     """XCiT: the CaiT structure (blocks on patch tokens, then ``cls_depth`` class-attention
     blocks with a late class token) with XCA attention, XCiT blocks, the conv stem and Fourier
     positions as defaults."""
@@ -273,8 +274,8 @@ class XcitConfig(CaitConfig):
         return [0.0] * self.cls_depth
 
 
-class XCiT(Cait):
-    """Cross-covariance image transformer: the CaiT model with XCiT's parts.
+class XCiT(LateClassTokenTransformer):
+    """Cross-covariance image transformer: the late-class-token (CaiT) model with XCiT's parts.
 
     Not a "tokens" model for objectives: the local patch interaction needs the whole patch grid,
     so token dropping / masking objectives do not apply.

@@ -76,3 +76,54 @@ def test_no_side_effects_at_import() -> None:
 
     code = "import vitzoo, vitzoo.plugins, sys; assert vitzoo.plugins._default is None; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_builtin_plugin_works_alone() -> None:
+    """Built-in plugins must not depend on each other (disabling one must not break another).
+
+    For each ``vitzoo_plugins.*`` entry point: (1) it loads alone in strict mode; (2) its source
+    imports no sibling plugin module (private ``vitzoo_plugins._*`` helpers are fine): shared
+    code belongs in ``vitzoo.components``; (3) every default and example it registers validates
+    without the other plugins -- loading alone does not prove that, because a config default such
+    as ``class_block: {type: class-attention}`` is only resolved at spec time. Step (3) loads the
+    ``vit`` plugin beside it: it registers the host model that component examples (and the
+    ``memory-vit`` adapter's ``base``) slot into, by the conformance suite's convention.
+    """
+    import ast
+    import importlib.util
+    from importlib.metadata import entry_points
+
+    from vitzoo.builder import resolve_spec
+    from vitzoo.plugins import ENTRY_POINT_GROUP
+    from vitzoo.testing.variants import DEFAULT_HOST, variants
+
+    builtin = {
+        ep.name: ep.value
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+        if ep.value.startswith("vitzoo_plugins.")
+    }
+    assert DEFAULT_HOST in builtin and "cait" in builtin and "xcit" in builtin
+    modules = set(builtin.values())
+    for name, module in sorted(builtin.items()):
+        system = load_plugins(only=[name], strict=True, quiet=True)
+        assert system.records[name].status == "ok", name
+
+        origin = importlib.util.find_spec(module).origin
+        with open(origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=origin)
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                # ``from vitzoo_plugins import cait`` imports the module ``vitzoo_plugins.cait``
+                imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        siblings = {m for m in imported if m in modules - {module}}
+        assert not siblings, f"{module} imports sibling plugin(s) {sorted(siblings)}"
+
+        system = load_plugins(only=sorted({name, DEFAULT_HOST}), strict=True, quiet=True)
+        for variant in variants(plugin=name, system=system):
+            variant.tiny_spec()  # raises SpecError naming the unknown type
+        for preset in system.registry.entries("preset"):
+            if preset.plugin == name:
+                resolve_spec(preset.name, system=system)

@@ -85,14 +85,16 @@ def list_command(kind: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    show_fields = kind not in (None, "preset")  # one kind: room to show its config fields
     table = Table(title="vitzoo registry", show_lines=False)
-    for column in ("kind", "name", "plugin", "summary"):
+    for column in ("kind", "name", "plugin", "summary", *(["fields"] if show_fields else [])):
         table.add_column(column, overflow="fold")
     for row in rows:
         summary = row["summary"]
         if row.get("params"):
             summary = f"{summary} [{human_count(row['params'])} params]"
-        table.add_row(row["kind"], row["name"], row["plugin"], summary)
+        cells = [row["kind"], row["name"], row["plugin"], summary]
+        table.add_row(*cells, *([", ".join(row.get("fields", []))] if show_fields else []))
     out.print(table)
 
 

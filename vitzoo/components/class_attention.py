@@ -3,9 +3,13 @@
 Used by CaiT's class-attention stage, XCiT's final layers and CrossViT's cross-branch fusion
 (where the "class token" is the other branch's projected class token). It returns (B, 1, D), so it
 is a shared module rather than a registered attention component (those keep the sequence length).
+The block around it keeps the length (patch tokens pass through), so the core registers that as
+the ``class-attention`` block, for any architecture whose class token enters late.
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +18,7 @@ from torch import nn
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
+from vitzoo.config import ComponentConfig, SpecValueError
 
 
 class ClassAttention(MultiHeadAttention):
@@ -67,3 +72,28 @@ class ClassAttentionBlock(nn.Module):
         cls = cls + self.drop_path(self.ls1(self.attn(self.norm1(x), mask=mask)))
         cls = cls + self.drop_path(self.ls2(self.mlp(self.norm2(cls))))
         return torch.cat([cls, x[:, 1:]], dim=1)
+
+
+class ClassAttentionBlockConfig(ComponentConfig):
+    """Class-attention block: cls += CA(norm([cls, patches])); cls += MLP(norm(cls)).
+
+    Patch tokens are returned unchanged. Needs a class token in front of the sequence.
+    """
+
+    type: Literal["class-attention"] = "class-attention"
+    attention: MhsaConfig = MhsaConfig()
+    layer_scale: float | None = None
+    norm_eps: float = 1e-6
+
+    def check(self, class_token: bool = True, **_: Any) -> None:
+        if not class_token:
+            raise SpecValueError(
+                "type", "the class-attention block needs a class token; set class_token: true"
+            )
+
+
+def build_class_attention_block(
+    config: ClassAttentionBlockConfig, ctx: BuildContext
+) -> ClassAttentionBlock:
+    """Class-attention block (CaiT, XCiT)."""
+    return ClassAttentionBlock(ctx, config.attention, config.layer_scale, config.norm_eps)

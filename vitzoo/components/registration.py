@@ -7,6 +7,7 @@ from typing import Any
 from vitzoo.components import (
     attention,
     block,
+    class_attention,
     conv,
     heads,
     mlp,
@@ -69,6 +70,15 @@ def register_mlps(register: Any) -> None:
 @hookimpl
 def register_blocks(register: Any) -> None:
     register("pre-norm", block.build_pre_norm_block, block.PreNormBlockConfig, tags={"mask"})
+    # Shared by every late-class-token architecture (CaiT, XCiT): see components.late_class_token.
+    register(
+        "class-attention",
+        class_attention.build_class_attention_block,
+        class_attention.ClassAttentionBlockConfig,
+        tags={"mask"},
+        summary="class-attention block (CaiT): only the class token is updated",
+        example={"config": {"layer_scale": 1e-5}, "model": {}},
+    )
 
 
 @hookimpl
