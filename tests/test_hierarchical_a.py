@@ -319,3 +319,41 @@ def test_conv_bn_fusion_is_exact_in_eval() -> None:
         fuse_batchnorm(block)
         torch.testing.assert_close(block(x), before, atol=1e-5, rtol=1e-5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in block.modules())
+
+
+def test_grad_checkpointing_gives_the_same_gradients_for_staged_models(monkeypatch) -> None:
+    """Checkpointing recomputes whole stages in backward: same loss, same gradients, any stage kind."""
+    import vitzoo.components.hierarchical as hierarchical
+    from vitzoo.testing import variants
+
+    calls = []
+    real_checkpoint = hierarchical.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(args[1])
+        return real_checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(hierarchical, "checkpoint", counting_checkpoint)
+
+    staged = [v for v in variants(kind="architecture") if "feature-maps" in v.tags]
+    assert len(staged) >= 10
+    for variant in staged:
+        results = []
+        for enable in (False, True):
+            model = variant.build(seed=0).train()
+            for module in model.modules():  # BatchNorm would update its statistics twice
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+            model.set_grad_checkpointing(enable)
+            torch.manual_seed(1)
+            output = model(model.example_input(2))
+            loss = sum(o.sum() for o in output) if isinstance(output, tuple) else output.sum()
+            loss.backward()
+            results.append([p.grad.clone() if p.grad is not None else None for p in model.parameters()])
+        assert calls, f"{variant.id}: checkpointing was not used"
+        calls.clear()
+        for plain, ckpt in zip(*results, strict=True):
+            if plain is None:
+                assert ckpt is None, variant.id
+            else:
+                torch.testing.assert_close(plain, ckpt, msg=variant.id)

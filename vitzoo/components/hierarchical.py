@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import PEG
@@ -243,11 +244,21 @@ class HierarchicalModel(VitzooModel):
         """Features -> (B, C): global average over the map."""
         return features.mean(dim=(-2, -1))
 
+    def run_stage_maybe_checkpointed(self, index: int, state: Any) -> Any:
+        """``run_stage``, recomputed in backward (whole stage at a time) when checkpointing is on.
+
+        Stages differ in what they carry (a map, tokens + grid, regional + local tokens), so the
+        stage call is the one place every staged model can be checkpointed without knowing it.
+        """
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self.run_stage, index, state, use_reentrant=False)
+        return self.run_stage(index, state)
+
     # -- the model protocol -----------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         state = self.run_stem(x)
         for i in range(len(self.stages)):
-            state = self.run_stage(i, state)
+            state = self.run_stage_maybe_checkpointed(i, state)
         return self.finish(state)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
@@ -266,7 +277,7 @@ class HierarchicalModel(VitzooModel):
         state = self.run_stem(x)
         maps = []
         for i in range(n):
-            state = self.run_stage(i, state)
+            state = self.run_stage_maybe_checkpointed(i, state)
             if i in wanted:
                 maps.append(self.stage_map(state))
         return self.finish(state), maps
