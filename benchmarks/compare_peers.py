@@ -108,8 +108,10 @@ PEERS: dict[str, dict[str, Any]] = {
             dict(image_size=224, num_classes=1000, dim=384, depth=14, heads=6, mlp_dim=1152),
         ),
     },
-    "crossvit-ti": {"timm": "crossvit_tiny_240"},
-    "crossvit-s": {"timm": "crossvit_small_240"},
+    # The paper feeds 240 px to both branches (vitzoo's presets); timm's defaults shrink the large
+    # branch's input to 224 px (img_scale 224/240), a different network with fewer tokens.
+    "crossvit-ti": {"timm": ("crossvit_tiny_240", {"img_scale": (1.0, 1.0)})},
+    "crossvit-s": {"timm": ("crossvit_small_240", {"img_scale": (1.0, 1.0)})},
     "pit-ti": {"timm": "pit_ti_224"},
     "pit-s": {"timm": "pit_s_224"},
     "levit-128s": {
@@ -236,7 +238,8 @@ def build_library_model(library: str, preset: str) -> tuple[nn.Module, tuple[int
         import_torchvision()
         import timm
 
-        model = timm.create_model(peer, pretrained=False)
+        name, kwargs = (peer, {}) if isinstance(peer, str) else peer
+        model = timm.create_model(name, pretrained=False, **kwargs)
         return model, tuple(model.pretrained_cfg["input_size"])  # type: ignore[return-value]
     import_torchvision()  # vit_pytorch/__init__ imports torchvision too (for Dino)
     module_name, class_name = peer[0].split(":")

@@ -37,6 +37,7 @@ from vitzoo.components.hierarchical import (
     map_to_tokens,
     tokens_to_map,
 )
+from vitzoo.components.inference_cache import InferenceCache
 from vitzoo.components.layers import maybe_drop_path
 from vitzoo.config import ComponentSpec, SpecValueError
 
@@ -115,6 +116,19 @@ class LevitAttention(AttentionBase):
         num_offsets, index = attention_bias_index(self.q_grid, self.grid, stride)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, num_offsets))
         self.register_buffer("attention_bias_idxs", index, persistent=False)
+        self._bias_cache = InferenceCache()
+
+    def train(self, mode: bool = True) -> LevitAttention:
+        self._bias_cache.clear()  # also drops a bias cached before an edit through ``.data``
+        return super().train(mode)
+
+    def attention_bias(self) -> torch.Tensor:
+        """(heads, Nq, Nk) bias gathered from the offset table; cached while autograd is off."""
+        return self._bias_cache.get(
+            lambda: self.attention_biases[:, self.attention_bias_idxs],
+            self.attention_biases,
+            self.attention_bias_idxs,
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
@@ -126,7 +140,7 @@ class LevitAttention(AttentionBase):
             fmap = x.view(b, *self.grid, c)[:, :: self.stride, :: self.stride]
             q = self.q(fmap.reshape(b, -1, c)).view(b, -1, h, kd)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
+        bias = self.attention_bias().to(q.dtype)
         out = self.attend(q, k, v, mask, scale=kd**-0.5, bias=bias)
         return self.proj(out.transpose(1, 2).reshape(b, out.shape[2], -1))
 

@@ -349,7 +349,9 @@ def test_grad_checkpointing_gives_the_same_gradients_for_staged_models(monkeypat
             output = model(model.example_input(2))
             loss = sum(o.sum() for o in output) if isinstance(output, tuple) else output.sum()
             loss.backward()
-            results.append([p.grad.clone() if p.grad is not None else None for p in model.parameters()])
+            results.append(
+                [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+            )
         assert calls, f"{variant.id}: checkpointing was not used"
         calls.clear()
         for plain, ckpt in zip(*results, strict=True):

@@ -36,6 +36,18 @@ def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask
 
 
+def sdpa_falls_back_to_math(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """True where SDPA has no fused kernel for these shapes and would run its math reference.
+
+    On CPU the only fused kernel needs equal query/key and value head widths (LeViT's values are
+    wider than its keys). The math reference is slower than the explicit softmax path here: it
+    guards every row against all-masked logits (extra ``all``/``where``/``isneginf`` passes over
+    the (B, H, N, N) logits). CUDA's memory-efficient kernel handles unequal widths, so only CPU
+    inputs are sent to the explicit path.
+    """
+    return q.device.type == "cpu" and q.shape[-1] != v.shape[-1]
+
+
 class AttentionBase(nn.Module):
     """Shared weight computation for every attention variant (see the module docstring)."""
 
@@ -69,19 +81,38 @@ class AttentionBase(nn.Module):
         """softmax(q k^T * scale + bias, masked) v for (B, H, N, d) inputs."""
         mask = as_attention_mask(mask)
         dropout = self.attn_drop if self.training else 0.0
-        explicit = self.needs_matrix or self.store_attention or isinstance(scale, torch.Tensor)
+        explicit = (
+            self.needs_matrix
+            or self.store_attention
+            or isinstance(scale, torch.Tensor)
+            or sdpa_falls_back_to_math(q, v)
+        )
         if not explicit:
             attn_mask = mask
             if bias is not None:
+                # A (H, N, N) bias sends CPU SDPA to its math fallback; (1, H, N, N) does not.
+                bias = bias.unsqueeze(0) if bias.ndim == 3 else bias
                 attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale
             )
         if scale is None:
             scale = q.shape[-1] ** -0.5
-        logits = (q @ k.transpose(-2, -1)) * scale
+        if isinstance(scale, torch.Tensor):
+            logits = (q @ k.transpose(-2, -1)) * scale
+        else:
+            # Scaling q (N x d) rather than the logits (N x N) saves a pass over the larger tensor.
+            logits = (q * scale) @ k.transpose(-2, -1)
         if bias is not None:
-            logits = logits + bias
+            # In place when the bias doesn't grow the logits (a fresh tensor autograd doesn't
+            # save); checked in Python: torch.broadcast_shapes costs ~70 us a call.
+            tail = logits.shape[logits.ndim - bias.ndim :]
+            if bias.ndim <= logits.ndim and all(
+                b in (1, n) for b, n in zip(bias.shape, tail, strict=True)
+            ):
+                logits = logits.add_(bias)
+            else:
+                logits = logits + bias
         logits = self.transform_logits(logits)
         if mask is not None:
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
