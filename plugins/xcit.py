@@ -143,7 +143,9 @@ class XcitBlock(nn.Module):
         if mask is not None and mask.ndim == 2:
             patches = patches * mask[:, p:, None].to(patches.dtype)
         local = self.local(patches, self.grid)
-        x = x + self.drop_path(self.ls3(F.pad(local, (0, 0, p, 0))))
+        if p:  # prefix tokens get a zero LPI update; skip the pad's copy when there are none
+            local = F.pad(local, (0, 0, p, 0))
+        x = x + self.drop_path(self.ls3(local))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -228,6 +230,8 @@ class FourierPositions(nn.Module):
     ) -> torch.Tensor:
         table = sincos_table(tuple(grid), self.features, self.temperature, tokens.device)
         pos = self.proj(table.to(tokens.dtype))
+        if not num_prefix_tokens:  # the usual case (late class token): no concatenation copy
+            return tokens + pos
         return torch.cat(
             [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + pos], dim=1
         )
