@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from shared_specs import CONV_TOKENIZER_3D
 
 from vitzoo.testing import Variant, check_variant
 from vitzoo.testing.variants import plugin_system
@@ -163,16 +164,7 @@ COMBINATIONS: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "frames": 4,
             "attention": {"type": "lsa"},
-            "patch": {
-                "type": "conv-tokenizer",
-                "spatial_dims": 3,
-                "kernel_size": [1, 3, 3],
-                "stride": [1, 2, 2],
-                "padding": [0, 1, 1],
-                "pool_kernel_size": [2, 3, 3],
-                "pool_stride": [2, 2, 2],
-                "pool_padding": [0, 1, 1],
-            },
+            "patch": dict(CONV_TOKENIZER_3D),
         },
     ),
 }

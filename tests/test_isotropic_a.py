@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from shared_specs import CONV_TOKENIZER_3D
 
 import vitzoo
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
@@ -173,16 +174,7 @@ def test_conv_tokenizer_grid_matches_its_output_2d_and_3d() -> None:
             "type": "vit3d",
             **TINY,
             "frames": 4,
-            "patch": {
-                "type": "conv-tokenizer",
-                "spatial_dims": 3,
-                "kernel_size": [1, 3, 3],
-                "stride": [1, 2, 2],
-                "padding": [0, 1, 1],
-                "pool_kernel_size": [2, 3, 3],
-                "pool_stride": [2, 2, 2],
-                "pool_padding": [0, 1, 1],
-            },
+            "patch": dict(CONV_TOKENIZER_3D),
         }
     )
     tokens, grid = video.patch(torch.randn(1, 3, 4, 32, 32))
