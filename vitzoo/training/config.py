@@ -36,7 +36,10 @@ class TrainConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(default=1.0, description="Max gradient norm; null disables.")
     seed: int = Field(default=0, description="Seeds init, data order and augmentation.")
-    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16 = autocast.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32",
+        description="bf16 = autocast; fp16 = autocast plus a dynamic gradient scaler.",
+    )
     compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
     grad_checkpointing: bool = Field(default=False, description="Recompute blocks in backward.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -46,6 +49,25 @@ class TrainConfig(_Section):
         "learned positions resampled for a new image size.",
     )
     log_every: int = Field(default=20, description="Steps between plain-text log lines.")
+    accumulation_steps: int = Field(
+        default=1,
+        description="Split every batch into this many micro-batches and sum their gradients "
+        "before one optimiser step (same update, less activation memory).",
+    )
+    ema_decay: float | None = Field(
+        default=None,
+        description="Keep an exponential moving average of the weights (e.g. 0.999); it is "
+        "what validation scores and best.safetensors holds. null disables.",
+    )
+    layer_decay: float | None = Field(
+        default=None,
+        description="Layer-wise learning-rate decay for fine-tuning (e.g. 0.75): layer l of L "
+        "gets lr * decay**(L - l), the head the full rate. null disables.",
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        default="none",
+        description="'balanced': weight the loss of each class by N / (classes * count).",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> TrainConfig:
@@ -58,13 +80,27 @@ class TrainConfig(_Section):
             raise SpecValueError("warmup_epochs", "warmup_epochs and weight_decay must be >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise SpecValueError("grad_clip", "must be > 0, or null to disable clipping")
+        if self.accumulation_steps < 1:
+            raise SpecValueError("accumulation_steps", "must be a positive integer")
+        if self.batch_size % self.accumulation_steps:
+            raise SpecValueError(
+                "accumulation_steps",
+                f"must divide batch_size={self.batch_size} (each micro-batch is "
+                "batch_size / accumulation_steps images)",
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise SpecValueError("ema_decay", "must be in (0, 1), or null to disable the EMA")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise SpecValueError("layer_decay", "must be in (0, 1], or null to disable it")
         return self
 
 
 class DataConfig(_Section):
-    """Where the images are and how they are augmented (ImageFolder layout).
+    """Where the images (or clips) are and how they are augmented.
 
-    The image size is not repeated here: it is the model's ``input_size``.
+    Labels come from class folders (``<split>/<class>/<file>``) or, with ``train_csv`` /
+    ``val_csv``, from a ``path,label`` table. The image size is not repeated here: it is the
+    model's ``input_size`` (and, for video, its ``frames``).
     """
 
     train_split: str = Field(default="train", description="Sub-folder with <class>/<image>.")
@@ -82,6 +118,38 @@ class DataConfig(_Section):
         default=1.0, description="Centre-crop fraction at evaluation (1.0 = resize whole image)."
     )
     num_workers: int = Field(default=0, description="DataLoader worker processes.")
+    train_csv: str | None = Field(
+        default=None,
+        description="CSV of 'path,label' rows (relative to the CSV's folder) labelling the "
+        "training images instead of class folders; relative to the data folder.",
+    )
+    val_csv: str | None = Field(default=None, description="The same for the validation images.")
+    auto_augment: Literal["none", "trivial", "rand"] = Field(
+        default="none",
+        description="'trivial': TrivialAugment (one random op, random strength per image); "
+        "'rand': RandAugment (aug_ops ops at aug_magnitude).",
+    )
+    aug_ops: int = Field(default=2, description="RandAugment: ops applied per image.")
+    aug_magnitude: float = Field(default=9.0, description="RandAugment strength, 0..30.")
+    color_jitter: float = Field(
+        default=0.0,
+        description="Random brightness, contrast and saturation factor in [1-x, 1+x].",
+    )
+    random_erasing: float = Field(
+        default=0.0, description="Probability of erasing a random rectangle with noise."
+    )
+    erasing_scale: tuple[float, float] = Field(
+        default=(0.02, 1 / 3), description="Random-erasing area range (fraction of image)."
+    )
+    sampler: Literal["shuffle", "balanced"] = Field(
+        default="shuffle",
+        description="'balanced': draw every class equally often (with replacement) per epoch.",
+    )
+    temporal_jitter: bool = Field(
+        default=True,
+        description="Video: pick a random frame inside each of the model's `frames` segments "
+        "when training (the middle frame when evaluating).",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> DataConfig:
@@ -99,4 +167,12 @@ class DataConfig(_Section):
             raise SpecValueError("eval_crop", "must be in (0, 1]")
         if self.num_workers < 0:
             raise SpecValueError("num_workers", "must be >= 0")
+        if self.aug_ops < 1 or not 0.0 <= self.aug_magnitude <= 30.0:
+            raise SpecValueError("aug_magnitude", "need aug_ops >= 1 and 0 <= aug_magnitude <= 30")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise SpecValueError("color_jitter", "must be in [0, 1)")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise SpecValueError("random_erasing", "must be a probability in [0, 1]")
+        if not 0 < self.erasing_scale[0] <= self.erasing_scale[1] < 1:
+            raise SpecValueError("erasing_scale", "need 0 < min <= max < 1")
         return self

@@ -1,4 +1,4 @@
-"""Image folders read with Pillow, augmentation, and deterministic, shardable batching.
+"""Image and clip folders (or CSV label tables), augmentation, deterministic shardable batching.
 
 Randomness here never touches the global RNG: the order of an epoch comes from a generator
 seeded with ``(seed, epoch)`` and each sample's augmentation from one seeded with
@@ -8,6 +8,7 @@ several processes all see exactly the same images in the same order as one unint
 
 from __future__ import annotations
 
+import csv
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from vitzoo.training.augment import augment_after_normalise, augment_before_normalise
 from vitzoo.training.config import DataConfig
 
 IMAGE_SUFFIXES = frozenset(
@@ -84,26 +86,86 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
+
+
+def is_clip(path: Path) -> bool:
+    """A clip is a folder of frames, a ``.npy``/``.npz`` array or a video file."""
+    if path.is_dir():
+        return True
+    return path.suffix.lower() in ARRAY_SUFFIXES | VIDEO_SUFFIXES
+
+
+def check_clip(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a clip, or ``None`` (cheap: headers, not pixels)."""
+    try:
+        if path.is_dir():
+            if not frame_files(path):
+                return "no image frames in the folder"
+            return None
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            array = np.load(path, mmap_mode="r")
+            return _array_problem(array.shape)
+        if suffix == ".npz":
+            with np.load(path) as archive:
+                if not archive.files:
+                    return "empty .npz archive"
+                key = "frames" if "frames" in archive.files else archive.files[0]
+                return _array_problem(archive[key].shape)
+        if path.stat().st_size == 0:
+            return "empty file"
+    except Exception as exc:  # numpy raises many types for bad files; all mean "unusable"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _array_problem(shape: tuple[int, ...]) -> str | None:
+    if len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4)):
+        return None if shape[0] > 0 else "no frames"
+    return f"array of shape {tuple(shape)} is not (T, H, W) or (T, H, W, C) with C in 1, 3, 4"
+
+
+def frame_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
 @dataclass
 class ImageFolder:
-    """``root/<class>/<image>`` with class names sorted; bad files recorded and skipped.
+    """``root/<class>/<file>`` with class names sorted (or a CSV table); bad files skipped.
 
+    ``kind`` is ``"image"`` (files, searched recursively) or ``"clip"`` (each entry of a class
+    folder is one clip: a folder of frames, a ``.npy``/``.npz`` array, or a video file).
     ``classes`` fixes the label order (the training split's, when this is the validation split);
     ``strict`` turns the first unreadable file into a :class:`DataError` instead of a skip.
+    ``empty`` lists classes that exist (as a folder) but hold nothing usable.
     """
 
     root: Path
     classes: list[str]
     samples: list[tuple[Path, int]]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    kind: str = "image"
+    empty: list[str] = field(default_factory=list)
 
     @classmethod
     def scan(
-        cls, root: str | Path, classes: Sequence[str] | None = None, *, strict: bool = False
+        cls,
+        root: str | Path,
+        classes: Sequence[str] | None = None,
+        *,
+        strict: bool = False,
+        kind: str = "image",
     ) -> ImageFolder:
         root = Path(root)
+        what = "<image>" if kind == "image" else "<clip>"
         if not root.is_dir():
-            raise DataError(f"{root}: no such dataset folder (expected {root}/<class>/<image>)")
+            raise DataError(f"{root}: no such dataset folder (expected {root}/<class>/{what})")
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if classes is None:
             classes = found
@@ -114,31 +176,183 @@ class ImageFolder:
                     f"{root}: classes {unknown} are not among the training classes {list(classes)}"
                 )
         if not classes:
-            raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+            raise DataError(f"{root}: no class folders (expected {root}/<class>/{what})")
         samples: list[tuple[Path, int]] = []
         skipped: list[tuple[Path, str]] = []
+        empty: list[str] = []
         for label, name in enumerate(classes):
             folder = root / name
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.rglob("*")):
-                if path.name.startswith(".") or not path.is_file():
-                    continue
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                problem = check_image(path)
+            before = len(samples)
+            for path in _candidates(folder, kind):
+                problem = check_image(path) if kind == "image" else check_clip(path)
                 if problem is None:
                     samples.append((path, label))
                 elif strict:
-                    raise DataError(f"{path}: unreadable image ({problem})")
+                    raise DataError(f"{path}: unreadable {kind} ({problem})")
                 else:
                     skipped.append((path, problem))
+            if len(samples) == before:
+                empty.append(name)
         if not samples:
-            raise DataError(f"{root}: no readable images in {list(classes)}")
-        return cls(root, list(classes), samples, skipped)
+            raise DataError(f"{root}: no readable {kind}s in {list(classes)}")
+        return cls(root, list(classes), samples, skipped, kind, empty)
+
+    @classmethod
+    def from_csv(
+        cls,
+        csv_path: str | Path,
+        classes: Sequence[str] | None = None,
+        *,
+        strict: bool = False,
+        kind: str = "image",
+    ) -> ImageFolder:
+        """``path,label`` rows (a ``path,label`` header is optional); paths are relative to the
+        CSV's folder. Classes are the sorted distinct labels of the training table."""
+        csv_path = Path(csv_path)
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path}: no such label table (expected 'path,label' rows)")
+        rows: list[tuple[int, str, str]] = []
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                if len(row) < 2:
+                    raise DataError(f"{csv_path}:{number}: expected 'path,label', got {row!r}")
+                path, label = row[0].strip(), row[1].strip()
+                if number == 1 and (path.lower(), label.lower()) == ("path", "label"):
+                    continue
+                rows.append((number, path, label))
+        if not rows:
+            raise DataError(f"{csv_path}: no 'path,label' rows")
+        labels = sorted({label for _, _, label in rows})
+        if classes is None:
+            classes = labels
+        else:
+            unknown = sorted(set(labels) - set(classes))
+            if unknown:
+                raise DataError(
+                    f"{csv_path}: labels {unknown} are not among the training classes "
+                    f"{list(classes)}"
+                )
+        index = {name: i for i, name in enumerate(classes)}
+        samples: list[tuple[Path, int]] = []
+        skipped: list[tuple[Path, str]] = []
+        for number, relative, label in rows:
+            path = csv_path.parent / relative
+            if not path.exists():
+                problem = "no such file"
+            else:
+                problem = check_image(path) if kind == "image" else check_clip(path)
+            if problem is None:
+                samples.append((path, index[label]))
+            elif strict:
+                raise DataError(f"{csv_path}:{number}: {path}: unusable {kind} ({problem})")
+            else:
+                skipped.append((path, problem))
+        if not samples:
+            raise DataError(f"{csv_path}: no readable {kind}s")
+        return cls(csv_path.parent, list(classes), samples, skipped, kind, [])
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def class_counts(self) -> list[int]:
+        counts = [0] * len(self.classes)
+        for _, label in self.samples:
+            counts[label] += 1
+        return counts
+
+
+def _candidates(folder: Path, kind: str) -> list[Path]:
+    if kind == "image":
+        return [
+            p
+            for p in sorted(folder.rglob("*"))
+            if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and is_clip(p)]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading clips
+# --------------------------------------------------------------------------------------------
+def _array_frames(array: np.ndarray, indices: Sequence[int], channels: int) -> list[Image.Image]:
+    frames = []
+    for i in indices:
+        frame = np.asarray(array[i])
+        if frame.dtype != np.uint8:
+            scale = 255.0 if float(np.nanmax(frame, initial=0.0)) <= 1.0 else 1.0
+            frame = np.clip(np.nan_to_num(frame.astype(np.float64)) * scale, 0, 255)
+            frame = frame.round().astype(np.uint8)
+        if frame.ndim == 3 and frame.shape[-1] == 1:
+            frame = frame[..., 0]
+        img = Image.fromarray(frame)
+        frames.append(img.convert("RGB" if channels == 3 else "L"))
+    return frames
+
+
+def _video_frames(path: Path) -> list[np.ndarray]:
+    try:
+        import av  # PyAV: the optional 'video' extra
+    except ImportError:
+        raise DataError(
+            f"{path}: reading video files needs PyAV (pip install 'vitzoo[video]'); "
+            "or store clips as frame folders or .npy arrays"
+        ) from None
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def clip_length(path: Path) -> int:
+    if path.is_dir():
+        return len(frame_files(path))
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
+    if suffix == ".npz":
+        with np.load(path) as archive:
+            key = "frames" if "frames" in archive.files else archive.files[0]
+            return int(archive[key].shape[0])
+    return len(_video_frames(path))
+
+
+def read_clip(
+    path: Path, frames: int, channels: int, gen: torch.Generator | None, jitter: bool
+) -> list[Image.Image]:
+    """``frames`` frames of the clip at ``path``, sampled by :func:`frame_indices`."""
+    if path.is_dir():
+        files = frame_files(path)
+        return [
+            open_image(files[i], channels) for i in frame_indices(len(files), frames, gen, jitter)
+        ]
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(path, mmap_mode="r")
+    elif suffix == ".npz":
+        with np.load(path) as archive:
+            key = "frames" if "frames" in archive.files else archive.files[0]
+            array = archive[key]
+    else:
+        array = np.stack(_video_frames(path))
+    return _array_frames(array, frame_indices(len(array), frames, gen, jitter), channels)
+
+
+def frame_indices(
+    length: int, frames: int, gen: torch.Generator | None, jitter: bool = True
+) -> list[int]:
+    """Segment sampling (TSN, Wang et al. 2016): cut the clip into ``frames`` equal segments
+    and take one frame from each -- a random one when training with ``jitter`` (``gen`` given),
+    else the middle one. A clip shorter than ``frames`` repeats frames in order."""
+    if length < 1:
+        raise DataError("a clip needs at least one frame")
+    out = []
+    for i in range(frames):
+        start, stop = i * length / frames, (i + 1) * length / frames
+        offset = float(torch.rand((), generator=gen)) if gen is not None and jitter else 0.5
+        out.append(min(length - 1, int(start + offset * (stop - start))))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,30 +401,50 @@ def centre_crop_box(width: int, height: int, fraction: float) -> tuple[int, int,
 
 @dataclass(frozen=True)
 class Transform:
-    """Image -> normalised (C, H, W) tensor; random crop + flip when ``train``."""
+    """Image -> normalised (C, H, W) tensor, or a clip (list of frames) -> (C, T, H, W).
+
+    When ``train``: random resized crop + flip (one box for every frame of a clip), then the
+    configured tensor augmentations (:mod:`vitzoo.training.augment`), all drawn from ``gen``.
+    """
 
     size: tuple[int, int]
     channels: int
     config: DataConfig
     train: bool
 
-    def __call__(self, img: Image.Image, gen: torch.Generator | None = None) -> torch.Tensor:
-        width, height = img.size
+    def __call__(
+        self, img: Image.Image | Sequence[Image.Image], gen: torch.Generator | None = None
+    ) -> torch.Tensor:
+        frames = [img] if isinstance(img, Image.Image) else list(img)
+        width, height = frames[0].size
         if self.train:
             if gen is None:
                 raise ValueError("training transforms need a seeded generator")
             box = random_resized_crop_box(width, height, self.config.scale, self.config.ratio, gen)
         else:
             box = centre_crop_box(width, height, self.config.eval_crop)
-        img = img.resize((self.size[1], self.size[0]), Image.Resampling.BICUBIC, box=box)
-        if self.train and float(torch.rand((), generator=gen)) < self.config.hflip:
-            img = ImageOps.mirror(img)
-        array = np.asarray(img, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.reshape(self.size[0], self.size[1], -1).copy())
-        tensor = tensor.permute(2, 0, 1)
+        flip = self.train and float(torch.rand((), generator=gen)) < self.config.hflip
+        tensors = []
+        for frame in frames:
+            if frame.size != (width, height):
+                frame = frame.resize((width, height), Image.Resampling.BICUBIC)
+            frame = frame.resize((self.size[1], self.size[0]), Image.Resampling.BICUBIC, box=box)
+            if flip:
+                frame = ImageOps.mirror(frame)
+            array = np.asarray(frame, dtype=np.float32) / 255.0
+            tensor = torch.from_numpy(array.reshape(self.size[0], self.size[1], -1).copy())
+            tensors.append(tensor.permute(2, 0, 1))
+        tensor = torch.stack(tensors)  # (T, C, H, W)
+        if self.train:
+            tensor = augment_before_normalise(tensor, self.config, gen)
         mean = _per_channel(self.config.mean, self.channels)
         std = _per_channel(self.config.std, self.channels)
-        return (tensor - mean) / std
+        tensor = (tensor - mean) / std
+        if self.train:
+            tensor = augment_after_normalise(tensor, self.config, gen)
+        if isinstance(img, Image.Image):
+            return tensor[0]
+        return tensor.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> torch.Tensor:
@@ -236,12 +470,29 @@ class FolderDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, folder: ImageFolder, transform: Transform, *, seed: int, strict: bool = False
+        self,
+        folder: ImageFolder,
+        transform: Transform,
+        *,
+        seed: int,
+        strict: bool = False,
+        frames: int | None = None,
     ) -> None:
         self.folder = folder
         self.transform = transform
         self.seed = seed
         self.strict = strict
+        #: Frames per clip (the model's T) when ``folder.kind == "clip"``.
+        self.frames = frames
+        if folder.kind == "clip" and not frames:
+            raise ValueError("a clip dataset needs the model's number of frames")
+
+    def load(self, path: Path, gen: torch.Generator | None) -> Image.Image | list[Image.Image]:
+        """Decode one sample (a clip: its sampled frames, drawing the jitter from ``gen``)."""
+        if self.folder.kind == "clip":
+            jitter = self.transform.config.temporal_jitter
+            return read_clip(path, self.frames, self.transform.channels, gen, jitter)
+        return open_image(path, self.transform.channels)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -250,14 +501,14 @@ class FolderDataset(torch.utils.data.Dataset):
         index, epoch = item
         for attempt in range(len(self.folder)):
             path, label = self.folder.samples[(index + attempt) % len(self.folder)]
+            gen = generator(self.seed, epoch, index) if self.transform.train else None
             try:
-                img = open_image(path, self.transform.channels)
+                img = self.load(path, gen)
             except Exception as exc:  # decoding errors come in many types
                 if self.strict:
-                    raise DataError(f"{path}: unreadable image ({exc})") from None
-                warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
+                    raise DataError(f"{path}: unreadable {self.folder.kind} ({exc})") from None
+                warnings.warn(f"skipping unreadable {self.folder.kind} {path}: {exc}", stacklevel=2)
                 continue
-            gen = generator(self.seed, epoch, index) if self.transform.train else None
             return self.transform(img, gen), label
         raise DataError(f"{self.folder.root}: no image could be decoded")
 
@@ -281,9 +532,15 @@ class EpochBatches(torch.utils.data.Sampler):
         train: bool,
         rank: int = 0,
         world: int = 1,
+        sample_weights: torch.Tensor | None = None,
+        start_step: int = 0,
     ) -> None:
         self.size, self.batch_size, self.epoch, self.seed = size, batch_size, epoch, seed
         self.train, self.rank, self.world = train, rank, world
+        #: Training only: draw the epoch with replacement in proportion to these weights.
+        self.sample_weights = sample_weights
+        #: Training only: skip this many global steps (resuming inside an epoch).
+        self.start_step = start_step
 
     def global_steps(self) -> int:
         return (
@@ -291,13 +548,19 @@ class EpochBatches(torch.utils.data.Sampler):
         )
 
     def __len__(self) -> int:
-        return self.global_steps()
+        return self.global_steps() - (self.start_step if self.train else 0)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.train:
-            order = torch.randperm(self.size, generator=generator(self.seed, self.epoch, -1))
+            gen = generator(self.seed, self.epoch, -1)
+            if self.sample_weights is None:
+                order = torch.randperm(self.size, generator=gen)
+            else:
+                order = torch.multinomial(
+                    self.sample_weights.double(), self.size, replacement=True, generator=gen
+                )
             local = self.batch_size // self.world
-            for step in range(self.global_steps()):
+            for step in range(self.start_step, self.global_steps()):
                 start = step * self.batch_size + self.rank * local
                 yield [(int(i), self.epoch) for i in order[start : start + local]]
         else:
@@ -305,6 +568,12 @@ class EpochBatches(torch.utils.data.Sampler):
             local = max(1, math.ceil(self.batch_size / self.world))
             for start in range(0, len(mine), local):
                 yield [(i, self.epoch) for i in mine[start : start + local]]
+
+
+def balanced_weights(folder: ImageFolder) -> torch.Tensor:
+    """Per-sample weights that make every (non-empty) class equally likely to be drawn."""
+    counts = folder.class_counts()
+    return torch.tensor([1.0 / counts[label] for _, label in folder.samples], dtype=torch.float64)
 
 
 def loader(

@@ -1,6 +1,8 @@
-"""AdamW with decay only where it regularises, and a warmup + cosine learning-rate schedule.
+"""AdamW with decay only where it regularises, optional layer-wise learning-rate decay, and a
+warmup + cosine learning-rate schedule.
 
-The schedule is a pure function of the global step, so resuming needs no scheduler state.
+The schedule is a pure function of the global step, so resuming needs no scheduler state; each
+parameter group carries an ``lr_scale`` (1 without layer decay) that :func:`set_lr` applies.
 """
 
 from __future__ import annotations
@@ -45,10 +47,59 @@ def no_decay_names(objective: nn.Module, model: nn.Module) -> set[str]:
     return out
 
 
+def layer_decay_groups(
+    named: Iterable[tuple[str, nn.Parameter]],
+    no_decay: set[str],
+    weight_decay: float,
+    depths: dict[str, int],
+    deepest: int,
+    decay: float,
+) -> list[dict]:
+    """One group per (depth, decayed or not) with ``lr_scale = decay ** (deepest - depth)``.
+
+    ``depths`` maps a name (as ``named`` spells it) to its layer; names it does not know
+    (objective heads, decoders) train at the full rate, like the model's head. The layer
+    decay of BEiT (Bao et al. 2022, arXiv:2106.08254), with depths from the model itself.
+    """
+    buckets: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for name, param in named:
+        if not param.requires_grad:
+            continue
+        depth = depths.get(name, deepest)
+        decayed = not (param.ndim <= 1 or name in no_decay)
+        buckets.setdefault((depth, decayed), []).append(param)
+    return [
+        {
+            "params": params,
+            "weight_decay": weight_decay if decayed else 0.0,
+            "lr_scale": decay ** (deepest - depth),
+            "layer": depth,
+        }
+        for (depth, decayed), params in sorted(buckets.items())
+    ]
+
+
+def model_depths(objective: nn.Module, model: nn.Module) -> tuple[dict[str, int], int]:
+    """The model's parameter depths, keyed as ``objective.named_parameters`` spells them."""
+    if hasattr(model, "parameter_layers"):
+        layers, deepest = model.parameter_layers()
+    else:  # a plain nn.Module: the generic reading of its module tree
+        from vitzoo.components.model import parameter_layers
+
+        layers, deepest = parameter_layers(model)
+    by_id = {id(p): layers[n] for n, p in model.named_parameters() if n in layers}
+    return {n: by_id[id(p)] for n, p in objective.named_parameters() if id(p) in by_id}, deepest
+
+
 def make_optimizer(objective: nn.Module, model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     trainable = {id(p) for p in objective.trainable_parameters()}
     named = [(n, p) for n, p in objective.named_parameters() if id(p) in trainable]
-    groups = param_groups(named, no_decay_names(objective, model), cfg.weight_decay)
+    skip = no_decay_names(objective, model)
+    if cfg.layer_decay is not None:
+        depths, deepest = model_depths(objective, model)
+        groups = layer_decay_groups(named, skip, cfg.weight_decay, depths, deepest, cfg.layer_decay)
+    else:
+        groups = param_groups(named, skip, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
@@ -63,4 +114,4 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> f
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
