@@ -139,20 +139,34 @@ def mix_batch(
 
 
 class SupervisedObjective(Objective):
-    """Classification. A two-output (distillation-head) model has both outputs trained on labels."""
+    """Classification. A two-output (distillation-head) model has both outputs trained on labels.
 
-    def __init__(self, model: nn.Module, config: SupervisedConfig) -> None:
+    ``class_weights`` (one per class; ``vitzoo train`` passes them for
+    ``train.class_weights: balanced``) weight each sample's cross-entropy by its class; they
+    follow the module across devices but are not saved (the data decides them).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: SupervisedConfig,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
         super().__init__(model)
         self.config = config
+        self.class_weights: torch.Tensor | None
+        weights = None if class_weights is None else torch.as_tensor(class_weights).float()
+        self.register_buffer("class_weights", weights, persistent=False)
 
     def classification_loss(
         self, logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor, lam: float
     ) -> torch.Tensor:
         smoothing = self.config.label_smoothing
-        loss = F.cross_entropy(logits, targets_a, label_smoothing=smoothing)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.dtype)
+        loss = F.cross_entropy(logits, targets_a, weight=weight, label_smoothing=smoothing)
         if lam < 1.0:
             loss = lam * loss + (1 - lam) * F.cross_entropy(
-                logits, targets_b, label_smoothing=smoothing
+                logits, targets_b, weight=weight, label_smoothing=smoothing
             )
         return loss
 
@@ -170,7 +184,7 @@ class SupervisedObjective(Objective):
 
 def build_supervised(config: SupervisedConfig, ctx: BuildContext) -> SupervisedObjective:
     """Cross-entropy classification with label smoothing and optional mixup/cutmix."""
-    return SupervisedObjective(ctx.extra["model"], config)
+    return SupervisedObjective(ctx.extra["model"], config, ctx.extra.get("class_weights"))
 
 
 # ============================================================================================
@@ -223,8 +237,14 @@ def build_teacher(source: TeacherSource, system: Any) -> nn.Module:
 class DistillationObjective(SupervisedObjective):
     """The teacher is held outside the module tree, so it is neither trained nor saved."""
 
-    def __init__(self, model: nn.Module, config: DistillationConfig, teacher: nn.Module) -> None:
-        super().__init__(model, config)
+    def __init__(
+        self,
+        model: nn.Module,
+        config: DistillationConfig,
+        teacher: nn.Module,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(model, config, class_weights)
         teacher_classes = getattr(teacher, "num_classes", None)
         student_classes = getattr(model, "num_classes", None)
         if None not in (teacher_classes, student_classes) and teacher_classes != student_classes:
@@ -281,7 +301,9 @@ def build_distillation(config: DistillationConfig, ctx: BuildContext) -> Distill
     teacher = ctx.extra.get("teacher")
     if teacher is None:
         teacher = build_teacher(config.teacher, ctx.extra.get("system"))
-    return DistillationObjective(ctx.extra["model"], config, teacher)
+    return DistillationObjective(
+        ctx.extra["model"], config, teacher, ctx.extra.get("class_weights")
+    )
 
 
 # ============================================================================================

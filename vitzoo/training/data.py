@@ -577,11 +577,16 @@ def balanced_weights(folder: ImageFolder) -> torch.Tensor:
 
 
 def loader(
-    dataset: FolderDataset, sampler: EpochBatches, num_workers: int
+    dataset: FolderDataset,
+    sampler: EpochBatches,
+    num_workers: int,
+    generator: torch.Generator | None = None,
 ) -> torch.utils.data.DataLoader:
+    """``generator`` seeds the workers instead of a draw from the global RNG."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=False,
+        generator=generator,
     )

@@ -8,6 +8,8 @@ checkpoint's own ``data:`` section and the model's input size.
 from __future__ import annotations
 
 import contextlib
+import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,27 @@ from vitzoo.plugins import PluginSystem
 from vitzoo.training import distributed
 from vitzoo.training.config import DataConfig
 from vitzoo.training.data import (
+    DataError,
     EpochBatches,
     FolderDataset,
     ImageFolder,
     Transform,
+    is_clip,
     loader,
     open_image,
+    read_clip,
 )
 from vitzoo.training.objective import classification_logits
-from vitzoo.training.state import class_names
+from vitzoo.training.report import classification_report
+from vitzoo.training.state import CLASSES_KEY, class_names
+
+
+def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for ``bf16`` / ``fp16``; nothing for ``fp32``."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision in dtypes:
+        return torch.autocast(device_type=device.type, dtype=dtypes[precision])
+    return contextlib.nullcontext()
 
 
 def evaluate_model(
@@ -43,7 +57,8 @@ def evaluate_model(
     info: distributed.DistInfo | None = None,
     num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted).
+    """Loss, accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
+    matrix (rows: true, cols: predicted); see :func:`vitzoo.training.report.classification_report`.
 
     Under data parallelism each process scores its share and the counts are summed.
     """
@@ -56,12 +71,7 @@ def evaluate_model(
     loss_sum = torch.zeros(1, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), precision_context(device, precision):
         for images, targets in loader(dataset, sampler, num_workers):
             logits = classification_logits(model(images.to(device))).float().cpu()
             loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
@@ -72,36 +82,55 @@ def evaluate_model(
         distributed.all_reduce_sum(confusion, info)
         distributed.all_reduce_sum(loss_sum, info)
     total = float(confusion.sum())
-    per_class_total = confusion.sum(dim=1)
-    per_class = torch.where(
-        per_class_total > 0, confusion.diag() / per_class_total.clamp(min=1), torch.nan
-    )
+    counts = confusion.long().tolist()
     return {
         "samples": int(total),
         "loss": float(loss_sum) / max(total, 1.0),
-        "accuracy": float(confusion.diag().sum()) / max(total, 1.0),
-        "per_class_accuracy": [None if v != v else float(v) for v in per_class.tolist()],
-        "confusion": confusion.long().tolist(),
+        **classification_report(counts),
+        "confusion": counts,
     }
 
 
 def load_classifier(
     checkpoint: str | Path, *, system: PluginSystem | None = None, device: str = "cpu"
 ) -> tuple[nn.Module, list[str], DataConfig]:
-    """The model of ``checkpoint`` in eval mode, its class names and its data settings."""
+    """The model of ``checkpoint`` in eval mode, its class names and its data settings.
+
+    A stored class list whose length disagrees with the model's outputs is a warning (the
+    classes are then called ``class_<i>``), not a silent relabelling.
+    """
     model = load(checkpoint, system=system, map_location=device).eval()
     _, metadata = read_checkpoint(checkpoint)
-    classes = class_names(metadata, int(model.num_classes))
+    outputs = int(model.num_classes)
+    stored = json.loads(metadata[CLASSES_KEY]) if CLASSES_KEY in metadata else None
+    if stored is not None and len(stored) != outputs:
+        warnings.warn(
+            f"{checkpoint}: the checkpoint names {len(stored)} classes but the model has "
+            f"{outputs} outputs; predictions are labelled class_0..class_{outputs - 1}",
+            stacklevel=2,
+        )
+    classes = class_names(metadata, outputs)
     data_cfg = getattr(model.vitzoo_spec, "data", None) or DataConfig()
     return model, classes, data_cfg
 
 
+def is_video_model(model: nn.Module) -> bool:
+    return len(tuple(getattr(model, "input_size", ()))) == 4
+
+
 def _eval_transform(model: nn.Module, data_cfg: DataConfig) -> Transform:
     size = tuple(model.input_size)
-    if len(size) != 3:
-        raise ValueError(f"expected an image model with input (C, H, W), got {size}")
-    channels, height, width = size
+    if len(size) == 4:  # (C, T, H, W)
+        channels, _, height, width = size
+    elif len(size) == 3:
+        channels, height, width = size
+    else:
+        raise ValueError(f"expected an image (C, H, W) or video (C, T, H, W) model, got {size}")
     return Transform((height, width), channels, data_cfg, train=False)
+
+
+def _frames(model: nn.Module) -> int | None:
+    return int(model.input_size[1]) if is_video_model(model) else None
 
 
 def evaluate(
@@ -115,19 +144,49 @@ def evaluate(
     system: PluginSystem | None = None,
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on ``data_dir/<split>`` (default: the spec's validation split, or
-    ``data_dir`` itself when it directly holds class folders)."""
+    ``data_dir`` itself when it directly holds class folders). ``data_dir`` may also be a
+    ``path,label`` CSV file; with no ``split`` the checkpoint's ``data.val_csv`` is used when set.
+    Video checkpoints read clip folders (see :mod:`vitzoo.training.data`)."""
     model, classes, data_cfg = load_classifier(checkpoint, system=system, device=device)
-    root = Path(data_dir)
-    chosen = split or data_cfg.val_split
-    if (root / chosen).is_dir():
-        root = root / chosen
-    folder = ImageFolder.scan(root, classes, strict=strict)
-    dataset = FolderDataset(folder, _eval_transform(model, data_cfg), seed=0, strict=strict)
+    kind = "clip" if is_video_model(model) else "image"
+    folder = find_split(Path(data_dir), split, data_cfg, classes, strict=strict, kind=kind)
+    transform = _eval_transform(model, data_cfg)
+    dataset = FolderDataset(folder, transform, seed=0, strict=strict, frames=_frames(model))
     report = evaluate_model(model, dataset, len(classes), batch_size=batch_size, device=device)
     report["classes"] = classes
-    report["data"] = str(root)
+    report["data"] = str(folder.root)
     report["skipped"] = [[str(p), why] for p, why in folder.skipped]
     return report
+
+
+def find_split(
+    root: Path,
+    split: str | None,
+    data_cfg: DataConfig,
+    classes: Sequence[str],
+    *,
+    strict: bool,
+    kind: str,
+) -> ImageFolder:
+    """The labelled samples ``evaluate`` scores (see :func:`evaluate` for the rules)."""
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return ImageFolder.from_csv(root, classes, strict=strict, kind=kind)
+    if split is None and data_cfg.val_csv and (root / data_cfg.val_csv).is_file():
+        return ImageFolder.from_csv(root / data_cfg.val_csv, classes, strict=strict, kind=kind)
+    if split is not None:
+        if (root / split).is_dir():
+            return ImageFolder.scan(root / split, classes, strict=strict, kind=kind)
+        if (root / f"{split}.csv").is_file():
+            return ImageFolder.from_csv(root / f"{split}.csv", classes, strict=strict, kind=kind)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such dataset folder")
+        present = sorted(
+            p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        raise DataError(f"no split {split!r} in {root} (sub-folders: {present or 'none'})")
+    if (root / data_cfg.val_split).is_dir():
+        root = root / data_cfg.val_split
+    return ImageFolder.scan(root, classes, strict=strict, kind=kind)
 
 
 def predict(
@@ -138,14 +197,24 @@ def predict(
     device: str = "cpu",
     system: PluginSystem | None = None,
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities per image; unreadable images get an ``error``."""
+    """Top-k classes with probabilities per image (or clip, for a video checkpoint);
+    unreadable inputs get an ``error``. ``top_k`` must be >= 1 (more than the classes shows
+    them all)."""
+    if top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {top_k}")
     model, classes, data_cfg = load_classifier(checkpoint, system=system, device=device)
     transform = _eval_transform(model, data_cfg)
-    k = max(1, min(top_k, len(classes)))
+    frames = _frames(model)
+    k = min(top_k, len(classes))
     results: list[dict[str, Any]] = []
     for path in images:
         try:
-            img = open_image(path, transform.channels)
+            if frames is not None:
+                if not is_clip(Path(path)):
+                    raise DataError("not a clip (a folder of frames, .npy/.npz or video file)")
+                img = read_clip(Path(path), frames, transform.channels, None, False)
+            else:
+                img = open_image(path, transform.channels)
         except Exception as exc:  # Pillow raises many types for bad files
             results.append({"image": str(path), "error": f"{type(exc).__name__}: {exc}"})
             continue

@@ -22,8 +22,11 @@ def classification_logits(output: Any) -> torch.Tensor:
     return output
 
 
-def make_objective(spec: Any, model: nn.Module, system: Any) -> Objective:
-    """The objective the spec names, else ``supervised``; a clear error if none is registered."""
+def make_objective(spec: Any, model: nn.Module, system: Any, **extra: Any) -> Objective:
+    """The objective the spec names, else ``supervised``; a clear error if none is registered.
+
+    ``extra`` reaches the objective's factory (``class_weights=`` a per-class tensor).
+    """
     configured = getattr(spec, "objective", None)
     if configured is None and ("objective", "supervised") not in system.registry:
         failed = ", ".join(r.name for r in system.failed) or "none"
@@ -31,4 +34,4 @@ def make_objective(spec: Any, model: nn.Module, system: Any) -> Objective:
             "objective: the spec names no objective and no plugin registers 'supervised' "
             f"(is the built-in 'objectives' plugin disabled? failed plugins: {failed})"
         )
-    return build_objective(configured or "supervised", model, system=system)
+    return build_objective(configured or "supervised", model, system=system, **extra)

@@ -25,8 +25,10 @@ from vitzoo.checkpoint import CheckpointError, atomic_save_tensors, read_checkpo
 CLASSES_KEY = "vitzoo.classes"
 EPOCH_KEY = "vitzoo.train.epoch"
 STATE_KEY = "vitzoo.train.state_file"
+STEP_KEY = "vitzoo.train.step"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+EMA = "ema.safetensors"
 
 
 @dataclass
@@ -40,6 +42,15 @@ class TrainingState:
     rng: dict[str, torch.Tensor]
     history: list[dict[str, Any]]
     best_accuracy: float | None
+    #: Steps finished inside epoch ``epoch + 1`` (a run stopped by Ctrl-C mid-epoch) and that
+    #: epoch's running sums, so the resumed epoch's row comes out as an uninterrupted one's.
+    epoch_step: int = 0
+    partial: dict[str, Any] | None = None
+    #: The fp16 gradient scaler's state (scale, growth tracker), when one is used.
+    scaler: dict[str, Any] | None = None
+    #: The weight average's tensors (``ema.<name>``) and its update count.
+    ema: dict[str, torch.Tensor] | None = None
+    ema_updates: int = 0
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -104,25 +115,51 @@ def save_run_checkpoint(
     history: list[dict[str, Any]],
     best_accuracy: float | None,
     is_best: bool,
+    epoch_step: int = 0,
+    partial: dict[str, Any] | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+    scaler: dict[str, Any] | None = None,
+    ema: Any = None,
 ) -> Path:
-    """Write state-<epoch>, then last (naming it), then drop older state files."""
+    """Write state-<epoch>[-<step>], then last (naming it), then drop older state files.
+
+    ``epoch_step`` > 0 saves a run stopped inside an epoch (``partial``: that epoch's running
+    sums); ``rng`` replaces the current RNG state (the state at the last finished step);
+    ``ema`` (a :class:`~vitzoo.training.ema.ModelEma`) is saved in the state file for resuming,
+    and as ``ema.safetensors``; ``best.safetensors`` then holds the average, the weights
+    validation scored.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    state_name = f"state-{epoch:04d}.safetensors"
+    suffix = f"-{epoch_step:06d}" if epoch_step else ""
+    state_name = f"state-{epoch:04d}{suffix}.safetensors"
     tensors, meta = flatten_optimizer(optimizer.state_dict())
     tensors.update(objective_extra(objective))
-    tensors.update(rng_state())
+    tensors.update(rng if rng is not None else rng_state())
+    progress: dict[str, Any] = {"epoch": epoch, "step": step, "best_accuracy": best_accuracy}
+    if epoch_step:
+        progress.update(epoch_step=epoch_step, partial=partial)
+    if scaler is not None:
+        progress["scaler"] = scaler
+    if ema is not None:
+        tensors.update(ema.state_tensors())
+        progress["ema_updates"] = ema.updates
     metadata = {
         "vitzoo.train.optimizer": json.dumps(meta),
-        "vitzoo.train.progress": json.dumps(
-            {"epoch": epoch, "step": step, "best_accuracy": best_accuracy}
-        ),
+        "vitzoo.train.progress": json.dumps(progress),
         "vitzoo.train.history": json.dumps(history),
     }
     atomic_save_tensors(tensors, run_dir / state_name, metadata)
-    model_meta = {CLASSES_KEY: json.dumps(classes), EPOCH_KEY: str(epoch), STATE_KEY: state_name}
+    model_meta = {
+        CLASSES_KEY: json.dumps(classes),
+        EPOCH_KEY: str(epoch),
+        STEP_KEY: str(step),
+        STATE_KEY: state_name,
+    }
     last = save(model, run_dir / LAST, metadata=model_meta)
+    if ema is not None and not epoch_step:
+        save(ema.module, run_dir / EMA, metadata=model_meta)
     if is_best:
-        save(model, run_dir / BEST, metadata=model_meta)
+        save(model if ema is None else ema.module, run_dir / BEST, metadata=model_meta)
     for old in run_dir.glob("state-*.safetensors"):
         if old.name != state_name:
             old.unlink(missing_ok=True)
@@ -142,7 +179,9 @@ def read_run_checkpoint(
         raise CheckpointError(f"{last}: not a training checkpoint (no {STATE_KEY} metadata)")
     state_tensors, state_meta = read_checkpoint(run_dir / state_name)
     progress = json.loads(state_meta["vitzoo.train.progress"])
-    if progress["epoch"] != int(metadata[EPOCH_KEY]):
+    if progress["epoch"] != int(metadata[EPOCH_KEY]) or (
+        STEP_KEY in metadata and progress["step"] != int(metadata[STEP_KEY])
+    ):
         raise CheckpointError(
             f"{run_dir}: {LAST} ends epoch {metadata[EPOCH_KEY]} but {state_name} ends "
             f"epoch {progress['epoch']}"
@@ -161,6 +200,11 @@ def read_run_checkpoint(
         rng={k: v for k, v in state_tensors.items() if k.startswith("rng.")},
         history=json.loads(state_meta.get("vitzoo.train.history", "[]")),
         best_accuracy=progress.get("best_accuracy"),
+        epoch_step=int(progress.get("epoch_step", 0)),
+        partial=progress.get("partial"),
+        scaler=progress.get("scaler"),
+        ema={k: v for k, v in state_tensors.items() if k.startswith("ema.")} or None,
+        ema_updates=int(progress.get("ema_updates", 0)),
     )
     return tensors, metadata, state
 
