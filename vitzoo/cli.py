@@ -21,12 +21,13 @@ from rich.tree import Tree
 
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import KINDS, PresetEntry
+from vitzoo.terminal import make_console, plural
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
 COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out: Console = make_console()
+err: Console = make_console(stderr=True)
 
 
 def fail_with_spec_error(exc: Exception) -> None:
@@ -207,7 +208,7 @@ def plugins_command(as_json: bool) -> None:
         detail = (
             r.error
             if r.status != "ok"
-            else ", ".join(f"{n} {k}" for k, n in r.counts.items()) or "-"
+            else ", ".join(plural(n, k) for k, n in r.counts.items()) or "-"
         )
         style = {"ok": "green", "failed": "red", "disabled": "yellow"}[r.status]
         dist = f"{r.distribution} {r.version}".strip()
@@ -238,7 +239,8 @@ def schema_command(output: Path | None) -> None:
 @click.argument("plugin", required=False)
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
 @click.option("--slow", is_flag=True, help="Include slow checks (torch.compile).")
-def check_command(plugin: str | None, kind: str | None, slow: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Every result as JSON.")
+def check_command(plugin: str | None, kind: str | None, slow: bool, as_json: bool) -> None:
     """Run the conformance suite (without pytest) over PLUGIN's registrations, or everything."""
     from vitzoo.testing.runner import run_checks
 
@@ -247,21 +249,35 @@ def check_command(plugin: str | None, kind: str | None, slow: bool) -> None:
     except LookupError as exc:
         err.print(f"vitzoo check: {exc}")
         sys.exit(2)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+        sys.exit(1 if counts.get("failed") else 0)
     table = Table(title="conformance")
     for column in ("variant", "check", "status", "message"):
         table.add_column(column, overflow="fold")
     colours = {"passed": "green", "failed": "red", "xfail": "yellow", "skipped": "dim"}
+    slow_skips: dict[str, list[str]] = {}
     for r in results:
-        if r.status != "passed":
+        if r.status == "skipped" and not slow and r.message.startswith("slow check"):
+            slow_skips.setdefault(r.check, []).append(r.variant)
+        elif r.status != "passed":
             table.add_row(
                 r.variant, r.check, f"[{colours.get(r.status, '')}]{r.status}[/]", r.message
             )
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
     if table.row_count:
         out.print(table)
-    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to check")
+    for check, variants in sorted(slow_skips.items()):
+        out.print(
+            f"[dim]skipped {check} on {plural(len(variants), 'variant')} (slow; --slow runs it)[/]",
+            highlight=False,
+        )
+    out.print(
+        ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to check",
+        highlight=False,
+    )
     sys.exit(1 if counts.get("failed") else 0)
 
 

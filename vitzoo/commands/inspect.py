@@ -77,18 +77,60 @@ def attention_grid(
     return weights.reshape(grid)
 
 
-def overlay(image: Any, heat: Any, alpha: float) -> Any:
-    """Blend a [0, 1]-normalised heat map (upsampled to the image) over the image in red."""
+#: The overlay's shorter side is at least this many pixels (an 8x8 digit is unreadable as is).
+MIN_SIDE = 384
+
+
+def display_size(size: tuple[int, int], min_side: int = MIN_SIDE) -> tuple[int, int]:
+    """``size`` scaled up by a whole factor until its shorter side reaches ``min_side``."""
+    factor = max(1, math.ceil(min_side / max(1, min(size))))
+    return size[0] * factor, size[1] * factor
+
+
+def overlay(image: Any, heat: Any, alpha: float, min_side: int = MIN_SIDE) -> Any:
+    """Blend a [0, 1]-normalised heat map over the image (blue = low, red = high), both
+    upscaled to a readable size (pixel-exact for tiny images), with a labelled colour bar."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
 
     heat = heat - heat.min()
     heat = (heat / heat.max().clamp_min(1e-12)).numpy()
+    size = display_size(image.size, min_side)
+    factor = size[0] // max(1, image.size[0])
+    resample = Image.NEAREST if factor >= 4 else Image.BICUBIC
+    base = image.convert("RGB").resize(size, resample)
     small = Image.fromarray((heat * 255).astype(np.uint8), mode="L")
-    big = np.asarray(small.resize(image.size, Image.BILINEAR), dtype=np.float32) / 255.0
+    big = np.asarray(small.resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
     colour = np.stack([big, np.zeros_like(big), 1.0 - big], axis=-1) * 255
     heat_image = Image.fromarray(colour.astype(np.uint8), mode="RGB")
-    return Image.blend(image.convert("RGB"), heat_image, alpha)
+    blended = Image.blend(base, heat_image, alpha)
+
+    bar_w, margin = 18, 12
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    canvas = Image.new("RGB", (size[0] + bar_w + 90, size[1]), (255, 255, 255))
+    canvas.paste(blended, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    left = size[0] + margin
+    top, bottom = margin + 8, size[1] - margin - 8
+    for y in range(top, bottom + 1):
+        level = 1.0 - (y - top) / max(1, bottom - top)
+        tint = (round(255 * level), 0, round(255 * (1.0 - level)))
+        mixed = tuple(round(alpha * t + (1 - alpha) * 255) for t in tint)
+        draw.line([(left, y), (left + bar_w, y)], fill=mixed)
+    draw.rectangle((left, top, left + bar_w, bottom), outline=(0, 0, 0))
+    draw.text((left + bar_w + 6, top - 7), "high", fill=(0, 0, 0), font=font)
+    draw.text((left + bar_w + 6, bottom - 7), "low", fill=(0, 0, 0), font=font)
+    draw.text((left + bar_w + 6, (top + bottom) // 2 - 7), "attention", fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def is_checkpoint(source: str) -> bool:
+    """Whether SOURCE names a checkpoint file (trained weights) rather than a preset/spec."""
+    path = Path(source)
+    return path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}
 
 
 @click.command("attention")
@@ -109,6 +151,12 @@ def attention(
 
     from vitzoo.introspection import inspect
 
+    if not is_checkpoint(source):
+        click.echo(
+            f"warning: {source} is not a checkpoint, so its weights are random (untrained); "
+            "the map shows no learned attention. Pass a trained .safetensors file.",
+            err=True,
+        )
     model = load_model(source).eval()
     if "tokens" not in getattr(model, "capabilities", frozenset()):
         raise click.ClickException(
@@ -123,9 +171,13 @@ def attention(
     grid = tuple(model.patch.grid_for(tuple(size)))
     maps = list(seen.attentions.values())
     heat = attention_grid(maps, int(model.num_prefix_tokens), grid, layer, rollout)
-    overlay(image, heat, alpha).save(output, format="PNG")
+    picture = overlay(image, heat, alpha)
+    picture.save(output, format="PNG")
     what = "attention rollout" if rollout else "attention"
-    click.echo(f"wrote {output} ({what}, layer {layer}, grid {tuple(heat.shape)})")
+    click.echo(
+        f"wrote {output} ({what}, layer {layer}, grid {tuple(heat.shape)}, "
+        f"{picture.size[0]}x{picture.size[1]} px)"
+    )
 
 
 COMMANDS = [attention]

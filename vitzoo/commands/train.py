@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from vitzoo.terminal import make_console
 
 
 def _fail(message: str) -> None:
@@ -28,6 +34,41 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
             _fail(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(raw)
     return out
+
+
+@contextmanager
+def _plain_warnings(console: Console) -> Iterator[None]:
+    """Show library warnings (a class list that disagrees with the outputs, skipped files)
+    as one ``warning:`` line each on stderr, without Python's file:line prefix."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for item in caught:
+                console.print(f"[yellow]warning:[/] {escape(str(item.message))}", highlight=False)
+
+
+def resume_command(
+    spec: str,
+    data_dir: Path,
+    run_dir: Path,
+    epochs: int | None,
+    batch_size: int | None,
+    strict_data: bool,
+    sets: tuple[str, ...],
+) -> str:
+    """The exact command line that continues an interrupted run."""
+    args = ["vitzoo", "train", spec, "--data", str(data_dir), "--out", str(run_dir)]
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
+    if batch_size is not None:
+        args += ["--batch-size", str(batch_size)]
+    if strict_data:
+        args.append("--strict-data")
+    for item in sets:
+        args += ["--set", item]
+    return shlex.join([*args, "--resume"])
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -67,6 +108,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     metavar="KEY=VALUE",
     help="Override any spec field, e.g. --set train.lr=3e-4 --set model.depth=6.",
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the final metrics and per-class report as JSON."
+)
 def train(
     spec: str,
     data_dir: Path,
@@ -76,14 +120,18 @@ def train(
     resume: bool,
     strict_data: bool,
     sets: tuple[str, ...],
+    as_json: bool,
 ) -> None:
-    """Train the model described by SPEC (a YAML file or preset name) on an image folder.
+    """Train the model described by SPEC (a YAML file or preset name) on an image folder
+    (or, for a video model, a folder of clips).
 
     Multi-GPU / multi-process: run the same command under `torchrun --nproc_per_node=N`.
+    Ctrl-C finishes the current step, saves it and prints the command that resumes it.
     """
+    from vitzoo.training.trainer import TrainingInterrupted
     from vitzoo.training.trainer import train as run_training
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if resume and out is None:
         _fail("--resume needs --out RUN_DIR (the run to continue)")
     try:
@@ -98,10 +146,32 @@ def train(
             overrides=_parse_sets(sets),
             console=console,
         )
+    except TrainingInterrupted as stop:
+        console.print(f"[yellow]{escape(str(stop))}[/]", highlight=False)
+        if stop.saved:
+            again = resume_command(
+                spec, data_dir, stop.run_dir, epochs, batch_size, strict_data, sets
+            )
+            console.print(f"continue with:\n  {escape(again)}", highlight=False)
+        sys.exit(130)
     except _known_errors() as exc:
         _fail(str(exc))
         return
     final = result.final
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "classes": result.classes,
+                    "final": final,
+                    "history": result.history,
+                    "report": result.report,
+                },
+                indent=2,
+            )
+        )
+        return
     if final:
         summary = ", ".join(
             f"{k} {final[k]:.4g}" for k in ("train_loss", "val_loss", "val_accuracy") if k in final
@@ -121,7 +191,27 @@ def _confusion_table(report: dict[str, Any]) -> Table:
     for name, row, acc in zip(
         classes, report["confusion"], report["per_class_accuracy"], strict=True
     ):
-        table.add_row(name, *(str(v) for v in row), "-" if acc is None else f"{acc:.2%}")
+        table.add_row(escape(name), *(str(v) for v in row), _pct(acc))
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _per_class_table(report: dict[str, Any]) -> Table:
+    table = Table(title="per class")
+    for column in ("class", "support", "precision", "recall", "f1"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for i, name in enumerate(report["classes"]):
+        f1 = report["per_class_f1"][i]
+        table.add_row(
+            escape(name),
+            str(report["support"][i]),
+            _pct(report["per_class_precision"][i]),
+            _pct(report["per_class_recall"][i]),
+            "-" if f1 is None else f"{f1:.3f}",
+        )
     return table
 
 
@@ -131,8 +221,9 @@ def _confusion_table(report: dict[str, Any]) -> Table:
     "--data",
     "data_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Dataset root (its val/ split is used) or a folder of <class>/ images.",
+    type=click.Path(path_type=Path),
+    help="Dataset root (its val/ split is used), a folder of <class>/ images or clips, "
+    "or a 'path,label' CSV file.",
 )
 @click.option(
     "--split", default=None, help="Sub-folder of --data to score (default: the spec's val split)."
@@ -143,6 +234,12 @@ def _confusion_table(report: dict[str, Any]) -> Table:
     "--strict-data", is_flag=True, help="Fail on unreadable images instead of skipping them."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--confusion-png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the confusion matrix to this PNG.",
+)
 def evaluate(
     checkpoint: Path,
     data_dir: Path,
@@ -151,51 +248,69 @@ def evaluate(
     device: str,
     strict_data: bool,
     as_json: bool,
+    confusion_png: Path | None,
 ) -> None:
-    """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT on a labelled folder."""
+    """Accuracy, balanced accuracy, per-class precision/recall and the confusion matrix of
+    CHECKPOINT on a labelled folder."""
     from vitzoo.training.inference import evaluate as run_evaluate
+    from vitzoo.training.report import plot_confusion
 
     try:
-        report = run_evaluate(
-            checkpoint,
-            data_dir,
-            split=split,
-            batch_size=batch_size,
-            strict=strict_data,
-            device=device,
-        )
+        with _plain_warnings(make_console(stderr=True)):
+            report = run_evaluate(
+                checkpoint,
+                data_dir,
+                split=split,
+                batch_size=batch_size,
+                strict=strict_data,
+                device=device,
+            )
     except _known_errors() as exc:
         _fail(str(exc))
         return
+    if confusion_png is not None:
+        plot_confusion(report, confusion_png, title=f"{checkpoint.name} on {report['data']}")
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    console = Console()
+    console = make_console()
     for path, why in report["skipped"]:
         console.print(
-            f"[yellow]skipped unreadable image[/] {escape(path)}: {escape(why)}", highlight=False
+            f"[yellow]skipped unreadable file[/] {escape(path)}: {escape(why)}", highlight=False
         )
     console.print(
-        f"{escape(report['data'])}: accuracy [bold]{report['accuracy']:.2%}[/] on {report['samples']} "
-        f"images, loss {report['loss']:.4f}"
+        f"{escape(report['data'])}: accuracy [bold]{report['accuracy']:.2%}[/], balanced "
+        f"accuracy [bold]{report['balanced_accuracy']:.2%}[/] on {report['samples']} samples, "
+        f"loss {report['loss']:.4f}",
+        highlight=False,
     )
+    console.print(_per_class_table(report))
     console.print(_confusion_table(report))
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--top-k", "-k", type=int, default=5, show_default=True)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--top-k",
+    "-k",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Classes to show per input (at least 1).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(
     checkpoint: Path, images: tuple[Path, ...], top_k: int, device: str, as_json: bool
 ) -> None:
-    """Top-k classes with probabilities for each IMAGE, using CHECKPOINT's class names."""
+    """Top-k classes with probabilities for each IMAGE (a clip, for a video checkpoint),
+    using CHECKPOINT's class names."""
     from vitzoo.training.inference import predict as run_predict
 
     try:
-        results = run_predict(checkpoint, images, top_k=top_k, device=device)
+        with _plain_warnings(make_console(stderr=True)):
+            results = run_predict(checkpoint, images, top_k=top_k, device=device)
     except _known_errors() as exc:
         _fail(str(exc))
         return
@@ -203,7 +318,7 @@ def predict(
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
-        console = Console()
+        console = make_console()
         for result in results:
             if "error" in result:
                 console.print(
@@ -215,7 +330,7 @@ def predict(
             table.add_column("class")
             table.add_column("probability", justify="right")
             for entry in result["top"]:
-                table.add_row(entry["class"], f"{entry['probability']:.2%}")
+                table.add_row(escape(entry["class"]), f"{entry['probability']:.2%}")
             console.print(table)
     if failed:
         sys.exit(1)

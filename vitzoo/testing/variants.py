@@ -167,7 +167,8 @@ def variants(
             known = ", ".join(sorted(system.records)) or "(none)"
             raise VariantError(f"no plugin named {plugin!r} is installed; plugins: {known}")
         if record.status != "ok":
-            raise PluginLoadError(f"plugin {plugin!r} is {record.status}: {record.error}")
+            state = "failed to load" if record.status == "failed" else f"is {record.status}"
+            raise PluginLoadError(f"plugin {plugin!r} {state}: {record.error}")
         plugin = record.name  # a distribution name selects its entry point
     kinds = VARIANT_KINDS if kind is None else (kind,)
     found = [

@@ -18,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from vitzoo.terminal import make_console
+
 
 class Reporter:
     """Epoch/step progress with loss, throughput and ETA."""
@@ -25,7 +27,7 @@ class Reporter:
     def __init__(
         self, console: Console | None = None, *, enabled: bool = True, log_every: int = 20
     ):
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.enabled = enabled
         self.log_every = log_every
         self.rich = enabled and self.console.is_terminal

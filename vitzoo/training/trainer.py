@@ -30,6 +30,7 @@ from vitzoo.builder import build_from_spec, resolve_spec
 from vitzoo.checkpoint import CheckpointError, load_weights, read_checkpoint
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecBase, spec_to_dict, spec_to_yaml
+from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.data import (
     DataError,
@@ -190,11 +191,6 @@ def global_batch_size(requested: int, images: int, world: int, multiple: int = 1
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     return precision_context(device, precision)
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 epoch``, ``3 epochs``, ``2 classes`` (for messages)."""
-    return f"{count} {word}" if count == 1 else f"{count} {many or word + 's'}"
 
 
 def class_loss_weights(folder: ImageFolder) -> torch.Tensor:
