@@ -71,3 +71,27 @@ def test_tiny_vivit_learns_the_direction_of_motion(clips: Path, tmp_path: Path) 
     top = json.loads(out.output)[0]["top"]
     assert len(top) == 4 and sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-5)
     assert torch.isfinite(torch.tensor(result.final["train_loss"]))
+
+
+def test_video_files_decode_with_pyav(tmp_path: Path) -> None:
+    """The optional 'video' extra: clips stored as video files."""
+    av = pytest.importorskip("av")
+    path = tmp_path / "right" / "clip.mp4"
+    path.parent.mkdir()
+    (tmp_path / "left").mkdir()
+    np.save(tmp_path / "left" / "clip.npy", np.zeros((8, 16, 16), np.uint8))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for t in range(8):
+            frame = np.zeros((16, 16, 3), np.uint8)
+            frame[:, 2 * t : 2 * t + 2] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    folder = ImageFolder.scan(tmp_path, kind="clip")
+    assert [p.name for p, _ in folder.samples] == ["clip.npy", "clip.mp4"]
+    frames = read_clip(path, 4, 1, None, False)
+    brightest = [int(np.asarray(f).mean(axis=0).argmax()) for f in frames]
+    assert brightest == sorted(brightest) and brightest[0] < brightest[-1]  # it moves right
