@@ -34,7 +34,14 @@ SMALL_DATA = {
     "data.random_erasing": 0.25,
     "train.ema_decay": 0.99,
 }
-RECIPES = {"default": {}, "small-data": SMALL_DATA}
+#: Ablations: the EMA and random erasing alone, and the full recipe given twice the epochs
+#: (strong augmentation usually needs a longer schedule).
+RECIPES = {
+    "default": {},
+    "small-data": SMALL_DATA,
+    "ema+erasing": {"train.ema_decay": 0.99, "data.random_erasing": 0.25},
+    "small-data-60ep": {**SMALL_DATA, "train.epochs": 60},
+}
 
 
 def make_digits(folder: Path) -> Path:
@@ -51,7 +58,13 @@ def run_one(recipe: str, seed: int, data: Path, out: Path, epochs: int | None) -
 
     overrides = {**RECIPES[recipe], "train.seed": seed}
     started = time.perf_counter()
-    result = train(SPEC, data, epochs=epochs, out=out / f"{recipe}-seed{seed}", overrides=overrides)
+    result = train(
+        SPEC,
+        data,
+        epochs=epochs,
+        out=out / f"{recipe.replace('+', '-')}-seed{seed}",
+        overrides=overrides,
+    )
     seconds = time.perf_counter() - started
     accuracies = [row["val_accuracy"] for row in result.history]
     return {
@@ -93,6 +106,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the spec's 30")
     parser.add_argument("--data", type=Path, default=None, help="digits folder (made if absent)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--recipes", nargs="+", default=["default", "small-data"], choices=list(RECIPES)
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,13 +117,14 @@ def main() -> None:
         runs = Path(tmp) / "runs"
         rows = []
         for seed in args.seeds:
-            for recipe in RECIPES:
+            for recipe in args.recipes:
                 row = run_one(recipe, seed, data, runs, args.epochs)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    (args.out / "small_data_recipe.json").write_text(json.dumps(rows, indent=2) + "\n")
+    name = f"small_data_recipe{args.tag}"
+    (args.out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = summarise(rows)
-    (args.out / "small_data_recipe.md").write_text(table + "\n")
+    (args.out / f"{name}.md").write_text(table + "\n")
     print(table)
 
 
