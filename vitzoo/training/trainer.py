@@ -4,8 +4,11 @@
 slice of every global batch, DistributedDataParallel averages the gradients, and only rank 0
 writes. Determinism: the model is initialised from ``train.seed``; data order and augmentation
 are derived from ``(seed, epoch, sample)`` (see :mod:`vitzoo.training.data`); the global RNG
-(dropout, drop-path, mixup) is saved in every checkpoint. Together these make a resumed run end
-with the same weights as an uninterrupted one.
+(dropout, drop-path, mixup) is saved in every checkpoint, together with the weight EMA and the
+fp16 gradient scale. Together these make a resumed run end with the same weights as an
+uninterrupted one -- also after Ctrl-C in the middle of an epoch, which saves the last finished
+step (the data loader's worker seed comes from its own generator, so skipping the finished
+batches replays the global RNG exactly).
 """
 
 from __future__ import annotations
@@ -671,6 +674,7 @@ def train(
             )
         if run.epoch >= spec.train.epochs:
             reporter.log(f"{escape(str(run_dir))} already finished {plural(run.epoch, 'epoch')}")
+        run.rng_at_step = rng_state()  # after restore: what an interrupt before step 1 keeps
         with run.stop:
             try:
                 while run.epoch < spec.train.epochs:
