@@ -1,0 +1,33 @@
+"""Fixture: timm's NesT at a tiny width: two levels (4 blocks of 8x8 tokens, then 1)."""
+
+from reference_fixtures import Fixture
+
+TINY = {
+    "img_size": 32,
+    "patch_size": 2,
+    "num_levels": 2,
+    "embed_dims": [16, 24],
+    "num_heads": [2, 2],
+    "depths": [2, 1],
+    "num_classes": 5,
+}
+
+
+def _nest():
+    # nest_tiny() fixes its widths (it cannot take embed_dims), so call its class directly.
+    from timm.models.nest import Nest
+
+    return Nest(**TINY)
+
+
+FIXTURES = [
+    Fixture(
+        name="timm-nest",
+        build=_nest,
+        input_shape=(2, 3, 32, 32),
+        constructor="timm.models.nest.Nest("
+        + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
+        + ")",
+        meta={"timm_name": "nest_tiny", **TINY},
+    ),
+]

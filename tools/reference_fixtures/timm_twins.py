@@ -1,0 +1,35 @@
+"""Fixture: timm's Twins-SVT at a tiny width: both LSA window sizes and GSA with and without
+sub-sampling appear (stage 0: window 4, reduction 2; stage 1: window 2, reduction 1)."""
+
+from reference_fixtures import Fixture
+
+TINY = {
+    "img_size": 32,
+    "patch_size": 4,
+    "embed_dims": [16, 24],
+    "num_heads": [2, 2],
+    "mlp_ratios": [4, 4],
+    "depths": [2, 2],
+    "wss": [4, 2],
+    "sr_ratios": [2, 1],
+    "num_classes": 5,
+}
+
+
+def _twins():
+    import timm
+
+    return timm.create_model("twins_svt_small", pretrained=False, **TINY)
+
+
+FIXTURES = [
+    Fixture(
+        name="timm-twins",
+        build=_twins,
+        input_shape=(2, 3, 32, 32),
+        constructor="timm.create_model('twins_svt_small', "
+        + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
+        + ")",
+        meta={"timm_name": "twins_svt_small", **TINY},
+    ),
+]
