@@ -34,6 +34,10 @@ def _cct():
     return CCT(**CCT_3X2)
 
 
+#: Noise scale: at these widths the driver's default (0.05) leaves attention near uniform, so a
+#: wrong q/k map would still agree; 0.3 makes every tensor move the output measurably.
+NOISE = 0.3
+
 FIXTURES = [
     Fixture(
         name="official-cct",
@@ -44,5 +48,6 @@ FIXTURES = [
         + ", ".join(f"{k}={v!r}" for k, v in CCT_3X2.items())
         + ") (official SHI-Labs key layout)",
         meta={"official_name": "cct_2_3x2_32 layout (tiny width)", **CCT_3X2},
+        noise=NOISE,
     ),
 ]

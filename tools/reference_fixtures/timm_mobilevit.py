@@ -50,6 +50,10 @@ def _mobilevit():
     return ByobNet(cfg, num_classes=TINY["num_classes"])
 
 
+#: Noise scale: at these widths the driver's default (0.05) leaves attention near uniform, so a
+#: wrong q/k map would still agree; 0.3 makes every tensor move the output measurably.
+NOISE = 0.3
+
 FIXTURES = [
     Fixture(
         name="timm-mobilevit",
@@ -58,5 +62,6 @@ FIXTURES = [
         constructor="timm.models.byobnet.ByobNet(ByoModelCfg(mobilevit_xxs layout at tiny widths: "
         f"stages {STAGES}, stem 8, final 1x1 to 32, SiLU), num_classes=5)",
         meta={"timm_name": "mobilevit_xxs", **TINY, "stages": STAGES},
+        noise=NOISE,
     ),
 ]

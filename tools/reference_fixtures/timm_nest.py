@@ -20,6 +20,10 @@ def _nest():
     return Nest(**TINY)
 
 
+#: Noise scale: at these widths the driver's default (0.05) leaves attention near uniform, so a
+#: wrong q/k map would still agree; 0.3 makes every tensor move the output measurably.
+NOISE = 0.3
+
 FIXTURES = [
     Fixture(
         name="timm-nest",
@@ -29,5 +33,6 @@ FIXTURES = [
         + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
         + ")",
         meta={"timm_name": "nest_tiny", **TINY},
+        noise=NOISE,
     ),
 ]

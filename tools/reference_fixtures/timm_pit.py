@@ -24,6 +24,10 @@ def _call(name: str) -> str:
     return f"timm.create_model({name!r}, " + ", ".join(f"{k}={v!r}" for k, v in TINY.items()) + ")"
 
 
+#: Noise scale: at these widths the driver's default (0.05) leaves attention near uniform, so a
+#: wrong q/k map would still agree; 0.3 makes every tensor move the output measurably.
+NOISE = 0.3
+
 FIXTURES = [
     Fixture(
         name="timm-pit",
@@ -31,12 +35,15 @@ FIXTURES = [
         input_shape=(2, 3, 32, 32),
         constructor=_call("pit_ti_224"),
         meta={"timm_name": "pit_ti_224", **TINY},
+        noise=NOISE,
     ),
     Fixture(
         name="timm-pit-distilled",
         build=lambda: with_both_heads(_create("pit_ti_distilled_224")),
         input_shape=(2, 3, 32, 32),
-        constructor=_call("pit_ti_distilled_224") + "; outputs: head(cls), head_dist(dist), eval mean",
+        constructor=_call("pit_ti_distilled_224")
+        + "; outputs: head(cls), head_dist(dist), eval mean",
         meta={"timm_name": "pit_ti_distilled_224", **TINY, "outputs": ["cls", "dist", "eval"]},
+        noise=NOISE,
     ),
 ]

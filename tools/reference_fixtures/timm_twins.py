@@ -22,6 +22,10 @@ def _twins():
     return timm.create_model("twins_svt_small", pretrained=False, **TINY)
 
 
+#: Noise scale: at these widths the driver's default (0.05) leaves attention near uniform, so a
+#: wrong q/k map would still agree; 0.3 makes every tensor move the output measurably.
+NOISE = 0.3
+
 FIXTURES = [
     Fixture(
         name="timm-twins",
@@ -31,5 +35,6 @@ FIXTURES = [
         + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
         + ")",
         meta={"timm_name": "twins_svt_small", **TINY},
+        noise=NOISE,
     ),
 ]

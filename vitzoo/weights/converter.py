@@ -188,8 +188,9 @@ def apply_rules(
                         emit(target, part, key)
                 consumed.add(key)
             break
-        else:
-            out.unmatched_source.append(key)
+    # After the loop: a key an earlier rule skipped may have joined a later group (key before
+    # query in sorted order).
+    out.unmatched_source = [k for k in tensors if k not in consumed]
 
     keep = [(r, re.compile(r.pattern)) for r in rules if isinstance(r, KeepInit)]
     for target in target_shapes:

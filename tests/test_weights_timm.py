@@ -1,0 +1,187 @@
+"""timm (and official CCT) checkpoints load into vitzoo and compute the same function.
+
+Each case reads a reference fixture (``tools/make_reference_fixtures.py``: the peer's own
+constructor at a tiny size, every tensor perturbed, a fixed input and the peer's eval output),
+builds the vitzoo model from a spec derived from the fixture's constructor arguments, loads the
+peer's state dict through the family's registered converter (strict: every tensor on both sides
+accounted for) and requires the outputs to agree within 1e-5 in float32. Distilled models are
+compared on both heads and on the eval output (their mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from reference_data import load_reference, max_abs_diff
+
+import vitzoo
+from vitzoo.weights import load_state_dict
+
+TOLERANCE = 1e-5
+
+
+def vit_spec(meta: dict[str, Any], model_type: str = "vit") -> dict[str, Any]:
+    return {
+        "model": {
+            "type": model_type,
+            "image_size": meta["img_size"],
+            "num_classes": meta["num_classes"],
+            "dim": meta["embed_dim"],
+            "depth": meta["depth"],
+            "num_heads": meta["num_heads"],
+            "patch": {"type": "linear", "patch_size": meta["patch_size"]},
+        }
+    }
+
+
+def cait_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    spec = vit_spec(meta, "cait")
+    spec["model"]["cls_depth"] = meta["depth_token_only"]
+    return spec
+
+
+def pit_spec(meta: dict[str, Any], distilled: bool = False) -> dict[str, Any]:
+    model = {
+        "type": "pit",
+        "image_size": meta["img_size"],
+        "num_classes": meta["num_classes"],
+        "patch_size": meta["patch_size"],
+        "stride": meta["stride"],
+        "base_dims": meta["base_dims"],
+        "depths": meta["depth"],
+        "num_heads": meta["heads"],
+    }
+    if distilled:
+        model |= {"distillation_token": True, "head": {"type": "distillation"}}
+    return {"model": model}
+
+
+def twins_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    stages = len(meta["embed_dims"])
+    return {
+        "model": {
+            "type": "twins-svt",
+            "image_size": meta["img_size"],
+            "num_classes": meta["num_classes"],
+            "dims": meta["embed_dims"],
+            "depths": meta["depths"],
+            "num_heads": meta["num_heads"],
+            "patch_sizes": [meta["patch_size"]] + [2] * (stages - 1),
+            "windows": meta["wss"],
+            "sr_ratios": meta["sr_ratios"],
+            "mlp": {"type": "mlp", "ratio": float(meta["mlp_ratios"][0])},
+        }
+    }
+
+
+def nest_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    levels = meta["num_levels"]
+    tokens = meta["img_size"] // meta["patch_size"]
+    return {
+        "model": {
+            "type": "nest",
+            "image_size": meta["img_size"],
+            "num_classes": meta["num_classes"],
+            "patch_size": meta["patch_size"],
+            # timm: the first level has 4^(levels-1) blocks, so a block spans tokens / 2^(levels-1)
+            "block_size": tokens // 2 ** (levels - 1),
+            "dims": meta["embed_dims"],
+            "depths": meta["depths"],
+            "num_heads": meta["num_heads"],
+        }
+    }
+
+
+def mobilevit_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    stages = meta["stages"]  # (kind, depth, channels, stride, expansion, t_dim, t_depth)
+    return {
+        "model": {
+            "type": "mobilevit",
+            "image_size": meta["img_size"],
+            "num_classes": meta["num_classes"],
+            "stem_dim": meta["stem_chs"],
+            "channels": [s[2] for s in stages],
+            "mv2_blocks": [s[1] for s in stages],
+            "strides": [s[3] for s in stages],
+            "transformer_dims": [s[5] for s in stages],
+            "transformer_depths": [s[6] for s in stages],
+            "expand_ratio": stages[0][4],
+            "patch_size": meta["patch_size"],
+            "final_dim": meta["num_features"],
+        }
+    }
+
+
+def cct_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": {
+            "type": "cct",
+            "image_size": meta["img_size"],
+            "num_classes": meta["num_classes"],
+            "dim": meta["embedding_dim"],
+            "depth": meta["num_layers"],
+            "num_heads": meta["num_heads"],
+            "mlp": {"type": "mlp", "ratio": meta["mlp_ratio"]},
+            "patch": {
+                "type": "conv-tokenizer",
+                "num_layers": meta["n_conv_layers"],
+                "kernel_size": meta["kernel_size"],
+                "stride": meta["stride"],
+                "padding": meta["padding"],
+            },
+        }
+    }
+
+
+#: fixture name -> (spec from the fixture's meta, converter source kind)
+CASES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {
+    "timm-vit": (vit_spec, "timm"),
+    "timm-deit": (vit_spec, "timm"),
+    "timm-deit-distilled": (lambda m: vit_spec(m, "deit"), "timm"),
+    "timm-cait": (cait_spec, "timm"),
+    "timm-pit": (pit_spec, "timm"),
+    "timm-pit-distilled": (lambda m: pit_spec(m, distilled=True), "timm"),
+    "timm-twins": (twins_spec, "timm"),
+    "timm-nest": (nest_spec, "timm"),
+    "timm-mobilevit": (mobilevit_spec, "timm"),
+    "official-cct": (cct_spec, "official"),
+}
+
+
+def converted(name: str) -> tuple[torch.nn.Module, Any]:
+    fixture = load_reference(name)
+    spec_of, source = CASES[name]
+    model = vitzoo.build(spec_of(fixture.meta)).eval()
+    load_state_dict(model, fixture.state_dict, source=source)
+    return model, fixture
+
+
+def both_heads(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class-head, distillation-head) logits of an eval-mode model: the distillation head returns
+    the pair in training mode, so only the head is switched (no dropout elsewhere changes)."""
+    model.head.train()
+    try:
+        return model(x)
+    finally:
+        model.head.eval()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_converted_model_matches_reference_output(name: str) -> None:
+    model, fixture = converted(name)
+    with torch.no_grad():
+        out = model(fixture.input)
+        if "output" in fixture.outputs:
+            diffs = {"output": max_abs_diff(out, fixture.output)}
+        else:  # distilled: (class head, distillation head, eval mean)
+            cls_logits, dist_logits = both_heads(model, fixture.input)
+            diffs = {
+                "class head": max_abs_diff(cls_logits, fixture.outputs["output.0"]),
+                "distillation head": max_abs_diff(dist_logits, fixture.outputs["output.1"]),
+                "eval output": max_abs_diff(out, fixture.outputs["output.2"]),
+            }
+    print(f"{name}: max abs diff {diffs}")
+    assert all(d <= TOLERANCE for d in diffs.values()), f"{name}: {diffs}"
