@@ -5,7 +5,8 @@ NesT nests standard transformer layers inside non-overlapping image blocks: at e
 a learned position embedding, then :class:`~vitzoo.components.downsample.BlockAggregation`
 (conv 3x3, LayerNorm, 3x3/2 max-pool) merges every 2x2 neighbourhood of blocks into one block of
 the next level. The paper's "one scalar per position" simplification in vit-pytorch is not
-followed: position embeddings are full (blocks, tokens, dim) tables as in the paper.
+followed: position embeddings are full (blocks, tokens, dim) tables as in the paper. Attention
+merges heads channel-major (``head_merge: dim-major``) like timm's port, so its weights load.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.nest_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
@@ -42,7 +44,10 @@ class NestConfig(HierarchicalConfig):
     dims: tuple[int, ...] = (96, 192, 384)
     depths: tuple[int, ...] = (2, 2, 8)
     num_heads: tuple[int, ...] = (3, 6, 12)
-    attention: ComponentSpec("attention") = component_default(type="mhsa")
+    #: ``head_merge: dim-major``: timm's NesT (the port of the authors' JAX weights) lays the
+    #: heads' outputs out channel-major before the projection; the same function family either
+    #: way, and with it the released weights load as they are.
+    attention: ComponentSpec("attention") = component_default(type="mhsa", head_merge="dim-major")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
     norm_eps: float = 1e-6
@@ -142,3 +147,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "nest")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)
