@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.twins_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
@@ -128,3 +129,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "twins")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)
