@@ -185,3 +185,39 @@ def test_converted_model_matches_reference_output(name: str) -> None:
             }
     print(f"{name}: max abs diff {diffs}")
     assert all(d <= TOLERANCE for d in diffs.values()), f"{name}: {diffs}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_only_the_own_familys_converter_recognises_a_fixture(name: str) -> None:
+    """A checkpoint of one family must not look like another's (the "looks like X" errors and
+    format detection rely on it). timm-vit's detector is deliberately loose (any checkpoint
+    with a patch embedding and a qkv, so a ViT with extra tensors gets the strict list of
+    unmatched keys); the converter of the model's own family is tried first, so it is left out."""
+    from vitzoo.weights import converters_for
+
+    fixture = load_reference(name)
+    spec_of, source = CASES[name]
+    family = spec_of(fixture.meta)["model"]["type"]
+    recognising = {
+        arch
+        for converter in converters_for(source=source)
+        if converter.recognises(fixture.state_dict, {})
+        and (converter.name != "timm-vit" or family in converter.architectures)
+        for arch in converter.architectures
+    }
+    # timm's ViT and DeiT are one class (one converter fills both vitzoo types).
+    allowed = {"vit", "deit"} if family in {"vit", "deit"} else {family}
+    assert family in recognising
+    assert recognising <= allowed, f"{name} also looks like {sorted(recognising - allowed)}"
+
+
+def test_distilled_pit_returns_both_heads_in_training_and_their_mean_in_eval() -> None:
+    model, fixture = converted("timm-pit-distilled")
+    model.train()
+    cls_logits, dist_logits = model(fixture.input)
+    (cls_logits.sum() + dist_logits.sum()).backward()
+    assert model.cls_token.grad is not None and model.cls_token.grad[:, 1].abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        mean = model(fixture.input)
+    assert torch.allclose(mean, (cls_logits + dist_logits).detach() / 2, atol=1e-6)
