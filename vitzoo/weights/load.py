@@ -140,6 +140,33 @@ def _preprocessing_of(src: WeightsSource) -> prep.Preprocessing:
     return prep.from_timm(cfg, src.config) if isinstance(cfg, Mapping) else prep.Preprocessing()
 
 
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def spec_differences(source_model: Mapping[str, Any], target_model: Mapping[str, Any]) -> list[str]:
+    """Model settings where the caller's spec departs from the one the weights were made for
+    (other than the adaptable class count, image size and channels)."""
+    src, dst = _flatten(source_model), _flatten(target_model)
+    out = []
+    for key in sorted(set(src) & set(dst)):
+        if key.split(".")[0] in ADAPTABLE:
+            continue
+        a, b = src[key], dst[key]
+        if isinstance(a, list | tuple) or isinstance(b, list | tuple):
+            same = list(a or []) == list(b or [])
+        else:
+            same = a == b
+        if not same:
+            out.append(f"model.{key}={a!r} (spec: {b!r})")
+    return out
+
+
 def _validate(
     data: Any, where: str, system: PluginSystem, overrides: Mapping[str, Any]
 ) -> SpecBase:
@@ -198,6 +225,14 @@ def load_pretrained(
             f"{where}: this checkpoint holds a {source_model.get('type')!r} model, not "
             f"{target_model['type']!r}; build that family (or drop the preset)"
         )
+    if requested is not None and source_model:
+        resolved_source = spec_to_dict(_validate(source_data, where, system, {}))["model"]
+        differences = spec_differences(resolved_source, target_model)
+        if differences:
+            note(
+                f"note: these weights were made with {', '.join(differences[:6])}"
+                f"{' ...' if len(differences) > 6 else ''}; the given spec wins"
+            )
     # The model the checkpoint was made for: the target with the source's adaptable fields.
     fitted = dict(target_model)
     for name in ADAPTABLE:
@@ -263,3 +298,20 @@ def convert_checkpoint(
     loaded = load_pretrained(source, spec, **options)
     save(loaded.model, output, metadata=loaded.metadata())
     return loaded
+
+
+def fine_tune_start(
+    spec: SpecBase, *, system: PluginSystem | None = None, log: Callable[[str], None] | None = None
+) -> tuple[SpecBase, nn.Module]:
+    """``train.init_from``: the model for ``spec`` started from that source, and the spec with
+    the weights' normalisation / eval crop wherever it keeps vitzoo's defaults."""
+    loaded = load_pretrained(spec.train.init_from, spec, system=system, log=log)
+    updates = prep.data_overrides(loaded.preprocessing, spec.data)
+    if updates:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
+        (log or logger.info)(
+            "data normalisation from the weights: "
+            + ", ".join(f"data.{k}={v}" for k, v in updates.items())
+        )
+    loaded.model.vitzoo_spec = spec
+    return spec, loaded.model
