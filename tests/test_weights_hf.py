@@ -155,3 +155,32 @@ def test_preprocessing_and_labels_travel_with_the_weights(tmp_path):
     assert pre.crop_fraction == 1.0 and pre.input_size == (3, 16, 16)
     assert pre.class_names == ("female", "male")
     assert model.vitzoo_spec.model.norm_eps == 1e-12
+
+
+@pytest.mark.parametrize(
+    "config_cls, model_cls, preset",
+    [
+        ("ViTConfig", "ViTForImageClassification", "vit-b16"),
+        ("DeiTConfig", "DeiTForImageClassificationWithTeacher", "deit-b-distilled"),
+        ("CvtConfig", "CvtForImageClassification", "cvt-13"),
+        ("MobileViTConfig", "MobileViTForImageClassification", "mobilevit-s"),
+    ],
+)
+def test_full_size_hf_layouts_fill_the_presets_exactly(config_cls, model_cls, preset):
+    """transformers' default configs are the released base models (ViT-B/16, DeiT-B distilled,
+    CvT-13, MobileViT-S): built on the meta device, every tensor maps onto the vitzoo preset
+    with equal shapes (the README table's preset <-> Hugging Face rows)."""
+    from vitzoo.weights.apply import converters_for
+
+    config = getattr(transformers, config_cls)(num_labels=1000)
+    with torch.device("meta"):
+        hf_model = getattr(transformers, model_cls)(config)
+        ours = vitzoo.build(preset)
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    (converter,) = [
+        c
+        for c in converters_for(ours.vitzoo_spec.model.type, "hf")
+        if config.model_type in c.config_names
+    ]
+    conversion = converter.convert(hf_model.state_dict(), shapes)
+    assert conversion.problems(shapes) == []

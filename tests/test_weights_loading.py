@@ -219,3 +219,23 @@ def test_convert_build_and_finetune_from_hf(hf_vit, tmp_path):
     assert tuned.vitzoo_spec.data.mean == (0.5, 0.5, 0.5)
     code, output = run_cli("predict", str(best), str(next((data / "val" / "male").glob("*.jpg"))))
     assert code == 0, output
+
+
+def test_hub_name_resolves_from_the_local_cache_offline(hf_vit, tmp_path, monkeypatch):
+    """An hf-hub: source with HF_HUB_OFFLINE=1 is served from the cache, no network."""
+    pytest.importorskip("huggingface_hub")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--someone--tiny-vit"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        (snapshot / name).write_bytes((hf_vit / name).read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    from_hub = vitzoo.build(weights="hf-hub:someone/tiny-vit").eval()
+    local = vitzoo.build(weights=hf_vit).eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(from_hub(x), local(x))

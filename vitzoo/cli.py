@@ -292,7 +292,11 @@ def schema_command(output: Path | None) -> None:
 # -- check --------------------------------------------------------------------------------
 @cli.command("check")
 @click.argument("plugin", required=False)
-@click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option(
+    "--kind",
+    type=click.Choice([k for k in KINDS if k != "converter"]),  # converters are data, no checks
+    help="Only this kind.",
+)
 @click.option("--slow", is_flag=True, help="Include slow checks (torch.compile).")
 def check_command(plugin: str | None, kind: str | None, slow: bool) -> None:
     """Run the conformance suite (without pytest) over PLUGIN's registrations, or everything."""

@@ -116,6 +116,24 @@ def _source_spec(
         converter = _timm_hub_converter(src, system)
         if converter is not None and converter.spec_from_config is not None:
             return dict(converter.spec_from_config(src.config)), converter
+        return _timm_preset_spec(src, system)
+    return None, None
+
+
+def _timm_preset_spec(
+    src: WeightsSource, system: PluginSystem
+) -> tuple[dict[str, Any] | None, WeightConverter | None]:
+    """A timm hub folder names its model (``architecture``); a converter's ``equivalents`` say
+    which vitzoo preset that is. The class count comes from the folder's config."""
+    arch = str(src.config["architecture"]).split(".")[0]
+    for converter in converters_for(None, "timm", system=system):
+        for preset, name in converter.equivalents:
+            if name == arch:
+                data: dict[str, Any] = {"preset": preset}
+                if "num_classes" in src.config:
+                    data["model"] = {"num_classes": int(src.config["num_classes"])}
+                spec = _validate(data, src.location, system, {})
+                return {"model": spec_to_dict(spec)["model"]}, converter
     return None, None
 
 
