@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import torch
 
@@ -187,7 +189,7 @@ def test_a_plugin_registering_a_bad_converter_is_rolled_back():
             from vitzoo.components.vit import VitConfig, build_vit
 
             class OtherVit(VitConfig):
-                type: __import__("typing").Literal["other-vit"] = "other-vit"
+                type: Literal["other-vit"] = "other-vit"
 
             register("other-vit", build_vit, OtherVit)
 
