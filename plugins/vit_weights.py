@@ -57,6 +57,7 @@ TIMM_VIT = WeightConverter(
 )
 
 _HF_LAYER = r"(vit|deit)\.encoder\.layer\.(\d+)\."
+_HF_LAYER_V5 = r"(vit|deit)\.layers\.(\d+)\."
 HF_VIT_RULES = (
     Concat(
         (
@@ -71,6 +72,19 @@ HF_VIT_RULES = (
     Rename(_HF_LAYER + r"output\.dense\.(weight|bias)", r"blocks.\2.mlp.fc2.\3"),
     Rename(_HF_LAYER + r"layernorm_before\.(weight|bias)", r"blocks.\2.norm1.\3"),
     Rename(_HF_LAYER + r"layernorm_after\.(weight|bias)", r"blocks.\2.norm2.\3"),
+    # transformers >= 5 names the same tensors this way in memory (files keep the layout above).
+    Concat(
+        (
+            _HF_LAYER_V5 + r"attention\.q_proj\.(weight|bias)",
+            r"\1.layers.\2.attention.k_proj.\3",
+            r"\1.layers.\2.attention.v_proj.\3",
+        ),
+        r"blocks.\2.attn.qkv.\3",
+    ),
+    Rename(_HF_LAYER_V5 + r"attention\.o_proj\.(weight|bias)", r"blocks.\2.attn.proj.\3"),
+    Rename(_HF_LAYER_V5 + r"mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\2.mlp.\3.\4"),
+    Rename(_HF_LAYER_V5 + r"layernorm_before\.(weight|bias)", r"blocks.\2.norm1.\3"),
+    Rename(_HF_LAYER_V5 + r"layernorm_after\.(weight|bias)", r"blocks.\2.norm2.\3"),
     Rename(r"(?:vit|deit)\.embeddings\.cls_token", r"cls_token"),
     Rename(r"(?:vit|deit)\.embeddings\.distillation_token", r"dist_token"),
     Rename(r"(?:vit|deit)\.embeddings\.position_embeddings", r"posenc.pos_embed"),
@@ -92,6 +106,11 @@ HF_VIT_RULES = (
 )
 
 
+def _mlp_width(dim: int, hidden: int) -> dict[str, Any]:
+    """``ratio`` where the width is a whole multiple of ``dim`` (as presets say it), else exact."""
+    return {"ratio": float(hidden // dim)} if hidden % dim == 0 else {"hidden_dim": hidden}
+
+
 def spec_from_hf_vit(config: Mapping[str, Any]) -> dict[str, Any]:
     """HF ViTConfig / DeiTConfig -> a vitzoo vit / deit spec with the same function."""
     arch = (config.get("architectures") or [""])[0]
@@ -108,7 +127,7 @@ def spec_from_hf_vit(config: Mapping[str, Any]) -> dict[str, Any]:
         "attention": {"type": "mhsa", "qkv_bias": bool(config.get("qkv_bias", True))},
         "mlp": {
             "type": "mlp",
-            "hidden_dim": config["intermediate_size"],
+            **_mlp_width(config["hidden_size"], config["intermediate_size"]),
             "activation": hf_activation(config.get("hidden_act", "gelu")),
         },
         "block": {"type": "pre-norm", "norm_eps": eps},

@@ -95,6 +95,15 @@ class Conversion:
     unused: dict[str, str] = field(default_factory=dict)
     kept_init: dict[str, str] = field(default_factory=dict)
 
+    def refit(self, target_shapes: Mapping[str, Shape]) -> None:
+        """Recompute the vitzoo-side account against another model's tensors (after adapting)."""
+        for key in [k for k in self.tensors if k not in target_shapes]:
+            self.unknown_target[self.origin.pop(key, key)] = key
+            del self.tensors[key]
+        self.missing_target = [
+            k for k in target_shapes if k not in self.tensors and k not in self.kept_init
+        ]
+
     def shape_mismatches(self, target_shapes: Mapping[str, Shape]) -> list[str]:
         return [
             f"{key} (from {self.origin.get(key, '?')}): checkpoint {tuple(t.shape)}, "
