@@ -78,6 +78,12 @@ def list_command(kind: str | None, as_json: bool) -> None:
         if isinstance(entry, PresetEntry):
             row["params"] = entry.expected_params
             row["citation"] = entry.citation
+        elif entry.kind == "converter":
+            row["source"] = entry.source
+            row["architectures"] = list(entry.architectures)
+            row["summary"] = f"{entry.source} -> {', '.join(entry.architectures)}" + (
+                f": {entry.summary}" if entry.summary else ""
+            )
         else:
             row["tags"] = sorted(entry.tags)
             row["fields"] = [f for f in entry.config.model_fields if f != "type"]
@@ -85,7 +91,11 @@ def list_command(kind: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    show_fields = kind not in (None, "preset")  # one kind: room to show its config fields
+    show_fields = kind not in (
+        None,
+        "preset",
+        "converter",
+    )  # one kind: room to show its config fields
     table = Table(title="vitzoo registry", show_lines=False)
     for column in ("kind", "name", "plugin", "summary", *(["fields"] if show_fields else [])):
         table.add_column(column, overflow="fold")
