@@ -24,6 +24,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.levit_weights import CONVERTERS
 
 from vitzoo import component_default, hookimpl
 from vitzoo.components.attention import AttentionBase
@@ -317,3 +318,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "levit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

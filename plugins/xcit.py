@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.xcit_weights import CONVERTERS
 
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
@@ -294,6 +295,8 @@ class XcitClassAttentionConfig(ClassAttentionBlockConfig):
     """
 
     type: Literal["xcit-class-attention"] = "xcit-class-attention"  # type: ignore[assignment]
+    #: The released layers all have LayerScale (initialised to 1.0 or 1e-5).
+    layer_scale: float | None = 1.0
     tokens_norm: bool = True
 
 
@@ -436,3 +439,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "xcit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

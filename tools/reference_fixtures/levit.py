@@ -24,6 +24,9 @@ FIXTURES = [
         build=_levit,
         input_shape=(2, 3, 64, 80),
         constructor=f"timm.create_model('levit_128s', **{_KWARGS})",
-        meta={"timm_name": "levit_128s", **{k: list(v) if isinstance(v, tuple) else v for k, v in _KWARGS.items()}},
+        meta={
+            "timm_name": "levit_128s",
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in _KWARGS.items()},
+        },
     ),
 ]

@@ -50,9 +50,9 @@ FIXTURES = [
     Fixture(
         name="vit-pytorch-simple-vit-posemb-3d",
         build=lambda: _AddTable3d(2, 3, 4),
-        input_shape=(1, 24, 40),
+        input_shape=(1, 24, 48),
         library="vit_pytorch",
-        constructor="vit_pytorch.simple_vit_3d.posemb_sincos_3d on a (2, 3, 4) grid, dim=40",
-        meta={"grid": [2, 3, 4], "dim": 40},
+        constructor="vit_pytorch.simple_vit_3d.posemb_sincos_3d on a (2, 3, 4) grid, dim=48",
+        meta={"grid": [2, 3, 4], "dim": 48},
     ),
 ]

@@ -23,6 +23,7 @@ from vitzoo.weights.rules import (
     Split,
     Unused,
     apply_ops,
+    expand_target,
 )
 
 SourceKind = Literal["timm", "hf", "official"]
@@ -149,6 +150,7 @@ def apply_rules(
         out.tensors[target] = tensor
         out.origin[target] = source
 
+    unclaimed: list[str] = []
     for key in tensors:
         if key in consumed:
             continue
@@ -160,7 +162,7 @@ def apply_rules(
                 out.unused[key] = rule.reason
                 consumed.add(key)
             elif isinstance(rule, Rename):
-                target = match.expand(rule.target)
+                target = expand_target(rule.target, match, target_shapes)
                 shape = tuple(target_shapes.get(target, tensors[key].shape))
                 emit(target, apply_ops(rule.ops, tensors[key], shape), key)
                 consumed.add(key)
@@ -189,7 +191,10 @@ def apply_rules(
                 consumed.add(key)
             break
         else:
-            out.unmatched_source.append(key)
+            unclaimed.append(key)
+    # A key no rule matches may still be a later group's member (a Concat whose first source
+    # comes after it, as in a key-sorted safetensors file): only what stays unconsumed is unmatched.
+    out.unmatched_source.extend(k for k in unclaimed if k not in consumed)
 
     keep = [(r, re.compile(r.pattern)) for r in rules if isinstance(r, KeepInit)]
     for target in target_shapes:

@@ -1,0 +1,142 @@
+"""Released checkpoints compute the same function in vitzoo (issue 9's five numeric fixes).
+
+Each reference fixture (``tools/reference_fixtures/``, written in an environment with timm /
+vit-pytorch) holds a peer model at a tiny width with EVERY tensor perturbed, a fixed input and
+the peer's eval output. The vitzoo model is built from the fixture's constructor arguments, the
+peer's state dict goes through the registered converter (strict: every tensor used, every vitzoo
+tensor filled), and the outputs must agree within 1e-5 in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from reference_data import load_reference, max_abs_diff
+
+import vitzoo
+from vitzoo.weights import load_state_dict
+
+TOLERANCE = 1e-5
+
+
+def converted(spec: dict[str, Any], state: dict[str, torch.Tensor], source: str = "timm"):
+    model = vitzoo.build({"model": spec}).eval()
+    load_state_dict(model, state, source=source)
+    return model
+
+
+def assert_same_function(model: torch.nn.Module, fixture) -> float:
+    with torch.no_grad():
+        out = model(fixture.input)
+    diff = max_abs_diff(out, fixture.output)
+    assert diff <= TOLERANCE, f"{fixture.name}: max abs diff {diff:.3g}"
+    return diff
+
+
+# -- XCiT --------------------------------------------------------------------------------------
+def xcit_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "xcit",
+        "image_size": meta["image_size"],
+        "num_classes": meta["num_classes"],
+        "dim": meta["embed_dim"],
+        "depth": meta["depth"],
+        "num_heads": meta["num_heads"],
+        "cls_depth": meta["cls_attn_layers"],
+        "patch": {"type": "xcit-stem", "patch_size": meta["patch_size"]},
+        "mlp": {"type": "mlp", "ratio": meta["mlp_ratio"]},
+        "class_block": {"type": "xcit-class-attention", "tokens_norm": meta["tokens_norm"]},
+    }
+
+
+@pytest.mark.parametrize("name", ["timm-xcit", "timm-xcit-nano-style"])
+def test_xcit_computes_timms_function(name: str) -> None:
+    fixture = load_reference(name)
+    assert_same_function(converted(xcit_spec(fixture.meta), fixture.state_dict), fixture)
+
+
+def official_xcit_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's key layout back to facebookresearch/xcit's (what timm's checkpoint filter undoes)."""
+    out = {}
+    for key, tensor in state.items():
+        if ".attn.q." in key and key.startswith("cls_attn_blocks"):
+            parts = [state[key.replace(".q.", f".{c}.")] for c in "qkv"]
+            out[key.replace(".q.", ".qkv.")] = torch.cat(parts)
+        elif key.startswith("cls_attn_blocks") and (".attn.k." in key or ".attn.v." in key):
+            continue
+        else:
+            out[key.replace("pos_embed.", "pos_embeder.")] = tensor
+    return out
+
+
+def test_xcit_loads_the_official_layout() -> None:
+    fixture = load_reference("timm-xcit")
+    state = official_xcit_layout(fixture.state_dict)
+    assert "pos_embeder.token_projection.weight" in state
+    model = converted(xcit_spec(fixture.meta), state, source="official")
+    assert_same_function(model, fixture)
+
+
+def test_xcit_class_attention_is_not_caits() -> None:
+    """The CaiT block (class token only) must stay different: XCiT's released layer is another."""
+    fixture = load_reference("timm-xcit")
+    spec = xcit_spec(fixture.meta)
+    spec["class_block"] = {"type": "class-attention", "layer_scale": 1.0}
+    model = converted(spec, fixture.state_dict)
+    with torch.no_grad():
+        assert max_abs_diff(model(fixture.input), fixture.output) > 1e-2
+
+
+# -- LeViT -------------------------------------------------------------------------------------
+def test_levit_computes_timms_function() -> None:
+    fixture = load_reference("timm-levit")
+    meta = fixture.meta
+    spec = {
+        "type": "levit",
+        "image_size": meta["img_size"],
+        "num_classes": meta["num_classes"],
+        "dims": meta["embed_dim"],
+        "depths": meta["depth"],
+        "num_heads": meta["num_heads"],
+        "key_dim": meta["key_dim"],
+    }
+    assert_same_function(converted(spec, fixture.state_dict), fixture)
+
+
+# -- SimpleViT ---------------------------------------------------------------------------------
+SIMPLE_VIT_2D = {
+    "type": "simple-vit",
+    "image_size": [12, 20],
+    "dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "patch": {"type": "linear", "patch_size": 4},
+    "num_classes": 2,
+}
+SIMPLE_VIT_3D = {
+    "type": "simple-vit-3d",
+    "image_size": [12, 16],
+    "frames": 4,
+    "dim": 48,
+    "depth": 1,
+    "num_heads": 2,
+    "num_classes": 2,
+    "patch": {"type": "tubelet", "patch_size": 4, "frame_patch_size": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("vit-pytorch-simple-vit-posemb-2d", SIMPLE_VIT_2D),
+        ("vit-pytorch-simple-vit-posemb-3d", SIMPLE_VIT_3D),
+    ],
+)
+def test_simple_vit_positions_are_the_reference_table(name: str, spec: dict[str, Any]) -> None:
+    """The position module a default simple-vit builds adds vit-pytorch's (big_vision's) table."""
+    fixture = load_reference(name)
+    posenc = vitzoo.build({"model": spec}).posenc
+    grid = tuple(fixture.meta["grid"])
+    assert_same_function(lambda x: posenc(x, grid, 0), fixture)
