@@ -105,6 +105,29 @@ def test_levit_computes_timms_function() -> None:
     assert_same_function(converted(spec, fixture.state_dict), fixture)
 
 
+# -- CrossViT ----------------------------------------------------------------------------------
+def test_crossvit_computes_timms_function_with_the_resized_large_branch() -> None:
+    fixture = load_reference("timm-crossvit")
+    meta = fixture.meta
+    (small_patch, large_patch), (small_dim, large_dim) = meta["patch_size"], meta["embed_dim"]
+    spec = {
+        "type": "crossvit",
+        "image_size": meta["image_size"],
+        "num_classes": meta["num_classes"],
+        "num_heads": meta["num_heads"],
+        "multi_scale_blocks": meta["multi_scale_blocks"],
+        "small": {"patch_size": small_patch, "dim": small_dim, "depth": meta["depth"][0]},
+        "large": {
+            "patch_size": large_patch,
+            "dim": large_dim,
+            "depth": meta["depth"][1],
+            "image_size": meta["large_image_size"],
+        },
+        "mlp": {"type": "mlp", "ratio": meta["mlp_ratio"]},
+    }
+    assert_same_function(converted(spec, fixture.state_dict), fixture)
+
+
 # -- SimpleViT ---------------------------------------------------------------------------------
 SIMPLE_VIT_2D = {
     "type": "simple-vit",
