@@ -128,6 +128,39 @@ def test_crossvit_computes_timms_function_with_the_resized_large_branch() -> Non
     assert_same_function(converted(spec, fixture.state_dict), fixture)
 
 
+# -- MaxViT ------------------------------------------------------------------------------------
+def maxvit_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "maxvit",
+        "image_size": meta["img_size"],
+        "num_classes": meta["num_classes"],
+        "stem_dim": meta["stem_width"],
+        "dims": meta["embed_dim"],
+        "depths": meta["depths"],
+        "head_dim": meta["dim_head"],
+        "window_size": meta["window_size"][0],
+        "grid_size": meta["window_size"][0],
+        "head_hidden_dim": meta["head_hidden_size"],
+    }
+
+
+def test_maxvit_defaults_compute_the_released_tf_function() -> None:
+    fixture = load_reference("timm-maxvit")
+    assert_same_function(converted(maxvit_spec(fixture.meta), fixture.state_dict), fixture)
+
+
+@pytest.mark.parametrize(
+    "pytorch_style",
+    [{"padding": "symmetric"}, {"bn_eps": 1e-5}, {"activation": "gelu", "mlp": {"type": "mlp"}}],
+)
+def test_each_maxvit_tf_option_matters(pytorch_style: dict[str, Any]) -> None:
+    """Every one of the three TF conventions changes the output: none is a no-op."""
+    fixture = load_reference("timm-maxvit")
+    model = converted({**maxvit_spec(fixture.meta), **pytorch_style}, fixture.state_dict)
+    with torch.no_grad():
+        assert max_abs_diff(model(fixture.input), fixture.output) > 1e-4
+
+
 # -- SimpleViT ---------------------------------------------------------------------------------
 SIMPLE_VIT_2D = {
     "type": "simple-vit",
