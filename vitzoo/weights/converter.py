@@ -96,6 +96,15 @@ class Conversion:
     unused: dict[str, str] = field(default_factory=dict)
     kept_init: dict[str, str] = field(default_factory=dict)
 
+    def refit(self, target_shapes: Mapping[str, Shape]) -> None:
+        """Recompute the vitzoo-side account against another model's tensors (after adapting)."""
+        for key in [k for k in self.tensors if k not in target_shapes]:
+            self.unknown_target[self.origin.pop(key, key)] = key
+            del self.tensors[key]
+        self.missing_target = [
+            k for k in target_shapes if k not in self.tensors and k not in self.kept_init
+        ]
+
     def shape_mismatches(self, target_shapes: Mapping[str, Shape]) -> list[str]:
         return [
             f"{key} (from {self.origin.get(key, '?')}): checkpoint {tuple(t.shape)}, "
@@ -150,7 +159,6 @@ def apply_rules(
         out.tensors[target] = tensor
         out.origin[target] = source
 
-    unclaimed: list[str] = []
     for key in tensors:
         if key in consumed:
             continue
@@ -190,11 +198,9 @@ def apply_rules(
                         emit(target, part, key)
                 consumed.add(key)
             break
-        else:
-            unclaimed.append(key)
-    # A key no rule matches may still be a later group's member (a Concat whose first source
-    # comes after it, as in a key-sorted safetensors file): only what stays unconsumed is unmatched.
-    out.unmatched_source.extend(k for k in unclaimed if k not in consumed)
+    # After the loop: a key an earlier rule skipped may have joined a later group (key before
+    # query in sorted order).
+    out.unmatched_source = [k for k in tensors if k not in consumed]
 
     keep = [(r, re.compile(r.pattern)) for r in rules if isinstance(r, KeepInit)]
     for target in target_shapes:
