@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import torch
 from reference_data import load_reference, max_abs_diff
+from weights_helpers import perturb_every_tensor
 
 import vitzoo
-from vitzoo.weights import load_state_dict
+from vitzoo.weights import load_pretrained, load_state_dict
 
 TOLERANCE = 1e-5
 
@@ -196,3 +197,33 @@ def test_simple_vit_positions_are_the_reference_table(name: str, spec: dict[str,
     posenc = vitzoo.build({"model": spec}).posenc
     grid = tuple(fixture.meta["grid"])
     assert_same_function(lambda x: posenc(x, grid, 0), fixture)
+
+
+# -- LeViT from Hugging Face -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "architecture", ["LevitForImageClassificationWithTeacher", "LevitForImageClassification"]
+)
+def test_hf_levit_folder_computes_the_same_function(tmp_path, architecture: str) -> None:
+    """A random-init HF LeViT (every tensor perturbed), saved with save_pretrained, loaded
+    through vitzoo with the spec derived from its config.json: the same logits."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LevitConfig(
+        image_size=64,
+        hidden_sizes=[16, 24, 32],
+        num_attention_heads=[2, 3, 4],
+        depths=[1, 2, 1],
+        key_dim=[8, 8, 8],
+        mlp_ratio=[2, 2, 2],
+        attention_ratio=[2, 2, 2],
+        down_ops=[["Subsample", 8, 2, 4, 2, 2], ["Subsample", 8, 3, 4, 2, 2]],
+        num_labels=5,
+    )
+    hf_model = getattr(transformers, architecture)(config)
+    perturb_every_tensor(hf_model)
+    hf_model.eval().save_pretrained(tmp_path)
+    loaded = load_pretrained(tmp_path)
+    assert loaded.conversion.unmatched_source == [] and loaded.conversion.missing_target == []
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = max_abs_diff(loaded.model.eval()(x), hf_model(pixel_values=x).logits)
+    assert diff <= TOLERANCE, f"HF {architecture}: max abs diff {diff:.3g}"
