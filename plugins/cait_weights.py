@@ -4,7 +4,9 @@ Data only. timm keeps the class-attention query, key and value as three Linears 
 ``attn.k``, ``attn.v``); vitzoo's class-attention block has one ``qkv`` Linear, so the three
 are concatenated in that order. timm's talking-heads maps (``proj_l`` before the softmax,
 ``proj_w`` after it) are vitzoo's ``mix_logits`` / ``mix_weights`` with the same (H, H) layout;
-LayerScale ``gamma_1`` / ``gamma_2`` are ``ls1`` / ``ls2``.
+LayerScale ``gamma_1`` / ``gamma_2`` are ``ls1`` / ``ls2``. timm releases XS-24 only at 384 px
+(``cait_xs24_384``): it loads into ``cait-xs24`` built with ``image_size: 384``, so it is not
+listed as the 224-px preset's equivalent.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ TIMM_CAIT = WeightConverter(
     summary="timm Cait state dicts (talking heads, LayerScale, class attention)",
     equivalents=(
         ("cait-xxs24", "cait_xxs24_224"),
-        ("cait-xs24", "cait_xs24_384"),
         ("cait-s24", "cait_s24_224"),
     ),
     verified_by="tests/test_weights_timm.py",

@@ -21,6 +21,7 @@ from vitzoo_plugins.nest_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
+from vitzoo.components.conv import Padding
 from vitzoo.components.downsample import BlockAggregation
 from vitzoo.components.hierarchical import (
     HierarchicalConfig,
@@ -51,6 +52,10 @@ class NestConfig(HierarchicalConfig):
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
     norm_eps: float = 1e-6
+    #: Aggregation max-pool padding: ``same`` is TensorFlow's "SAME" (asymmetric on even maps),
+    #: what the authors' JAX models were trained with (timm's ``nest_*_jx``, the released
+    #: weights); ``symmetric`` is PyTorch's (timm's untrained ``nest_*``).
+    padding: Padding = "symmetric"
 
     @model_validator(mode="after")
     def _rules(self) -> NestConfig:
@@ -112,7 +117,9 @@ class Nest(HierarchicalModel):
         block_grid = (config.block_size, config.block_size)
         self.stages = nn.ModuleList(
             NestLevel(
-                BlockAggregation(config.dims[i - 1], dim, config.norm_eps) if i else nn.Identity(),
+                BlockAggregation(config.dims[i - 1], dim, config.norm_eps, config.padding)
+                if i
+                else nn.Identity(),
                 build_stage_blocks(base, config, i, block_grid),
                 dim,
                 grid,

@@ -1,4 +1,8 @@
-"""Fixture: timm's NesT at a tiny width: two levels (4 blocks of 8x8 tokens, then 1)."""
+"""Fixture: timm's NesT at a tiny width: two levels (4 blocks of 8x8 tokens, then 1).
+
+``pad_type="same"`` is what timm's ``nest_*_jx`` (the authors' released JAX weights) use: the
+aggregation max-pool pads like TensorFlow "SAME", asymmetrically on these even maps.
+"""
 
 from reference_fixtures import Fixture
 
@@ -10,6 +14,7 @@ TINY = {
     "num_heads": [2, 2],
     "depths": [2, 1],
     "num_classes": 5,
+    "pad_type": "same",
 }
 
 
@@ -32,7 +37,7 @@ FIXTURES = [
         constructor="timm.models.nest.Nest("
         + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
         + ")",
-        meta={"timm_name": "nest_tiny", **TINY},
+        meta={"timm_name": "nest_tiny_jx", **TINY},
         noise=NOISE,
     ),
 ]
