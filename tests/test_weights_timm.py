@@ -239,3 +239,46 @@ def test_each_nest_option_is_needed_for_the_released_function(override: dict[str
     load_state_dict(model, fixture.state_dict, source="timm")
     with torch.no_grad():
         assert max_abs_diff(model(fixture.input), fixture.output) > 1e-2
+
+
+def released_layouts() -> dict[str, dict[str, dict[str, list[int]]]]:
+    """Full-size state-dict layouts (key -> shape) of the released models, written by
+    ``tools/make_reference_layouts.py`` from the references' own constructors."""
+    import gzip
+    import json
+
+    from reference_data import FIXTURE_DIR
+
+    return json.loads(gzip.decompress((FIXTURE_DIR / "layouts.json.gz").read_bytes()))
+
+
+def layout_cases() -> list[tuple[str, str, str]]:
+    layouts = released_layouts()
+    from vitzoo.weights import converters_for
+
+    return sorted(
+        (converter.name, preset, name)
+        for converter in converters_for()
+        for preset, name in converter.equivalents
+        if name in layouts.get(converter.source, {})
+    )
+
+
+@pytest.mark.parametrize(("converter_name", "preset", "released"), layout_cases())
+def test_full_size_release_maps_onto_its_preset(
+    converter_name: str, preset: str, released: str
+) -> None:
+    """Every tensor of the released checkpoint lands on the preset, names and shapes (meta
+    device: nothing is allocated). The tiny fixtures prove the function; this proves the
+    presets are the released models' shapes."""
+    from vitzoo.weights import converters_for
+    from vitzoo.weights.apply import raise_for_problems, target_shapes
+
+    converter = next(c for c in converters_for() if c.name == converter_name)
+    layout = released_layouts()[converter.source][released]
+    with torch.device("meta"):
+        model = vitzoo.build(preset)
+        tensors = {k: torch.empty(shape) for k, shape in layout.items()}
+    assert converter.recognises(tensors, {})
+    shapes = target_shapes(model)
+    raise_for_problems(converter.convert(tensors, shapes), shapes, f"{released} -> {preset}")
