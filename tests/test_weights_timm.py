@@ -282,3 +282,18 @@ def test_full_size_release_maps_onto_its_preset(
     assert converter.recognises(tensors, {})
     shapes = target_shapes(model)
     raise_for_problems(converter.convert(tensors, shapes), shapes, f"{released} -> {preset}")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_saved_reference_checkpoint_loads_through_build_weights(name: str, tmp_path) -> None:
+    """The user's path: a checkpoint file in the reference's own layout, format and converter
+    detected by ``vitzoo.build(spec, weights=FILE)``."""
+    from safetensors.torch import save_file
+
+    fixture = load_reference(name)
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in fixture.state_dict.items()}, str(path))
+    model = vitzoo.build(CASES[name][0](fixture.meta), weights=str(path)).eval()
+    reference = fixture.outputs.get("output", fixture.outputs.get("output.2"))
+    with torch.no_grad():
+        assert max_abs_diff(model(fixture.input), reference) <= TOLERANCE
