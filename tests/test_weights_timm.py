@@ -241,6 +241,19 @@ def test_each_nest_option_is_needed_for_the_released_function(override: dict[str
         assert max_abs_diff(model(fixture.input), fixture.output) > 1e-2
 
 
+def test_twins_attends_the_window_padding_as_the_reference_does() -> None:
+    """At 40 px the LSA windows do not tile the maps; masking the zero padding out (the window
+    attention's default) computes something else than Twins' reference."""
+    from vitzoo.components.windows import WindowAttention
+
+    model, fixture = converted("timm-twins")
+    for module in model.modules():
+        if isinstance(module, WindowAttention):
+            module.mask_padding = True
+    with torch.no_grad():
+        assert max_abs_diff(model(fixture.input), fixture.output) > 1e-2
+
+
 def released_layouts() -> dict[str, dict[str, dict[str, list[int]]]]:
     """Full-size state-dict layouts (key -> shape) of the released models, written by
     ``tools/make_reference_layouts.py`` from the references' own constructors."""

@@ -1,10 +1,14 @@
 """Fixture: timm's Twins-SVT at a tiny width: both LSA window sizes and GSA with and without
-sub-sampling appear (stage 0: window 4, reduction 2; stage 1: window 2, reduction 1)."""
+sub-sampling appear (stage 0: window 4, reduction 2; stage 1: window 2, reduction 1).
+
+40 px makes maps of 10x10 and 5x5 that the windows do not tile, so the fixture also proves the
+zero-padded windows (the reference attends the padding; it does not mask it).
+"""
 
 from reference_fixtures import Fixture
 
 TINY = {
-    "img_size": 32,
+    "img_size": 40,
     "patch_size": 4,
     "embed_dims": [16, 24],
     "num_heads": [2, 2],
@@ -30,7 +34,7 @@ FIXTURES = [
     Fixture(
         name="timm-twins",
         build=_twins,
-        input_shape=(2, 3, 32, 32),
+        input_shape=(2, 3, 40, 40),
         constructor="timm.create_model('twins_svt_small', "
         + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
         + ")",
