@@ -199,6 +199,16 @@ def test_convert_build_and_finetune_from_hf(hf_vit, tmp_path):
     converted = tmp_path / "vit.safetensors"
     code, output = run_cli("convert", str(hf_vit), "-o", str(converted))
     assert code == 0, output
+    from vitzoo.training.inference import load_classifier
+
+    _, classes, data_cfg = load_classifier(converted)
+    assert classes == ["cat", "dog"] and data_cfg.mean == (0.5, 0.5, 0.5)
+    image = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (200, 120, 90)).save(image)
+    code, output = run_cli("attention", str(converted), str(image), "-o", str(tmp_path / "a.png"))
+    assert code == 0, output
     code, output = run_cli("build", "-", "--weights", str(hf_vit), "--json")
     assert code == 0, output
     assert json.loads(output[output.index("{") :])["num_classes"] == 2
