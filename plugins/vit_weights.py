@@ -56,14 +56,17 @@ TIMM_VIT = WeightConverter(
     ),
 )
 
-_HF_LAYER = r"(vit|deit)\.encoder\.layer\.(\d+)\."
-_HF_LAYER_V5 = r"(vit|deit)\.layers\.(\d+)\."
+# Group 1 is the model prefix: "vit." / "deit." in *ForImageClassification, absent in a bare
+# ViTModel / DeiTModel checkpoint.
+_HF_LAYER = r"((?:vit|deit)\.)?encoder\.layer\.(\d+)\."
+_HF_LAYER_V5 = r"((?:vit|deit)\.)?layers\.(\d+)\."
+_HF_BASE = r"(?:(?:vit|deit)\.)?"
 HF_VIT_RULES = (
     Concat(
         (
             _HF_LAYER + r"attention\.attention\.query\.(weight|bias)",
-            r"\1.encoder.layer.\2.attention.attention.key.\3",
-            r"\1.encoder.layer.\2.attention.attention.value.\3",
+            r"\1encoder.layer.\2.attention.attention.key.\3",
+            r"\1encoder.layer.\2.attention.attention.value.\3",
         ),
         r"blocks.\2.attn.qkv.\3",
     ),
@@ -76,8 +79,8 @@ HF_VIT_RULES = (
     Concat(
         (
             _HF_LAYER_V5 + r"attention\.q_proj\.(weight|bias)",
-            r"\1.layers.\2.attention.k_proj.\3",
-            r"\1.layers.\2.attention.v_proj.\3",
+            r"\1layers.\2.attention.k_proj.\3",
+            r"\1layers.\2.attention.v_proj.\3",
         ),
         r"blocks.\2.attn.qkv.\3",
     ),
@@ -85,21 +88,19 @@ HF_VIT_RULES = (
     Rename(_HF_LAYER_V5 + r"mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\2.mlp.\3.\4"),
     Rename(_HF_LAYER_V5 + r"layernorm_before\.(weight|bias)", r"blocks.\2.norm1.\3"),
     Rename(_HF_LAYER_V5 + r"layernorm_after\.(weight|bias)", r"blocks.\2.norm2.\3"),
-    Rename(r"(?:vit|deit)\.embeddings\.cls_token", r"cls_token"),
-    Rename(r"(?:vit|deit)\.embeddings\.distillation_token", r"dist_token"),
-    Rename(r"(?:vit|deit)\.embeddings\.position_embeddings", r"posenc.pos_embed"),
-    Rename(
-        r"(?:vit|deit)\.embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch.proj.\1"
-    ),
-    Rename(r"(?:vit|deit)\.layernorm\.(weight|bias)", r"norm.\1"),
+    Rename(_HF_BASE + r"embeddings\.cls_token", r"cls_token"),
+    Rename(_HF_BASE + r"embeddings\.distillation_token", r"dist_token"),
+    Rename(_HF_BASE + r"embeddings\.position_embeddings", r"posenc.pos_embed"),
+    Rename(_HF_BASE + r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch.proj.\1"),
+    Rename(_HF_BASE + r"layernorm\.(weight|bias)", r"norm.\1"),
     Rename(r"(?:classifier|cls_classifier)\.(weight|bias)", r"head.fc.\1"),
     Rename(r"distillation_classifier\.(weight|bias)", r"head.fc_dist.\1"),
     Unused(
-        r"(?:vit|deit)\.embeddings\.mask_token",
+        _HF_BASE + r"embeddings\.mask_token",
         "the masked-image-modelling mask token is not on the classification path",
     ),
     Unused(
-        r"(?:vit|deit)\.pooler\.dense\.(weight|bias)",
+        _HF_BASE + r"pooler\.dense\.(weight|bias)",
         "HF's tanh pooler (ViTModel/DeiTModel) is not on the classification path",
     ),
     KeepInit(r"head\..*", "a feature checkpoint (ViTModel) has no classifier"),

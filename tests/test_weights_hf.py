@@ -184,3 +184,34 @@ def test_full_size_hf_layouts_fill_the_presets_exactly(config_cls, model_cls, pr
     ]
     conversion = converter.convert(hf_model.state_dict(), shapes)
     assert conversion.problems(shapes) == []
+
+
+def test_hf_deit_without_teacher_and_bare_vit_model(tmp_path):
+    """DeiTForImageClassification reads the class token only (the distillation token stays in
+    the sequence); a bare ViTModel is a feature extractor (its tanh pooler is unused by design)
+    that fine-tuning gives a fresh head."""
+    small = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
+    deit = transformers.DeiTForImageClassification(transformers.DeiTConfig(**small))
+    assert_same_function(deit, save_hf(deit, tmp_path / "deit"), 32, "hf DeiT (no teacher)")
+
+    bare = transformers.ViTModel(transformers.ViTConfig(**small))
+    folder = save_hf(bare, tmp_path / "bare")
+    from vitzoo.weights import load_pretrained
+
+    loaded = load_pretrained(folder)
+    assert set(loaded.conversion.unused) == {"pooler.dense.weight", "pooler.dense.bias"}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        theirs = bare(pixel_values=x).last_hidden_state
+        diff = max_abs_diff(loaded.model.eval().forward_features(x), theirs)
+    print(f"hf ViTModel: max abs feature diff {diff:.3g}")
+    assert diff <= TOLERANCE and loaded.model.num_classes == 0
+    assert vitzoo.build(weights=folder, num_classes=2)(x).shape == (2, 2)

@@ -199,6 +199,16 @@ def test_convert_build_and_finetune_from_hf(hf_vit, tmp_path):
     converted = tmp_path / "vit.safetensors"
     code, output = run_cli("convert", str(hf_vit), "-o", str(converted))
     assert code == 0, output
+    from vitzoo.training.inference import load_classifier
+
+    _, classes, data_cfg = load_classifier(converted)
+    assert classes == ["cat", "dog"] and data_cfg.mean == (0.5, 0.5, 0.5)
+    image = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (200, 120, 90)).save(image)
+    code, output = run_cli("attention", str(converted), str(image), "-o", str(tmp_path / "a.png"))
+    assert code == 0, output
     code, output = run_cli("build", "-", "--weights", str(hf_vit), "--json")
     assert code == 0, output
     assert json.loads(output[output.index("{") :])["num_classes"] == 2
@@ -239,3 +249,40 @@ def test_hub_name_resolves_from_the_local_cache_offline(hf_vit, tmp_path, monkey
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(from_hub(x), local(x))
+
+
+def test_timm_preprocessing_from_file_metadata_and_hub_folder(tmp_path):
+    """timm's pretrained_cfg travels along: from a file's metadata, or a timm hub folder's
+    config.json, whose ``architecture`` also names the preset (via the converter's table)."""
+    cfg = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bicubic",
+        "crop_pct": 0.9,
+        "input_size": [3, 224, 224],
+    }
+    torch.manual_seed(0)
+    reference = vitzoo.build("vit-ti16", num_classes=4).eval()
+    state = {k: v.contiguous() for k, v in timm_named(reference.state_dict()).items()}
+    single = tmp_path / "vit.safetensors"
+    save_file(state, single, metadata={"pretrained_cfg": json.dumps(cfg)})
+    loaded = load_pretrained(single, "vit-ti16", overrides={"num_classes": 4})
+    assert (
+        loaded.preprocessing.mean == (0.5, 0.5, 0.5) and loaded.preprocessing.crop_fraction == 0.9
+    )
+
+    folder = tmp_path / "timm-hub"
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors")
+    config = {
+        "architecture": "vit_tiny_patch16_224",
+        "num_classes": 4,
+        "pretrained_cfg": cfg,
+        "label_names": ["a", "b", "c", "d"],
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    hub = load_pretrained(folder)
+    assert hub.spec.model.dim == 192 and hub.preprocessing.class_names == ("a", "b", "c", "d")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(hub.model.eval()(x), reference(x))
