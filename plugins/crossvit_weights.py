@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vitzoo_plugins._timm_hub import timm_spec_from_config
+
 from vitzoo.weights import Concat, Rename, WeightConverter
 
 _FUSION = r"blocks\.(\d+)\.fusion\.(\d+)\."
@@ -42,6 +44,11 @@ def _looks_like_timm_crossvit(tensors: Mapping[str, Any], config: Mapping[str, A
     return "pos_embed_1" in tensors and "blocks.0.fusion.0.attn.wq.weight" in tensors
 
 
+_EQUIVALENTS = (
+    ("crossvit-ti", "crossvit_tiny_240"),
+    ("crossvit-s", "crossvit_small_240"),
+)
+
 TIMM_CROSSVIT = WeightConverter(
     name="timm-crossvit",
     source="timm",
@@ -50,7 +57,8 @@ TIMM_CROSSVIT = WeightConverter(
     detect=_looks_like_timm_crossvit,
     config_names=("crossvit_",),
     summary="timm CrossVit state dicts (non-dagger: single-conv patch embedding)",
-    equivalents=(("crossvit-ti", "crossvit_tiny_240"), ("crossvit-s", "crossvit_small_240")),
+    equivalents=_EQUIVALENTS,
+    spec_from_config=timm_spec_from_config(_EQUIVALENTS),
     verified_by="tests/test_weights_released_functions.py",
 )
 

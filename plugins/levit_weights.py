@@ -14,7 +14,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from vitzoo_plugins._timm_hub import timm_spec_from_config
+
 from vitzoo.weights import KeepInit, Rename, Unused, WeightConverter
+from vitzoo.weights.hf_config import hf_num_classes
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -28,11 +31,22 @@ def _stem_conv(match: re.Match[str], shapes: Shapes) -> str:
     return f"stem.{int(match['k']) - 1}.{part}.{match['rest']}"
 
 
+def _timm_tail(rest: str) -> str:
+    """timm's LinearNorm wrappers (``proj.ln``, ``q.ln``, MLP ``ln1`` / ``ln2``) -> vitzoo's."""
+    rest = rest.replace("proj.ln.", "proj.1.").replace("q.ln.", "q.")
+    return re.sub(r"^ln([12])\.", lambda m: "0." if m[1] == "1" else "2.", rest)
+
+
 def _timm_block(match: re.Match[str], shapes: Shapes) -> str:
-    """timm stages.S.blocks.i.attn / .mlp -> vitzoo residuals 2i / 2i + 1"""
-    stage, block = match["stage"], int(match["block"])
-    index = 2 * block + (match["kind"] == "mlp")
-    return f"stages.{stage}.blocks.{index}.fn.{match['rest']}"
+    """timm stages.S.blocks.i.attn / .mlp -> vitzoo stages.S.blocks.{2i / 2i + 1}.fn"""
+    index = 2 * int(match["block"]) + (match["kind"] == "mlp")
+    return f"stages.{match['stage']}.blocks.{index}.fn.{_timm_tail(match['rest'])}"
+
+
+def _timm_downsample(match: re.Match[str], shapes: Shapes) -> str:
+    """timm stages.S.downsample.attn_downsample / .mlp -> vitzoo stages.S.downsample.{0 / 1.fn}"""
+    part = "0" if match["kind"] == "attn_downsample" else "1.fn"
+    return f"stages.{match['stage']}.downsample.{part}.{_timm_tail(match['rest'])}"
 
 
 _LINEAR_BN = {"linear": "linear", "bn": "bn", "batch_norm": "bn"}
@@ -47,32 +61,12 @@ def _levit_linear(path: str) -> str:
 TIMM_LEVIT_RULES = (
     Rename(rf"stem\.conv(?P<k>{_STEM})\.(?P<kind>linear|bn)\.(?P<rest>.*)", _stem_conv),
     Rename(
-        r"stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.(?P<kind>attn)\."
-        r"(?P<rest>attention_biases|qkv\..*)",
+        r"stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.(?P<kind>attn|mlp)\.(?P<rest>.*)",
         _timm_block,
     ),
     Rename(
-        r"stages\.(\d+)\.blocks\.(\d+)\.attn\.proj\.ln\.(.*)",
-        lambda m, _: f"stages.{m[1]}.blocks.{2 * int(m[2])}.fn.proj.1.{m[3]}",
-    ),
-    Rename(
-        r"stages\.(\d+)\.blocks\.(\d+)\.mlp\.ln([12])\.(.*)",
-        lambda m, _: f"stages.{m[1]}.blocks.{2 * int(m[2]) + 1}.fn.{2 * int(m[3]) - 2}.{m[4]}",
-    ),
-    Rename(
-        r"stages\.(\d+)\.downsample\.attn_downsample\.(attention_biases|kv\..*)",
-        r"stages.\1.downsample.0.\2",
-    ),
-    Rename(
-        r"stages\.(\d+)\.downsample\.attn_downsample\.q\.ln\.(.*)", r"stages.\1.downsample.0.q.\2"
-    ),
-    Rename(
-        r"stages\.(\d+)\.downsample\.attn_downsample\.proj\.ln\.(.*)",
-        r"stages.\1.downsample.0.proj.1.\2",
-    ),
-    Rename(
-        r"stages\.(\d+)\.downsample\.mlp\.ln([12])\.(.*)",
-        lambda m, _: f"stages.{m[1]}.downsample.1.fn.{2 * int(m[2]) - 2}.{m[3]}",
+        r"stages\.(?P<stage>\d+)\.downsample\.(?P<kind>attn_downsample|mlp)\.(?P<rest>.*)",
+        _timm_downsample,
     ),
     Rename(r"head\.bn\.(.*)", r"head.fc.0.\1"),
     Rename(r"head\.linear\.(.*)", r"head.fc.1.\1"),
@@ -174,8 +168,6 @@ def _same_for_every_stage(config: Mapping[str, Any], key: str) -> Any:
 
 def spec_from_hf_levit(config: Mapping[str, Any]) -> dict[str, Any]:
     """HF LevitConfig -> the vitzoo levit spec with the same function."""
-    from vitzoo.weights.hf_config import hf_num_classes
-
     down = config.get("down_ops") or [["Subsample", 16, 8, 4, 2, 2]]
     arch = (config.get("architectures") or [""])[0]
     distilled = arch != "LevitForImageClassification"
@@ -221,6 +213,7 @@ TIMM_LEVIT = WeightConverter(
     config_names=("levit_",),
     summary="timm Levit / LevitDistilled state dicts (non-conv variants)",
     equivalents=_EQUIVALENTS_TIMM,
+    spec_from_config=timm_spec_from_config(_EQUIVALENTS_TIMM),
     verified_by="tests/test_weights_released_functions.py",
 )
 

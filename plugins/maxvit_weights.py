@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from vitzoo_plugins._timm_hub import timm_spec_from_config
+
 from vitzoo.weights import Gather, Permute, Rename, Reshape, WeightConverter
 
 
@@ -71,6 +73,8 @@ def _looks_like_timm_maxvit(tensors: Mapping[str, Any], config: Mapping[str, Any
     )
 
 
+_EQUIVALENTS = (("maxvit-t", "maxvit_tiny_tf_224"),)
+
 TIMM_MAXVIT = WeightConverter(
     name="timm-maxvit",
     source="timm",
@@ -79,7 +83,8 @@ TIMM_MAXVIT = WeightConverter(
     detect=_looks_like_timm_maxvit,
     config_names=("maxvit_",),
     summary="timm MaxxVit state dicts of the TensorFlow-ported maxvit_*_tf_* models",
-    equivalents=(("maxvit-t", "maxvit_tiny_tf_224"),),
+    equivalents=_EQUIVALENTS,
+    spec_from_config=timm_spec_from_config(_EQUIVALENTS),
     verified_by="tests/test_weights_released_functions.py",
 )
 

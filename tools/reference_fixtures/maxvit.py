@@ -8,10 +8,10 @@ from reference_fixtures import Fixture
 
 _SIZES = {
     "img_size": (32, 48),
-    "embed_dim": (16, 32),
+    "embed_dim": (8, 16),
     "depths": (1, 1),
-    "stem_width": 16,
-    "head_hidden_size": 32,
+    "stem_width": 8,
+    "head_hidden_size": 16,
     "dim_head": 8,
     "window_size": (2, 2),
     "num_classes": 5,
