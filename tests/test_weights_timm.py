@@ -222,6 +222,9 @@ def test_distilled_pit_returns_both_heads_in_training_and_their_mean_in_eval() -
     with torch.no_grad():
         mean = model(fixture.input)
     assert torch.allclose(mean, (cls_logits + dist_logits).detach() / 2, atol=1e-6)
+    with torch.no_grad():
+        pre_logits = model.forward_head(model.forward_features(fixture.input), pre_logits=True)
+    assert pre_logits.shape == (fixture.input.shape[0], model.num_features)
 
 
 @pytest.mark.parametrize(

@@ -264,8 +264,8 @@ class HierarchicalModel(VitzooModel):
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
         pooled = self.pre_logits(self.head_norm(self.pool(features)))
-        if pre_logits:
-            return pooled
+        if pre_logits:  # (B, D): a pooled (class, distillation) pair is averaged, as in ViT
+            return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
         if self._paired_head and pooled.ndim == 2:
             # One pooled vector feeds both classifiers; a model with its own distillation token
             # (PiT) pools the (B, 2, D) pair itself.
