@@ -55,13 +55,17 @@ TIMM_VIT = WeightConverter(
     ),
 )
 
-_HF_LAYER = r"(vit|deit)\.encoder\.layer\.(\d+)\."
+# Group 1 is the model prefix: "vit." / "deit." in *ForImageClassification, absent in a bare
+# ViTModel / DeiTModel checkpoint.
+_HF_LAYER = r"((?:vit|deit)\.)?encoder\.layer\.(\d+)\."
+_HF_LAYER_V5 = r"((?:vit|deit)\.)?layers\.(\d+)\."
+_HF_BASE = r"(?:(?:vit|deit)\.)?"
 HF_VIT_RULES = (
     Concat(
         (
             _HF_LAYER + r"attention\.attention\.query\.(weight|bias)",
-            r"\1.encoder.layer.\2.attention.attention.key.\3",
-            r"\1.encoder.layer.\2.attention.attention.value.\3",
+            r"\1encoder.layer.\2.attention.attention.key.\3",
+            r"\1encoder.layer.\2.attention.attention.value.\3",
         ),
         r"blocks.\2.attn.qkv.\3",
     ),
@@ -70,25 +74,41 @@ HF_VIT_RULES = (
     Rename(_HF_LAYER + r"output\.dense\.(weight|bias)", r"blocks.\2.mlp.fc2.\3"),
     Rename(_HF_LAYER + r"layernorm_before\.(weight|bias)", r"blocks.\2.norm1.\3"),
     Rename(_HF_LAYER + r"layernorm_after\.(weight|bias)", r"blocks.\2.norm2.\3"),
-    Rename(r"(?:vit|deit)\.embeddings\.cls_token", r"cls_token"),
-    Rename(r"(?:vit|deit)\.embeddings\.distillation_token", r"dist_token"),
-    Rename(r"(?:vit|deit)\.embeddings\.position_embeddings", r"posenc.pos_embed"),
-    Rename(
-        r"(?:vit|deit)\.embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch.proj.\1"
+    # transformers >= 5 names the same tensors this way in memory (files keep the layout above).
+    Concat(
+        (
+            _HF_LAYER_V5 + r"attention\.q_proj\.(weight|bias)",
+            r"\1layers.\2.attention.k_proj.\3",
+            r"\1layers.\2.attention.v_proj.\3",
+        ),
+        r"blocks.\2.attn.qkv.\3",
     ),
-    Rename(r"(?:vit|deit)\.layernorm\.(weight|bias)", r"norm.\1"),
+    Rename(_HF_LAYER_V5 + r"attention\.o_proj\.(weight|bias)", r"blocks.\2.attn.proj.\3"),
+    Rename(_HF_LAYER_V5 + r"mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\2.mlp.\3.\4"),
+    Rename(_HF_LAYER_V5 + r"layernorm_before\.(weight|bias)", r"blocks.\2.norm1.\3"),
+    Rename(_HF_LAYER_V5 + r"layernorm_after\.(weight|bias)", r"blocks.\2.norm2.\3"),
+    Rename(_HF_BASE + r"embeddings\.cls_token", r"cls_token"),
+    Rename(_HF_BASE + r"embeddings\.distillation_token", r"dist_token"),
+    Rename(_HF_BASE + r"embeddings\.position_embeddings", r"posenc.pos_embed"),
+    Rename(_HF_BASE + r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch.proj.\1"),
+    Rename(_HF_BASE + r"layernorm\.(weight|bias)", r"norm.\1"),
     Rename(r"(?:classifier|cls_classifier)\.(weight|bias)", r"head.fc.\1"),
     Rename(r"distillation_classifier\.(weight|bias)", r"head.fc_dist.\1"),
     Unused(
-        r"(?:vit|deit)\.embeddings\.mask_token",
+        _HF_BASE + r"embeddings\.mask_token",
         "the masked-image-modelling mask token is not on the classification path",
     ),
     Unused(
-        r"(?:vit|deit)\.pooler\.dense\.(weight|bias)",
+        _HF_BASE + r"pooler\.dense\.(weight|bias)",
         "HF's tanh pooler (ViTModel/DeiTModel) is not on the classification path",
     ),
     KeepInit(r"head\..*", "a feature checkpoint (ViTModel) has no classifier"),
 )
+
+
+def _mlp_width(dim: int, hidden: int) -> dict[str, Any]:
+    """``ratio`` where the width is a whole multiple of ``dim`` (as presets say it), else exact."""
+    return {"ratio": float(hidden // dim)} if hidden % dim == 0 else {"hidden_dim": hidden}
 
 
 def spec_from_hf_vit(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +127,7 @@ def spec_from_hf_vit(config: Mapping[str, Any]) -> dict[str, Any]:
         "attention": {"type": "mhsa", "qkv_bias": bool(config.get("qkv_bias", True))},
         "mlp": {
             "type": "mlp",
-            "hidden_dim": config["intermediate_size"],
+            **_mlp_width(config["hidden_size"], config["intermediate_size"]),
             "activation": hf_activation(config.get("hidden_act", "gelu")),
         },
         "block": {"type": "pre-norm", "norm_eps": eps},

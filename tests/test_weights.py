@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import torch
 
@@ -132,3 +134,70 @@ def test_converters_are_registered_and_listed():
     result = CliRunner().invoke(cli, ["list", "--kind", "converter", "--json"])
     assert result.exit_code == 0, result.output
     assert "timm-vit" in result.output
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_readme_table_is_the_generated_one():
+    """Regenerate with `python -m vitzoo.weights.table` when converters change."""
+    from vitzoo.weights.table import END, START, markdown_table
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme[readme.index(START) : readme.index(END) + len(END)]
+    assert shown == markdown_table()
+
+
+def test_readme_offline_weights_snippet_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Pretrained weights") :]
+    code = section[section.index("```python\n") + 10 :]
+    code = code[: code.index("```")]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md[pretrained weights]", "exec"), scope)
+    assert scope["model"].num_classes == 2 and scope["model"].input_size == (3, 384, 384)
+
+
+def test_hf_gender_example_matches_the_hub_checkpoint_config():
+    """The example's model is google/vit-base-patch16-224's (transformers' default ViTConfig
+    is that model), apart from the head and dropout rates (training-only)."""
+    pytest.importorskip("transformers")
+    from transformers import ViTConfig
+    from vitzoo_plugins.vit_weights import spec_from_hf_vit
+
+    from vitzoo.spec import spec_to_dict
+    from vitzoo.weights.load import spec_differences
+
+    config = {
+        **ViTConfig(num_labels=1000).to_dict(),
+        "architectures": ["ViTForImageClassification"],
+    }
+    derived = spec_to_dict(vitzoo.resolve_spec(spec_from_hf_vit(config)))["model"]
+    example = vitzoo.resolve_spec(ROOT / "examples" / "gender-classification-hf.yaml")
+    assert example.train.init_from == "hf-hub:google/vit-base-patch16-224"
+    differences = spec_differences(derived, spec_to_dict(example)["model"])
+    assert differences == []
+
+
+def test_a_plugin_registering_a_bad_converter_is_rolled_back():
+    from vitzoo.plugins import load_plugins
+
+    class BadPlugin:
+        @vitzoo.hookimpl
+        def register_architectures(self, register):
+            from vitzoo.components.vit import VitConfig, build_vit
+
+            class OtherVit(VitConfig):
+                type: Literal["other-vit"] = "other-vit"
+
+            register("other-vit", build_vit, OtherVit)
+
+        @vitzoo.hookimpl
+        def register_weight_converters(self, register):
+            register("not a converter")
+
+    system = load_plugins(entrypoints=False, extra=[("bad", BadPlugin())], quiet=True)
+    assert system.records["bad"].status == "failed"
+    assert "WeightConverter" in system.records["bad"].error
+    assert ("architecture", "other-vit") not in system.registry

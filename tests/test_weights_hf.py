@@ -155,3 +155,63 @@ def test_preprocessing_and_labels_travel_with_the_weights(tmp_path):
     assert pre.crop_fraction == 1.0 and pre.input_size == (3, 16, 16)
     assert pre.class_names == ("female", "male")
     assert model.vitzoo_spec.model.norm_eps == 1e-12
+
+
+@pytest.mark.parametrize(
+    "config_cls, model_cls, preset",
+    [
+        ("ViTConfig", "ViTForImageClassification", "vit-b16"),
+        ("DeiTConfig", "DeiTForImageClassificationWithTeacher", "deit-b-distilled"),
+        ("CvtConfig", "CvtForImageClassification", "cvt-13"),
+        ("MobileViTConfig", "MobileViTForImageClassification", "mobilevit-s"),
+    ],
+)
+def test_full_size_hf_layouts_fill_the_presets_exactly(config_cls, model_cls, preset):
+    """transformers' default configs are the released base models (ViT-B/16, DeiT-B distilled,
+    CvT-13, MobileViT-S): built on the meta device, every tensor maps onto the vitzoo preset
+    with equal shapes (the README table's preset <-> Hugging Face rows)."""
+    from vitzoo.weights.apply import converters_for
+
+    config = getattr(transformers, config_cls)(num_labels=1000)
+    with torch.device("meta"):
+        hf_model = getattr(transformers, model_cls)(config)
+        ours = vitzoo.build(preset)
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    (converter,) = [
+        c
+        for c in converters_for(ours.vitzoo_spec.model.type, "hf")
+        if config.model_type in c.config_names
+    ]
+    conversion = converter.convert(hf_model.state_dict(), shapes)
+    assert conversion.problems(shapes) == []
+
+
+def test_hf_deit_without_teacher_and_bare_vit_model(tmp_path):
+    """DeiTForImageClassification reads the class token only (the distillation token stays in
+    the sequence); a bare ViTModel is a feature extractor (its tanh pooler is unused by design)
+    that fine-tuning gives a fresh head."""
+    small = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
+    deit = transformers.DeiTForImageClassification(transformers.DeiTConfig(**small))
+    assert_same_function(deit, save_hf(deit, tmp_path / "deit"), 32, "hf DeiT (no teacher)")
+
+    bare = transformers.ViTModel(transformers.ViTConfig(**small))
+    folder = save_hf(bare, tmp_path / "bare")
+    from vitzoo.weights import load_pretrained
+
+    loaded = load_pretrained(folder)
+    assert set(loaded.conversion.unused) == {"pooler.dense.weight", "pooler.dense.bias"}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        theirs = bare(pixel_values=x).last_hidden_state
+        diff = max_abs_diff(loaded.model.eval().forward_features(x), theirs)
+    print(f"hf ViTModel: max abs feature diff {diff:.3g}")
+    assert diff <= TOLERANCE and loaded.model.num_classes == 0
+    assert vitzoo.build(weights=folder, num_classes=2)(x).shape == (2, 2)

@@ -39,6 +39,8 @@ def resolve_hub(name: str) -> Path:
             revision=revision or None,
             allow_patterns=ALLOW_PATTERNS,
             local_files_only=offline,
+            # read at call time: huggingface_hub fixes its default when first imported
+            cache_dir=os.environ.get("HF_HUB_CACHE") or None,
         )
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, network)
         reason = " ".join(str(exc).split())[:200]

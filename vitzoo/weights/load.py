@@ -116,6 +116,24 @@ def _source_spec(
         converter = _timm_hub_converter(src, system)
         if converter is not None and converter.spec_from_config is not None:
             return dict(converter.spec_from_config(src.config)), converter
+        return _timm_preset_spec(src, system)
+    return None, None
+
+
+def _timm_preset_spec(
+    src: WeightsSource, system: PluginSystem
+) -> tuple[dict[str, Any] | None, WeightConverter | None]:
+    """A timm hub folder names its model (``architecture``); a converter's ``equivalents`` say
+    which vitzoo preset that is. The class count comes from the folder's config."""
+    arch = str(src.config["architecture"]).split(".")[0]
+    for converter in converters_for(None, "timm", system=system):
+        for preset, name in converter.equivalents:
+            if name == arch:
+                data: dict[str, Any] = {"preset": preset}
+                if "num_classes" in src.config:
+                    data["model"] = {"num_classes": int(src.config["num_classes"])}
+                spec = _validate(data, src.location, system, {})
+                return {"model": spec_to_dict(spec)["model"]}, converter
     return None, None
 
 
@@ -138,6 +156,33 @@ def _preprocessing_of(src: WeightsSource) -> prep.Preprocessing:
         return prep.from_hf(src.config, src.preprocessor)
     cfg = src.config.get("pretrained_cfg")
     return prep.from_timm(cfg, src.config) if isinstance(cfg, Mapping) else prep.Preprocessing()
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def spec_differences(source_model: Mapping[str, Any], target_model: Mapping[str, Any]) -> list[str]:
+    """Model settings where the caller's spec departs from the one the weights were made for
+    (other than the adaptable class count, image size and channels, and dropout rates)."""
+    src, dst = _flatten(source_model), _flatten(target_model)
+    out = []
+    for key in sorted(set(src) & set(dst)):
+        if key.split(".")[0] in ADAPTABLE or "drop" in key.split(".")[-1]:
+            continue  # adapted on load, or training-only (dropout rates leave eval unchanged)
+        a, b = src[key], dst[key]
+        if isinstance(a, list | tuple) or isinstance(b, list | tuple):
+            same = list(a or []) == list(b or [])
+        else:
+            same = a == b
+        if not same:
+            out.append(f"model.{key}={a!r} (spec: {b!r})")
+    return out
 
 
 def _validate(
@@ -198,6 +243,14 @@ def load_pretrained(
             f"{where}: this checkpoint holds a {source_model.get('type')!r} model, not "
             f"{target_model['type']!r}; build that family (or drop the preset)"
         )
+    if requested is not None and source_model:
+        resolved_source = spec_to_dict(_validate(source_data, where, system, {}))["model"]
+        differences = spec_differences(resolved_source, target_model)
+        if differences:
+            note(
+                f"note: these weights were made with {', '.join(differences[:6])}"
+                f"{' ...' if len(differences) > 6 else ''}; the given spec wins"
+            )
     # The model the checkpoint was made for: the target with the source's adaptable fields.
     fitted = dict(target_model)
     for name in ADAPTABLE:
@@ -263,3 +316,20 @@ def convert_checkpoint(
     loaded = load_pretrained(source, spec, **options)
     save(loaded.model, output, metadata=loaded.metadata())
     return loaded
+
+
+def fine_tune_start(
+    spec: SpecBase, *, system: PluginSystem | None = None, log: Callable[[str], None] | None = None
+) -> tuple[SpecBase, nn.Module]:
+    """``train.init_from``: the model for ``spec`` started from that source, and the spec with
+    the weights' normalisation / eval crop wherever it keeps vitzoo's defaults."""
+    loaded = load_pretrained(spec.train.init_from, spec, system=system, log=log)
+    updates = prep.data_overrides(loaded.preprocessing, spec.data)
+    if updates:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
+        (log or logger.info)(
+            "data normalisation from the weights: "
+            + ", ".join(f"data.{k}={v}" for k, v in updates.items())
+        )
+    loaded.model.vitzoo_spec = spec
+    return spec, loaded.model

@@ -153,7 +153,7 @@ def data_overrides(pre: Preprocessing, data_section: Any) -> dict[str, Any]:
         and tuple(data_section.std) == default.std
         and (tuple(pre.mean), tuple(pre.std)) != (default.mean, default.std)
     ):
-        out["mean"], out["std"] = list(pre.mean), list(pre.std)
+        out["mean"], out["std"] = tuple(pre.mean), tuple(pre.std)
     if (
         pre.crop_fraction is not None
         and data_section.eval_crop == default.eval_crop
