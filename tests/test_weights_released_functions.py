@@ -224,6 +224,7 @@ def test_hf_levit_folder_computes_the_same_function(tmp_path, architecture: str)
         down_ops=[["Subsample", 8, 2, 4, 2, 2], ["Subsample", 8, 3, 4, 2, 2]],
         num_labels=5,
     )
+    torch.manual_seed(0)  # HF's random init, so the figures are the same every run
     hf_model = getattr(transformers, architecture)(config)
     perturb_every_tensor(hf_model, weight_scale=1.0)
     hf_model.eval().save_pretrained(tmp_path)
