@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo_plugins._timm_hub import timm_spec_from_config
-
 from vitzoo.weights import Concat, Rename, WeightConverter
 
 _FUSION = r"blocks\.(\d+)\.fusion\.(\d+)\."
@@ -58,7 +56,6 @@ TIMM_CROSSVIT = WeightConverter(
     config_names=("crossvit_",),
     summary="timm CrossVit state dicts (non-dagger: single-conv patch embedding)",
     equivalents=_EQUIVALENTS,
-    spec_from_config=timm_spec_from_config(_EQUIVALENTS),
     verified_by="tests/test_weights_released_functions.py",
 )
 

@@ -14,8 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo_plugins._timm_hub import timm_spec_from_config
-
 from vitzoo.weights import KeepInit, Rename, Unused, WeightConverter
 from vitzoo.weights.hf_config import hf_num_classes
 
@@ -213,7 +211,6 @@ TIMM_LEVIT = WeightConverter(
     config_names=("levit_",),
     summary="timm Levit / LevitDistilled state dicts (non-conv variants)",
     equivalents=_EQUIVALENTS_TIMM,
-    spec_from_config=timm_spec_from_config(_EQUIVALENTS_TIMM),
     verified_by="tests/test_weights_released_functions.py",
 )
 

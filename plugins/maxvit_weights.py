@@ -14,8 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo_plugins._timm_hub import timm_spec_from_config
-
 from vitzoo.weights import Gather, Permute, Rename, Reshape, WeightConverter
 
 
@@ -84,7 +82,6 @@ TIMM_MAXVIT = WeightConverter(
     config_names=("maxvit_",),
     summary="timm MaxxVit state dicts of the TensorFlow-ported maxvit_*_tf_* models",
     equivalents=_EQUIVALENTS,
-    spec_from_config=timm_spec_from_config(_EQUIVALENTS),
     verified_by="tests/test_weights_released_functions.py",
 )
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo_plugins._timm_hub import timm_spec_from_config
-
 from vitzoo.weights import Concat, Rename, Reshape, WeightConverter
 
 #: timm / official stem layers sit at even indices (a GELU between each): proj.{2i} -> proj.{i}.
@@ -91,7 +89,6 @@ TIMM_XCIT = WeightConverter(
     config_names=("xcit_",),
     summary="timm Xcit state dicts (class-attention q, k, v split)",
     equivalents=_EQUIVALENTS,
-    spec_from_config=timm_spec_from_config(_EQUIVALENTS),
     verified_by="tests/test_weights_released_functions.py",
 )
 

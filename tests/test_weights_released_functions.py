@@ -224,36 +224,16 @@ def test_hf_levit_folder_computes_the_same_function(tmp_path, architecture: str)
         down_ops=[["Subsample", 8, 2, 4, 2, 2], ["Subsample", 8, 3, 4, 2, 2]],
         num_labels=5,
     )
+    torch.manual_seed(0)  # HF's random init, so the figures are the same every run
     hf_model = getattr(transformers, architecture)(config)
-    perturb_every_tensor(hf_model)
+    perturb_every_tensor(hf_model, weight_scale=1.0)
     hf_model.eval().save_pretrained(tmp_path)
     loaded = load_pretrained(tmp_path)
     assert loaded.conversion.unmatched_source == [] and loaded.conversion.missing_target == []
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = max_abs_diff(loaded.model.eval()(x), hf_model(pixel_values=x).logits)
-    print(f"HF {architecture}: max abs logit diff {diff:.3g}")
+    spread = max_abs_diff(*hf_model(pixel_values=x).logits)
+    print(f"HF {architecture}: max abs logit diff {diff:.3g} (logits differ by {spread:.3g})")
+    assert spread > 1e-2, "the comparison is vacuous: logits do not depend on the input"
     assert diff <= TOLERANCE, f"HF {architecture}: max abs diff {diff:.3g}"
-
-
-# -- timm hub folders name an architecture, not a spec ---------------------------------------
-@pytest.mark.parametrize("family", ["xcit", "levit", "crossvit", "maxvit"])
-def test_timm_hub_config_gives_the_equivalent_preset(family: str) -> None:
-    """A timm config.json (architecture, num_classes, input size) -> the equivalent preset's spec
-    with the folder's class count, so ``hf-hub:timm/...`` loads without naming a preset."""
-    from vitzoo.weights import WeightsError, converters_for
-
-    (converter,) = [c for c in converters_for(family, "timm") if c.spec_from_config]
-    for preset, timm_name in converter.equivalents:
-        model = vitzoo.resolve_spec(preset).model
-        size = [model.image_size] * 2 if isinstance(model.image_size, int) else model.image_size
-        config = {
-            "architecture": timm_name,
-            "num_classes": 7,
-            "pretrained_cfg": {"input_size": [3, *size]},
-        }
-        spec = converter.spec_from_config(config)
-        expected = {**model.model_dump(), "num_classes": 7}
-        assert vitzoo.resolve_spec(spec).model.model_dump() == expected, preset
-    with pytest.raises(WeightsError, match="no vitzoo equivalent"):
-        converter.spec_from_config({"architecture": f"{family}_unknown_model"})

@@ -169,12 +169,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def spec_differences(source_model: Mapping[str, Any], target_model: Mapping[str, Any]) -> list[str]:
     """Model settings where the caller's spec departs from the one the weights were made for
-    (other than the adaptable class count, image size and channels)."""
+    (other than the adaptable class count, image size and channels, and dropout rates)."""
     src, dst = _flatten(source_model), _flatten(target_model)
     out = []
     for key in sorted(set(src) & set(dst)):
-        if key.split(".")[0] in ADAPTABLE:
-            continue
+        if key.split(".")[0] in ADAPTABLE or "drop" in key.split(".")[-1]:
+            continue  # adapted on load, or training-only (dropout rates leave eval unchanged)
         a, b = src[key], dst[key]
         if isinstance(a, list | tuple) or isinstance(b, list | tuple):
             same = list(a or []) == list(b or [])
