@@ -150,8 +150,11 @@ def overlay(image: Any, heat: Any, alpha: float, min_side: int = MIN_SIDE) -> An
 
 
 def is_checkpoint(source: str) -> bool:
-    """Whether SOURCE names a checkpoint file (trained weights) rather than a preset/spec."""
+    """Whether SOURCE names weights (a checkpoint file, a Hugging Face folder or hub id)
+    rather than a preset or spec, whose weights are random."""
     path = Path(source)
+    if path.is_dir() or source.startswith("hf-hub:"):
+        return True
     return path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}
 
 

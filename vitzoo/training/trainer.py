@@ -30,7 +30,7 @@ from rich.markup import escape
 from torch import nn
 
 from vitzoo.builder import build_from_spec, resolve_spec
-from vitzoo.checkpoint import CheckpointError, load_weights
+from vitzoo.checkpoint import CheckpointError, load_weights, read_checkpoint
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecBase, spec_to_dict, spec_to_yaml
 from vitzoo.terminal import plural
