@@ -6,6 +6,7 @@ with different parts" is a spec (or a config subclass with other defaults), not 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -225,30 +226,84 @@ class VisionTransformer(VitzooModel):
             return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
         return self.head(pooled)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        wanted = set(
-            range(len(self.blocks)) if indices is None else [i % len(self.blocks) for i in indices]
-        )
-        tokens, _ = self.embed(x)
-        outputs = []
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens)
-            if i in wanted:
-                outputs.append(tokens)
-        return self.norm(tokens), outputs
+    # -- structure for the backbone API (VitzooModel.forward_intermediates & co.) ------------
+    def feature_layer_names(self) -> list[str]:
+        return [f"blocks.{i}" for i in range(len(self.blocks))]
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
-        head.apply(init_vit_weights)
-        # a fresh module is in training mode; keep the model's mode (DeiT's head depends on it)
-        self.head = head.to(next(self.parameters()).device).train(self.training)
+    def intermediate_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        return self.embed(x)
+
+    def intermediate_layer(
+        self, index: int, state: tuple[torch.Tensor, tuple[int, ...]]
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        tokens, grid = state
+        return run_block(self.blocks[index], tokens, self.grad_checkpointing), grid
+
+    def intermediate_prefix_tokens(self) -> int:
+        """Prefix tokens in the sequence the blocks see (CaiT's class token joins later)."""
+        return self.num_prefix_tokens
+
+    def intermediate_map(
+        self, index: int, state: tuple[torch.Tensor, tuple[int, ...]], norm: bool
+    ) -> torch.Tensor:
+        tokens, grid = state
+        patches = tokens[:, self.intermediate_prefix_tokens() :]
+        if norm:
+            patches = self.norm(patches)
+        return tokens_to_grid_map(patches, grid)
+
+    def intermediate_final(self, state: tuple[torch.Tensor, tuple[int, ...]]) -> torch.Tensor:
+        return self.norm(state[0])
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        self.blocks = self.blocks[:keep]
+
+    # -- classifier --------------------------------------------------------------------------
+    #: timm's names for the pooling choices, mapped to the registered pooling types.
+    POOL_ALIASES = {"token": "cls", "avg": "mean"}
+
+    def global_pool_choices(self) -> list[str]:
+        return sorted(
+            {*self._head_ctx.registry.names("pooling"), *self.POOL_ALIASES, self.config.pool.type}
+        )
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """Swap the pooling for another registered one (timm's ``token`` / ``avg`` accepted)."""
+        super().set_global_pool(global_pool)
+        name = self.POOL_ALIASES.get(global_pool, global_pool)
+        if name == self.config.pool.type:
+            return
+        from vitzoo.spec import resolved_config
+
+        config = resolved_config(self._head_ctx.registry, "pooling", name)()
+        config.check(
+            class_token=self.config.class_token,
+            distillation_token=self.config.distillation_token,
+        )
+        reference = next(iter(self.pool.parameters()), None)
+        pool = self._head_ctx.build("pooling", config)
+        if reference is not None:
+            pool = pool.to(device=reference.device, dtype=reference.dtype)
+        self.pool = pool
+        # the spec follows, so a saved checkpoint rebuilds the model with this pooling
+        self.config = self.config.model_copy(update={"pool": config})
+        spec = getattr(self, "vitzoo_spec", None)
+        if spec is not None:
+            self.vitzoo_spec = spec.model_copy(
+                update={"model": spec.model.model_copy(update={"pool": config})}
+            )
 
     def no_weight_decay(self) -> set[str]:
         names = {"cls_token", "dist_token", "reg_token"}
         return {n for n, _ in self.named_parameters() if n in names or "pos_embed" in n}
+
+
+def tokens_to_grid_map(tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """(B, prod(grid), C) patch tokens -> (B, C, *grid): (B, C, H, W), or (B, C, T, H, W)."""
+    b, n, c = tokens.shape
+    if n != math.prod(grid):
+        raise ValueError(f"{n} tokens do not lie on the {tuple(grid)} patch grid")
+    return tokens.transpose(1, 2).reshape(b, c, *grid)
 
 
 def build_vit(config: VitConfig, ctx: BuildContext) -> VisionTransformer:
