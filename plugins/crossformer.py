@@ -147,9 +147,17 @@ class LsdaConfig(MhsaConfig):
     #: DPB MLP width = stage width // this (CrossFormer: dim // 4 passed on, // 4 again).
     position_bias_reduction: int = 16
 
-    def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
+    def check(
+        self,
+        class_token: bool = False,
+        distillation_token: bool = False,
+        grid: Sequence[int] | None = None,
+        **_: Any,
+    ) -> None:
         check_positive(group_size=self.group_size, interval=self.interval)
         require_grid_only("lsda", class_token, distillation_token)
+        if grid is not None:
+            self.check_grid(grid, "group_size" if self.mode == "short" else "interval")
 
     def group_for(self, grid: Sequence[int]) -> tuple[int, int]:
         """The (h, w) token group one attention runs over on a stage ``grid``."""

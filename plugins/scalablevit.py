@@ -36,6 +36,7 @@ from vitzoo.components.windows import (
     WindowAttention,
     WindowAttentionConfig,
     require_grid_only,
+    require_tiling,
     window_reverse,
 )
 from vitzoo.config import ComponentConfig
@@ -58,12 +59,16 @@ class SsaConfig(ComponentConfig):
         distillation_token: bool = False,
         dim: int | None = None,
         num_heads: int | None = None,
+        grid: Sequence[int] | None = None,
         **_: Any,
     ) -> None:
         check_positive(reduction=self.reduction)
         if self.channel_ratio <= 0:
             raise SpecValueError("channel_ratio", f"must be positive, got {self.channel_ratio}")
         require_grid_only("ssa", class_token, distillation_token)
+        if grid is not None:
+            step = (self.reduction, self.reduction)
+            require_tiling(grid, step, f"ssa reduction {self.reduction}", field="reduction")
         if dim is not None and num_heads is not None:
             self.check_width(dim, num_heads, "channel_ratio")
 
@@ -139,13 +144,22 @@ class IwsaConfig(MhsaConfig):
     type: Literal["iwsa"] = "iwsa"  # type: ignore[assignment]
     window_size: int = 7
 
-    def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
+    def check(
+        self,
+        class_token: bool = False,
+        distillation_token: bool = False,
+        grid: Sequence[int] | None = None,
+        **_: Any,
+    ) -> None:
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError(
                 "head_dim", "iwsa adds LIM(values) at the model width, so heads split it evenly"
             )
         require_grid_only("iwsa", class_token, distillation_token)
+        if grid is not None:
+            window = (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
+            require_tiling(grid, window, f"iwsa windows of {self.window_size}")
 
 
 class InteractiveWindowAttention(WindowAttention):

@@ -242,7 +242,12 @@ class AtsViT(VisionTransformer):
         if mask is not None and mask.ndim != 2:
             raise ValueError("ats-vit takes a (B, N) key-padding mask")
         batch, n, _ = tokens.shape
-        state: AtsState = (tokens, mask, torch.arange(n, device=tokens.device).expand(batch, -1), ())
+        state: AtsState = (
+            tokens,
+            mask,
+            torch.arange(n, device=tokens.device).expand(batch, -1),
+            (),
+        )
         for i in range(len(self.blocks)):
             state = self.intermediate_layer(i, state)
         tokens, mask, ids, _ = state

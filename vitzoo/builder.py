@@ -88,13 +88,30 @@ def build_from_spec(spec: SpecBase, *, system: PluginSystem | None = None) -> nn
     return model
 
 
-def build(source: SpecSource, *, system: PluginSystem | None = None, **overrides: Any) -> nn.Module:
+def build(
+    source: SpecSource,
+    *,
+    system: PluginSystem | None = None,
+    features_only: bool = False,
+    out_indices: int | list[int] | tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """Build a model from a preset name, YAML path, mapping or spec, with field overrides.
 
     ``vitzoo.build("deit-s", num_classes=10)`` sets ``model.num_classes``; dotted keys such as
-    ``**{"model.patch.patch_size": 8}`` reach nested fields.
+    ``**{"model.patch.patch_size": 8}`` reach nested fields. ``features_only=True`` gives a
+    backbone for dense prediction instead (:class:`~vitzoo.components.features.FeatureExtractor`):
+    ``forward(x)`` returns the (B, C, H, W) maps of the ``out_indices`` layers (an int: the last
+    n; default: all), ``feature_info`` describes them, unused tail layers and the head are gone.
     """
-    return build_from_spec(resolve_spec(source, overrides, system=system), system=system)
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices selects feature maps; pass features_only=True with it")
+    model = build_from_spec(resolve_spec(source, overrides, system=system), system=system)
+    if not features_only:
+        return model
+    from vitzoo.components.features import FeatureExtractor
+
+    return FeatureExtractor(model, out_indices)
 
 
 def current_spec(model: nn.Module) -> SpecBase:

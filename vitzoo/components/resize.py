@@ -14,6 +14,8 @@ follows the grid are resampled here by rules keyed on what the tensor *is*:
   (:func:`resize_relative_position_table`);
 * a (heads, h*w) per-offset bias on a module that knows its ``grid`` (LeViT): resampled as a
   map;
+* a module may define ``resample_tensor(name, tensor, old_module)`` for its own tensors
+  (NesT's blocked positions, SepViT's window tokens) -- tried first;
 * anything else whose shape changed is an error naming the tensor (never a silent skip).
 """
 
@@ -55,6 +57,30 @@ def resize_map(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out.to(tensor.dtype)
 
 
+def resize_per_window_table(
+    tensor: torch.Tensor, old_windows: Sequence[int], new_windows: Sequence[int]
+) -> torch.Tensor:
+    """Resample (1, nh*nw, *rest) -- one entry per window, row-major (SepViT's window tokens)
+    -- to another window grid, as a map over the windows."""
+    rest = tensor.shape[2:]
+    flat = tensor.reshape(1, *old_windows, -1).permute(0, 3, 1, 2)
+    out = resize_map(flat, new_windows).permute(0, 2, 3, 1)
+    return out.reshape(1, new_windows[0] * new_windows[1], *rest)
+
+
+def resize_blocked_map(
+    tensor: torch.Tensor, block: Sequence[int], old_grid: Sequence[int], new_grid: Sequence[int]
+) -> torch.Tensor:
+    """Resample (1, blocks, bh*bw, C) -- a map split into blocks (NesT's positions) -- to another
+    grid: blocks put back together, the map resampled, and split again."""
+    from vitzoo.components.windows import window_partition, window_reverse
+
+    dim = tensor.shape[-1]
+    full = window_reverse(tensor.reshape(-1, block[0] * block[1], dim), block, old_grid)
+    full = resize_map(full.permute(0, 3, 1, 2), new_grid).permute(0, 2, 3, 1)
+    return window_partition(full.contiguous(), block).reshape(1, -1, block[0] * block[1], dim)
+
+
 def _resize_token_table(
     tensor: torch.Tensor,
     old_grid: Sequence[int],
@@ -71,6 +97,11 @@ def resize_tensor(
     """``tensor`` (entry ``key`` of ``old_module``) resampled to ``shape`` for ``new_module``."""
     attr = key.rpartition(".")[2]
     shape = tuple(shape)
+    own_rule = getattr(new_module, "resample_tensor", None)
+    if own_rule is not None:  # a module that knows how its grid-shaped tensors resample
+        resampled = own_rule(attr, tensor, old_module)
+        if resampled is not None:
+            return resampled
     old_grid = tuple(getattr(old_module, "grid", ()) or ())
     new_grid = tuple(getattr(new_module, "grid", ()) or ())
     if isinstance(old_module, LearnedPositions) and attr == "pos_embed":

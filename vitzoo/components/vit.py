@@ -78,7 +78,12 @@ class VitConfig(ComponentConfig):
             class_token=self.class_token,
             distillation_token=self.distillation_token,
         )
-        for child in ("patch", "posenc", "attention", "mlp", "block", "pool", "head"):
+        check_child(self.patch, "patch", **context)
+        # grid-partitioning parts check that their windows tile the patch grid, where it is known
+        token_grid = getattr(self.patch, "token_grid", None)
+        if token_grid is not None:
+            context["grid"] = token_grid(self.input_extent())
+        for child in ("posenc", "attention", "mlp", "block", "pool", "head"):
             check_child(getattr(self, child), child, **context)
         if self.head_dim_is_implicit and self.dim % self.num_heads:
             raise SpecValueError(

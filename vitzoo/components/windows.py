@@ -103,6 +103,21 @@ def require_grid_only(what: str, class_token: bool, distillation_token: bool) ->
         )
 
 
+def require_tiling(
+    grid: Sequence[int], step: Sequence[int], what: str, field: str = "window_size"
+) -> None:
+    """Spec-time rule of attentions that cannot pad: ``step`` must tile the patch grid."""
+    if len(grid) != 2:
+        raise SpecValueError("type", f"{what} needs a 2D patch grid, got {tuple(grid)}")
+    if grid[0] % step[0] or grid[1] % step[1]:
+        raise SpecValueError(
+            field,
+            f"{what} do not tile the {grid[0]}x{grid[1]} patch grid (image_size / patch "
+            f"size); allowed: image sizes whose patch grid sides are multiples of "
+            f"{step[0]}x{step[1]}",
+        )
+
+
 class WindowAttentionConfig(MhsaConfig):
     """Attention inside local windows (block) or dilated grids, optional relative position bias."""
 
