@@ -28,6 +28,7 @@ from vitzoo.components.attention import AttentionBase, MhsaConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
 from vitzoo.components.examples import grid_only_example
+from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
@@ -60,12 +61,14 @@ class SsaConfig(ComponentConfig):
         dim: int | None = None,
         num_heads: int | None = None,
         grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
         **_: Any,
     ) -> None:
         check_positive(reduction=self.reduction)
         if self.channel_ratio <= 0:
             raise SpecValueError("channel_ratio", f"must be positive, got {self.channel_ratio}")
         require_grid_only("ssa", class_token, distillation_token)
+        refuse_dynamic_grid("ssa", dynamic_img_size)
         if grid is not None:
             step = (self.reduction, self.reduction)
             require_tiling(grid, step, f"ssa reduction {self.reduction}", field="reduction")
@@ -149,6 +152,7 @@ class IwsaConfig(MhsaConfig):
         class_token: bool = False,
         distillation_token: bool = False,
         grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
         **_: Any,
     ) -> None:
         check_positive(window_size=self.window_size)
@@ -157,6 +161,7 @@ class IwsaConfig(MhsaConfig):
                 "head_dim", "iwsa adds LIM(values) at the model width, so heads split it evenly"
             )
         require_grid_only("iwsa", class_token, distillation_token)
+        refuse_dynamic_grid("iwsa", dynamic_img_size)
         if grid is not None:
             window = (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
             require_tiling(grid, window, f"iwsa windows of {self.window_size}")
@@ -164,6 +169,8 @@ class IwsaConfig(MhsaConfig):
 
 class InteractiveWindowAttention(WindowAttention):
     """Attention within windows; LIM(values) is added to the merged output before projection."""
+
+    follows_grid = False  # the window is fitted to the build grid
 
     def __init__(self, dim: int, num_heads: int, grid: Sequence[int], config: IwsaConfig):
         window = (min(config.window_size, grid[0]), min(config.window_size, grid[1]))

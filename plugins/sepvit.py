@@ -34,6 +34,7 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
 from vitzoo.components.examples import grid_only_example
+from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
@@ -59,12 +60,14 @@ class DssaConfig(MhsaConfig):
         class_token: bool = False,
         distillation_token: bool = False,
         grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
         **_: Any,
     ) -> None:
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError("head_dim", "dssa splits the model width evenly over heads")
         require_grid_only("dssa", class_token, distillation_token)
+        refuse_dynamic_grid("dssa", dynamic_img_size)
         if grid is not None:
             require_tiling(grid, self.window_for(grid), f"dssa windows of {self.window_size}")
 

@@ -22,6 +22,7 @@ from torch import nn
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import GRID_ONLY_HOST
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.layers import (
     drop_path_rates,
     init_vit_weights,
@@ -197,7 +198,7 @@ def time_major_mask(mask: torch.Tensor, frames: int) -> tuple[torch.Tensor, torc
     return spatial.reshape(batch * frames, -1), m.transpose(1, 2).reshape(-1, frames)
 
 
-class FactorizedSpaceTimeBlock(nn.Module):
+class FactorizedSpaceTimeBlock(FollowsGrid, nn.Module):
     """ViViT's factorised self-attention: spatial attention, temporal attention, then the MLP."""
 
     def __init__(self, config: FactorizedBlockConfig, ctx: BuildContext) -> None:
@@ -205,7 +206,7 @@ class FactorizedSpaceTimeBlock(nn.Module):
         if len(ctx.grid) != 3 or ctx.num_prefix_tokens:
             raise ValueError("factorized-space-time blocks need a (t, h, w) grid and no prefix")
         dim, eps = ctx.dim, config.norm_eps
-        self.frames = ctx.grid[0]
+        self.grid = tuple(ctx.grid)  # only the frame count matters: grid[0]
         self.norm_space = nn.LayerNorm(dim, eps=eps)
         self.attn_space = ctx.build("attention", ctx.attention)
         self.ls_space = maybe_layer_scale(dim, config.layer_scale)
@@ -221,7 +222,7 @@ class FactorizedSpaceTimeBlock(nn.Module):
         if mask is not None and mask.ndim != 2:
             raise ValueError("factorized-space-time blocks take a (B, N) token padding mask")
         b, n, d = x.shape
-        t = self.frames
+        t = self.grid[0]
         s = n // t
         space_mask, time_mask = (None, None) if mask is None else time_major_mask(mask, t)
         xs = x.reshape(b * t, s, d)

@@ -15,6 +15,7 @@ from pydantic import model_validator
 from torch import nn
 
 from vitzoo.components.context import BuildContext
+from vitzoo.components.grid import grid_followers
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.config import (
@@ -51,6 +52,11 @@ class VitConfig(ComponentConfig):
     patch_dropout: float = 0.0
     final_norm: bool = True
     norm_eps: float = 1e-6
+    #: Accept any input size the patchifier divides, per call: positions are resampled to the
+    #: input's grid and grid-aware parts (window / spatial-reduction attention ...) follow it.
+    #: Off, positions are still resampled but grid-aware parts keep the built grid; either
+    #: way ``set_input_size`` rebuilds the model for a new size.
+    dynamic_img_size: bool = False
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VitConfig:
@@ -77,6 +83,7 @@ class VitConfig(ComponentConfig):
             spatial_dims=len(self.input_extent()),
             class_token=self.class_token,
             distillation_token=self.distillation_token,
+            dynamic_img_size=self.dynamic_img_size,
         )
         check_child(self.patch, "patch", **context)
         # grid-partitioning parts check that their windows tile the patch grid, where it is known
@@ -184,6 +191,8 @@ class VisionTransformer(VitzooModel):
         ``positions=False`` leaves positions out (MP3 predicts them from content).
         """
         tokens, grid = self.patch(x)
+        if self.config.dynamic_img_size:
+            self.follow_input_grid(grid)
         if patch_transform is not None:
             tokens = patch_transform(tokens)
         batch = tokens.shape[0]
@@ -196,6 +205,18 @@ class VisionTransformer(VitzooModel):
                 [tokens[:, : self.num_embed_prefix], reg, tokens[:, self.num_embed_prefix :]], dim=1
             )
         return self.pos_drop(tokens), grid
+
+    def follow_input_grid(self, grid: tuple[int, ...]) -> None:
+        """``dynamic_img_size``: hand the grid of this input to every grid-aware part."""
+        if tuple(grid) == self.__dict__.get("_followed_grid"):
+            return
+        followers = self.__dict__.get("_grid_followers")
+        if followers is None:
+            followers = grid_followers(self, skip=[self.posenc])
+            self.__dict__["_grid_followers"] = followers
+        for module in followers:
+            module.follow_grid(grid)
+        self.__dict__["_followed_grid"] = tuple(grid)
 
     def drop_patches(self, tokens: torch.Tensor, num_prefix: int | None = None) -> torch.Tensor:
         """Training-time patch dropout: keep a random subset of patch tokens (prefix always kept).

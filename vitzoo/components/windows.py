@@ -26,6 +26,7 @@ from torch import nn
 
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.layers import to_pair
 from vitzoo.config import SpecValueError
 
@@ -132,7 +133,7 @@ class WindowAttentionConfig(MhsaConfig):
         require_grid_only("window attention", class_token, distillation_token)
 
 
-class WindowAttention(MultiHeadAttention):
+class WindowAttention(FollowsGrid, MultiHeadAttention):
     """Multi-head attention within windows of a (B, H, W, C) map (see the module docstring)."""
 
     def __init__(
