@@ -16,6 +16,7 @@ architecture refuses the same bad requests with the same message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -81,7 +82,7 @@ def nominal_reduction(input_extent: int, feature_extent: int) -> int:
     if input_extent % feature_extent == 0:
         return input_extent // feature_extent
     ratio = input_extent / feature_extent
-    return 2 ** round(torch.log2(torch.tensor(ratio)).item())
+    return 2 ** round(math.log2(ratio))
 
 
 class FeatureInfo(Sequence[dict[str, Any]]):
