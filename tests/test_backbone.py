@@ -209,3 +209,15 @@ def test_hierarchical_models_take_288x320_or_say_which_sizes_work(name: str) -> 
         maps = model.forward_intermediates(model.example_input(1), intermediates_only=True)
     for fmap, red in zip(maps, info.reduction(), strict=True):
         assert abs(fmap.shape[-2] - 288 / red) <= 1 and abs(fmap.shape[-1] - 320 / red) <= 1
+
+
+def test_set_input_size_can_change_windows_and_resamples_their_tables() -> None:
+    spec = {"type": "maxvit", **get_plugin_system().registry.get("architecture", "maxvit").example}
+    model = build(spec)
+    table = "stages.0.0.block_attention.attn.relative_position.relative_position_bias_table"
+    before = dict(model.named_parameters())[table].shape
+    model.set_input_size(64, window_size=4)
+    after = dict(model.named_parameters())[table].shape
+    assert (before[0], after[0]) == (3 * 3, 7 * 7)  # (2w - 1)^2 offsets for w = 2 -> 4
+    assert model.vitzoo_spec.model.window_size == 4
+    assert model(images(64, 64)).shape == (2, model.num_classes)

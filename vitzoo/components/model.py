@@ -237,19 +237,24 @@ class VitzooModel(nn.Module):
     #: Dotted path of the spec field that holds the input image size.
     image_size_field: str = "image_size"
 
-    def set_input_size(self, img_size: int | Sequence[int], *, system: Any = None) -> None:
+    def set_input_size(
+        self, img_size: int | Sequence[int], *, system: Any = None, **spec_overrides: Any
+    ) -> None:
         """Rebuild this model for another image size, in place, keeping its weights.
 
         The spec is re-validated with the new size, so a size the architecture cannot take
         (windows that do not tile it) is a ``SpecError`` saying which sizes work; then the model
         is rebuilt and loads its own weights, position tables and relative-position tables
         resampled to the new grids (:mod:`vitzoo.components.resize`). Device, dtype, mode,
-        ``reset_classifier`` changes and pruning are kept. ``system``: the plugin system that
-        built the model (default: the global one). Forward hooks on submodules do not survive.
+        ``reset_classifier`` changes and pruning are kept. ``spec_overrides`` change other
+        config fields at the same time -- the window sizes a new size needs, e.g.
+        ``set_input_size(64, window_size=4)``; relative-position tables follow. ``system``: the
+        plugin system that built the model (default: the global one). Forward hooks on
+        submodules do not survive.
         """
         from vitzoo.components.resize import rebuild_for_input_size
 
-        rebuild_for_input_size(self, img_size, system)
+        rebuild_for_input_size(self, img_size, system, spec_overrides)
 
     def example_input(
         self, batch_size: int = 2, *, device: Any = None, dtype: Any = None

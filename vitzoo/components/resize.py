@@ -154,14 +154,22 @@ def adapt_state_dict(old: nn.Module, new: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def rebuild_for_input_size(model: nn.Module, img_size: Any, system: Any = None) -> None:
+def rebuild_for_input_size(
+    model: nn.Module,
+    img_size: Any,
+    system: Any = None,
+    spec_overrides: dict[str, Any] | None = None,
+) -> None:
     """Implementation of ``VitzooModel.set_input_size`` (see there)."""
     from vitzoo.builder import build_from_spec, current_spec, resolve_spec
     from vitzoo.components.model import _reference_tensor
 
     size = [int(img_size)] * 2 if isinstance(img_size, int) else [int(s) for s in img_size]
     spec = current_spec(model)
-    new_spec = resolve_spec(spec, {f"model.{model.image_size_field}": size}, system=system)
+    parent = f"model.{model.image_size_field}".rpartition(".")[0]
+    changes = {f"{parent}.{key}": value for key, value in (spec_overrides or {}).items()}
+    changes[f"model.{model.image_size_field}"] = size
+    new_spec = resolve_spec(spec, changes, system=system)
     reference = _reference_tensor(model)
     with torch.random.fork_rng(devices=[]):
         fresh = build_from_spec(new_spec, system=system)
