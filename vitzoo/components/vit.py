@@ -18,6 +18,7 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import grid_followers
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
+from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.config import (
     ComponentConfig,
     ComponentSpec,
@@ -52,6 +53,8 @@ class VitConfig(ComponentConfig):
     patch_dropout: float = 0.0
     final_norm: bool = True
     norm_eps: float = 1e-6
+    #: The final norm: LayerNorm (ViT) or RMSNorm (set the block's ``norm`` too for RMSNorm throughout).
+    norm: NormKind = "layernorm"
     #: Accept any input size the patchifier divides, per call: positions are resampled to the
     #: input's grid and grid-aware parts (window / spatial-reduction attention ...) follow it.
     #: Off, positions are still resampled but grid-aware parts keep the built grid; either
@@ -157,7 +160,9 @@ class VisionTransformer(VitzooModel):
             )
             for i in range(config.depth)
         )
-        self.norm = nn.LayerNorm(dim, eps=config.norm_eps) if config.final_norm else nn.Identity()
+        self.norm = (
+            make_norm(config.norm, dim, config.norm_eps) if config.final_norm else nn.Identity()
+        )
         self.num_features = dim
         self.num_classes = config.num_classes
         self._head_ctx = base.replace(
