@@ -138,7 +138,9 @@ class FeatureExtractor(nn.Module):
     Built by ``vitzoo.build(..., features_only=True, out_indices=...)``. The wrapped model is
     pruned after the last selected layer (its head and unused tail blocks are gone, so they
     cost nothing and take no gradient); ``feature_info`` describes the selected outputs only.
-    ``model`` stays reachable for its spec, ``set_input_size`` and weight loading.
+    ``model`` stays reachable (its spec, ``set_input_size``). A pruned model is not a whole
+    checkpoint, so this wrapper has no ``vitzoo_spec`` and ``vitzoo.save`` refuses it: save the
+    full model, and wrap a loaded one -- ``FeatureExtractor(vitzoo.load(path), out_indices)``.
     """
 
     def __init__(
@@ -159,7 +161,6 @@ class FeatureExtractor(nn.Module):
         if prune:
             model.prune_intermediate_layers(self.out_indices, prune_head=True)
         self.model = model
-        self.vitzoo_spec = getattr(model, "vitzoo_spec", None)
 
     @property
     def input_size(self) -> tuple[int, ...]:

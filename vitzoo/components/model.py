@@ -63,7 +63,7 @@ class VitzooModel(nn.Module):
     classifier_attr: str = "head"
 
     def get_classifier(self) -> nn.Module:
-        """The classifier module (``nn.Identity`` after ``reset_classifier(0)``)."""
+        """The classifier module (parameter-free after ``reset_classifier(0)``)."""
         return getattr(self, self.classifier_attr)
 
     def build_classifier(self, num_classes: int) -> nn.Module:
