@@ -286,15 +286,21 @@ class HierarchicalModel(VitzooModel):
         return self.run_stage_maybe_checkpointed(index, state)
 
     def intermediate_map(self, index: int, state: Any, norm: bool) -> torch.Tensor:
-        """The stage map; with ``norm`` the last stage's map goes through the final norm."""
+        """The stage map; with ``norm`` the last stage's map goes through the final norm.
+
+        "Where it fits": a ``finish`` that is more than a norm (MobileViT's channel expansion,
+        RegionViT's regional tokens) changes the map's shape, and then the map is left as is.
+        """
         fmap = self.stage_map(state)
         is_last = index == len(self.stages) - 1 and not self.__dict__.get("_truncated", False)
         if not (norm and is_last):
             return fmap
         final = self.finish(state)
         if final.ndim == 3:  # a token sequence (PiT, CvT): drop the prefix, back onto the map
+            if final.shape[1] - self.num_prefix_tokens != fmap.shape[-2] * fmap.shape[-1]:
+                return fmap
             final = tokens_to_map(final[:, self.num_prefix_tokens :], fmap.shape[-2:])
-        return final
+        return final if final.shape == fmap.shape else fmap
 
     def intermediate_final(self, state: Any) -> torch.Tensor:
         return self.finish(state)

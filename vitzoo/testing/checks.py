@@ -559,10 +559,12 @@ def check_feature_maps_at_two_sizes(variant: Variant) -> None:
     x = example_input(model)
     with torch.no_grad():
         maps = model.forward_intermediates(x, intermediates_only=True)
+        normed = model.forward_intermediates(x, norm=True, intermediates_only=True)
         tokens = model.forward_intermediates(
             x, indices=1, output_fmt="NLC", intermediates_only=True
         )
     _assert_maps_match_info(variant, maps, info, tuple(x.shape), "built size")
+    _assert_maps_match_info(variant, normed, info, tuple(x.shape), "norm=True")
     assert_same(
         variant,
         "output_fmt='NLC' vs the flattened map",
