@@ -221,3 +221,18 @@ def test_set_input_size_can_change_windows_and_resamples_their_tables() -> None:
     assert (before[0], after[0]) == (3 * 3, 7 * 7)  # (2w - 1)^2 offsets for w = 2 -> 4
     assert model.vitzoo_spec.model.window_size == 4
     assert model(images(64, 64)).shape == (2, model.num_classes)
+
+
+def test_attention_command_refuses_an_out_of_range_layer(tmp_path) -> None:
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from vitzoo.commands.inspect import attention
+
+    ckpt = vitzoo.save(build(VIT), tmp_path / "m.safetensors")
+    image = tmp_path / "i.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype="uint8")).save(image)
+    args = [str(ckpt), str(image), "-o", str(tmp_path / "o.png"), "--layer", "3"]
+    result = CliRunner().invoke(attention, args)  # 3 blocks: layer 3 used to mean layer 0
+    assert result.exit_code != 0 and "out of range" in result.output
