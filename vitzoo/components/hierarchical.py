@@ -6,7 +6,9 @@ protocol around those stages, which lives here once:
 
 * ``forward_features(x)`` -> the features the head consumes (the last stage's (B, C, H, W) map,
   or for class-token models such as PiT the final token sequence);
-* ``forward_intermediates(x)`` -> every selected stage's (B, C, H, W) map;
+* the feature layers of the backbone API (``forward_intermediates``, ``feature_info``,
+  ``prune_intermediate_layers``; written once on :class:`~vitzoo.components.model.VitzooModel`)
+  are the stages, each giving its (B, C, H, W) map;
 * ``forward_head`` = pool (global average by default) + norm + optional pre-logits + head, where
   the head is any registered head (a distillation head gets the pooled vector twice);
 * ``reset_classifier``, ``input_size``, ``capabilities = {"feature-maps"}``.
