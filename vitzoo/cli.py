@@ -6,6 +6,7 @@ lines on stderr with exit status 2, never as a traceback.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
 import sys
@@ -21,6 +22,7 @@ from rich.tree import Tree
 
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import KINDS, PresetEntry
+from vitzoo.suggest import did_you_mean
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
 COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect")
@@ -61,14 +63,73 @@ def cli() -> None:
 
 
 # -- list ---------------------------------------------------------------------------------
+def matches(entry: Any, pattern: str | None) -> bool:
+    """Shell-style match (``cait-*``, ``*vit?``) on the name, or on any alias of a preset."""
+    return pattern is None or any_match([entry.name, *getattr(entry, "aliases", ())], pattern)
+
+
+def any_match(names: Iterable[str], pattern: str) -> bool:
+    pattern = pattern.lower()
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"  # a plain word finds every name containing it
+    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+
+
+def preset_gmacs(name: str) -> str:
+    """The preset's GMACs at its input size (counted on meta), or '?' when it cannot run there."""
+    from vitzoo.flops import format_gmacs, preset_macs
+
+    try:
+        return format_gmacs(preset_macs(name))
+    except Exception:  # a preset that cannot run on meta must not break the listing
+        return "?"
+
+
+def list_aliases(pattern: str | None, as_json: bool) -> None:
+    registry = get_plugin_system().registry
+    rows = [
+        {"alias": alias, "preset": name, "plugin": registry.get("preset", name).plugin}
+        for alias, name in registry.aliases().items()
+        if pattern is None or any_match([alias, name], pattern)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="vitzoo preset aliases")
+    for column in ("alias", "preset", "plugin"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["alias"], row["preset"], row["plugin"])
+    out.print(table)
+
+
 @cli.command("list")
+@click.argument("pattern", required=False)
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option("--aliases", "show_aliases", is_flag=True, help="Preset aliases (e.g. timm names).")
+@click.option(
+    "--macs",
+    "with_macs",
+    is_flag=True,
+    help="Presets: add a GMACs column (counted on the meta device; takes a while).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_command(kind: str | None, as_json: bool) -> None:
-    """Every registered component, architecture, objective and preset, and its plugin."""
+def list_command(
+    pattern: str | None, kind: str | None, show_aliases: bool, with_macs: bool, as_json: bool
+) -> None:
+    """Every registered component, architecture, objective and preset, and its plugin.
+
+    PATTERN filters names (and preset aliases) with shell-style wildcards, quoted:
+    vitzoo list 'cait-*'; a word without wildcards matches every name containing it.
+    """
+    if show_aliases:
+        list_aliases(pattern, as_json)
+        return
     registry = get_plugin_system().registry
     rows = []
     for entry in registry.entries(kind):
+        if not matches(entry, pattern):
+            continue
         row = {
             "kind": entry.kind,
             "name": entry.name,
@@ -78,18 +139,47 @@ def list_command(kind: str | None, as_json: bool) -> None:
         if isinstance(entry, PresetEntry):
             row["params"] = entry.expected_params
             row["citation"] = entry.citation
+            row["aliases"] = list(entry.aliases)
+            if with_macs:
+                row["gmacs"] = preset_gmacs(entry.name)
         else:
             row["tags"] = sorted(entry.tags)
             row["fields"] = [f for f in entry.config.model_fields if f != "type"]
         rows.append(row)
+    if not rows and pattern is not None:
+        candidates = [e.name for e in registry.entries(kind)] + list(registry.aliases())
+        err.print(
+            f"nothing registered matches {pattern!r}{did_you_mean(pattern, candidates)}",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    presets_only = kind == "preset"
     show_fields = kind not in (None, "preset")  # one kind: room to show its config fields
+    columns = ["kind", "name", "plugin", "summary"]
+    if presets_only:
+        columns = ["name", "plugin", "params", *(["GMACs"] if with_macs else []), "summary"]
+    elif show_fields:
+        columns.append("fields")
     table = Table(title="vitzoo registry", show_lines=False)
-    for column in ("kind", "name", "plugin", "summary", *(["fields"] if show_fields else [])):
-        table.add_column(column, overflow="fold")
+    for column in columns:
+        table.add_column(
+            column, overflow="fold", justify="right" if column in {"params", "GMACs"} else "left"
+        )
     for row in rows:
+        if presets_only:
+            params = human_count(row["params"]) if row.get("params") else "-"
+            table.add_row(
+                row["name"],
+                row["plugin"],
+                params,
+                *([row["gmacs"]] if with_macs else []),
+                row["summary"],
+            )
+            continue
         summary = row["summary"]
         if row.get("params"):
             summary = f"{summary} [{human_count(row['params'])} params]"
@@ -143,6 +233,21 @@ def summarise(model: Any, forward: bool) -> dict[str, Any]:
     return info
 
 
+def spec_gmacs(spec: Any) -> float | None:
+    """GMACs of one forward at the spec's input size, counted on a meta-device twin of the model
+    (no memory, no compute), or None where the model cannot run on meta."""
+    import torch
+
+    from vitzoo.builder import build_from_spec
+    from vitzoo.flops import count_macs
+
+    try:
+        with torch.device("meta"):
+            return round(count_macs(build_from_spec(spec)) / 1e9, 3)
+    except Exception:  # counting is a courtesy: never let it break `vitzoo build`
+        return None
+
+
 @cli.command("build")
 @click.argument("source")
 @click.option(
@@ -163,7 +268,8 @@ def summarise(model: Any, forward: bool) -> dict[str, Any]:
 def build_command(
     source: str, sets: tuple[str, ...], output: Path | None, as_json: bool, no_forward: bool
 ) -> None:
-    """Validate SOURCE (a spec file or a preset name), build it and print a summary."""
+    """Validate SOURCE (a spec file, a preset name or alias such as a timm model name), build it
+    and print a summary: parameters, GMACs at its input size, shapes, module tree."""
     from vitzoo.builder import build_from_spec, resolve_spec
     from vitzoo.checkpoint import save
     from vitzoo.spec import SpecError
@@ -174,6 +280,7 @@ def build_command(
         fail_with_spec_error(exc)
     model = build_from_spec(spec)
     info = summarise(model, forward=not no_forward)
+    info["gmacs"] = spec_gmacs(spec)
     if output is not None:
         save(model, output)
         info["checkpoint"] = str(output)
@@ -185,6 +292,8 @@ def build_command(
     table.add_column("value")
     for key, value in info.items():
         shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
+        if key == "gmacs":
+            key, shown = "GMACs", "?" if value is None else f"{value:.2f} (multiply-accumulates)"
         table.add_row(key, shown)
     out.print(table)
     out.print(module_tree(model))
