@@ -125,6 +125,8 @@ def list_command(
     if show_aliases:
         list_aliases(pattern, as_json)
         return
+    if with_macs and kind is None:
+        kind = "preset"  # only presets have an input size to count at
     registry = get_plugin_system().registry
     rows = []
     for entry in registry.entries(kind):
