@@ -45,9 +45,6 @@ class PitConfig(HierarchicalConfig):
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
     emb_dropout: float = 0.0
-    #: A distillation token beside the class token through every stage (the paper's distilled
-    #: PiT, timm's ``pit_*_distilled_224``); pair it with ``head: {type: distillation}``.
-    distillation_token: bool = False
 
     @model_validator(mode="after")
     def _rules(self) -> PitConfig:
@@ -83,13 +80,12 @@ class TokenPooling(nn.Module):
 
 
 class PitStage(nn.Module):
-    """[token pooling] -> blocks over [prefix tokens; patch tokens]; state is (prefix, map)."""
+    """[token pooling] -> blocks over [cls; patch tokens]; state is (cls, map)."""
 
-    def __init__(self, pool: nn.Module | None, blocks: nn.ModuleList, num_prefix: int = 1) -> None:
+    def __init__(self, pool: nn.Module | None, blocks: nn.ModuleList) -> None:
         super().__init__()
         self.pool = pool
         self.blocks = blocks
-        self.num_prefix = num_prefix
 
     def forward(
         self, state: tuple[torch.Tensor, torch.Tensor]
@@ -101,20 +97,19 @@ class PitStage(nn.Module):
         tokens = torch.cat([cls, map_to_tokens(fmap)], dim=1)
         for block in self.blocks:
             tokens = block(tokens)
-        n = self.num_prefix
-        return tokens[:, :n], tokens_to_map(tokens[:, n:], grid)
+        return tokens[:, :1], tokens_to_map(tokens[:, 1:], grid)
 
 
 class PoolingVisionTransformer(HierarchicalModel):
+    num_prefix_tokens = 1
+
     def __init__(self, config: PitConfig, ctx: BuildContext) -> None:
         super().__init__()
         dims = config.dims
         grid = tuple(conv_out(s, config.patch_size, config.stride, 0) for s in config.image_hw)
-        self.num_prefix_tokens = 1 + int(config.distillation_token)
         self.stem = nn.Conv2d(config.in_chans, dims[0], config.patch_size, config.stride)
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], *grid))
-        # the class token, then (distilled PiT) the distillation token: one tensor, as in timm
-        self.cls_token = nn.Parameter(torch.zeros(1, self.num_prefix_tokens, dims[0]))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0]))
         self.pos_drop = nn.Dropout(config.emb_dropout)
         stages = []
         for i, dim in enumerate(dims):
@@ -122,13 +117,11 @@ class PoolingVisionTransformer(HierarchicalModel):
             if i > 0:
                 pool = TokenPooling(dims[i - 1], dim)
                 grid = tuple(conv_out(s, 3, 2, 1) for s in grid)
-            n = self.num_prefix_tokens
-            blocks = build_stage_blocks(ctx, config, i, grid, num_prefix_tokens=n)
-            stages.append(PitStage(pool, blocks, n))
+            stages.append(
+                PitStage(pool, build_stage_blocks(ctx, config, i, grid, num_prefix_tokens=1))
+            )
         self.stages = nn.ModuleList(stages)
         self.init_tail(config, ctx, dims[-1], norm=nn.LayerNorm(dims[-1], eps=1e-6))
-        if config.distillation_token:
-            self._paired_head = False  # pool() already gives the (class, distillation) pair
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -144,8 +137,7 @@ class PoolingVisionTransformer(HierarchicalModel):
         return self.norm(torch.cat([cls, map_to_tokens(fmap)], dim=1))
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
-        """The class token; with a distillation token, (B, 2, D) for the distillation head."""
-        return features[:, 0] if self.num_prefix_tokens == 1 else features[:, :2]
+        return features[:, 0]
 
 
 def build_pit(config: PitConfig, ctx: BuildContext) -> PoolingVisionTransformer:

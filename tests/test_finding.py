@@ -126,28 +126,6 @@ def test_build_timm_name_prints_params_and_gmacs() -> None:
 
 
 # -- the new architecture options, on tiny models ------------------------------------------------
-def test_distilled_pit_gives_two_outputs_in_training() -> None:
-    spec = {
-        "model": {
-            "type": "pit",
-            "image_size": 32,
-            "patch_size": 8,
-            "stride": 4,
-            "base_dims": [8, 8],
-            "depths": [1, 1],
-            "num_heads": [2, 4],
-            "num_classes": 3,
-            "distillation_token": True,
-            "head": {"type": "distillation"},
-        }
-    }
-    model = vitzoo.build(spec)
-    x = torch.randn(2, 3, 32, 32)
-    cls_logits, dist_logits = model.train()(x)
-    assert cls_logits.shape == dist_logits.shape == (2, 3)
-    assert model.eval()(x).shape == (2, 3)
-
-
 def test_re_attention_starts_at_the_given_layer() -> None:
     spec = {
         "model": {

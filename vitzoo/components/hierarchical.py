@@ -90,7 +90,7 @@ class HierarchicalConfig(ComponentConfig):
         further fields that must be positive integers. ``heads_divide``: ``num_heads`` must divide
         ``dims`` stage by stage.
         """
-        self.check_common(distillation=bool(getattr(self, "distillation_token", False)))
+        self.check_common()
         ref = getattr(self, reference)
         stages = {"depths": self.depths, "num_heads": self.num_heads}
         check_stage_lists(len(ref), reference, **stages, **(lists or {}))
