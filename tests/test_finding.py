@@ -98,6 +98,14 @@ def test_list_pattern_with_wildcards() -> None:
     assert json.loads(run("list", "xcit_small_*", "--json").output)[0]["name"] == "xcit-s12"
 
 
+def test_find_in_the_python_api() -> None:
+    registry = vitzoo.get_registry()
+    names = [e.name for e in registry.find("twins-pcpvt-*")]
+    assert names == ["twins-pcpvt-b", "twins-pcpvt-l", "twins-pcpvt-s"]
+    assert [e.name for e in registry.find("XCIT_SMALL_12*", kind="preset")] == ["xcit-s12"]
+    assert {e.kind for e in registry.find("re-attention")} == {"attention"}
+
+
 def test_list_without_match_suggests_and_fails() -> None:
     result = run("list", "ciat-xxs24")
     assert result.exit_code == 1 and "did you mean 'cait-xxs24'" in result.output

@@ -6,7 +6,6 @@ lines on stderr with exit status 2, never as a traceback.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import json
 import sys
@@ -21,7 +20,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from vitzoo.plugins import PluginSystem, get_plugin_system
-from vitzoo.registry import KINDS, PresetEntry
+from vitzoo.registry import KINDS, PresetEntry, name_matches
 from vitzoo.suggest import did_you_mean
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
@@ -63,18 +62,6 @@ def cli() -> None:
 
 
 # -- list ---------------------------------------------------------------------------------
-def matches(entry: Any, pattern: str | None) -> bool:
-    """Shell-style match (``cait-*``, ``*vit?``) on the name, or on any alias of a preset."""
-    return pattern is None or any_match([entry.name, *getattr(entry, "aliases", ())], pattern)
-
-
-def any_match(names: Iterable[str], pattern: str) -> bool:
-    pattern = pattern.lower()
-    if not any(c in pattern for c in "*?["):
-        pattern = f"*{pattern}*"  # a plain word finds every name containing it
-    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
-
-
 def preset_gmacs(name: str) -> str:
     """The preset's GMACs at its input size (counted on meta), or '?' when it cannot run there."""
     from vitzoo.flops import format_gmacs, preset_macs
@@ -90,7 +77,7 @@ def list_aliases(pattern: str | None, as_json: bool) -> None:
     rows = [
         {"alias": alias, "preset": name, "plugin": registry.get("preset", name).plugin}
         for alias, name in registry.aliases().items()
-        if pattern is None or any_match([alias, name], pattern)
+        if pattern is None or name_matches([alias, name], pattern)
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -129,9 +116,7 @@ def list_command(
         kind = "preset"  # only presets have an input size to count at
     registry = get_plugin_system().registry
     rows = []
-    for entry in registry.entries(kind):
-        if not matches(entry, pattern):
-            continue
+    for entry in registry.entries(kind) if pattern is None else registry.find(pattern, kind):
         row = {
             "kind": entry.kind,
             "name": entry.name,

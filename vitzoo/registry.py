@@ -7,8 +7,9 @@ conformance suite) only reads it.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -67,6 +68,14 @@ class PresetEntry:
     expected_macs: int | None = None
 
 
+def name_matches(names: Iterable[str], pattern: str) -> bool:
+    """Shell-style, case-insensitive; a plain word (no ``*?[``) matches as a substring."""
+    pattern = pattern.lower()
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
+    return any(fnmatch.fnmatchcase(n.lower(), pattern) for n in names)
+
+
 def _summary_of(obj: Any, given: str) -> str:
     if given:
         return given
@@ -99,6 +108,15 @@ class Registry:
             hint = did_you_mean(name, known) if isinstance(name, str) else ""
             choices = ", ".join(sorted(self._entries.get(kind, {}))) or "(none)"
             raise KeyError(f"no {kind} named {name!r}{hint}; registered: {choices}") from None
+
+    def find(self, pattern: str, kind: str | None = None) -> list[Entry | PresetEntry]:
+        """Entries whose name, or a preset alias, matches a shell-style ``pattern`` (``cait-*``);
+        a pattern without wildcards matches every name containing it."""
+        return [
+            e
+            for e in self.entries(kind)
+            if name_matches([e.name, *getattr(e, "aliases", ())], pattern)
+        ]
 
     def aliases(self) -> dict[str, str]:
         """Every preset alias and the preset it resolves to, sorted by alias."""
