@@ -31,7 +31,7 @@ def register_catalogue_presets(register: Any, plugin: str) -> None:
         register(
             name,
             entry["spec"],
-            citation=entry.get("citation", ""),
+            citation="; ".join(filter(None, (entry.get("citation", ""), entry.get("macs_note")))),
             expected_params=entry.get("params"),
             summary=entry.get("summary", ""),
             tags=entry.get("tags", ()),
