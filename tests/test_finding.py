@@ -147,3 +147,10 @@ def test_re_attention_starts_at_the_given_layer() -> None:
         model = vitzoo.build(spec)
     kinds = [type(block.attn).__name__ for block in model.blocks]
     assert kinds == ["MultiHeadAttention", "MultiHeadAttention", "ReAttention"]
+
+
+def test_build_objective_preset_reports_the_objectives_parameters() -> None:
+    args = ["--set", "model.depth=1", "--set", "objective.decoder_depth=1", "--set", "model.dim=96"]
+    info = json.loads(run("build", "mae-vit-b16-pretrain", *args, "--no-forward", "--json").output)
+    assert info["objective"] == "mae"
+    assert info["objective_trainable_params"] > info["params"]  # + the decoder

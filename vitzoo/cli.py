@@ -235,6 +235,24 @@ def spec_gmacs(spec: Any) -> float | None:
         return None
 
 
+def objective_params(spec: Any) -> int | None:
+    """Trainable parameters of the spec's objective with its model (MAE: encoder + decoder),
+    built on the meta device; None without an objective or where it cannot be built there."""
+    if getattr(spec, "objective", None) is None:
+        return None
+    import torch
+
+    from vitzoo.builder import build_from_spec
+    from vitzoo.objectives import build_objective
+
+    try:
+        with torch.device("meta"):
+            objective = build_objective(spec, build_from_spec(spec))
+            return sum(p.numel() for p in objective.trainable_parameters())
+    except Exception:  # a courtesy line in the summary: never let it break `vitzoo build`
+        return None
+
+
 @cli.command("build")
 @click.argument("source")
 @click.option(
@@ -268,6 +286,10 @@ def build_command(
     model = build_from_spec(spec)
     info = summarise(model, forward=not no_forward)
     info["gmacs"] = spec_gmacs(spec)
+    with_objective = objective_params(spec)
+    if with_objective is not None:
+        info["objective"] = spec.objective.type
+        info["objective_trainable_params"] = with_objective
     if output is not None:
         save(model, output)
         info["checkpoint"] = str(output)
