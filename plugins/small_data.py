@@ -38,8 +38,12 @@ class SptConfig(ComponentConfig):
             check_divisible(image_size, self.patch_size)
 
 
-#: (dy, dx) directions of the four shifted copies: left-up, right-up, left-down, right-down.
-SHIFTS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+#: (dy, dx) translations of the four shifted copies, in the authors' order and sense
+#: (aanna0701/SPT_LSA_ViT ``PatchShifting``): their "left-up" copy is the zero-padded image cropped
+#: at the top-left, i.e. the image moved down-right (pixel (i, j) shows x[i - s, j - s]), then
+#: "right-up", "left-down", "right-down". The order matters: it fixes the layout of the
+#: projection's input, so the authors' weights load as they are.
+SHIFTS: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
