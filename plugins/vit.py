@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.vit_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.examples import TINY_VIT
@@ -45,3 +46,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "vit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

@@ -154,3 +154,17 @@ def test_build_objective_preset_reports_the_objectives_parameters() -> None:
     info = json.loads(run("build", "mae-vit-b16-pretrain", *args, "--no-forward", "--json").output)
     assert info["objective"] == "mae"
     assert info["objective_trainable_params"] > info["params"]  # + the decoder
+
+
+def test_timm_aliases_agree_with_the_weight_converters_equivalents() -> None:
+    """A converter's (preset, timm model) pair and the preset's alias name the same preset."""
+    registry = vitzoo.get_registry()
+    pairs = [
+        (preset, name)
+        for converter in registry.converters()
+        if converter.source == "timm"
+        for preset, name in converter.equivalents
+    ]
+    assert pairs, "no timm converter lists equivalents"
+    for preset, name in pairs:
+        assert registry.canonical("preset", name) == preset, (name, preset)

@@ -26,7 +26,7 @@ COMPONENT_KINDS: tuple[str, ...] = (
     "pooling",
     "head",
 )
-KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset")
+KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset", "converter")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
@@ -168,6 +168,10 @@ class Registry:
                     f"registered by plugin {entry.plugin!r}"
                 )
 
+    def converters(self) -> list[Any]:
+        """Every registered :class:`vitzoo.weights.WeightConverter`, by name."""
+        return list(self.entries("converter"))
+
     def remove_plugin(self, plugin: str) -> None:
         """Roll back everything one plugin registered (its preset aliases included)."""
         for by_name in self._entries.values():
@@ -212,6 +216,23 @@ def make_entry(
         plugin=plugin,
         example=dict(example or {}),
     )
+
+
+def make_converter(plugin: str, converter: Any) -> Any:
+    """Validate a registered weight converter and stamp it with the plugin that provided it."""
+    from dataclasses import replace
+
+    from vitzoo.weights.converter import WeightConverter
+
+    name = getattr(converter, "name", "?")
+    where = f"plugin {plugin!r} registering converter {name!r}"
+    if not isinstance(converter, WeightConverter):
+        raise RegistrationError(f"{where}: register a vitzoo.weights.WeightConverter")
+    if not _NAME.match(name):
+        raise RegistrationError(f"{where}: names are lowercase-kebab (regex {_NAME.pattern})")
+    if not converter.architectures:
+        raise RegistrationError(f"{where}: architectures must name at least one model type")
+    return replace(converter, plugin=plugin)
 
 
 def make_preset(
