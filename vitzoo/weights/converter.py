@@ -23,6 +23,7 @@ from vitzoo.weights.rules import (
     Split,
     Unused,
     apply_ops,
+    expand_target,
 )
 
 SourceKind = Literal["timm", "hf", "official"]
@@ -169,7 +170,7 @@ def apply_rules(
                 out.unused[key] = rule.reason
                 consumed.add(key)
             elif isinstance(rule, Rename):
-                target = match.expand(rule.target)
+                target = expand_target(rule.target, match, target_shapes)
                 shape = tuple(target_shapes.get(target, tensors[key].shape))
                 emit(target, apply_ops(rule.ops, tensors[key], shape), key)
                 consumed.add(key)

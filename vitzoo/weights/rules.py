@@ -19,7 +19,7 @@ shape of the vitzoo tensor it will fill): :class:`Reshape`, :class:`Permute`,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,12 +85,23 @@ def apply_ops(ops: Sequence[TensorOp], tensor: torch.Tensor, target_shape: Shape
     return tensor
 
 
+#: A target computed from the source key's match and the vitzoo model's tensor shapes, for
+#: layouts a template cannot express (index arithmetic: a source's block ``i`` is vitzoo's
+#: ``2 i``; a layer whose place depends on the model's depth).
+TargetFn = Callable[["re.Match[str]", Mapping[str, Shape]], str]
+
+
+def expand_target(target: str | TargetFn, match: re.Match[str], shapes: Mapping[str, Shape]) -> str:
+    return target(match, shapes) if callable(target) else match.expand(target)
+
+
 @dataclass(frozen=True)
 class Rename:
-    """``pattern`` (regex on a source key) -> ``target`` (template of a vitzoo key)."""
+    """``pattern`` (regex on a source key) -> ``target`` (template of a vitzoo key, or a
+    :data:`TargetFn` where the key needs arithmetic)."""
 
     pattern: str
-    target: str
+    target: str | TargetFn
     ops: tuple[TensorOp, ...] = ()
 
     def __post_init__(self) -> None:
@@ -158,6 +169,9 @@ def expand(match: re.Match[str], template: str) -> str:
 def describe(rule: Any) -> str:
     """One line per rule, for ``vitzoo list --kind converter`` style listings."""
     if isinstance(rule, Rename):
+        if callable(rule.target):
+            what = (rule.target.__doc__ or rule.target.__name__).strip().splitlines()[0]
+            return f"{rule.pattern} -> ({what})"
         return f"{rule.pattern} -> {rule.target}"
     if isinstance(rule, Concat):
         return f"concat({', '.join(rule.sources)}) -> {rule.target}"
