@@ -11,6 +11,7 @@ from reference_data import load_reference, max_abs_diff
 from vitzoo_plugins.crossvit import MultiConvPatchEmbed
 
 import vitzoo
+from vitzoo.weights import load_state_dict
 
 
 def timm_twins_to_vitzoo(key: str) -> str:
@@ -53,3 +54,34 @@ def test_crossvit_multi_conv_patch_embedding_matches_timm() -> None:
         size = ref.meta["img_size"] // patch
         assert grid == (size, size)
         assert max_abs_diff(tokens, ref.output) <= 1e-5
+
+
+def test_crossvit_dagger_matches_timm_through_the_converter() -> None:
+    """The whole dagger model (three-conv patches, 224/240-style resized large branch), with
+    timm's state dict through the registered CrossViT converter."""
+    ref = load_reference("timm-crossvit-dagger")
+    meta = ref.meta
+    small_dim, large_dim = meta["embed_dim"]
+    spec = {
+        "model": {
+            "type": "crossvit",
+            "image_size": meta["image_size"],
+            "num_classes": meta["num_classes"],
+            "num_heads": 2,
+            "multi_scale_blocks": 1,
+            "small": {"patch_size": 12, "dim": small_dim, "depth": 1},
+            "large": {
+                "patch_size": 16,
+                "dim": large_dim,
+                "depth": 1,
+                "image_size": meta["large_image_size"],
+            },
+            "mlp": {"type": "mlp", "ratio": 2.0},
+            "patch": {"type": "multi-conv"},
+        }
+    }
+    model = vitzoo.build(spec).eval()
+    load_state_dict(model, ref.state_dict, source="timm")
+    with torch.no_grad():
+        assert max_abs_diff(model(ref.input), ref.output) <= 1e-5
+    assert (ref.output[0] - ref.output[1]).abs().max() > 1e-3  # the output depends on the input

@@ -60,3 +60,34 @@ FIXTURES = [
         for p, size, dim in ((12, 48, 16), (16, 32, 32))
     ),
 ]
+
+#: timm's CrossViT-dagger at a tiny width (three-conv patch embedding, 40-px large-branch view).
+DAGGER = {
+    "img_size": 48,
+    "img_scale": (1.0, 32 / 48),
+    "patch_size": [12, 16],
+    "embed_dim": [16, 32],
+    "depth": [[1, 1, 0]],
+    "num_heads": [2, 2],
+    "mlp_ratio": [2, 2, 1],
+    "multi_conv": True,
+    "num_classes": 5,
+}
+
+
+def _crossvit_dagger():
+    import timm
+
+    return timm.create_model("crossvit_9_dagger_240", pretrained=False, **DAGGER)
+
+
+FIXTURES.append(
+    Fixture(
+        name="timm-crossvit-dagger",
+        build=_crossvit_dagger,
+        input_shape=(2, 3, 48, 48),
+        constructor=f"timm.create_model('crossvit_9_dagger_240', **{DAGGER})",
+        meta={"image_size": 48, "large_image_size": 32, "embed_dim": [16, 32], "num_classes": 5},
+        noise=0.3,
+    )
+)
