@@ -29,6 +29,7 @@ from vitzoo.components.hierarchical import (
     build_stage_blocks,
     check_image_divisible,
 )
+from vitzoo.components.resize import resize_blocked_map
 from vitzoo.components.windows import window_partition, window_reverse
 
 
@@ -94,6 +95,14 @@ class NestLevel(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_blocks, block_size * block_size, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(blocks)
+
+    def resample_tensor(
+        self, name: str, tensor: torch.Tensor, old: NestLevel
+    ) -> torch.Tensor | None:
+        """Positions for another image size: the blocked table resampled as one map."""
+        if name != "pos_embed":
+            return None
+        return resize_blocked_map(tensor, self.block_size, old.grid, self.grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.aggregate(x)

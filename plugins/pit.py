@@ -119,6 +119,7 @@ class PitStage(nn.Module):
 
 class PoolingVisionTransformer(HierarchicalModel):
     num_prefix_tokens = 1
+    global_pool_name = "token"
 
     def __init__(self, config: PitConfig, ctx: BuildContext) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ from torch import nn
 
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.layers import to_pair
 from vitzoo.config import SpecValueError
 
@@ -103,6 +104,21 @@ def require_grid_only(what: str, class_token: bool, distillation_token: bool) ->
         )
 
 
+def require_tiling(
+    grid: Sequence[int], step: Sequence[int], what: str, field: str = "window_size"
+) -> None:
+    """Spec-time rule of attentions that cannot pad: ``step`` must tile the patch grid."""
+    if len(grid) != 2:
+        raise SpecValueError("type", f"{what} needs a 2D patch grid, got {tuple(grid)}")
+    if grid[0] % step[0] or grid[1] % step[1]:
+        raise SpecValueError(
+            field,
+            f"{what} do not tile the {grid[0]}x{grid[1]} patch grid (image_size / patch "
+            f"size); allowed: image sizes whose patch grid sides are multiples of "
+            f"{step[0]}x{step[1]}",
+        )
+
+
 class WindowAttentionConfig(MhsaConfig):
     """Attention inside local windows (block) or dilated grids, optional relative position bias."""
 
@@ -122,7 +138,7 @@ class WindowAttentionConfig(MhsaConfig):
         require_grid_only("window attention", class_token, distillation_token)
 
 
-class WindowAttention(MultiHeadAttention):
+class WindowAttention(FollowsGrid, MultiHeadAttention):
     """Multi-head attention within windows of a (B, H, W, C) map (see the module docstring)."""
 
     def __init__(
