@@ -2,7 +2,9 @@
 
 Each preset in the catalogue names the built-in plugin that owns it (``plugin: vit``); a family's
 ``register_presets`` hook registers exactly its own entries, so provenance in ``vitzoo list`` is
-true and disabling a family removes its presets too.
+true and disabling a family removes its presets too. An entry's ``aliases`` (e.g. the timm model
+name) belong to the same plugin, so they come and go with it; ``macs`` is the paper's stated
+multiply-accumulate count at the preset's input size, where it states one.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def register_catalogue_presets(register: Any, plugin: str) -> None:
         register(
             name,
             entry["spec"],
-            citation=entry.get("citation", ""),
+            citation="; ".join(filter(None, (entry.get("citation", ""), entry.get("macs_note")))),
             expected_params=entry.get("params"),
             summary=entry.get("summary", ""),
             tags=entry.get("tags", ()),
+            aliases=entry.get("aliases", ()),
+            expected_macs=entry.get("macs"),
         )

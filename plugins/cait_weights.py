@@ -57,6 +57,12 @@ TIMM_CAIT = WeightConverter(
     equivalents=(
         ("cait-xxs24", "cait_xxs24_224"),
         ("cait-s24", "cait_s24_224"),
+        ("cait-xxs36", "cait_xxs36_224"),
+        ("cait-xs24-384", "cait_xs24_384"),
+        ("cait-s24-384", "cait_s24_384"),
+        ("cait-s36-384", "cait_s36_384"),
+        ("cait-m36-384", "cait_m36_384"),
+        ("cait-m48-448", "cait_m48_448"),
     ),
     verified_by="tests/test_weights_timm.py",
 )

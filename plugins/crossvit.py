@@ -31,6 +31,7 @@ from vitzoo.components.class_attention import ClassAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
+from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.vit import tokens_to_grid_map
 from vitzoo.config import check_child
 
@@ -110,6 +111,61 @@ class CrossVitConfig(ComponentConfig):
             for child in ("posenc", "attention", "mlp", "block", "head"):
                 check_child(getattr(self, child), child, **context)
         return self
+
+
+# -- the "dagger" models' patch embedding -------------------------------------------------------
+#: (kernel, stride, padding) of the second and third convs, by patch size; the first conv is
+#: always 7x7 stride 4 (CrossViT Sec. 4.1, "multi-conv" in the authors' code and timm).
+MULTI_CONV_TAIL: dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    12: ((3, 3, 0), (3, 1, 1)),
+    16: ((3, 2, 1), (3, 2, 1)),
+}
+
+
+class MultiConvPatchConfig(ComponentConfig):
+    """CrossViT-dagger patches: three convs (7x7 s4, then two 3x3) with ReLU, widths D/4, D/2, D."""
+
+    type: Literal["multi-conv"] = "multi-conv"
+    patch_size: Literal[12, 16] = 16
+
+    def check(self, image_size: Any = None, dim: int | None = None, **_: Any) -> None:
+        if dim is not None and dim % 4:
+            raise SpecValueError(
+                "patch_size", f"the multi-conv stem needs dim divisible by 4, got {dim}"
+            )
+        if image_size is not None:
+            check_divisible(image_size, self.patch_size)
+
+
+class MultiConvPatchEmbed(Patchifier):
+    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        (k2, s2, p2), (k3, s3, p3) = MULTI_CONV_TAIL[patch_size]
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, dim // 4, 7, 4, 3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim // 4, dim // 2, k2, s2, p2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim // 2, dim, k3, s3, p3),
+        )
+
+    def grid_for(self, image_size: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(s // self.patch_size for s in image_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        if x.ndim != 4:
+            raise ValueError(f"multi-conv expects images (B, C, H, W), got {tuple(x.shape)}")
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+
+
+def build_multi_conv_patch(config: MultiConvPatchConfig, ctx: BuildContext) -> MultiConvPatchEmbed:
+    """CrossViT-dagger three-conv patch embedding."""
+    return MultiConvPatchEmbed(ctx.in_chans, ctx.dim, config.patch_size)
+
+
+# -- the two-branch model -------------------------------------------------------------------------
 
 
 def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -304,6 +360,17 @@ class CrossViT(VitzooModel):
 def build_crossvit(config: CrossVitConfig, ctx: BuildContext) -> CrossViT:
     """CrossViT dual-branch transformer."""
     return CrossViT(config, ctx)
+
+
+@hookimpl
+def register_patchifiers(register: Any) -> None:
+    register(
+        "multi-conv",
+        build_multi_conv_patch,
+        MultiConvPatchConfig,
+        tags={"image"},
+        example={"config": {"patch_size": 16}, "model": {"image_size": 32}},
+    )
 
 
 @hookimpl

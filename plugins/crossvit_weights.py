@@ -16,6 +16,8 @@ _FUSION = r"blocks\.(\d+)\.fusion\.(\d+)\."
 
 TIMM_CROSSVIT_RULES = (
     Rename(r"patch_embed\.(\d)\.proj\.(weight|bias)", r"patches.\1.proj.\2"),
+    # the dagger models' three-conv patch embedding (Conv, ReLU, Conv, ReLU, Conv)
+    Rename(r"patch_embed\.(\d)\.proj\.([024])\.(weight|bias)", r"patches.\1.proj.\2.\3"),
     Rename(r"cls_token_(\d)", r"cls_tokens.\1"),
     Rename(r"pos_embed_(\d)", r"posencs.\1.pos_embed"),
     Rename(r"blocks\.(\d+)\.blocks\.(\d)\.(\d+)\.(.*)", r"stages.\1.branches.\2.\3.\4"),
@@ -45,6 +47,13 @@ def _looks_like_timm_crossvit(tensors: Mapping[str, Any], config: Mapping[str, A
 _EQUIVALENTS = (
     ("crossvit-ti", "crossvit_tiny_240"),
     ("crossvit-s", "crossvit_small_240"),
+    ("crossvit-9", "crossvit_9_240"),
+    ("crossvit-15", "crossvit_15_240"),
+    ("crossvit-18", "crossvit_18_240"),
+    ("crossvit-b", "crossvit_base_240"),
+    ("crossvit-9-dagger", "crossvit_9_dagger_240"),
+    ("crossvit-15-dagger", "crossvit_15_dagger_240"),
+    ("crossvit-18-dagger", "crossvit_18_dagger_240"),
 )
 
 TIMM_CROSSVIT = WeightConverter(
@@ -54,7 +63,7 @@ TIMM_CROSSVIT = WeightConverter(
     rules=TIMM_CROSSVIT_RULES,
     detect=_looks_like_timm_crossvit,
     config_names=("crossvit_",),
-    summary="timm CrossVit state dicts (non-dagger: single-conv patch embedding)",
+    summary="timm CrossVit state dicts (single-conv and the dagger models' three-conv patches)",
     equivalents=_EQUIVALENTS,
     verified_by="tests/test_weights_released_functions.py",
 )

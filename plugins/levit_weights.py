@@ -200,6 +200,7 @@ _EQUIVALENTS_TIMM = (
     ("levit-128", "levit_128"),
     ("levit-192", "levit_192"),
     ("levit-256", "levit_256"),
+    ("levit-384", "levit_384"),
 )
 
 TIMM_LEVIT = WeightConverter(
@@ -228,6 +229,7 @@ HF_LEVIT = WeightConverter(
         ("levit-128", "facebook/levit-128"),
         ("levit-192", "facebook/levit-192"),
         ("levit-256", "facebook/levit-256"),
+        ("levit-384", "facebook/levit-384"),
     ),
     verified_by="tests/test_weights_released_functions.py",
 )

@@ -71,7 +71,12 @@ def _looks_like_timm_maxvit(tensors: Mapping[str, Any], config: Mapping[str, Any
     )
 
 
-_EQUIVALENTS = (("maxvit-t", "maxvit_tiny_tf_224"),)
+_EQUIVALENTS = (
+    ("maxvit-t", "maxvit_tiny_tf_224"),
+    ("maxvit-s", "maxvit_small_tf_224"),
+    ("maxvit-b", "maxvit_base_tf_224"),
+    ("maxvit-l", "maxvit_large_tf_224"),
+)
 
 TIMM_MAXVIT = WeightConverter(
     name="timm-maxvit",

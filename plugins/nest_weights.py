@@ -23,7 +23,11 @@ TIMM_NEST = WeightConverter(
     ),
     config_names=("nest_",),
     summary="timm Nest state dicts (the authors' JAX weights as ported by timm)",
-    equivalents=(("nest-t", "nest_tiny_jx"), ("nest-s", "nest_small_jx")),
+    equivalents=(
+        ("nest-t", "nest_tiny_jx"),
+        ("nest-s", "nest_small_jx"),
+        ("nest-b", "nest_base_jx"),
+    ),
     verified_by="tests/test_weights_timm.py",
 )
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
+from vitzoo_plugins._catalogue import register_catalogue_presets
 
 from vitzoo import ComponentConfig, SpecValueError, hookimpl
 from vitzoo.components.attention import MhsaConfig
@@ -923,3 +924,9 @@ def register_objectives(register: Any) -> None:
     register("mp3", build_mp3, Mp3Config, tags={"self-supervised", "needs-mask"})
     register("dino", build_dino, DinoConfig, tags={"self-supervised", "ema"}, example=SSL_HEAD)
     register("esvit", build_esvit, EsVitConfig, tags={"self-supervised", "ema"}, example=SSL_HEAD)
+
+
+@hookimpl
+def register_presets(register: Any) -> None:
+    """Objective presets: a model and the paper's pre-training objective (MAE's decoder)."""
+    register_catalogue_presets(register, "objectives")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vitzoo_plugins._catalogue import register_catalogue_presets
 
 from vitzoo import ComponentConfig, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention, as_attention_mask
@@ -37,8 +38,12 @@ class SptConfig(ComponentConfig):
             check_divisible(image_size, self.patch_size)
 
 
-#: (dy, dx) directions of the four shifted copies: left-up, right-up, left-down, right-down.
-SHIFTS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+#: (dy, dx) translations of the four shifted copies, in the authors' order and sense
+#: (aanna0701/SPT_LSA_ViT ``PatchShifting``): their "left-up" copy is the zero-padded image cropped
+#: at the top-left, i.e. the image moved down-right (pixel (i, j) shows x[i - s, j - s]), then
+#: "right-up", "left-down", "right-down". The order matters: it fixes the layout of the
+#: projection's input, so the authors' weights load as they are.
+SHIFTS: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -95,18 +100,24 @@ class LsaConfig(MhsaConfig):
 
     type: Literal["lsa"] = "lsa"
     qkv_bias: bool = False
+    #: One temperature per head, as the authors' released code learns it (the paper's text
+    #: describes a single learnable temperature, the default).
+    per_head: bool = False
 
 
 class LocalitySelfAttention(MultiHeadAttention):
     """MHSA with softmax(q k^T / tau) where tau is learned, and no token attending to itself.
 
-    The temperature is stored as its logarithm so it stays positive. The scale is folded into the
-    queries, so the fused SDPA kernel still runs (the diagonal is an ordinary boolean mask).
+    The temperature is stored as its logarithm so it stays positive (the authors' per-head scale
+    ``s`` is ``exp(-log_temperature)``). It is folded into the queries, so the fused SDPA kernel
+    still runs (the diagonal is an ordinary boolean mask).
     """
 
     def __init__(self, dim: int, num_heads: int, config: LsaConfig) -> None:
         super().__init__(dim, num_heads, config)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(self.head_dim**0.5)))
+        shape = (self.num_heads, 1, 1) if config.per_head else ()
+        start = torch.full(shape, math.log(self.head_dim**0.5))
+        self.log_temperature = nn.Parameter(start)
 
     def locality_mask(self, n: int, mask: torch.Tensor | None, device: Any) -> torch.Tensor:
         """The caller's mask (True = attend) with the diagonal removed, shape (B|1, H|1, N, N)."""
@@ -140,3 +151,8 @@ def register_patchifiers(register: Any) -> None:
 @hookimpl
 def register_attention(register: Any) -> None:
     register("lsa", build_lsa, LsaConfig, tags={"mask"}, example={"config": {}, "model": {}})
+
+
+@hookimpl
+def register_presets(register: Any) -> None:
+    register_catalogue_presets(register, "small-data")

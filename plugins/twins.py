@@ -1,4 +1,4 @@
-"""Built-in plugin: Twins-SVT (Chu et al., NeurIPS 2021, arXiv:2104.13840).
+"""Built-in plugin: Twins-SVT and Twins-PCPVT (Chu et al., NeurIPS 2021, arXiv:2104.13840).
 
 Twins-SVT is a four-stage pyramid whose blocks alternate two attentions, both registered core
 components: **locally-grouped self-attention** (LSA, the ``window`` attention without relative
@@ -9,6 +9,11 @@ Each stage starts with a non-overlapping patch-merging conv + LayerNorm, and a *
 (positional encoding generator, a depthwise conv added residually) follows the first block of each
 stage instead of positional embeddings. The head normalises the last tokens, averages, and
 classifies.
+
+**Twins-PCPVT** is the same pyramid in ``mode: pcpvt``: PVT's stages, where *every* block uses
+global sub-sampled (spatial-reduction) attention, with the PEG as conditional position encoding
+and per-stage MLP ratios (8/8/4/4). It is composed from the same registered parts, so it is a
+mode of this architecture, registered a second time as ``twins-pcpvt`` with PCPVT's defaults.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from vitzoo.components.hierarchical import (
 )
 from vitzoo.components.spatial_attention import SpatialReductionConfig
 from vitzoo.components.windows import WindowAttentionConfig
+from vitzoo.config import SpecValueError
 
 
 class TwinsSvtConfig(HierarchicalConfig):
@@ -46,15 +52,29 @@ class TwinsSvtConfig(HierarchicalConfig):
     windows: list[int] = [7, 7, 7, 7]
     sr_ratios: list[int] = [8, 4, 2, 1]
     peg_kernel_size: int = 3
+    #: ``svt``: LSA and GSA blocks alternate; ``pcpvt``: every block is GSA (``windows`` unused).
+    mode: Literal["svt", "pcpvt"] = "svt"
+    #: Per-stage MLP ratio overriding ``mlp.ratio`` (PCPVT: 8, 8, 4, 4); None: ``mlp`` everywhere.
+    mlp_ratios: list[float] | None = None
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-6)
 
     @model_validator(mode="after")
     def _rules(self) -> TwinsSvtConfig:
-        per_stage = dict(
-            patch_sizes=self.patch_sizes, windows=self.windows, sr_ratios=self.sr_ratios
-        )
-        self.check_stages(lists=per_stage, positive=per_stage)
+        per_stage = dict(patch_sizes=self.patch_sizes, sr_ratios=self.sr_ratios)
+        if self.mode == "svt":
+            per_stage["windows"] = self.windows
+        lists: dict[str, Any] = dict(per_stage)
+        if self.mlp_ratios is not None:
+            lists["mlp_ratios"] = self.mlp_ratios
+            if "ratio" not in type(self.mlp).model_fields:
+                raise SpecValueError(
+                    "mlp_ratios", f"needs an mlp with a 'ratio' field; {self.mlp.type!r} has none"
+                )
+            for i, r in enumerate(self.mlp_ratios):
+                if not r > 0:
+                    raise SpecValueError(("mlp_ratios", i), f"must be positive, got {r}")
+        self.check_stages(lists=lists, positive=per_stage)
         stride = math.prod(self.patch_sizes)
         check_image_divisible(
             self.image_size, stride, f"the total patch stride of the {len(self.dims)} stages"
@@ -70,12 +90,19 @@ class TwinsSvtConfig(HierarchicalConfig):
         return self
 
     def block_attention(self, stage: int, index: int) -> Any:
-        """LSA (window attention) on even blocks, GSA (spatial reduction) on odd blocks."""
-        if index % 2 == 0:
+        """SVT: LSA (window attention) on even blocks, GSA (spatial reduction) on odd blocks;
+        PCPVT: GSA everywhere."""
+        if self.mode == "svt" and index % 2 == 0:
             return WindowAttentionConfig(
                 window_size=self.windows[stage], relative_bias=False, mask_padding=False
             )
         return SpatialReductionConfig(ratio=self.sr_ratios[stage])
+
+    def stage_mlp(self, stage: int) -> Any:
+        """The stage's MLP spec: ``mlp`` with the stage's ratio when ``mlp_ratios`` is set."""
+        if self.mlp_ratios is None:
+            return self.mlp
+        return self.mlp.model_copy(update={"ratio": float(self.mlp_ratios[stage])})
 
     def stage_sizes(self) -> list[tuple[int, int]]:
         sizes, (h, w) = [], self.image_hw
@@ -101,12 +128,29 @@ class TwinsSvt(HierarchicalModel):
             config.stage_sizes(),
             attention=config.block_attention,
             peg_kernel_size=config.peg_kernel_size,  # after the first block of each stage
+            mlp=config.stage_mlp,
         )
         self.init_tail(config, ctx, config.dims[-1], map_norm_eps=1e-6)
 
 
 def build_twins_svt(config: TwinsSvtConfig, ctx: BuildContext) -> TwinsSvt:
     """Twins-SVT (locally-grouped + global sub-sampled attention, PEG)."""
+    return TwinsSvt(config, ctx)
+
+
+class TwinsPcpvtConfig(TwinsSvtConfig):
+    """Twins-PCPVT: PVT stages of global sub-sampled attention + PEG (defaults: PCPVT-S)."""
+
+    type: Literal["twins-pcpvt"] = "twins-pcpvt"  # type: ignore[assignment]
+    mode: Literal["svt", "pcpvt"] = "pcpvt"
+    dims: list[int] = [64, 128, 320, 512]
+    depths: list[int] = [3, 4, 6, 3]
+    num_heads: list[int] = [1, 2, 5, 8]
+    mlp_ratios: list[float] | None = [8.0, 8.0, 4.0, 4.0]
+
+
+def build_twins_pcpvt(config: TwinsPcpvtConfig, ctx: BuildContext) -> TwinsSvt:
+    """Twins-PCPVT (PVT with conditional position encoding)."""
     return TwinsSvt(config, ctx)
 
 
@@ -122,10 +166,20 @@ TINY: dict[str, Any] = {
 }
 
 
+TINY_PCPVT: dict[str, Any] = {**TINY, "mlp_ratios": [2.0, 1.0]}
+
+
 @hookimpl
 def register_architectures(register: Any) -> None:
     register(
         "twins-svt", build_twins_svt, TwinsSvtConfig, tags={"image", "feature-maps"}, example=TINY
+    )
+    register(
+        "twins-pcpvt",
+        build_twins_pcpvt,
+        TwinsPcpvtConfig,
+        tags={"image", "feature-maps"},
+        example=TINY_PCPVT,
     )
 
 

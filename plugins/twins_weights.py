@@ -23,7 +23,14 @@ TIMM_TWINS = WeightConverter(
     ),
     config_names=("twins_svt_",),
     summary="timm Twins state dicts, SVT layout (LSA + GSA + PEG)",
-    equivalents=(("twins-svt-s", "twins_svt_small"), ("twins-svt-b", "twins_svt_base")),
+    equivalents=(
+        ("twins-svt-s", "twins_svt_small"),
+        ("twins-svt-b", "twins_svt_base"),
+        ("twins-svt-l", "twins_svt_large"),
+        ("twins-pcpvt-s", "twins_pcpvt_small"),
+        ("twins-pcpvt-b", "twins_pcpvt_base"),
+        ("twins-pcpvt-l", "twins_pcpvt_large"),
+    ),
     verified_by="tests/test_weights_timm.py",
 )
 

@@ -53,6 +53,9 @@ TIMM_VIT = WeightConverter(
         ("deit-ti-distilled", "deit_tiny_distilled_patch16_224"),
         ("deit-s-distilled", "deit_small_distilled_patch16_224"),
         ("deit-b-distilled", "deit_base_distilled_patch16_224"),
+        ("vit-b32", "vit_base_patch32_224"),
+        ("deit-b-384", "deit_base_patch16_384"),
+        ("deit-b-distilled-384", "deit_base_distilled_patch16_384"),
     ),
 )
 

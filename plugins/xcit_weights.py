@@ -78,7 +78,14 @@ def _looks_like_official_xcit(tensors: Mapping[str, Any], config: Mapping[str, A
     )
 
 
-_EQUIVALENTS = (("xcit-t12", "xcit_tiny_12_p16_224"),)
+_EQUIVALENTS = (
+    ("xcit-n12", "xcit_nano_12_p16_224"),
+    ("xcit-t12", "xcit_tiny_12_p16_224"),
+    ("xcit-t24", "xcit_tiny_24_p16_224"),
+    ("xcit-s12", "xcit_small_12_p16_224"),
+    ("xcit-s24", "xcit_small_24_p16_224"),
+    ("xcit-m24", "xcit_medium_24_p16_224"),
+)
 
 TIMM_XCIT = WeightConverter(
     name="timm-xcit",

@@ -265,8 +265,9 @@ def test_spt_shape_and_shifts() -> None:
     stacked = spt.shifted_stack(x)
     assert stacked.shape == (1, 15, 32, 32)
     assert torch.equal(stacked[:, :3], x)
-    # the four copies are translated by half a patch (4 px) along the diagonals
-    for copy, (dy, dx) in enumerate(((-1, -1), (-1, 1), (1, -1), (1, 1)), start=1):
+    # the four copies are translated by half a patch (4 px) along the diagonals, in the authors'
+    # order: their "left-up" copy shows the image moved down-right, then right-up, left-down, ...
+    for copy, (dy, dx) in enumerate(((1, 1), (1, -1), (-1, 1), (-1, -1)), start=1):
         where = stacked[0, 3 * copy].nonzero().tolist()
         assert where == [[10 + 4 * dy, 10 + 4 * dx]]
     tokens, grid = spt(torch.randn(2, 3, 32, 32))

@@ -19,6 +19,7 @@ from vitzoo.spec import (
     spec_to_dict,
     validate_spec,
 )
+from vitzoo.suggest import did_you_mean
 
 SpecSource = SpecBase | Mapping[str, Any] | str | Path
 
@@ -64,11 +65,13 @@ def resolve_spec(
             data = {"preset": str(source)}
         else:
             presets = ", ".join(registry.names("preset")) or "(none)"
+            hint = did_you_mean(str(source), [*registry.names("preset"), *registry.aliases()])
             raise SpecError(
                 [
                     SpecIssue(
                         "",
-                        f"{source!r} is neither a spec file nor a registered preset; presets: {presets}",
+                        f"{source!r} is neither a spec file nor a registered preset{hint}; "
+                        f"presets: {presets}",
                     )
                 ]
             )

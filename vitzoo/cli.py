@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.tree import Tree
 
 from vitzoo.plugins import PluginSystem, get_plugin_system
-from vitzoo.registry import KINDS, PresetEntry
+from vitzoo.registry import KINDS, PresetEntry, name_matches
+from vitzoo.suggest import did_you_mean
 from vitzoo.terminal import make_console, plural
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
@@ -62,14 +63,61 @@ def cli() -> None:
 
 
 # -- list ---------------------------------------------------------------------------------
+def preset_gmacs(name: str) -> str:
+    """The preset's GMACs at its input size (counted on meta), or '?' when it cannot run there."""
+    from vitzoo.flops import format_gmacs, preset_macs
+
+    try:
+        return format_gmacs(preset_macs(name))
+    except Exception:  # a preset that cannot run on meta must not break the listing
+        return "?"
+
+
+def list_aliases(pattern: str | None, as_json: bool) -> None:
+    registry = get_plugin_system().registry
+    rows = [
+        {"alias": alias, "preset": name, "plugin": registry.get("preset", name).plugin}
+        for alias, name in registry.aliases().items()
+        if pattern is None or name_matches([alias, name], pattern)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="vitzoo preset aliases")
+    for column in ("alias", "preset", "plugin"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["alias"], row["preset"], row["plugin"])
+    out.print(table)
+
+
 @cli.command("list")
+@click.argument("pattern", required=False)
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option("--aliases", "show_aliases", is_flag=True, help="Preset aliases (e.g. timm names).")
+@click.option(
+    "--macs",
+    "with_macs",
+    is_flag=True,
+    help="Presets: add a GMACs column (counted on the meta device; takes a while).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_command(kind: str | None, as_json: bool) -> None:
-    """Every registered component, architecture, objective and preset, and its plugin."""
+def list_command(
+    pattern: str | None, kind: str | None, show_aliases: bool, with_macs: bool, as_json: bool
+) -> None:
+    """Every registered component, architecture, objective and preset, and its plugin.
+
+    PATTERN filters names (and preset aliases) with shell-style wildcards, quoted:
+    vitzoo list 'cait-*'; a word without wildcards matches every name containing it.
+    """
+    if show_aliases:
+        list_aliases(pattern, as_json)
+        return
+    if with_macs and kind is None:
+        kind = "preset"  # only presets have an input size to count at
     registry = get_plugin_system().registry
     rows = []
-    for entry in registry.entries(kind):
+    for entry in registry.entries(kind) if pattern is None else registry.find(pattern, kind):
         row = {
             "kind": entry.kind,
             "name": entry.name,
@@ -79,6 +127,9 @@ def list_command(kind: str | None, as_json: bool) -> None:
         if isinstance(entry, PresetEntry):
             row["params"] = entry.expected_params
             row["citation"] = entry.citation
+            row["aliases"] = list(entry.aliases)
+            if with_macs:
+                row["gmacs"] = preset_gmacs(entry.name)
         elif entry.kind == "converter":
             row["source"] = entry.source
             row["architectures"] = list(entry.architectures)
@@ -89,18 +140,41 @@ def list_command(kind: str | None, as_json: bool) -> None:
             row["tags"] = sorted(entry.tags)
             row["fields"] = [f for f in entry.config.model_fields if f != "type"]
         rows.append(row)
+    if not rows and pattern is not None:
+        candidates = [e.name for e in registry.entries(kind)] + list(registry.aliases())
+        err.print(
+            f"nothing registered matches {pattern!r}{did_you_mean(pattern, candidates)}",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    show_fields = kind not in (
-        None,
-        "preset",
-        "converter",
-    )  # one kind: room to show its config fields
+    presets_only = kind == "preset"
+    # one kind: room to show its config fields
+    show_fields = kind not in (None, "preset", "converter")
+    columns = ["kind", "name", "plugin", "summary"]
+    if presets_only:
+        columns = ["name", "plugin", "params", *(["GMACs"] if with_macs else []), "summary"]
+    elif show_fields:
+        columns.append("fields")
     table = Table(title="vitzoo registry", show_lines=False)
-    for column in ("kind", "name", "plugin", "summary", *(["fields"] if show_fields else [])):
-        table.add_column(column, overflow="fold")
+    for column in columns:
+        table.add_column(
+            column, overflow="fold", justify="right" if column in {"params", "GMACs"} else "left"
+        )
     for row in rows:
+        if presets_only:
+            params = human_count(row["params"]) if row.get("params") else "-"
+            table.add_row(
+                row["name"],
+                row["plugin"],
+                params,
+                *([row["gmacs"]] if with_macs else []),
+                row["summary"],
+            )
+            continue
         summary = row["summary"]
         if row.get("params"):
             summary = f"{summary} [{human_count(row['params'])} params]"
@@ -154,6 +228,39 @@ def summarise(model: Any, forward: bool) -> dict[str, Any]:
     return info
 
 
+def spec_gmacs(spec: Any) -> float | None:
+    """GMACs of one forward at the spec's input size, counted on a meta-device twin of the model
+    (no memory, no compute), or None where the model cannot run on meta."""
+    import torch
+
+    from vitzoo.builder import build_from_spec
+    from vitzoo.flops import count_macs
+
+    try:
+        with torch.device("meta"):
+            return round(count_macs(build_from_spec(spec)) / 1e9, 3)
+    except Exception:  # counting is a courtesy: never let it break `vitzoo build`
+        return None
+
+
+def objective_params(spec: Any) -> int | None:
+    """Trainable parameters of the spec's objective with its model (MAE: encoder + decoder),
+    built on the meta device; None without an objective or where it cannot be built there."""
+    if getattr(spec, "objective", None) is None:
+        return None
+    import torch
+
+    from vitzoo.builder import build_from_spec
+    from vitzoo.objectives import build_objective
+
+    try:
+        with torch.device("meta"):
+            objective = build_objective(spec, build_from_spec(spec))
+            return sum(p.numel() for p in objective.trainable_parameters())
+    except Exception:  # a courtesy line in the summary: never let it break `vitzoo build`
+        return None
+
+
 @cli.command("build")
 @click.argument("source")
 @click.option(
@@ -192,7 +299,8 @@ def build_command(
     weights: str | None,
     weights_format: str | None,
 ) -> None:
-    """Validate SOURCE (a spec file or a preset name), build it and print a summary.
+    """Validate SOURCE (a spec file, a preset name or alias such as a timm model name), build it
+    and print a summary: parameters, GMACs at its input size, shapes, module tree.
 
     With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files).
     """
@@ -231,6 +339,12 @@ def build_command(
         err.print(f"error: {' '.join(str(exc).split())}", markup=False, highlight=False)
         sys.exit(2)
     info = summarise(model, forward=not no_forward)
+    built_spec = model.vitzoo_spec  # also when the spec came with the weights
+    info["gmacs"] = spec_gmacs(built_spec)
+    with_objective = objective_params(built_spec)
+    if with_objective is not None:
+        info["objective"] = built_spec.objective.type
+        info["objective_trainable_params"] = with_objective
     if output is not None:
         save(model, output, metadata=metadata)
         info["checkpoint"] = str(output)
@@ -242,6 +356,8 @@ def build_command(
     table.add_column("value")
     for key, value in info.items():
         shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
+        if key == "gmacs":
+            key, shown = "GMACs", "?" if value is None else f"{value:.2f} (multiply-accumulates)"
         table.add_row(key, shown)
     out.print(table)
     out.print(module_tree(model))

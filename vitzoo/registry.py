@@ -7,12 +7,14 @@ conformance suite) only reads it.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from vitzoo.config import ComponentConfig
+from vitzoo.suggest import did_you_mean
 
 #: Component kinds, in the order a ViT uses them, then whole architectures and the rest.
 COMPONENT_KINDS: tuple[str, ...] = (
@@ -60,6 +62,18 @@ class PresetEntry:
     plugin: str = "?"
     tags: frozenset[str] = frozenset()
     kind: str = "preset"
+    #: Other names that resolve to this preset (e.g. the timm name), owned by the same plugin.
+    aliases: tuple[str, ...] = ()
+    #: Published multiply-accumulates at the preset's input size, where the paper states them.
+    expected_macs: int | None = None
+
+
+def name_matches(names: Iterable[str], pattern: str) -> bool:
+    """Shell-style, case-insensitive; a plain word (no ``*?[``) matches as a substring."""
+    pattern = pattern.lower()
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
+    return any(fnmatch.fnmatchcase(n.lower(), pattern) for n in names)
 
 
 def _summary_of(obj: Any, given: str) -> str:
@@ -74,14 +88,39 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Entry | PresetEntry]] = {k: {} for k in KINDS}
+        #: Preset aliases: alias -> canonical preset name (the preset's plugin owns the alias).
+        self._aliases: dict[str, str] = {}
 
     # -- reading -------------------------------------------------------------------------
+    def canonical(self, kind: str, name: str) -> str:
+        """``name`` itself, or the preset an alias (e.g. a timm model name) stands for."""
+        if kind == "preset" and name not in self._entries["preset"]:
+            return self._aliases.get(name, name)
+        return name
+
     def get(self, kind: str, name: str) -> Any:
         try:
-            return self._entries[kind][name]
+            return self._entries[kind][self.canonical(kind, name)]
         except KeyError:
+            known = self.names(kind) if kind in self._entries else []
+            if kind == "preset":
+                known = [*known, *self._aliases]
+            hint = did_you_mean(name, known) if isinstance(name, str) else ""
             choices = ", ".join(sorted(self._entries.get(kind, {}))) or "(none)"
-            raise KeyError(f"no {kind} named {name!r}; registered: {choices}") from None
+            raise KeyError(f"no {kind} named {name!r}{hint}; registered: {choices}") from None
+
+    def find(self, pattern: str, kind: str | None = None) -> list[Entry | PresetEntry]:
+        """Entries whose name, or a preset alias, matches a shell-style ``pattern`` (``cait-*``);
+        a pattern without wildcards matches every name containing it."""
+        return [
+            e
+            for e in self.entries(kind)
+            if name_matches([e.name, *getattr(e, "aliases", ())], pattern)
+        ]
+
+    def aliases(self) -> dict[str, str]:
+        """Every preset alias and the preset it resolves to, sorted by alias."""
+        return dict(sorted(self._aliases.items()))
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._entries[kind])
@@ -94,7 +133,7 @@ class Registry:
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         kind, name = key
-        return name in self._entries.get(kind, {})
+        return self.canonical(kind, name) in self._entries.get(kind, {})
 
     # -- writing -------------------------------------------------------------------------
     def add(self, entry: Entry | PresetEntry) -> None:
@@ -104,17 +143,41 @@ class Registry:
                 f"duplicate {entry.kind} {entry.name!r}: registered by plugin "
                 f"{existing.plugin!r} and again by plugin {entry.plugin!r}"
             )
+        if isinstance(entry, PresetEntry):
+            self._check_names_free(entry)
+            for alias in entry.aliases:
+                self._aliases[alias] = entry.name
         self._entries[entry.kind][entry.name] = entry
+
+    def _check_names_free(self, entry: PresetEntry) -> None:
+        """A preset's name and aliases may not collide with another preset's name or alias."""
+        presets = self._entries["preset"]
+        if entry.name in self._aliases:
+            owner = presets[self._aliases[entry.name]]
+            raise RegistrationError(
+                f"preset {entry.name!r} of plugin {entry.plugin!r} is already an alias of "
+                f"preset {owner.name!r} registered by plugin {owner.plugin!r}"
+            )
+        for alias in entry.aliases:
+            taken_by = presets.get(self._aliases.get(alias, alias))
+            if taken_by is not None:
+                what = "an alias of preset" if alias in self._aliases else "the preset"
+                raise RegistrationError(
+                    f"duplicate preset alias {alias!r}: {what} {taken_by.name!r} registered by "
+                    f"plugin {taken_by.plugin!r}, and an alias of preset {entry.name!r} "
+                    f"registered by plugin {entry.plugin!r}"
+                )
 
     def converters(self) -> list[Any]:
         """Every registered :class:`vitzoo.weights.WeightConverter`, by name."""
         return list(self.entries("converter"))
 
     def remove_plugin(self, plugin: str) -> None:
-        """Roll back everything one plugin registered."""
+        """Roll back everything one plugin registered (its preset aliases included)."""
         for by_name in self._entries.values():
             for name in [n for n, e in by_name.items() if e.plugin == plugin]:
                 del by_name[name]
+        self._aliases = {a: n for a, n in self._aliases.items() if n in self._entries["preset"]}
 
 
 def make_entry(
@@ -181,12 +244,23 @@ def make_preset(
     expected_params: int | None = None,
     summary: str = "",
     tags: Any = (),
+    aliases: Any = (),
+    expected_macs: int | None = None,
 ) -> PresetEntry:
     where = f"plugin {plugin!r} registering preset {name!r}"
     if not _NAME.match(name):
         raise RegistrationError(f"{where}: names are lowercase-kebab (regex {_NAME.pattern})")
     if not isinstance(spec, Mapping) or "model" not in spec:
         raise RegistrationError(f"{where}: spec must be a mapping with a 'model' section")
+    aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+    for alias in aliases:
+        if not isinstance(alias, str) or not _NAME.match(alias) or alias == name:
+            raise RegistrationError(
+                f"{where}: alias {alias!r} must be a lowercase name other than the preset's "
+                f"(regex {_NAME.pattern})"
+            )
+    if len(set(aliases)) != len(aliases):
+        raise RegistrationError(f"{where}: an alias is listed twice in {list(aliases)}")
     return PresetEntry(
         name=name,
         spec=dict(spec),
@@ -195,4 +269,6 @@ def make_preset(
         summary=summary,
         plugin=plugin,
         tags=frozenset((tags,) if isinstance(tags, str) else tags),
+        aliases=aliases,
+        expected_macs=expected_macs,
     )

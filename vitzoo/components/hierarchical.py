@@ -372,6 +372,7 @@ def build_stage_blocks(
     *,
     attention: Any | Callable[[int], Any] | None = None,
     num_prefix_tokens: int = 0,
+    mlp: Any | None = None,
 ) -> nn.ModuleList:
     """Stage ``stage``'s registered blocks, laid out by a staged ``config``.
 
@@ -381,6 +382,7 @@ def build_stage_blocks(
     Blocks are numbered over the whole model (``layer_index`` / ``depth``) and take their share of
     the linear stochastic-depth schedule. The stage grid and prefix count go into the context, so
     grid-aware attentions (window, spatial-reduction, conv-proj, ...) see the stage's resolution.
+    ``mlp`` replaces ``config.mlp`` for this stage (per-stage MLP ratios, Twins-PCPVT).
     """
     depths = config.depths
     spec = config.attention if attention is None else attention
@@ -397,7 +399,7 @@ def build_stage_blocks(
             depth=sum(depths),
             drop_path=rate,
             attention=spec(j) if callable(spec) else spec,
-            mlp=config.mlp,
+            mlp=config.mlp if mlp is None else mlp,
         )
         for j, rate in enumerate(rates)
     )
@@ -411,15 +413,18 @@ def build_token_stages(
     *,
     attention: Callable[[int, int], Any] | None = None,
     peg_kernel_size: int | None = None,
+    mlp: Callable[[int], Any] | None = None,
 ) -> nn.ModuleList:
     """One :class:`TokenStage` per stage: ``downsamples[i]`` -> blocks (:func:`build_stage_blocks`)
     on ``grids[i]``, with a :class:`~vitzoo.components.conv.PEG` after the first block when
     ``peg_kernel_size`` is given (Twins, ScalableViT, SepViT). ``attention(stage, index)`` picks
-    a block's attention spec (default: ``config.attention`` everywhere)."""
+    a block's attention spec (default: ``config.attention`` everywhere); ``mlp(stage)`` a stage's
+    MLP spec (default: ``config.mlp`` everywhere)."""
     stages = []
     for i, (downsample, grid) in enumerate(zip(downsamples, grids, strict=True)):
         spec = None if attention is None else partial(attention, i)
-        blocks = build_stage_blocks(ctx, config, i, grid, attention=spec)
+        stage_mlp = None if mlp is None else mlp(i)
+        blocks = build_stage_blocks(ctx, config, i, grid, attention=spec, mlp=stage_mlp)
         peg = None if peg_kernel_size is None else PEG(config.dims[i], peg_kernel_size)
         stages.append(TokenStage(downsample, blocks, peg=peg, peg_index=1))
     return nn.ModuleList(stages)

@@ -1,0 +1,46 @@
+"""Multiply-accumulates of one forward pass, counted by torch, never estimated by hand.
+
+``torch.utils.flop_counter.FlopCounterMode`` records the FLOPs of every matmul, convolution and
+fused-attention call the forward actually dispatches; one multiply-accumulate is two FLOPs, so
+MACs are half its total (the unit most ViT papers report as "FLOPs"). Element-wise work (norms,
+activations, softmax) is not counted, as in fvcore and the papers' tables.
+
+Counting runs on the meta device by default: shapes flow through every op but no memory is
+allocated and nothing is computed, so even ViT-H counts in about a second. Grad mode stays on:
+torch's module tracker (used by the counter) fails on some staged models under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_macs(model: nn.Module, x: torch.Tensor | None = None) -> int:
+    """MACs of ``model(x)`` in eval mode; ``x`` defaults to one example input of the model."""
+    if x is None:
+        x = model.example_input(1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def preset_macs(source: Any, **overrides: Any) -> int:
+    """MACs of a preset / spec at its own input size, built and counted on the meta device."""
+    from vitzoo.builder import build
+
+    with torch.device("meta"):
+        model = build(source, **overrides)
+        return count_macs(model)
+
+
+def format_gmacs(macs: int) -> str:
+    return f"{macs / 1e9:.2f}"
