@@ -23,7 +23,7 @@ from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import KINDS, PresetEntry
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
-COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect")
+COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect", "vitzoo.commands.deploy")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
