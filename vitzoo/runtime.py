@@ -69,3 +69,44 @@ class OnnxRuntimeModule(nn.Module):
         outputs = self.session.run(None, {self.input_name: array})
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outputs)
         return tensors[0] if len(tensors) == 1 else tensors
+
+
+def deployed(model: nn.Module, *, runtime: str = "torch", precision: str = "fp32") -> nn.Module:
+    """``model`` as it runs in deployment: in ONNX Runtime, or in PyTorch at ``precision``.
+
+    The one place ``--runtime`` / ``--precision`` of evaluate, predict and bench are applied.
+    """
+    from vitzoo.precision import for_inference
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "torch":
+        return for_inference(model, precision)
+    if precision != "fp32":
+        raise ValueError("--runtime onnxruntime runs fp32 only (use --runtime torch for bf16)")
+    from vitzoo.export import onnx_bytes
+
+    session = OnnxRuntimeModule(onnx_bytes(model.eval().cpu(), dynamic_batch=True))
+    session.vitzoo_spec = getattr(model, "vitzoo_spec", None)
+    session.num_classes = getattr(model, "num_classes", None)
+    return session
+
+
+def load_onnx(path: str | Path, *, system: Any = None) -> tuple[OnnxRuntimeModule, Any]:
+    """An exported ``.onnx`` file in ONNX Runtime, and the spec its metadata carries (or None)."""
+    from vitzoo.export import CLASSES_KEY, SPEC_KEY
+    from vitzoo.spec import parse_yaml, validate_spec
+
+    session = OnnxRuntimeModule(Path(path))
+    spec = None
+    text = session.metadata.get(SPEC_KEY)
+    if text:
+        if system is None:
+            from vitzoo.plugins import get_plugin_system
+
+            system = get_plugin_system()
+        spec = validate_spec(system.registry, parse_yaml(text), text=text, file=str(path))
+    session.vitzoo_spec = spec
+    classes = json.loads(session.metadata.get(CLASSES_KEY, "null"))
+    session.num_classes = len(classes) if classes else None
+    return session, classes

@@ -32,10 +32,21 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from vitzoo.checkpoint import CheckpointError
+    from vitzoo.export import ExportError
+    from vitzoo.runtime import RuntimeUnavailable
     from vitzoo.spec import SpecError
     from vitzoo.training.data import DataError
 
-    return (SpecError, CheckpointError, DataError, FileExistsError, FileNotFoundError, ValueError)
+    return (
+        SpecError,
+        CheckpointError,
+        DataError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+        ExportError,
+        RuntimeUnavailable,
+    )
 
 
 @click.command()
@@ -142,6 +153,20 @@ def _confusion_table(report: dict[str, Any]) -> Table:
 @click.option(
     "--strict-data", is_flag=True, help="Fail on unreadable images instead of skipping them."
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default="torch",
+    show_default=True,
+    help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: weights cast once to bfloat16 (torch runtime).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def evaluate(
     checkpoint: Path,
@@ -150,6 +175,8 @@ def evaluate(
     batch_size: int,
     device: str,
     strict_data: bool,
+    runtime: str,
+    precision: str,
     as_json: bool,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT on a labelled folder."""
@@ -163,6 +190,8 @@ def evaluate(
             batch_size=batch_size,
             strict=strict_data,
             device=device,
+            runtime=runtime,
+            precision=precision,
         )
     except _known_errors() as exc:
         _fail(str(exc))
@@ -187,15 +216,37 @@ def evaluate(
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", "-k", type=int, default=5, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default="torch",
+    show_default=True,
+    help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: weights cast once to bfloat16 (torch runtime).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(
-    checkpoint: Path, images: tuple[Path, ...], top_k: int, device: str, as_json: bool
+    checkpoint: Path,
+    images: tuple[Path, ...],
+    top_k: int,
+    device: str,
+    runtime: str,
+    precision: str,
+    as_json: bool,
 ) -> None:
     """Top-k classes with probabilities for each IMAGE, using CHECKPOINT's class names."""
     from vitzoo.training.inference import predict as run_predict
 
     try:
-        results = run_predict(checkpoint, images, top_k=top_k, device=device)
+        results = run_predict(
+            checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
+        )
     except _known_errors() as exc:
         _fail(str(exc))
         return

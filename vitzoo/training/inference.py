@@ -86,12 +86,30 @@ def evaluate_model(
 
 
 def load_classifier(
-    checkpoint: str | Path, *, system: PluginSystem | None = None, device: str = "cpu"
+    checkpoint: str | Path,
+    *,
+    system: PluginSystem | None = None,
+    device: str = "cpu",
+    runtime: str = "torch",
+    precision: str = "fp32",
 ) -> tuple[nn.Module, list[str], DataConfig]:
-    """The model of ``checkpoint`` in eval mode, its class names and its data settings."""
+    """The model of ``checkpoint`` in eval mode, its class names and its data settings.
+
+    ``runtime``/``precision`` choose how it runs (:func:`vitzoo.runtime.deployed`); a ``.onnx``
+    file written by ``vitzoo export`` is run by ONNX Runtime with the spec in its metadata.
+    """
+    from vitzoo.runtime import deployed, load_onnx
+
+    if Path(checkpoint).suffix == ".onnx":
+        model, names = load_onnx(checkpoint, system=system)
+        if model.vitzoo_spec is None:
+            raise ValueError(f"{checkpoint}: no vitzoo spec in its metadata (use vitzoo export)")
+        classes = names or [f"class_{i}" for i in range(int(model.vitzoo_spec.model.num_classes))]
+        return model, classes, getattr(model.vitzoo_spec, "data", None) or DataConfig()
     model = load(checkpoint, system=system, map_location=device).eval()
     _, metadata = read_checkpoint(checkpoint)
     classes = class_names(metadata, int(model.num_classes))
+    model = deployed(model, runtime=runtime, precision=precision)
     data_cfg = getattr(model.vitzoo_spec, "data", None) or DataConfig()
     return model, classes, data_cfg
 
@@ -113,10 +131,14 @@ def evaluate(
     strict: bool = False,
     device: str = "cpu",
     system: PluginSystem | None = None,
+    runtime: str = "torch",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on ``data_dir/<split>`` (default: the spec's validation split, or
     ``data_dir`` itself when it directly holds class folders)."""
-    model, classes, data_cfg = load_classifier(checkpoint, system=system, device=device)
+    model, classes, data_cfg = load_classifier(
+        checkpoint, system=system, device=device, runtime=runtime, precision=precision
+    )
     root = Path(data_dir)
     chosen = split or data_cfg.val_split
     if (root / chosen).is_dir():
@@ -137,9 +159,13 @@ def predict(
     top_k: int = 5,
     device: str = "cpu",
     system: PluginSystem | None = None,
+    runtime: str = "torch",
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities per image; unreadable images get an ``error``."""
-    model, classes, data_cfg = load_classifier(checkpoint, system=system, device=device)
+    model, classes, data_cfg = load_classifier(
+        checkpoint, system=system, device=device, runtime=runtime, precision=precision
+    )
     transform = _eval_transform(model, data_cfg)
     k = max(1, min(top_k, len(classes)))
     results: list[dict[str, Any]] = []
