@@ -93,6 +93,17 @@ def export_program(
         raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
 
 
+def _to_onnx(program: torch.export.ExportedProgram) -> Any:
+    return torch.onnx.export(
+        program,
+        input_names=[INPUT_NAME],
+        output_names=["logits"],
+        dynamo=True,
+        optimize=True,
+        verbose=False,
+    )
+
+
 def onnx_model(
     program: torch.export.ExportedProgram,
     *,
@@ -100,24 +111,21 @@ def onnx_model(
 ) -> Any:
     """The ONNX ``ModelProto`` of an exported program (onnxscript graph optimisations applied).
 
-    A symbolic batch dimension of the program stays symbolic in the ONNX graph. The program is
-    lowered to core ATen first (``run_decompositions``, torch's default table): the ONNX
-    exporter's own table rewrites ``scaled_dot_product_attention`` with an attention bias into a
-    layout other than the traced one, and a later ``view`` of the output (merging heads) then
-    fails (seen with torch 2.13 / onnxscript 0.7 on window and LSDA attention).
+    A symbolic batch dimension of the program stays symbolic in the ONNX graph. When the
+    exporter's own decomposition fails, the program is lowered to core ATen first
+    (``run_decompositions``, torch's default table) and converted again: with torch 2.13 /
+    onnxscript 0.7 the exporter rewrites ``scaled_dot_product_attention`` with an attention bias
+    into a layout other than the traced one, and the ``view`` that merges heads then fails
+    (window and LSDA attention). Not always lowering first: that breaks other graphs (ATS).
     """
     require_onnx()
     try:
-        onnx_program = torch.onnx.export(
-            program.run_decompositions(),
-            input_names=[INPUT_NAME],
-            output_names=["logits"],
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
-    except Exception as exc:
-        raise ExportError(f"ONNX conversion failed: {first_line(exc)}") from exc
+        onnx_program = _to_onnx(program)
+    except Exception as direct:
+        try:
+            onnx_program = _to_onnx(program.run_decompositions())
+        except Exception:
+            raise ExportError(f"ONNX conversion failed: {first_line(direct)}") from direct
     proto = onnx_program.model_proto
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
