@@ -24,7 +24,7 @@ COMPONENT_KINDS: tuple[str, ...] = (
     "pooling",
     "head",
 )
-KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset")
+KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset", "converter")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
@@ -106,6 +106,10 @@ class Registry:
             )
         self._entries[entry.kind][entry.name] = entry
 
+    def converters(self) -> list[Any]:
+        """Every registered :class:`vitzoo.weights.WeightConverter`, by name."""
+        return list(self.entries("converter"))
+
     def remove_plugin(self, plugin: str) -> None:
         """Roll back everything one plugin registered."""
         for by_name in self._entries.values():
@@ -149,6 +153,23 @@ def make_entry(
         plugin=plugin,
         example=dict(example or {}),
     )
+
+
+def make_converter(plugin: str, converter: Any) -> Any:
+    """Validate a registered weight converter and stamp it with the plugin that provided it."""
+    from dataclasses import replace
+
+    from vitzoo.weights.converter import WeightConverter
+
+    name = getattr(converter, "name", "?")
+    where = f"plugin {plugin!r} registering converter {name!r}"
+    if not isinstance(converter, WeightConverter):
+        raise RegistrationError(f"{where}: register a vitzoo.weights.WeightConverter")
+    if not _NAME.match(name):
+        raise RegistrationError(f"{where}: names are lowercase-kebab (regex {_NAME.pattern})")
+    if not converter.architectures:
+        raise RegistrationError(f"{where}: architectures must name at least one model type")
+    return replace(converter, plugin=plugin)
 
 
 def make_preset(

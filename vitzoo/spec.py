@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from vitzoo.config import ComponentConfig, ComponentKind, SpecValueError, check_child
 from vitzoo.registry import Registry
 from vitzoo.training.config import DataConfig, TrainConfig
+from vitzoo.weights.section import WeightsSection
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +193,14 @@ def spec_model(registry: Registry) -> type[SpecBase]:
     fields["data"] = (
         DataConfig,
         Field(default_factory=DataConfig, description="Dataset layout and augmentation."),
+    )
+
+    fields["weights"] = (
+        WeightsSection | None,
+        Field(
+            default=None,
+            description="Start from pretrained weights (vitzoo/timm/Hugging Face source).",
+        ),
     )
 
     def _expand(cls: type, data: Any) -> Any:

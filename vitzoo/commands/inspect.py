@@ -27,10 +27,32 @@ def load_model(source: str) -> Any:
     path = Path(source)
     if path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}:
         return vitzoo.load(path)
+    if path.is_dir() or source.startswith("hf-hub:"):  # a Hugging Face model (folder / hub)
+        return vitzoo.build(weights=source)
     return vitzoo.build(source)
 
 
-def image_tensor(image: Any, size: tuple[int, int], channels: int) -> Any:
+def normalisation(source: str, model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the weights were trained with (checkpoint metadata), else ImageNet's."""
+    pre = getattr(model, "vitzoo_preprocessing", None)
+    path = Path(source)
+    if pre is None and path.is_file() and path.suffix == ".safetensors":
+        from vitzoo.checkpoint import read_checkpoint
+        from vitzoo.weights.preprocessing import Preprocessing
+
+        pre = Preprocessing.from_metadata(read_checkpoint(path)[1])
+    if pre is not None and pre.mean is not None and pre.std is not None:
+        return tuple(pre.mean), tuple(pre.std)
+    return MEAN, STD
+
+
+def image_tensor(
+    image: Any,
+    size: tuple[int, int],
+    channels: int,
+    mean: tuple[float, ...] = MEAN,
+    std: tuple[float, ...] = STD,
+) -> Any:
     """PIL image -> normalised (1, C, H, W) tensor at the model's input size."""
     import numpy as np
     import torch
@@ -40,7 +62,7 @@ def image_tensor(image: Any, size: tuple[int, int], channels: int) -> Any:
     array = np.asarray(resized, dtype=np.float32) / 255.0
     x = torch.from_numpy(array).reshape(size[0], size[1], -1).permute(2, 0, 1)
     if channels == 3:
-        x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+        x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return x.unsqueeze(0)
 
 
@@ -117,7 +139,7 @@ def attention(
         )
     channels, *size = model.input_size
     image = Image.open(image_path)
-    x = image_tensor(image, (size[0], size[1]), channels)
+    x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))
     with torch.no_grad():
         seen = inspect(model, x)
     grid = tuple(model.patch.grid_for(tuple(size)))
