@@ -25,6 +25,7 @@ from vitzoo import ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import grid_only_example
+from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     ChannelLayerNorm,
     HierarchicalConfig,
@@ -147,9 +148,19 @@ class LsdaConfig(MhsaConfig):
     #: DPB MLP width = stage width // this (CrossFormer: dim // 4 passed on, // 4 again).
     position_bias_reduction: int = 16
 
-    def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
+    def check(
+        self,
+        class_token: bool = False,
+        distillation_token: bool = False,
+        grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
+        **_: Any,
+    ) -> None:
         check_positive(group_size=self.group_size, interval=self.interval)
         require_grid_only("lsda", class_token, distillation_token)
+        refuse_dynamic_grid("lsda", dynamic_img_size)
+        if grid is not None:
+            self.check_grid(grid, "group_size" if self.mode == "short" else "interval")
 
     def group_for(self, grid: Sequence[int]) -> tuple[int, int]:
         """The (h, w) token group one attention runs over on a stage ``grid``."""
@@ -178,6 +189,8 @@ class LsdaConfig(MhsaConfig):
 
 class LongShortDistanceAttention(WindowAttention):
     """Window attention in SDA windows or LDA dilated groups, biased by a DPB MLP."""
+
+    follows_grid = False  # the groups are fitted to the build grid
 
     def __init__(self, dim: int, num_heads: int, grid: Sequence[int], config: LsdaConfig):
         if len(grid) != 2:

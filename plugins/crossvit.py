@@ -31,6 +31,7 @@ from vitzoo.components.class_attention import ClassAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
+from vitzoo.components.vit import tokens_to_grid_map
 from vitzoo.config import check_child
 
 
@@ -141,6 +142,10 @@ class CrossAttentionFusion(nn.Module):
         return self.revert(query)
 
 
+#: Both branches' token streams and their patch grids.
+CrossVitState = tuple[list[torch.Tensor], list[tuple[int, ...]]]
+
+
 class CrossViT(VitzooModel):
     """Two-branch multi-scale ViT. ``forward_features`` returns both final class tokens,
     concatenated (B, small.dim + large.dim); ``forward_head`` splits them for the two heads."""
@@ -224,34 +229,56 @@ class CrossViT(VitzooModel):
             for c in self.contexts
         )
 
-    def _run(
-        self, x: torch.Tensor, keep: set[int] | None = None
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        streams = []
+    # -- structure: feature layer 2k is the small branch after multi-scale block k, 2k + 1 the
+    # large branch (each on its own patch grid); the final step is the two normed class tokens
+    def feature_layer_names(self) -> list[str]:
+        return [f"stages.{k}.branches.{s}" for k in range(len(self.stages)) for s in (0, 1)]
+
+    def intermediate_stem(self, x: torch.Tensor) -> CrossVitState:
+        streams, grids = [], []
         for patch, cls, posenc, size in zip(
             self.patches, self.cls_tokens, self.posencs, self.branch_resize, strict=True
         ):
             tokens, grid = patch(x if size is None else resize_to(x, size))
             tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
             streams.append(self.pos_drop(posenc(tokens, grid, 1)))
-        outputs: list[torch.Tensor] = []
-        for k, stage in enumerate(self.stages):
-            for s, blocks in enumerate(stage.branches):
-                for block in blocks:
-                    streams[s] = run_block(block, streams[s], self.grad_checkpointing)
-            fused = [
-                fusion(streams[s][:, :1], streams[1 - s][:, 1:])
-                for s, fusion in enumerate(stage.fusions)
-            ]
-            streams = [torch.cat([f, t[:, 1:]], dim=1) for f, t in zip(fused, streams, strict=True)]
-            if keep is not None:
-                outputs.extend(t for s, t in enumerate(streams) if 2 * k + s in keep)
-        return [norm(t) for norm, t in zip(self.norms, streams, strict=True)], outputs
+            grids.append(grid)
+        return streams, grids
+
+    def intermediate_layer(self, index: int, state: CrossVitState) -> CrossVitState:
+        if index % 2:  # the large branch's map of the stage the even index ran
+            return state
+        streams, grids = list(state[0]), state[1]
+        stage = self.stages[index // 2]
+        for s, blocks in enumerate(stage.branches):
+            for block in blocks:
+                streams[s] = run_block(block, streams[s], self.grad_checkpointing)
+        fused = [
+            fusion(streams[s][:, :1], streams[1 - s][:, 1:])
+            for s, fusion in enumerate(stage.fusions)
+        ]
+        streams = [torch.cat([f, t[:, 1:]], dim=1) for f, t in zip(fused, streams, strict=True)]
+        return streams, grids
+
+    def intermediate_map(self, index: int, state: CrossVitState, norm: bool) -> torch.Tensor:
+        branch = index % 2
+        patches = state[0][branch][:, 1:]
+        if norm:
+            patches = self.norms[branch](patches)
+        return tokens_to_grid_map(patches, state[1][branch])
+
+    def intermediate_final(self, state: CrossVitState) -> torch.Tensor:
+        return torch.cat([norm(t[:, 0]) for norm, t in zip(self.norms, state[0], strict=True)], -1)
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        self.stages = self.stages[: (keep + 1) // 2]
 
     # -- the model protocol ------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        streams, _ = self._run(x)
-        return torch.cat([t[:, 0] for t in streams], dim=-1)
+        state = self.intermediate_stem(x)
+        for k in range(len(self.stages)):
+            state = self.intermediate_layer(2 * k, state)
+        return self.intermediate_final(state)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
         if pre_logits or self.num_classes == 0:
@@ -260,23 +287,15 @@ class CrossViT(VitzooModel):
         logits = [head(p) for head, p in zip(self.heads, parts, strict=True)]
         return (logits[0] + logits[1]) / 2
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Branch outputs after each multi-scale block, indexed small_0, large_0, small_1, ...
+    classifier_attr = "heads"
 
-        Index ``2k`` is the small branch after block ``k``, ``2k + 1`` the large branch.
-        """
-        depth = 2 * len(self.stages)
-        keep = set(range(depth)) if indices is None else {i % depth for i in indices}
-        streams, outputs = self._run(x, keep)
-        return torch.cat([t[:, 0] for t in streams], dim=-1), outputs
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
+    def build_classifier(self, num_classes: int) -> nn.Module:
         heads = self._build_heads(num_classes)
         heads.apply(init_vit_weights)
-        self.heads = heads.to(self.norms[0].weight.device)
+        return heads
+
+    def global_pool_choices(self) -> list[str]:
+        return ["token"]
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if "cls_tokens" in n or "pos_embed" in n}

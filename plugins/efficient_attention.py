@@ -37,6 +37,8 @@ from vitzoo.components.favor import (
     linear_attention,
     positive_random_features,
 )
+from vitzoo.components.grid import refuse_dynamic_grid
+from vitzoo.components.resize import resize_map
 
 
 class NystromConfig(MhsaConfig):
@@ -196,9 +198,10 @@ class LinformerConfig(MhsaConfig):
     #: One projection for keys and values (the paper's "key-value sharing").
     share_kv: bool = False
 
-    def check(self, **_: Any) -> None:
+    def check(self, dynamic_img_size: bool = False, **_: Any) -> None:
         if self.proj_len < 1:
             raise SpecValueError("proj_len", f"must be >= 1, got {self.proj_len}")
+        refuse_dynamic_grid("linformer (projections over a fixed token count)", dynamic_img_size)
 
 
 class LinformerAttention(MultiHeadAttention):
@@ -214,6 +217,7 @@ class LinformerAttention(MultiHeadAttention):
         if not ctx.grid:
             raise ValueError("linformer attention needs a host that tells it its token grid")
         self.seq_len = ctx.num_prefix_tokens + math.prod(ctx.grid)
+        self.grid, self.num_prefix = tuple(ctx.grid), ctx.num_prefix_tokens
         bound = config.proj_len**-0.5
         self.proj_k = nn.Parameter(
             torch.empty(config.proj_len, self.seq_len).uniform_(-bound, bound)
@@ -223,6 +227,19 @@ class LinformerAttention(MultiHeadAttention):
             if config.share_kv
             else nn.Parameter(torch.empty(config.proj_len, self.seq_len).uniform_(-bound, bound))
         )
+
+    def resample_tensor(
+        self, name: str, tensor: torch.Tensor, old: LinformerAttention
+    ) -> torch.Tensor | None:
+        """``set_input_size``: a projection's grid columns resampled as a (k, h, w) map and
+        scaled by old/new cell count, so it still sums over the image as before; prefix
+        columns kept."""
+        if name not in ("proj_k", "proj_v") or len(self.grid) != 2:
+            return None
+        prefix, cells = tensor[:, : old.num_prefix], tensor[:, old.num_prefix :]
+        cells = resize_map(cells.reshape(1, -1, *old.grid), self.grid).flatten(1)
+        scale = math.prod(old.grid) / math.prod(self.grid)
+        return torch.cat([prefix, cells.reshape(tensor.shape[0], -1) * scale], dim=1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1] != self.seq_len:

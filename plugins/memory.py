@@ -23,7 +23,7 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.heads import linear_or_identity
 from vitzoo.components.model import VitzooModel
-from vitzoo.components.vit import VisionTransformer, VitConfig
+from vitzoo.components.vit import VisionTransformer, VitConfig, tokens_to_grid_map
 
 
 class MemoryVitConfig(ComponentConfig):
@@ -115,41 +115,61 @@ class MemoryVit(VitzooModel):
         mask[:, :num_base, num_base:] = False
         return mask
 
-    def _encode(
-        self, x: torch.Tensor, keep: set[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        tokens, _ = self.base.embed(x)
-        tokens = self.base.drop_patches(tokens)
-        batch, num_base, _ = tokens.shape
-        tokens = torch.cat([tokens, self.cls_token.expand(batch, -1, -1)], dim=1)
-        mask = self.attention_mask(num_base, self.memories.shape[1], tokens.device)
-        outputs = []
-        for i, block in enumerate(self.base.blocks):
-            memory = self.memories[i].expand(batch, -1, -1)
-            tokens = block(torch.cat([tokens, memory], dim=1), mask=mask)[:, : num_base + 1]
-            if keep is not None and i in keep:
-                outputs.append(tokens)
-        return self.base.norm(tokens), outputs
+    # -- structure: the base's blocks, each with its memories; the state is the base tokens
+    # followed by the task token; maps are the base's patch tokens
+    image_size_field = "base.image_size"
 
+    def feature_layer_names(self) -> list[str]:
+        return [f"base.blocks.{i}" for i in range(len(self.base.blocks))]
+
+    def intermediate_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        tokens, grid = self.base.embed(x)
+        tokens = self.base.drop_patches(tokens)
+        task = self.cls_token.expand(tokens.shape[0], -1, -1)
+        return torch.cat([tokens, task], dim=1), grid
+
+    def intermediate_layer(
+        self, index: int, state: tuple[torch.Tensor, tuple[int, ...]]
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        tokens, grid = state
+        batch, n, _ = tokens.shape
+        mask = self.attention_mask(n - 1, self.memories.shape[1], tokens.device)
+        memory = self.memories[index].expand(batch, -1, -1)
+        return self.base.blocks[index](torch.cat([tokens, memory], dim=1), mask=mask)[:, :n], grid
+
+    def intermediate_map(
+        self, index: int, state: tuple[torch.Tensor, tuple[int, ...]], norm: bool
+    ) -> torch.Tensor:
+        tokens, grid = state
+        patches = tokens[:, self.base.num_prefix_tokens : -1]
+        return tokens_to_grid_map(self.base.norm(patches) if norm else patches, grid)
+
+    def intermediate_final(self, state: tuple[torch.Tensor, tuple[int, ...]]) -> torch.Tensor:
+        return self.base.norm(state[0])
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        self.base.blocks = self.base.blocks[:keep]
+
+    def drop_final_norm(self) -> None:
+        self.base.norm = nn.Identity()
+
+    # -- the model protocol ------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[base tokens (exactly the base model's), task class token] after the final norm."""
-        return self._encode(x)[0]
+        state = self.intermediate_stem(x)
+        for i in range(len(self.base.blocks)):
+            state = self.intermediate_layer(i, state)
+        return self.intermediate_final(state)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
         pooled = features[:, -1]
         return pooled if pre_logits else self.head(pooled)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        depth = len(self.base.blocks)
-        keep = set(range(depth)) if indices is None else {i % depth for i in indices}
-        return self._encode(x, keep)
+    def build_classifier(self, num_classes: int) -> nn.Module:
+        return linear_or_identity(self.num_features, num_classes)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        head = linear_or_identity(self.num_features, num_classes)
-        self.head = head.to(self.cls_token.device)
+    def global_pool_choices(self) -> list[str]:
+        return ["token"]
 
     def no_weight_decay(self) -> set[str]:
         return {"cls_token", "memories"}

@@ -28,6 +28,7 @@ from vitzoo.components.attention import AttentionBase, MhsaConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
 from vitzoo.components.examples import grid_only_example
+from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
@@ -36,6 +37,7 @@ from vitzoo.components.windows import (
     WindowAttention,
     WindowAttentionConfig,
     require_grid_only,
+    require_tiling,
     window_reverse,
 )
 from vitzoo.config import ComponentConfig
@@ -58,12 +60,18 @@ class SsaConfig(ComponentConfig):
         distillation_token: bool = False,
         dim: int | None = None,
         num_heads: int | None = None,
+        grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
         **_: Any,
     ) -> None:
         check_positive(reduction=self.reduction)
         if self.channel_ratio <= 0:
             raise SpecValueError("channel_ratio", f"must be positive, got {self.channel_ratio}")
         require_grid_only("ssa", class_token, distillation_token)
+        refuse_dynamic_grid("ssa", dynamic_img_size)
+        if grid is not None:
+            step = (self.reduction, self.reduction)
+            require_tiling(grid, step, f"ssa reduction {self.reduction}", field="reduction")
         if dim is not None and num_heads is not None:
             self.check_width(dim, num_heads, "channel_ratio")
 
@@ -139,17 +147,30 @@ class IwsaConfig(MhsaConfig):
     type: Literal["iwsa"] = "iwsa"  # type: ignore[assignment]
     window_size: int = 7
 
-    def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
+    def check(
+        self,
+        class_token: bool = False,
+        distillation_token: bool = False,
+        grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
+        **_: Any,
+    ) -> None:
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError(
                 "head_dim", "iwsa adds LIM(values) at the model width, so heads split it evenly"
             )
         require_grid_only("iwsa", class_token, distillation_token)
+        refuse_dynamic_grid("iwsa", dynamic_img_size)
+        if grid is not None:
+            window = (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
+            require_tiling(grid, window, f"iwsa windows of {self.window_size}")
 
 
 class InteractiveWindowAttention(WindowAttention):
     """Attention within windows; LIM(values) is added to the merged output before projection."""
+
+    follows_grid = False  # the window is fitted to the build grid
 
     def __init__(self, dim: int, num_heads: int, grid: Sequence[int], config: IwsaConfig):
         window = (min(config.window_size, grid[0]), min(config.window_size, grid[1]))

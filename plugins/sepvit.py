@@ -34,11 +34,18 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
 from vitzoo.components.examples import grid_only_example
+from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
 )
-from vitzoo.components.windows import require_grid_only, window_partition, window_reverse
+from vitzoo.components.resize import resize_per_window_table
+from vitzoo.components.windows import (
+    require_grid_only,
+    require_tiling,
+    window_partition,
+    window_reverse,
+)
 
 
 class DssaConfig(MhsaConfig):
@@ -48,11 +55,25 @@ class DssaConfig(MhsaConfig):
     type: Literal["dssa"] = "dssa"  # type: ignore[assignment]
     window_size: int = 7
 
-    def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
+    def check(
+        self,
+        class_token: bool = False,
+        distillation_token: bool = False,
+        grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
+        **_: Any,
+    ) -> None:
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError("head_dim", "dssa splits the model width evenly over heads")
+        if self.head_merge != "head-major":
+            raise SpecValueError(
+                "head_merge", "dssa merges heads in its own layout; allowed: head-major"
+            )
         require_grid_only("dssa", class_token, distillation_token)
+        refuse_dynamic_grid("dssa", dynamic_img_size)
+        if grid is not None:
+            require_tiling(grid, self.window_for(grid), f"dssa windows of {self.window_size}")
 
     def window_for(self, grid: Sequence[int]) -> tuple[int, int]:
         return (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
@@ -81,6 +102,16 @@ class DepthwiseSeparableAttention(MultiHeadAttention):
             self.window_token_norm = nn.LayerNorm(dim)
             self.window_token_act = nn.GELU()
             self.psa_qk = nn.Linear(dim, 2 * dim, bias=config.qkv_bias)
+
+    def resample_tensor(
+        self, name: str, tensor: torch.Tensor, old: DepthwiseSeparableAttention
+    ) -> torch.Tensor | None:
+        """Window tokens for another grid: resampled as a map over the windows."""
+        if name != "window_tokens":
+            return None
+        old_windows = (old.grid[0] // old.window[0], old.grid[1] // old.window[1])
+        new_windows = (self.grid[0] // self.window[0], self.grid[1] // self.window[1])
+        return resize_per_window_table(tensor, old_windows, new_windows)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(..., n, C) -> (..., heads, n, d)."""

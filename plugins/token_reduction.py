@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -26,7 +27,7 @@ from vitzoo.components.block import PreNormBlock, PreNormBlockConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.model import run_block
-from vitzoo.components.vit import VisionTransformer, VitConfig
+from vitzoo.components.vit import VisionTransformer, VitConfig, tokens_to_grid_map
 
 TINY = TINY_VIT
 
@@ -83,29 +84,32 @@ class PatchMergerViT(VisionTransformer):
         self.merger = PatchMerger(config.dim, config.merge_tokens, config.norm_eps)
 
     def _blocks(
-        self, tokens: torch.Tensor, mask: torch.Tensor | None, keep: set[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        outputs = []
-        for i, block in enumerate(self.blocks):
-            tokens = run_block(block, tokens, self.grad_checkpointing, mask=mask)
+        self, tokens: torch.Tensor, mask: torch.Tensor | None, start: int = 0
+    ) -> torch.Tensor:
+        for i in range(start, len(self.blocks)):
+            tokens = run_block(self.blocks[i], tokens, self.grad_checkpointing, mask=mask)
             if i == self.config.merge_after:
                 tokens, mask = self.merger(tokens, self.num_prefix_tokens, mask), None
-            if keep is not None and i in keep:
-                outputs.append(tokens)
-        return tokens, outputs
+        return tokens
 
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None and mask.ndim != 2:
             raise ValueError("patch-merger-vit takes a (B, N) key-padding mask")
-        return self.norm(self._blocks(tokens, mask)[0])
+        return self.norm(self._blocks(tokens, mask))
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        depth = len(self.blocks)
-        keep = set(range(depth)) if indices is None else {i % depth for i in indices}
-        tokens, outputs = self._blocks(self.embed(x)[0], None, keep)
-        return self.norm(tokens), outputs
+    # -- structure: only blocks up to the merge have tokens on the patch grid (merged tokens
+    # are mixtures of every position), so they are the feature layers; the final step merges
+    # and runs the rest
+    def feature_layer_names(self) -> list[str]:
+        return super().feature_layer_names()[: self.config.merge_after + 1]
+
+    def intermediate_final(self, state: tuple[torch.Tensor, tuple[int, ...]]) -> torch.Tensor:
+        tokens = self.merger(state[0], self.num_prefix_tokens)
+        return self.norm(self._blocks(tokens, None, start=self.config.merge_after + 1))
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        super().truncate_feature_layers(keep)
+        self.merger = nn.Identity()
 
 
 def build_patch_merger_vit(config: PatchMergerVitConfig, ctx: BuildContext) -> PatchMergerViT:
@@ -231,6 +235,10 @@ class AtsVitConfig(VitConfig):
         return self
 
 
+#: What ATS carries between blocks: tokens, padding mask, original index of each token, grid.
+AtsState = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[int, ...]]
+
+
 class AtsViT(VisionTransformer):
     """The ViT base with ATS in the layers that have a budget (weights identical to a plain ViT)."""
 
@@ -242,23 +250,20 @@ class AtsViT(VisionTransformer):
         self,
         tokens: torch.Tensor,
         mask: torch.Tensor | None = None,
-        keep: set[int] | None = None,
-        outputs: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Blocks + final norm; returns (tokens, padding mask, original index of every token)."""
         if mask is not None and mask.ndim != 2:
             raise ValueError("ats-vit takes a (B, N) key-padding mask")
         batch, n, _ = tokens.shape
-        ids = torch.arange(n, device=tokens.device).expand(batch, -1)
-        for i, (block, budget) in enumerate(zip(self.blocks, self.budgets, strict=True)):
-            if budget is None:
-                tokens = run_block(block, tokens, self.grad_checkpointing, mask=mask)
-            else:
-                tokens, mask, ids = ats_block(
-                    block, tokens, mask, ids, self.num_prefix_tokens, budget
-                )
-            if keep is not None and outputs is not None and i in keep:
-                outputs.append(tokens)
+        state: AtsState = (
+            tokens,
+            mask,
+            torch.arange(n, device=tokens.device).expand(batch, -1),
+            (),
+        )
+        for i in range(len(self.blocks)):
+            state = self.intermediate_layer(i, state)
+        tokens, mask, ids, _ = state
         return self.norm(tokens), mask, ids
 
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -282,14 +287,43 @@ class AtsViT(VisionTransformer):
         kept = ids[:, self.num_prefix_tokens :] - self.num_prefix_tokens
         return self.forward_head(features), kept.clamp(min=-1)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        depth = len(self.blocks)
-        keep = set(range(depth)) if indices is None else {i % depth for i in indices}
-        outputs: list[torch.Tensor] = []
-        final = self.encode_with_kept(self.embed(x)[0], None, keep, outputs)[0]
-        return final, outputs
+    # -- structure: every block is a feature layer; tokens ATS dropped leave zeros at their
+    # grid positions (the kept tokens are scattered back by their original index)
+    def intermediate_stem(self, x: torch.Tensor) -> AtsState:
+        tokens, grid = self.embed(x)
+        batch, n, _ = tokens.shape
+        ids = torch.arange(n, device=tokens.device).expand(batch, -1)
+        return tokens, None, ids, grid
+
+    def intermediate_layer(self, index: int, state: AtsState) -> AtsState:
+        tokens, mask, ids, grid = state
+        budget = self.budgets[index]
+        if budget is None:
+            tokens = run_block(self.blocks[index], tokens, self.grad_checkpointing, mask=mask)
+        else:
+            tokens, mask, ids = ats_block(
+                self.blocks[index], tokens, mask, ids, self.num_prefix_tokens, budget
+            )
+        return tokens, mask, ids, grid
+
+    def intermediate_map(self, index: int, state: AtsState, norm: bool) -> torch.Tensor:
+        tokens, _, ids, grid = state
+        p = self.num_prefix_tokens
+        patches = self.norm(tokens[:, p:]) if norm else tokens[:, p:]
+        batch, _, dim = patches.shape
+        slots = math.prod(grid)
+        # padding ids (-1) go to an extra slot that is cut off
+        where = torch.where(ids[:, p:] < 0, slots, ids[:, p:] - p)
+        full = patches.new_zeros(batch, slots + 1, dim)
+        full = full.scatter(1, where[..., None].expand(-1, -1, dim), patches)
+        return tokens_to_grid_map(full[:, :slots], grid)
+
+    def intermediate_final(self, state: AtsState) -> torch.Tensor:
+        return self.norm(state[0])
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        super().truncate_feature_layers(keep)
+        self.budgets = self.budgets[:keep]
 
 
 def build_ats_vit(config: AtsVitConfig, ctx: BuildContext) -> AtsViT:

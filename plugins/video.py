@@ -22,6 +22,7 @@ from torch import nn
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import GRID_ONLY_HOST
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.layers import (
     drop_path_rates,
     init_vit_weights,
@@ -31,7 +32,7 @@ from vitzoo.components.layers import (
 )
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.patchify import Patchifier, check_divisible
-from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.components.vit import VitConfig, build_vit, tokens_to_grid_map
 from vitzoo.config import check_child
 
 #: A tiny video host for the conformance suite: 4 frames of 32x32, tubelets 2x8x8.
@@ -200,7 +201,7 @@ def time_major_mask(mask: torch.Tensor, frames: int) -> tuple[torch.Tensor, torc
     return spatial.reshape(batch * frames, -1), m.transpose(1, 2).reshape(-1, frames)
 
 
-class FactorizedSpaceTimeBlock(nn.Module):
+class FactorizedSpaceTimeBlock(FollowsGrid, nn.Module):
     """ViViT's factorised self-attention: spatial attention, temporal attention, then the MLP."""
 
     def __init__(self, config: FactorizedBlockConfig, ctx: BuildContext) -> None:
@@ -208,7 +209,7 @@ class FactorizedSpaceTimeBlock(nn.Module):
         if len(ctx.grid) != 3 or ctx.num_prefix_tokens:
             raise ValueError("factorized-space-time blocks need a (t, h, w) grid and no prefix")
         dim, eps = ctx.dim, config.norm_eps
-        self.frames = ctx.grid[0]
+        self.grid = tuple(ctx.grid)  # only the frame count matters: grid[0]
         self.norm_space = nn.LayerNorm(dim, eps=eps)
         self.attn_space = ctx.build("attention", ctx.attention)
         self.ls_space = maybe_layer_scale(dim, config.layer_scale)
@@ -224,7 +225,7 @@ class FactorizedSpaceTimeBlock(nn.Module):
         if mask is not None and mask.ndim != 2:
             raise ValueError("factorized-space-time blocks take a (B, N) token padding mask")
         b, n, d = x.shape
-        t = self.frames
+        t = self.grid[0]
         s = n // t
         space_mask, time_mask = (None, None) if mask is None else time_major_mask(mask, t)
         xs = x.reshape(b * t, s, d)
@@ -328,6 +329,10 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
 
 
+#: ViViT's state between spatial blocks: tokens, token grid, batch size, token mask.
+VivitState = tuple[torch.Tensor, tuple[int, ...], int, torch.Tensor | None]
+
+
 class ViViT(VitzooModel):
     """Video Vision Transformer. ``forward(x, frame_mask=None)``; ``frame_mask`` (B, T) is True
     for real frames, so a batch can hold videos padded to the same length."""
@@ -428,49 +433,79 @@ class ViViT(VitzooModel):
             raise ValueError("every video needs at least one real frame in frame_mask")
         return tubelet_mask(frame_mask, self.frame_patch)
 
-    def _run(
-        self, x: torch.Tensor, frame_mask: torch.Tensor | None, keep: set[int] | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+    # -- structure: the feature layers are the spatial blocks (the temporal encoder mixes whole
+    # frames and has no map); state: tokens, grid, batch size, token mask
+    def feature_layer_names(self) -> list[str]:
+        return [f"spatial.{i}" for i in range(len(self.spatial))]
+
+    def _stem(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> VivitState:
         tokens, grid = self.patch(x)
         b, _, d = tokens.shape
         t, s = grid[0], tokens.shape[1] // grid[0]
         tokens = self.pos_drop(self.posenc(tokens, grid, 0))
         tmask = self.token_mask(frame_mask, b)
-        outputs: list[torch.Tensor] = []
         if self.factorized_attention:
             mask = None if tmask is None else tmask[:, :, None].expand(b, t, s).reshape(b, -1)
-            for i, block in enumerate(self.spatial):
-                tokens = run_block(block, tokens, self.grad_checkpointing, mask=mask)
-                if keep is not None and i in keep:
-                    outputs.append(tokens)
-            return self.norm(tokens), mask, outputs
+            return tokens, grid, b, mask
         frames = tokens.reshape(b * t, s, d)
         frames = torch.cat([self.spatial_cls.expand(b * t, -1, -1), frames], dim=1)
-        for i, block in enumerate(self.spatial):
-            frames = run_block(block, frames, self.grad_checkpointing)
-            if keep is not None and i in keep:
-                outputs.append(frames.reshape(b, t, *frames.shape[1:]))
-        seq = self.temporal_pos(self.spatial_norm(frames[:, 0]).reshape(b, t, d), (t,), 0)
-        mask = tmask
+        return frames, grid, b, tmask
+
+    def intermediate_stem(self, x: torch.Tensor) -> VivitState:
+        return self._stem(x, None)
+
+    def intermediate_layer(self, index: int, state: VivitState) -> VivitState:
+        tokens, grid, b, mask = state
+        spatial_mask = mask if self.factorized_attention else None
+        tokens = run_block(self.spatial[index], tokens, self.grad_checkpointing, mask=spatial_mask)
+        return tokens, grid, b, mask
+
+    def intermediate_map(self, index: int, state: VivitState, norm: bool) -> torch.Tensor:
+        tokens, grid, b, _ = state
+        if not self.factorized_attention:  # (B*T', 1 + S, D) frames: drop the frame cls
+            tokens = tokens[:, 1:].reshape(b, -1, tokens.shape[-1])
+        elif norm:
+            tokens = self.norm(tokens)
+        return tokens_to_grid_map(tokens, grid)
+
+    def _finish(self, state: VivitState) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens, grid, b, mask = state
+        if self.factorized_attention:
+            return self.norm(tokens), mask
+        t, d = grid[0], tokens.shape[-1]
+        seq = self.temporal_pos(self.spatial_norm(tokens[:, 0]).reshape(b, t, d), (t,), 0)
         if self.temporal_cls is not None:
             seq = torch.cat([self.temporal_cls.expand(b, -1, -1), seq], dim=1)
             if mask is not None:
                 mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
-        for i, block in enumerate(self.temporal, start=len(self.spatial)):
+        for block in self.temporal:
             seq = run_block(block, seq, self.grad_checkpointing, mask=mask)
-            if keep is not None and i in keep:
-                outputs.append(seq)
-        return self.norm(seq), mask, outputs
+        return self.norm(seq), mask
+
+    def intermediate_final(self, state: VivitState) -> torch.Tensor:
+        return self._finish(state)[0]
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        self.spatial = self.spatial[:keep]
+        self.temporal = nn.ModuleList()
+
+    def _run(
+        self, x: torch.Tensor, frame_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        state = self._stem(x, frame_mask)
+        for i in range(len(self.spatial)):
+            state = self.intermediate_layer(i, state)
+        return self._finish(state)
 
     # -- the model protocol ------------------------------------------------------------------
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> Any:
-        features, mask, _ = self._run(x, frame_mask, None)
+        features, mask = self._run(x, frame_mask)
         return self.forward_head(features, mask=mask)
 
     def forward_features(
         self, x: torch.Tensor, frame_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self._run(x, frame_mask, None)[0]
+        return self._run(x, frame_mask)[0]
 
     def forward_head(
         self, features: torch.Tensor, pre_logits: bool = False, mask: torch.Tensor | None = None
@@ -481,24 +516,6 @@ class ViViT(VitzooModel):
         else:
             pooled = masked_mean(features, mask)
         return pooled if pre_logits else self.head(pooled)
-
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Outputs of the selected layers, numbered spatial first, then temporal.
-
-        Spatial-encoder outputs of the factorised encoder are (B, T', 1 + S, D).
-        """
-        total = len(self.spatial) + len(self.temporal)
-        keep = set(range(total)) if indices is None else {i % total for i in indices}
-        final, _, outputs = self._run(x, None, keep)
-        return final, outputs
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
-        head.apply(init_vit_weights)
-        self.head = head.to(next(self.parameters()).device)
 
     def no_weight_decay(self) -> set[str]:
         return {

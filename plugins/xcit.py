@@ -38,6 +38,7 @@ from vitzoo.components.class_attention import ClassAttentionBlock, ClassAttentio
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import ConvNormAct
 from vitzoo.components.examples import TINY_VIT
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.late_class_token import LateClassTokenConfig, LateClassTokenTransformer
 from vitzoo.components.layers import (
     maybe_drop_path,
@@ -119,7 +120,7 @@ class XcitBlockConfig(ComponentConfig):
             raise SpecValueError("local_kernel", f"must be odd and >= 1, got {self.local_kernel}")
 
 
-class XcitBlock(nn.Module):
+class XcitBlock(FollowsGrid, nn.Module):
     """The XCiT layer. Prefix tokens (if any) skip the local patch interaction."""
 
     def __init__(self, config: XcitBlockConfig, ctx: BuildContext) -> None:

@@ -209,6 +209,62 @@ class NoIntermediates(VisionTransformer):
         return self.forward_features(x), []
 
 
+class WrappingIndicesConfig(VitConfig):
+    """A ViT whose forward_intermediates wraps out-of-range indices (``[4]`` of 4 -> block 0)."""
+
+    type: Literal["wrapping-indices"] = "wrapping-indices"
+
+
+class WrappingIndices(VisionTransformer):
+    def forward_intermediates(self, x: torch.Tensor, indices: Any = None, **kwargs: Any) -> Any:
+        n = len(self.blocks)
+        if isinstance(indices, int):
+            indices = list(range(n))[-indices:] if indices else list(range(n))
+        elif indices is not None:
+            indices = [i % n for i in indices] or [n - 1]
+        return super().forward_intermediates(x, indices, **kwargs)
+
+
+class FrozenGridMapsConfig(VitConfig):
+    """A ViT whose feature maps stay at the built resolution whatever the input size."""
+
+    type: Literal["frozen-grid-maps"] = "frozen-grid-maps"
+
+
+class FrozenGridMaps(VisionTransformer):
+    def intermediate_map(self, index: int, state: Any, norm: bool) -> torch.Tensor:
+        fmap = super().intermediate_map(index, state, norm)
+        return F.interpolate(fmap, size=(4, 4), mode="bilinear", align_corners=False)
+
+
+class KeepsHeadConfig(VitConfig):
+    """A ViT whose prune_intermediate_layers keeps the classifier."""
+
+    type: Literal["keeps-head"] = "keeps-head"
+
+
+class KeepsHead(VisionTransformer):
+    def prune_intermediate_layers(
+        self, indices: Any = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        return super().prune_intermediate_layers(indices, prune_norm, prune_head=False)
+
+
+def build_wrapping_indices(config: WrappingIndicesConfig, ctx: BuildContext) -> nn.Module:
+    """ViT that wraps feature indices."""
+    return WrappingIndices(config, ctx)
+
+
+def build_frozen_grid_maps(config: FrozenGridMapsConfig, ctx: BuildContext) -> nn.Module:
+    """ViT with fixed-resolution feature maps."""
+    return FrozenGridMaps(config, ctx)
+
+
+def build_keeps_head(config: KeepsHeadConfig, ctx: BuildContext) -> nn.Module:
+    """ViT that keeps its head when pruned."""
+    return KeepsHead(config, ctx)
+
+
 def build_scaled_forward(config: ScaledForwardConfig, ctx: BuildContext) -> nn.Module:
     """ViT with an inconsistent forward."""
     return ScaledForward(config, ctx)
@@ -251,3 +307,6 @@ def register_pooling(register: Any) -> None:
 def register_architectures(register: Any) -> None:
     register("scaled-forward", build_scaled_forward, ScaledForwardConfig, example=TINY)
     register("no-intermediates", build_no_intermediates, NoIntermediatesConfig, example=TINY)
+    register("wrapping-indices", build_wrapping_indices, WrappingIndicesConfig, example=TINY)
+    register("frozen-grid-maps", build_frozen_grid_maps, FrozenGridMapsConfig, example=TINY)
+    register("keeps-head", build_keeps_head, KeepsHeadConfig, example=TINY)

@@ -39,6 +39,9 @@ TARGETS: list[tuple[str, str, str]] = [
     ("pooling:keeps-token-axis", "check_output_shape", "pooling:cls"),
     ("architecture:scaled-forward", "check_features_and_head", "architecture:vit"),
     ("architecture:no-intermediates", "check_forward_intermediates", "architecture:vit"),
+    ("architecture:wrapping-indices", "check_feature_indices_refused", "architecture:vit"),
+    ("architecture:frozen-grid-maps", "check_feature_maps_at_two_sizes", "architecture:vit"),
+    ("architecture:keeps-head", "check_features_only", "architecture:vit"),
 ]
 
 

@@ -212,8 +212,12 @@ def test_memory_vit_from_spec_checks_its_base() -> None:
 # -- token reduction -----------------------------------------------------------------------------
 def test_patch_merger_reduces_tokens_after_the_chosen_layer() -> None:
     model = build(**{**TINY, "type": "patch-merger-vit", "merge_after": 0, "merge_tokens": 4})
+    # merged tokens are mixtures of every position: only blocks up to the merge give maps
+    assert model.feature_layer_names() == ["blocks.0"]
     _, outputs = model.forward_intermediates(images())
-    assert [o.shape[1] for o in outputs] == [4, 4]
+    assert [o.shape[1:] for o in outputs] == [(32, 4, 4)]
+    final = model.forward_features(images())
+    assert final.shape[1] == 4  # after the merge: 4 tokens
     assert model(images()).shape == (2, 10)
     with pytest.raises(SpecError, match="merge_after"):
         build(**{**TINY, "type": "patch-merger-vit", "merge_after": 2})
@@ -267,7 +271,9 @@ def test_crossvit_two_branches() -> None:
     assert model.forward_features(x).shape == (2, 48)
     assert model(x).shape == (2, 10)
     _, outputs = model.forward_intermediates(x)
-    assert [o.shape for o in outputs] == [(2, 65, 16), (2, 17, 32)]
+    # small branch (patch 4) then large branch (patch 8) after the multi-scale block
+    assert [o.shape for o in outputs] == [(2, 16, 8, 8), (2, 32, 4, 4)]
+    assert model.feature_info.reduction() == [4, 8]
     model.reset_classifier(3)
     assert model(x).shape == (2, 3)
     with pytest.raises(SpecError, match="small.patch_size"):

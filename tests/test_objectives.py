@@ -304,7 +304,7 @@ def test_inspect_leaves_outputs_unchanged(arch: str) -> None:
     assert len(seen.attentions) == 2
     assert all(a.shape == (2, 2, n, n) for a in seen.attentions.values())
     assert list(seen.intermediates) == ["layer0", "layer1"]
-    assert seen.intermediates["layer1"].shape == (2, n, 32)
+    assert seen.intermediates["layer1"].shape == (2, 32, 4, 4)  # the patch tokens' map
     torch.testing.assert_close(seen.features, model.forward_features(x))
 
 

@@ -94,7 +94,9 @@ def test_explicit_and_fused_attention_agree() -> None:
 def test_intermediates_and_grad_checkpointing() -> None:
     model = vitzoo.build("vit-ti16", **TINY)
     final, layers = model.forward_intermediates(torch.randn(2, 3, 32, 32))
-    assert len(layers) == 2 and final.shape == layers[-1].shape
+    # final: the normed token sequence; layers: (B, C, H, W) maps of the patch tokens
+    assert len(layers) == 2 and final.shape == (2, 17, 32)
+    assert layers[-1].shape == (2, 32, 4, 4)
     model.set_grad_checkpointing(True)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert model.patch.proj.weight.grad is not None

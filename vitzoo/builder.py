@@ -93,6 +93,8 @@ def build(
     *,
     weights: str | Path | None = None,
     system: PluginSystem | None = None,
+    features_only: bool = False,
+    out_indices: int | list[int] | tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a model from a preset name, YAML path, mapping or spec, with field overrides.
@@ -102,7 +104,27 @@ def build(
     ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
     Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
     own spec is used) and the weights adapt to overridden classes / image size / channels.
+    ``features_only=True`` gives a backbone for dense prediction instead
+    (:class:`~vitzoo.components.features.FeatureExtractor`): ``forward(x)`` returns the
+    (B, C, H, W) maps of the ``out_indices`` layers (an int: the last n; default: all),
+    ``feature_info`` describes them, unused tail layers and the head are gone.
     """
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices selects feature maps; pass features_only=True with it")
+    model = _build_model(source, weights, system, overrides)
+    if not features_only:
+        return model
+    from vitzoo.components.features import FeatureExtractor
+
+    return FeatureExtractor(model, out_indices)
+
+
+def _build_model(
+    source: SpecSource | None,
+    weights: str | Path | None,
+    system: PluginSystem | None,
+    overrides: Mapping[str, Any],
+) -> nn.Module:
     if source is None and weights is None:
         raise TypeError("build() needs a preset, spec or weights source")
     spec = None if source is None else resolve_spec(source, overrides, system=system)

@@ -53,7 +53,8 @@ class Inspection:
     """Everything one inspected forward pass saw.
 
     ``attentions[name]``: (B, heads, N_query, N_key) per attention module, in module order;
-    ``intermediates["layer{i}"]``: per-block tokens (B, N, D) or per-stage maps (B, C, H, W);
+    ``intermediates["layer{i}"]``: per-layer feature maps (B, C, H, W) (a ViT's patch tokens
+    on their grid, prefix tokens left out; a hierarchical model's stage maps);
     ``features``: the final features (what ``forward_features`` returns); ``output``: the logits
     (exactly what ``model(x)`` returns in the same mode).
     """

@@ -85,7 +85,13 @@ def attention_grid(
             f"no attention map over the {n_patches} patch tokens was recorded; this model's "
             "attention does not act on the patch grid"
         )
-    chosen = square[: (layer % len(square)) + 1]
+    from vitzoo.components.features import FeatureIndexError, resolve_feature_indices
+
+    try:  # out of range is an error, not a wrap-around to another layer
+        (index,) = resolve_feature_indices([layer], len(square))
+    except FeatureIndexError as exc:
+        raise click.ClickException(f"--layer: {exc}") from None
+    chosen = square[: index + 1]
     if rollout:
         eye = torch.eye(n_tokens)
         result = eye

@@ -6,7 +6,9 @@ protocol around those stages, which lives here once:
 
 * ``forward_features(x)`` -> the features the head consumes (the last stage's (B, C, H, W) map,
   or for class-token models such as PiT the final token sequence);
-* ``forward_intermediates(x)`` -> every selected stage's (B, C, H, W) map;
+* the feature layers of the backbone API (``forward_intermediates``, ``feature_info``,
+  ``prune_intermediate_layers``; written once on :class:`~vitzoo.components.model.VitzooModel`)
+  are the stages, each giving its (B, C, H, W) map;
 * ``forward_head`` = pool (global average by default) + norm + optional pre-logits + head, where
   the head is any registered head (a distillation head gets the pooled vector twice);
 * ``reset_classifier``, ``input_size``, ``capabilities = {"feature-maps"}``.
@@ -83,14 +85,15 @@ class HierarchicalConfig(ComponentConfig):
         lists: dict[str, Sequence[Any]] | None = None,
         positive: dict[str, Sequence[int] | int] | None = None,
         heads_divide: bool = True,
+        distillation: bool = False,
     ) -> None:
         """The common rules plus the per-stage ``dims`` / ``depths`` / ``num_heads`` rules.
 
         ``lists``: further per-stage lists that must match ``reference`` in length; ``positive``:
         further fields that must be positive integers. ``heads_divide``: ``num_heads`` must divide
-        ``dims`` stage by stage.
+        ``dims`` stage by stage. ``distillation``: the model has a distillation token.
         """
-        self.check_common()
+        self.check_common(distillation=distillation)
         ref = getattr(self, reference)
         stages = {"depths": self.depths, "num_heads": self.num_heads}
         check_stage_lists(len(ref), reference, **stages, **(lists or {}))
@@ -263,31 +266,53 @@ class HierarchicalModel(VitzooModel):
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
         pooled = self.pre_logits(self.head_norm(self.pool(features)))
-        if pre_logits:
-            return pooled
-        if self._paired_head:
+        if pre_logits:  # (B, D): a pooled (class, distillation) pair is averaged, as in ViT
+            return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
+        if self._paired_head and pooled.ndim == 2:
+            # One pooled vector feeds both classifiers; a model with its own distillation token
+            # (PiT) pools the (B, 2, D) pair itself.
             pooled = pooled.unsqueeze(1).expand(-1, 2, -1)
         return self.head(pooled)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        n = len(self.stages)
-        wanted = set(range(n) if indices is None else [i % n for i in indices])
-        state = self.run_stem(x)
-        maps = []
-        for i in range(n):
-            state = self.run_stage_maybe_checkpointed(i, state)
-            if i in wanted:
-                maps.append(self.stage_map(state))
-        return self.finish(state), maps
+    # -- structure for the backbone API (VitzooModel.forward_intermediates & co.) ------------
+    #: timm's name of the one pooling ``forward_head`` does ("avg"; "token" for class tokens).
+    global_pool_name: str = "avg"
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
-        head.apply(init_vit_weights)
-        head.train(self.training)  # a fresh module is in training mode; follow the model's
-        self.head = head.to(next(self.parameters()).device)
+    def global_pool_choices(self) -> list[str]:
+        return [self.global_pool_name]
+
+    def feature_layer_names(self) -> list[str]:
+        return [f"stages.{i}" for i in range(len(self.stages))]
+
+    def intermediate_stem(self, x: torch.Tensor) -> Any:
+        return self.run_stem(x)
+
+    def intermediate_layer(self, index: int, state: Any) -> Any:
+        return self.run_stage_maybe_checkpointed(index, state)
+
+    def intermediate_map(self, index: int, state: Any, norm: bool) -> torch.Tensor:
+        """The stage map; with ``norm`` the last stage's map goes through the final norm.
+
+        "Where it fits": a ``finish`` that is more than a norm (MobileViT's channel expansion,
+        RegionViT's regional tokens) changes the map's shape, and then the map is left as is.
+        """
+        fmap = self.stage_map(state)
+        is_last = index == len(self.stages) - 1 and not self.__dict__.get("_truncated", False)
+        if not (norm and is_last):
+            return fmap
+        final = self.finish(state)
+        if final.ndim == 3:  # a token sequence (PiT, CvT): drop the prefix, back onto the map
+            if final.shape[1] - self.num_prefix_tokens != fmap.shape[-2] * fmap.shape[-1]:
+                return fmap
+            final = tokens_to_map(final[:, self.num_prefix_tokens :], fmap.shape[-2:])
+        return final if final.shape == fmap.shape else fmap
+
+    def intermediate_final(self, state: Any) -> torch.Tensor:
+        return self.finish(state)
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        self.stages = self.stages[:keep]
+        self.__dict__["_truncated"] = True
 
     def no_weight_decay(self) -> set[str]:
         keys = ("cls_token", "pos_embed", "relative_position", "attention_biases")

@@ -112,17 +112,17 @@ class LateClassTokenTransformer(VisionTransformer):
             tokens = run_block(block, tokens, self.grad_checkpointing, mask=mask)
         return self.norm(tokens)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        stages = [*self.blocks, *self.class_blocks]
-        wanted = set(range(len(stages)) if indices is None else [i % len(stages) for i in indices])
-        tokens, _ = self.embed(x)
-        outputs = []
-        for i, block in enumerate(stages):
-            if i == len(self.blocks):
-                tokens, _ = self._class_stage_input(tokens, None)
-            tokens = block(tokens)
-            if i in wanted:
-                outputs.append(tokens)
-        return self.norm(tokens), outputs
+    # -- structure: feature layers are the self-attention blocks (the class stage changes only
+    # the class token, so it adds no feature map); the class stage runs in the final step
+    def intermediate_prefix_tokens(self) -> int:
+        return self.num_prefix_tokens - 1
+
+    def intermediate_final(self, state: tuple[torch.Tensor, tuple[int, ...]]) -> torch.Tensor:
+        tokens, _ = self._class_stage_input(state[0], None)
+        for block in self.class_blocks:
+            tokens = run_block(block, tokens, self.grad_checkpointing)
+        return self.norm(tokens)
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        super().truncate_feature_layers(keep)
+        self.class_blocks = nn.ModuleList()

@@ -7,17 +7,33 @@ as soon as it implements it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from vitzoo.components.features import (
+    FeatureInfo,
+    IndexSpec,
+    nominal_reduction,
+    resolve_feature_indices,
+)
+
+OutputFormat = Literal["NCHW", "NLC"]
+
 
 class VitzooModel(nn.Module):
-    """Base class of built models: timm-style classifier API plus introspection.
+    """Base class of built models: timm-style classifier and backbone API plus introspection.
 
-    Subclasses implement ``forward_features``, ``forward_head``, ``reset_classifier`` and
-    ``forward_intermediates``, and set ``num_features``, ``num_classes``, ``num_prefix_tokens``.
+    Subclasses implement ``forward_features`` and ``forward_head``, set ``num_features``,
+    ``num_classes``, ``num_prefix_tokens``, and describe their feature layers through the
+    *structure hooks* below (``feature_layer_names``, ``intermediate_stem``,
+    ``intermediate_layer``, ``intermediate_map``, ``intermediate_final``,
+    ``truncate_feature_layers``). Everything a backbone user calls -- ``forward_intermediates``,
+    ``feature_info``, ``prune_intermediate_layers``, ``get_classifier``, ``reset_classifier``,
+    ``set_input_size`` -- is written once here on top of those hooks, so index rules, output
+    formats and device handling cannot drift between architectures.
     """
 
     num_features: int
@@ -42,14 +58,203 @@ class VitzooModel(nn.Module):
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
         raise NotImplementedError
 
-    def reset_classifier(self, num_classes: int) -> None:
+    # -- classifier -----------------------------------------------------------------------------
+    #: The attribute holding the classifier (CrossViT has one head per branch: ``heads``).
+    classifier_attr: str = "head"
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier module (parameter-free after ``reset_classifier(0)``)."""
+        return getattr(self, self.classifier_attr)
+
+    def build_classifier(self, num_classes: int) -> nn.Module:
+        """A fresh classifier for ``num_classes`` (0: identity). Default: the spec's head, rebuilt
+        in the context the model built it in (``self._head_ctx``)."""
+        from vitzoo.components.layers import init_vit_weights
+
+        head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
+        head.apply(init_vit_weights)
+        return head
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """Change how ``forward_head`` pools; models with one fixed pooling accept only it."""
+        allowed = self.global_pool_choices()
+        if global_pool not in allowed:
+            raise ValueError(
+                f"{type(self).__name__} cannot pool with {global_pool!r}; allowed: {allowed}"
+            )
+
+    def global_pool_choices(self) -> list[str]:
+        return ["avg"]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` classes (0: features), on the old one's device,
+        dtype and train/eval mode; ``global_pool`` (when given) changes the pooling first."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if global_pool is not None:
+            self.set_global_pool(global_pool)
+        reference = _reference_tensor(self.get_classifier(), self)
+        head = self.build_classifier(num_classes)
+        if reference is not None:
+            head = head.to(device=reference.device, dtype=reference.dtype)
+        # a fresh module is in training mode; keep the model's (DeiT's head depends on it)
+        setattr(self, self.classifier_attr, head.train(self.training))
+        self.num_classes = num_classes
+
+    # -- structure hooks (what an architecture supplies) ------------------------------------------
+    def feature_layer_names(self) -> list[str]:
+        """Module names of the layers ``forward_intermediates`` indexes, in order."""
+        raise NotImplementedError(f"{type(self).__name__} declares no feature layers")
+
+    def intermediate_stem(self, x: torch.Tensor) -> Any:
+        """Input -> the state the first feature layer consumes."""
         raise NotImplementedError
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Final features and the output of each selected layer/stage (all when ``None``)."""
+    def intermediate_layer(self, index: int, state: Any) -> Any:
+        """Run feature layer ``index`` on ``state``."""
         raise NotImplementedError
+
+    def intermediate_map(self, index: int, state: Any, norm: bool) -> torch.Tensor:
+        """The (B, C, *grid) feature map of ``state`` after layer ``index`` (prefix tokens
+        removed); ``norm`` applies the final norm where it fits that layer."""
+        raise NotImplementedError
+
+    def intermediate_final(self, state: Any) -> torch.Tensor:
+        """The state after the last feature layer -> what ``forward_features`` returns."""
+        raise NotImplementedError
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        """Drop every feature layer from ``keep`` on (and whatever only they feed)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop layers")
+
+    def drop_final_norm(self) -> None:
+        """Replace the final norm by an identity (``prune_intermediate_layers(prune_norm=True)``)."""
+        if isinstance(getattr(self, "norm", None), nn.Module):
+            self.norm = nn.Identity()
+
+    # -- the backbone API, written once -----------------------------------------------------------
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: IndexSpec = None,
+        norm: bool = False,
+        output_fmt: OutputFormat = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
+        """Feature maps of the selected layers, and (unless ``intermediates_only``) the final
+        features ``forward_features`` would give.
+
+        ``indices``: ``None`` all layers, an int the last n, a list those (negative from the
+        end); out-of-range or repeated indices raise. ``output_fmt``: ``"NCHW"`` maps
+        (B, C, H, W) -- (B, C, T, H, W) for video -- or ``"NLC"`` tokens (B, H*W, C); prefix
+        tokens (class, distillation, registers) are never part of a map. ``norm`` applies the
+        final norm to the maps where it fits. ``intermediates_only`` stops after the last
+        selected layer and returns the list alone.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        count = len(self.feature_layer_names())
+        take = resolve_feature_indices(indices, count)
+        wanted = set(take)
+        last = max(take) if intermediates_only else count - 1
+        state = self.intermediate_stem(x)
+        found: dict[int, torch.Tensor] = {}
+        for i in range(last + 1):
+            state = self.intermediate_layer(i, state)
+            if i in wanted:
+                fmap = self.intermediate_map(i, state, norm)
+                found[i] = fmap.flatten(2).transpose(1, 2) if output_fmt == "NLC" else fmap
+        maps = [found[i] for i in take]
+        if intermediates_only:
+            return maps
+        return self.intermediate_final(state), maps
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """``num_chs`` / ``reduction`` / ``module`` of every feature layer (timm's convention).
+
+        Measured once per input size by a batch-of-one pass in eval mode (shape facts cannot
+        drift from the code that produces them); on the meta device this costs nothing.
+        """
+        key = tuple(self.input_size)
+        cached = self.__dict__.get("_feature_info_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        info = self._measure_feature_info()
+        self.__dict__["_feature_info_cache"] = (key, info)
+        return info
+
+    def _measure_feature_info(self) -> FeatureInfo:
+        names = self.feature_layer_names()
+        reference = _reference_tensor(self)
+        device = reference.device if reference is not None else None
+        dtype = reference.dtype if reference is not None and reference.is_floating_point() else None
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                maps = self.forward_intermediates(
+                    self.example_input(1, device=device, dtype=dtype), intermediates_only=True
+                )
+        finally:
+            self.train(was_training)
+        height = self.input_size[-2]
+        return FeatureInfo(
+            dict(
+                num_chs=int(m.shape[1]),
+                reduction=nominal_reduction(height, int(m.shape[-2])),
+                module=name,
+                index=i,
+            )
+            for i, (name, m) in enumerate(zip(names, maps, strict=True))
+        )
+
+    def prune_intermediate_layers(
+        self, indices: IndexSpec = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Keep only what the selected feature layers need; returns the absolute indices.
+
+        Layers after the last selected one are removed, ``prune_head`` replaces the classifier
+        (and pre-logits) by identities, ``prune_norm`` the final norm. The pruned model is a
+        feature extractor: call ``forward_intermediates(..., intermediates_only=True)``.
+        """
+        take = resolve_feature_indices(indices, len(self.feature_layer_names()))
+        info = self.feature_info  # measured before the layers are gone
+        keep = max(take) + 1
+        if keep < len(info):
+            self.truncate_feature_layers(keep)
+        if prune_norm:
+            self.drop_final_norm()
+        if prune_head:
+            self.reset_classifier(0)
+            if isinstance(getattr(self, "pre_logits", None), nn.Module):
+                self.pre_logits = nn.Identity()
+        self.__dict__["_feature_info_cache"] = (tuple(self.input_size), info)
+        self.__dict__["_pruned"] = (list(take), prune_norm, prune_head)
+        return take
+
+    # -- input size ---------------------------------------------------------------------------
+    #: Dotted path of the spec field that holds the input image size.
+    image_size_field: str = "image_size"
+
+    def set_input_size(
+        self, img_size: int | Sequence[int], *, system: Any = None, **spec_overrides: Any
+    ) -> None:
+        """Rebuild this model for another image size, in place, keeping its weights.
+
+        The spec is re-validated with the new size, so a size the architecture cannot take
+        (windows that do not tile it) is a ``SpecError`` saying which sizes work; then the model
+        is rebuilt and loads its own weights, position tables and relative-position tables
+        resampled to the new grids (:mod:`vitzoo.components.resize`). Device, dtype, mode,
+        ``reset_classifier`` changes and pruning are kept. ``spec_overrides`` change other
+        config fields at the same time -- the window sizes a new size needs, e.g.
+        ``set_input_size(64, window_size=4)``; relative-position tables follow. ``system``: the
+        plugin system that built the model (default: the global one). Forward hooks on
+        submodules do not survive.
+        """
+        from vitzoo.components.resize import rebuild_for_input_size
+
+        rebuild_for_input_size(self, img_size, system, spec_overrides)
 
     def example_input(
         self, batch_size: int = 2, *, device: Any = None, dtype: Any = None
@@ -64,6 +269,15 @@ class VitzooModel(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in backward to save memory."""
         self.grad_checkpointing = enable
+
+
+def _reference_tensor(*modules: nn.Module) -> torch.Tensor | None:
+    """The first floating-point parameter or buffer of ``modules`` (for device and dtype)."""
+    for module in modules:
+        for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.is_floating_point():
+                return tensor
+    return None
 
 
 def run_block(block: nn.Module, x: torch.Tensor, checkpoint: bool, **kwargs: Any) -> torch.Tensor:

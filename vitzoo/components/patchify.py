@@ -47,6 +47,11 @@ class LinearPatchConfig(ComponentConfig):
         if image_size is not None:
             check_divisible(image_size, self.patch_size)
 
+    def token_grid(self, image_size: tuple[int, ...]) -> tuple[int, ...]:
+        """The patch grid an image of ``image_size`` gives (known before building)."""
+        patch = to_pair(self.patch_size, len(image_size))
+        return tuple(s // p for s, p in zip(image_size, patch, strict=True))
+
 
 class LinearPatchEmbed(Patchifier):
     """A strided convolution, which is exactly a shared linear map over flattened patches."""

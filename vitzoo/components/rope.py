@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vitzoo.components.grid import FollowsGrid
+
 RopeKind = Literal["axial", "mixed"]
 DEFAULT_THETA: dict[str, float] = {"axial": 100.0, "mixed": 10.0}
 
@@ -47,8 +49,12 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
 
-class Rotary2d(nn.Module):
-    """Rotates the grid tokens of (B, H, N, d) queries/keys; the first ``num_prefix`` stay as they are."""
+class Rotary2d(FollowsGrid, nn.Module):
+    """Rotates the grid tokens of (B, H, N, d) queries/keys; the first ``num_prefix`` stay as they are.
+
+    Positions are coordinates, so the rotation extends to any grid: with ``dynamic_img_size``
+    the host hands it each input's grid (:meth:`follow_grid`).
+    """
 
     def __init__(
         self,
@@ -66,19 +72,37 @@ class Rotary2d(nn.Module):
         self.grid = tuple(grid)
         self.num_prefix = num_prefix
         theta = DEFAULT_THETA[kind] if theta is None else theta
+        self.head_dim, self.theta = head_dim, theta
         x, y = grid_coordinates(self.grid)
         magnitudes = axial_magnitudes(head_dim, theta)
         if kind == "axial":
-            angles = torch.cat((x[:, None] * magnitudes, y[:, None] * magnitudes), dim=-1)
+            cos, sin = self.axial_tables(x, y)
             # Derived from the grid, so not saved: a checkpoint holds only learned tensors.
-            self.register_buffer("cos", angles.cos(), persistent=False)
-            self.register_buffer("sin", angles.sin(), persistent=False)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
         else:
             turn = torch.rand(num_heads, 1) * 2 * math.pi
             fx = torch.cat((magnitudes * turn.cos(), magnitudes * (turn + math.pi / 2).cos()), -1)
             fy = torch.cat((magnitudes * turn.sin(), magnitudes * (turn + math.pi / 2).sin()), -1)
             self.freqs = nn.Parameter(torch.stack((fx, fy)))  # (2, heads, d/2)
             self.register_buffer("coords", torch.stack((x, y)), persistent=False)  # (2, N)
+
+    def axial_tables(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        magnitudes = axial_magnitudes(self.head_dim, self.theta).to(x.device)
+        angles = torch.cat((x[:, None] * magnitudes, y[:, None] * magnitudes), dim=-1)
+        return angles.cos(), angles.sin()
+
+    def follow_grid(self, grid: tuple[int, ...]) -> None:
+        """Recompute the coordinate tables for another token grid."""
+        if tuple(grid) == self.grid:
+            return
+        self.grid = tuple(grid)
+        like = self.cos if self.kind == "axial" else self.coords
+        x, y = (c.to(like.device) for c in grid_coordinates(self.grid))
+        if self.kind == "axial":
+            self.cos, self.sin = (t.to(like.dtype) for t in self.axial_tables(x, y))
+        else:
+            self.coords = torch.stack((x, y)).to(like.dtype)
 
     def angles(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "axial":

@@ -22,6 +22,7 @@ from torch import nn
 
 from vitzoo.components.attention import AttentionBase
 from vitzoo.components.context import BuildContext
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.config import ComponentConfig, SpecValueError
 
 
@@ -65,7 +66,7 @@ class SpatialReductionConfig(_GridAttentionConfig):
             raise SpecValueError("ratio", f"must be a positive integer, got {self.ratio}")
 
 
-class SpatialReductionAttention(AttentionBase):
+class SpatialReductionAttention(FollowsGrid, AttentionBase):
     """q from every token; k, v from the reduced map (plus prefix tokens)."""
 
     def __init__(
@@ -146,7 +147,7 @@ class DepthwiseConvBN(nn.Sequential):
         )
 
 
-class ConvProjectionAttention(AttentionBase):
+class ConvProjectionAttention(FollowsGrid, AttentionBase):
     """q, k, v = Linear(DWConvBN(map)); prefix tokens skip the convs (they are not on the grid)."""
 
     def __init__(

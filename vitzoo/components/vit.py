@@ -6,6 +6,7 @@ with different parts" is a spec (or a config subclass with other defaults), not 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from pydantic import model_validator
 from torch import nn
 
 from vitzoo.components.context import BuildContext
+from vitzoo.components.grid import grid_followers
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.norms import NormKind, make_norm
@@ -53,6 +55,11 @@ class VitConfig(ComponentConfig):
     norm_eps: float = 1e-6
     #: The final norm: LayerNorm (ViT) or RMSNorm (set the block's ``norm`` too for RMSNorm throughout).
     norm: NormKind = "layernorm"
+    #: Accept any input size the patchifier divides, per call: positions are resampled to the
+    #: input's grid and grid-aware parts (window / spatial-reduction attention ...) follow it.
+    #: Off, positions are still resampled but grid-aware parts keep the built grid; either
+    #: way ``set_input_size`` rebuilds the model for a new size.
+    dynamic_img_size: bool = False
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VitConfig:
@@ -79,8 +86,14 @@ class VitConfig(ComponentConfig):
             spatial_dims=len(self.input_extent()),
             class_token=self.class_token,
             distillation_token=self.distillation_token,
+            dynamic_img_size=self.dynamic_img_size,
         )
-        for child in ("patch", "posenc", "attention", "mlp", "block", "pool", "head"):
+        check_child(self.patch, "patch", **context)
+        # grid-partitioning parts check that their windows tile the patch grid, where it is known
+        token_grid = getattr(self.patch, "token_grid", None)
+        if token_grid is not None:
+            context["grid"] = token_grid(self.input_extent())
+        for child in ("posenc", "attention", "mlp", "block", "pool", "head"):
             check_child(getattr(self, child), child, **context)
         if self.head_dim_is_implicit and self.dim % self.num_heads:
             raise SpecValueError(
@@ -183,6 +196,8 @@ class VisionTransformer(VitzooModel):
         ``positions=False`` leaves positions out (MP3 predicts them from content).
         """
         tokens, grid = self.patch(x)
+        if self.config.dynamic_img_size:
+            self.follow_input_grid(grid)
         if patch_transform is not None:
             tokens = patch_transform(tokens)
         batch = tokens.shape[0]
@@ -195,6 +210,18 @@ class VisionTransformer(VitzooModel):
                 [tokens[:, : self.num_embed_prefix], reg, tokens[:, self.num_embed_prefix :]], dim=1
             )
         return self.pos_drop(tokens), grid
+
+    def follow_input_grid(self, grid: tuple[int, ...]) -> None:
+        """``dynamic_img_size``: hand the grid of this input to every grid-aware part."""
+        if tuple(grid) == self.__dict__.get("_followed_grid"):
+            return
+        followers = self.__dict__.get("_grid_followers")
+        if followers is None:
+            followers = grid_followers(self, skip=[self.posenc])
+            self.__dict__["_grid_followers"] = followers
+        for module in followers:
+            module.follow_grid(grid)
+        self.__dict__["_followed_grid"] = tuple(grid)
 
     def drop_patches(self, tokens: torch.Tensor, num_prefix: int | None = None) -> torch.Tensor:
         """Training-time patch dropout: keep a random subset of patch tokens (prefix always kept).
@@ -230,30 +257,84 @@ class VisionTransformer(VitzooModel):
             return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
         return self.head(pooled)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        wanted = set(
-            range(len(self.blocks)) if indices is None else [i % len(self.blocks) for i in indices]
-        )
-        tokens, _ = self.embed(x)
-        outputs = []
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens)
-            if i in wanted:
-                outputs.append(tokens)
-        return self.norm(tokens), outputs
+    # -- structure for the backbone API (VitzooModel.forward_intermediates & co.) ------------
+    def feature_layer_names(self) -> list[str]:
+        return [f"blocks.{i}" for i in range(len(self.blocks))]
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        head = self._head_ctx.build("head", self.config.head, num_classes=num_classes)
-        head.apply(init_vit_weights)
-        # a fresh module is in training mode; keep the model's mode (DeiT's head depends on it)
-        self.head = head.to(next(self.parameters()).device).train(self.training)
+    def intermediate_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        return self.embed(x)
+
+    def intermediate_layer(
+        self, index: int, state: tuple[torch.Tensor, tuple[int, ...]]
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        tokens, grid = state
+        return run_block(self.blocks[index], tokens, self.grad_checkpointing), grid
+
+    def intermediate_prefix_tokens(self) -> int:
+        """Prefix tokens in the sequence the blocks see (CaiT's class token joins later)."""
+        return self.num_prefix_tokens
+
+    def intermediate_map(
+        self, index: int, state: tuple[torch.Tensor, tuple[int, ...]], norm: bool
+    ) -> torch.Tensor:
+        tokens, grid = state
+        patches = tokens[:, self.intermediate_prefix_tokens() :]
+        if norm:
+            patches = self.norm(patches)
+        return tokens_to_grid_map(patches, grid)
+
+    def intermediate_final(self, state: tuple[torch.Tensor, tuple[int, ...]]) -> torch.Tensor:
+        return self.norm(state[0])
+
+    def truncate_feature_layers(self, keep: int) -> None:
+        self.blocks = self.blocks[:keep]
+
+    # -- classifier --------------------------------------------------------------------------
+    #: timm's names for the pooling choices, mapped to the registered pooling types.
+    POOL_ALIASES = {"token": "cls", "avg": "mean"}
+
+    def global_pool_choices(self) -> list[str]:
+        return sorted(
+            {*self._head_ctx.registry.names("pooling"), *self.POOL_ALIASES, self.config.pool.type}
+        )
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """Swap the pooling for another registered one (timm's ``token`` / ``avg`` accepted)."""
+        super().set_global_pool(global_pool)
+        name = self.POOL_ALIASES.get(global_pool, global_pool)
+        if name == self.config.pool.type:
+            return
+        from vitzoo.spec import resolved_config
+
+        config = resolved_config(self._head_ctx.registry, "pooling", name)()
+        config.check(
+            class_token=self.config.class_token,
+            distillation_token=self.config.distillation_token,
+        )
+        reference = next(iter(self.pool.parameters()), None)
+        pool = self._head_ctx.build("pooling", config)
+        if reference is not None:
+            pool = pool.to(device=reference.device, dtype=reference.dtype)
+        self.pool = pool
+        # the spec follows, so a saved checkpoint rebuilds the model with this pooling
+        self.config = self.config.model_copy(update={"pool": config})
+        spec = getattr(self, "vitzoo_spec", None)
+        if spec is not None:
+            self.vitzoo_spec = spec.model_copy(
+                update={"model": spec.model.model_copy(update={"pool": config})}
+            )
 
     def no_weight_decay(self) -> set[str]:
         names = {"cls_token", "dist_token", "reg_token"}
         return {n for n, _ in self.named_parameters() if n in names or "pos_embed" in n}
+
+
+def tokens_to_grid_map(tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """(B, prod(grid), C) patch tokens -> (B, C, *grid): (B, C, H, W), or (B, C, T, H, W)."""
+    b, n, c = tokens.shape
+    if n != math.prod(grid):
+        raise ValueError(f"{n} tokens do not lie on the {tuple(grid)} patch grid")
+    return tokens.transpose(1, 2).reshape(b, c, *grid)
 
 
 def build_vit(config: VitConfig, ctx: BuildContext) -> VisionTransformer:

@@ -26,6 +26,7 @@ from torch import nn
 
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.layers import to_pair
 from vitzoo.config import SpecValueError
 
@@ -103,6 +104,21 @@ def require_grid_only(what: str, class_token: bool, distillation_token: bool) ->
         )
 
 
+def require_tiling(
+    grid: Sequence[int], step: Sequence[int], what: str, field: str = "window_size"
+) -> None:
+    """Spec-time rule of attentions that cannot pad: ``step`` must tile the patch grid."""
+    if len(grid) != 2:
+        raise SpecValueError("type", f"{what} needs a 2D patch grid, got {tuple(grid)}")
+    if grid[0] % step[0] or grid[1] % step[1]:
+        raise SpecValueError(
+            field,
+            f"{what} do not tile the {grid[0]}x{grid[1]} patch grid (image_size / patch "
+            f"size); allowed: image sizes whose patch grid sides are multiples of "
+            f"{step[0]}x{step[1]}",
+        )
+
+
 class WindowAttentionConfig(MhsaConfig):
     """Attention inside local windows (block) or dilated grids, optional relative position bias."""
 
@@ -110,6 +126,11 @@ class WindowAttentionConfig(MhsaConfig):
     window_size: int | tuple[int, int] = 7
     mode: Literal["block", "grid"] = "block"
     relative_bias: bool = True
+    #: When the grid does not tile into windows it is zero-padded; True masks the padded keys
+    #: out, False lets them take part (their keys and values are the projections' biases), as
+    #: Twins' reference code (and timm's port) does -- so its weights compute their function
+    #: at any image size, not only where the windows tile the map.
+    mask_padding: bool = True
 
     def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
         if min(to_pair(self.window_size)) < 1:
@@ -117,7 +138,7 @@ class WindowAttentionConfig(MhsaConfig):
         require_grid_only("window attention", class_token, distillation_token)
 
 
-class WindowAttention(MultiHeadAttention):
+class WindowAttention(FollowsGrid, MultiHeadAttention):
     """Multi-head attention within windows of a (B, H, W, C) map (see the module docstring)."""
 
     def __init__(
@@ -137,6 +158,7 @@ class WindowAttention(MultiHeadAttention):
         self.relative_position = (
             RelativePositionBias(self.window, num_heads) if config.relative_bias else None
         )
+        self.mask_padding = config.mask_padding
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None:
@@ -154,6 +176,7 @@ class WindowAttention(MultiHeadAttention):
         key_mask = None
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if (pad_h or pad_w) and self.mask_padding:
             valid = torch.zeros(1, h + pad_h, w + pad_w, 1, dtype=torch.bool, device=x.device)
             valid[:, :h, :w] = True
             key_mask = self._partition(valid.to(x.dtype)).squeeze(-1).bool()  # (nW, N)

@@ -1,0 +1,184 @@
+"""Another input size for a built model: re-validate the spec, rebuild, carry the weights over.
+
+Rebuilding from the spec is the one way that is right for every architecture at once: each
+constructor already derives its stage grids, window sizes and position tables from
+``image_size``, and each config already refuses, at spec time, sizes its windows cannot tile.
+What is left is carrying the weights across: most tensors keep their shape; the few whose shape
+follows the grid are resampled here by rules keyed on what the tensor *is*:
+
+* learned absolute positions (``LearnedPositions``): the patch part is resampled on its grid
+  with :func:`vitzoo.components.posenc.resize_grid_embedding`, prefix positions kept;
+* a (1, C, h, w) position map (PiT): resampled bicubically;
+* a (1, N, C) table on a module that knows its ``grid``: resampled like learned positions;
+* relative-position tables ((2h-1)(2w-1), heads): resampled on their offset grid
+  (:func:`resize_relative_position_table`);
+* a (heads, h*w) per-offset bias on a module that knows its ``grid`` (LeViT): resampled as a
+  map;
+* a module may define ``resample_tensor(name, tensor, old_module)`` for its own tensors
+  (NesT's blocked positions, SepViT's window tokens) -- tried first;
+* anything else whose shape changed is an error naming the tensor (never a silent skip).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitzoo.components.layers import to_pair
+from vitzoo.components.posenc import LearnedPositions, resize_grid_embedding
+
+
+class InputSizeError(ValueError):
+    """A tensor whose shape depends on the input size and that no rule can resample."""
+
+
+def resize_relative_position_table(
+    table: torch.Tensor, old_window: Sequence[int], new_window: Sequence[int]
+) -> torch.Tensor:
+    """Resample a ((2h-1)(2w-1), heads) relative-offset table to another window size."""
+    old = (2 * old_window[0] - 1, 2 * old_window[1] - 1)
+    new = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
+    if old == new:
+        return table
+    heads = table.shape[-1]
+    grid = table.reshape(1, *old, heads).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(-1, heads).to(table.dtype)
+
+
+def resize_map(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resample a (1, C, h, w) map bicubically to ``size``."""
+    out = F.interpolate(tensor.float(), size=tuple(size), mode="bicubic", align_corners=False)
+    return out.to(tensor.dtype)
+
+
+def resize_per_window_table(
+    tensor: torch.Tensor, old_windows: Sequence[int], new_windows: Sequence[int]
+) -> torch.Tensor:
+    """Resample (1, nh*nw, *rest) -- one entry per window, row-major (SepViT's window tokens)
+    -- to another window grid, as a map over the windows."""
+    rest = tensor.shape[2:]
+    flat = tensor.reshape(1, *old_windows, -1).permute(0, 3, 1, 2)
+    out = resize_map(flat, new_windows).permute(0, 2, 3, 1)
+    return out.reshape(1, new_windows[0] * new_windows[1], *rest)
+
+
+def resize_blocked_map(
+    tensor: torch.Tensor, block: Sequence[int], old_grid: Sequence[int], new_grid: Sequence[int]
+) -> torch.Tensor:
+    """Resample (1, blocks, bh*bw, C) -- a map split into blocks (NesT's positions) -- to another
+    grid: blocks put back together, the map resampled, and split again."""
+    from vitzoo.components.windows import window_partition, window_reverse
+
+    dim = tensor.shape[-1]
+    full = window_reverse(tensor.reshape(-1, block[0] * block[1], dim), block, old_grid)
+    full = resize_map(full.permute(0, 3, 1, 2), new_grid).permute(0, 2, 3, 1)
+    return window_partition(full.contiguous(), block).reshape(1, -1, block[0] * block[1], dim)
+
+
+def _resize_token_table(
+    tensor: torch.Tensor,
+    old_grid: Sequence[int],
+    new_grid: Sequence[int],
+    prefix: int,
+) -> torch.Tensor:
+    head, patches = tensor[:, :prefix], tensor[:, prefix:]
+    return torch.cat([head, resize_grid_embedding(patches, tuple(old_grid), tuple(new_grid))], 1)
+
+
+def resize_tensor(
+    key: str, old_module: nn.Module, new_module: nn.Module, tensor: torch.Tensor, shape: Any
+) -> torch.Tensor:
+    """``tensor`` (entry ``key`` of ``old_module``) resampled to ``shape`` for ``new_module``."""
+    attr = key.rpartition(".")[2]
+    shape = tuple(shape)
+    own_rule = getattr(new_module, "resample_tensor", None)
+    if own_rule is not None:  # a module that knows how its grid-shaped tensors resample
+        resampled = own_rule(attr, tensor, old_module)
+        if resampled is not None:
+            return resampled
+    old_grid = tuple(getattr(old_module, "grid", ()) or ())
+    new_grid = tuple(getattr(new_module, "grid", ()) or ())
+    if isinstance(old_module, LearnedPositions) and attr == "pos_embed":
+        return _resize_token_table(tensor, old_module.grid, new_module.grid, old_module.num_prefix)
+    if attr == "relative_position_bias_table" and hasattr(old_module, "window"):
+        return resize_relative_position_table(
+            tensor, to_pair(old_module.window), to_pair(new_module.window)
+        )
+    if tensor.ndim == 4 and tensor.shape[:2] == shape[:2] and tensor.shape[0] == 1:
+        return resize_map(tensor, shape[2:])
+    if (
+        tensor.ndim == 3
+        and tensor.shape[0] == 1
+        and tensor.shape[-1] == shape[-1]
+        and old_grid
+        and new_grid
+    ):
+        prefix = tensor.shape[1] - math.prod(old_grid)
+        if prefix >= 0 and shape[1] - math.prod(new_grid) == prefix:
+            return _resize_token_table(tensor, old_grid, new_grid, prefix)
+    if (
+        tensor.ndim == 2
+        and len(old_grid) == 2
+        and tensor.shape[1] == math.prod(old_grid)
+        and shape[1] == math.prod(new_grid)
+    ):  # per-head bias over the offsets of a grid, row-major (LeViT's attention biases)
+        table = tensor.reshape(1, tensor.shape[0], *old_grid)
+        return resize_map(table, new_grid).reshape(tensor.shape[0], -1)
+    raise InputSizeError(
+        f"{key}: shape {tuple(tensor.shape)} becomes {shape} at the new input size and no "
+        "resampling rule covers it"
+    )
+
+
+def adapt_state_dict(old: nn.Module, new: nn.Module) -> dict[str, torch.Tensor]:
+    """``old``'s state dict with every grid-dependent tensor resampled to ``new``'s shapes."""
+    target = new.state_dict()
+    old_modules = dict(old.named_modules())
+    new_modules = dict(new.named_modules())
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in old.state_dict().items():
+        want = target.get(key)
+        if want is None or want.shape == tensor.shape:
+            state[key] = tensor
+            continue
+        owner = key.rpartition(".")[0]
+        state[key] = resize_tensor(
+            key, old_modules[owner], new_modules[owner], tensor, want.shape
+        ).to(want.dtype)
+    return state
+
+
+def rebuild_for_input_size(
+    model: nn.Module,
+    img_size: Any,
+    system: Any = None,
+    spec_overrides: dict[str, Any] | None = None,
+) -> None:
+    """Implementation of ``VitzooModel.set_input_size`` (see there)."""
+    from vitzoo.builder import build_from_spec, current_spec, resolve_spec
+    from vitzoo.components.model import _reference_tensor
+
+    size = [int(img_size)] * 2 if isinstance(img_size, int) else [int(s) for s in img_size]
+    spec = current_spec(model)
+    parent = f"model.{model.image_size_field}".rpartition(".")[0]
+    changes = {f"{parent}.{key}": value for key, value in (spec_overrides or {}).items()}
+    changes[f"model.{model.image_size_field}"] = size
+    new_spec = resolve_spec(spec, changes, system=system)
+    reference = _reference_tensor(model)
+    with torch.random.fork_rng(devices=[]):
+        fresh = build_from_spec(new_spec, system=system)
+    if reference is not None:
+        fresh = fresh.to(device=reference.device, dtype=reference.dtype)
+    pruned = model.__dict__.get("_pruned")
+    if pruned is not None:
+        fresh.prune_intermediate_layers(*pruned)
+    fresh.load_state_dict(adapt_state_dict(model, fresh), strict=True)
+    fresh.train(model.training)
+    fresh.grad_checkpointing = model.grad_checkpointing
+    model.__dict__.update(fresh.__dict__)
