@@ -16,22 +16,22 @@ constructor for the chosen model, is skipped with a message. See benchmarks/READ
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import json
 import platform
 import statistics
 import subprocess
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from vitzoo.bench.runner import logits_loss
+from vitzoo.bench.timing import interleaved, peak_memory_mib, rates
 
 # --------------------------------------------------------------------------------------------
 # Peer constructors. Each entry maps a vitzoo preset to the *same architecture* in a peer library:
@@ -271,12 +271,6 @@ def gather_contestants(preset: str, libraries: list[str]) -> list[Contestant]:
 # --------------------------------------------------------------------------------------------
 # Timed workloads
 # --------------------------------------------------------------------------------------------
-def logits_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on the logits; distilled models return (cls, dist) pairs in training."""
-    outputs = output if isinstance(output, (tuple, list)) else (output,)
-    return sum(F.cross_entropy(o.float(), target) for o in outputs) / len(outputs)
-
-
 class Workload:
     """One model in one mode (inference at a batch size, or a training step)."""
 
@@ -305,58 +299,31 @@ class Workload:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_calls(fn: Callable[[], None], iters: int, device: str, clock: str = "wall") -> float:
-    """Seconds for ``iters`` calls: wall time, or process CPU time (``clock="cpu"``).
-
-    CPU time (all threads of this process) is what to use on a machine shared with other jobs:
-    time spent descheduled does not count, so the ratios stay meaningful; it is not a latency.
-    """
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    sync(device)
-    start = now()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return now() - start
-
-
 def measure(
     contestants: list[Contestant], args: argparse.Namespace, name: str, batch: int, train: bool
 ) -> None:
-    """Warm every library up, then time them interleaved; stores images/s per repetition."""
+    """Warm every library up, then time them interleaved; stores images/s per repetition.
+
+    The method (warm-up, rotating order, per-repetition figures) is vitzoo's own
+    :func:`vitzoo.bench.timing.interleaved`, the same that ``vitzoo bench`` uses.
+    """
     workloads = {c.library: Workload(c, args, batch, train) for c in contestants}
+    times = interleaved(
+        workloads,
+        repeats=args.repeats,
+        iters=args.iters,
+        warmup=args.warmup,
+        device=args.device,
+        clock=args.clock,
+    )
     for c in contestants:
-        for _ in range(args.warmup):
-            workloads[c.library]()
-    order = [c.library for c in contestants]
-    rates: dict[str, list[float]] = {lib: [] for lib in order}
-    for rep in range(args.repeats):
-        shift = rep % len(order)
-        for lib in order[shift:] + order[:shift]:
-            seconds = time_calls(workloads[lib], args.iters, args.device, args.clock)
-            rates[lib].append(batch * args.iters / seconds)
-    for c in contestants:
-        c.results[name] = rates[c.library]
+        c.results[name] = rates(times[c.library], batch)
         c.model.zero_grad(set_to_none=True)
 
 
 # --------------------------------------------------------------------------------------------
 # Peak memory of a training step (fresh process per library, so high-water marks don't mix)
 # --------------------------------------------------------------------------------------------
-def proc_status_mib(field_name: str) -> float:
-    """A memory field of /proc/self/status (Linux), in MiB."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) / 1024
-    raise OSError(f"{field_name} not in /proc/self/status")
-
-
 def memory_probe(args: argparse.Namespace) -> dict[str, float]:
     """Run in a child process: peak memory of one training step above the built model + input.
 
@@ -366,19 +333,10 @@ def memory_probe(args: argparse.Namespace) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     (c,) = gather_contestants(args.model, [args.memory_probe])
     work = Workload(c, args, args.train_batch, train=True)
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        work()
-        torch.cuda.synchronize()
-        return {"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20}
-    gc.collect()
-    before = proc_status_mib("VmRSS")
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-        f.write("5")
-    work()
-    return {"peak_mib": proc_status_mib("VmHWM") - before}
+    peak = peak_memory_mib(work, args.device)
+    if peak is None:
+        raise OSError("peak memory needs Linux's /proc/self/status and clear_refs")
+    return {"peak_mib": peak}
 
 
 def measure_memory(contestants: list[Contestant], args: argparse.Namespace) -> dict[str, float]:

@@ -66,7 +66,7 @@ def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
     eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
     abs_a = a.abs()
     denom = abs_a.sum(dim=-1).amax(dim=-1) * abs_a.sum(dim=-2).amax(dim=-1)
-    z = a.transpose(-1, -2) / denom.amax()
+    z = a.transpose(-1, -2) / denom.max()
     for _ in range(iterations):
         az = a @ z
         z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))

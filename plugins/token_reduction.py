@@ -149,23 +149,35 @@ def sample_tokens(
     total = patch_scores.sum(dim=1, keepdim=True)
     cdf = patch_scores.cumsum(dim=1) / total.clamp(min=torch.finfo(scores.dtype).tiny)
     points = (torch.arange(budget, device=scores.device, dtype=cdf.dtype) + 0.5) / budget
-    picks = torch.searchsorted(cdf.contiguous(), points.expand(batch, -1).contiguous())
+    # searchsorted (left) on a non-decreasing CDF = how many CDF values lie below each point;
+    # written as a comparison because ONNX has no searchsorted (the (B, K, N) mask is small)
+    picks = (cdf[:, None, :] < points[None, :, None]).sum(dim=-1)
     picks = picks.clamp(max=n - num_prefix - 1) + num_prefix
     keep = torch.zeros(batch, n, dtype=torch.bool, device=scores.device)
     keep.scatter_(1, picks, True)
     few = real[:, num_prefix:].sum(dim=1, keepdim=True) <= budget  # under budget: keep them all
-    keep = torch.where(few, real, keep & real)
+    keep = real & (few | keep)
     keep[:, :num_prefix] = True
     return keep
 
 
 def compact(
-    tokens: torch.Tensor, keep: torch.Tensor, ids: torch.Tensor
+    tokens: torch.Tensor, keep: torch.Tensor, ids: torch.Tensor, max_kept: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move kept tokens to the front (original order), pad to the longest sample, build its mask."""
+    """Move kept tokens to the front (original order), pad to the longest sample, build its mask.
+
+    A traced graph (``torch.export``, ``torch.compile``) cannot take a shape from a tensor's
+    value, so there the batch is padded to ``max_kept``, the most tokens a layer's budget can keep:
+    the extra slots are masked padding, so the real tokens and the logits are unchanged.
+    """
     counts = keep.sum(dim=1)
-    width = int(counts.max())
-    order = (~keep).to(torch.int8).argsort(dim=1, stable=True)[:, :width]
+    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    width = min(max_kept, keep.shape[1]) if tracing else int(counts.max())
+    n = keep.shape[1]
+    # kept tokens first, each group in its original order: a stable argsort of ~keep, written
+    # as top-k of distinct ranks because ONNX has no stable sort
+    rank = keep.long() * n + (n - 1 - torch.arange(n, device=keep.device))
+    order = rank.topk(width, dim=1).indices
     new_mask = torch.arange(width, device=tokens.device)[None] < counts[:, None]
     tokens = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
     ids = ids.gather(1, order).masked_fill(~new_mask, -1)
@@ -185,7 +197,8 @@ def ats_block(
     q, k, v = attn.split_heads(block.norm1(x))
     x = x + block.drop_path(block.ls1(attn.merge_heads(attn.attend(q, k, v, mask))))
     scores = significance_scores(q[:, :, :1], k, v, mask, attn.head_dim**-0.5)
-    x, mask, ids = compact(x, sample_tokens(scores, mask, num_prefix, budget), ids)
+    keep = sample_tokens(scores, mask, num_prefix, budget)
+    x, mask, ids = compact(x, keep, ids, num_prefix + budget)
     return x + block.drop_path(block.ls2(block.mlp(block.norm2(x)))), mask, ids
 
 

@@ -25,7 +25,12 @@ from vitzoo.suggest import did_you_mean
 from vitzoo.terminal import make_console, plural
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
-COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect", "vitzoo.commands.weights")
+COMMAND_MODULES = (
+    "vitzoo.commands.train",
+    "vitzoo.commands.inspect",
+    "vitzoo.commands.weights",
+    "vitzoo.commands.deploy",
+)
 
 out: Console = make_console()
 err: Console = make_console(stderr=True)

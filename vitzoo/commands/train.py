@@ -73,10 +73,21 @@ def resume_command(
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from vitzoo.checkpoint import CheckpointError
+    from vitzoo.export import ExportError
+    from vitzoo.runtime import RuntimeUnavailable
     from vitzoo.spec import SpecError
     from vitzoo.training.data import DataError
 
-    return (SpecError, CheckpointError, DataError, FileExistsError, FileNotFoundError, ValueError)
+    return (
+        SpecError,
+        CheckpointError,
+        DataError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+        ExportError,
+        RuntimeUnavailable,
+    )
 
 
 @click.command()
@@ -233,6 +244,20 @@ def _per_class_table(report: dict[str, Any]) -> Table:
 @click.option(
     "--strict-data", is_flag=True, help="Fail on unreadable images instead of skipping them."
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default="torch",
+    show_default=True,
+    help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: weights cast once to bfloat16 (torch runtime).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--confusion-png",
@@ -247,6 +272,8 @@ def evaluate(
     batch_size: int,
     device: str,
     strict_data: bool,
+    runtime: str,
+    precision: str,
     as_json: bool,
     confusion_png: Path | None,
 ) -> None:
@@ -264,6 +291,8 @@ def evaluate(
                 batch_size=batch_size,
                 strict=strict_data,
                 device=device,
+                runtime=runtime,
+                precision=precision,
             )
     except _known_errors() as exc:
         _fail(str(exc))
@@ -300,9 +329,29 @@ def evaluate(
     help="Classes to show per input (at least 1).",
 )
 @click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default="torch",
+    show_default=True,
+    help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: weights cast once to bfloat16 (torch runtime).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(
-    checkpoint: Path, images: tuple[Path, ...], top_k: int, device: str, as_json: bool
+    checkpoint: Path,
+    images: tuple[Path, ...],
+    top_k: int,
+    device: str,
+    runtime: str,
+    precision: str,
+    as_json: bool,
 ) -> None:
     """Top-k classes with probabilities for each IMAGE (a clip, for a video checkpoint),
     using CHECKPOINT's class names."""
@@ -310,7 +359,9 @@ def predict(
 
     try:
         with _plain_warnings(make_console(stderr=True)):
-            results = run_predict(checkpoint, images, top_k=top_k, device=device)
+            results = run_predict(
+                checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
+            )
     except _known_errors() as exc:
         _fail(str(exc))
         return

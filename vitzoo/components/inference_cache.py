@@ -32,6 +32,8 @@ class InferenceCache:
 
     def get(self, compute: Callable[[], torch.Tensor], *sources: torch.Tensor) -> torch.Tensor:
         """``compute()``, or its cached result when no ``source`` changed since it was cached."""
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return compute()  # a traced graph must contain the op (and fake tensors have no data)
         if torch.is_grad_enabled() or any(s.is_inference() for s in sources):
             # Training needs the op in the graph; inference tensors have no version counter.
             self.clear()

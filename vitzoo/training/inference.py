@@ -92,13 +92,28 @@ def evaluate_model(
 
 
 def load_classifier(
-    checkpoint: str | Path, *, system: PluginSystem | None = None, device: str = "cpu"
+    checkpoint: str | Path,
+    *,
+    system: PluginSystem | None = None,
+    device: str = "cpu",
+    runtime: str = "torch",
+    precision: str = "fp32",
 ) -> tuple[nn.Module, list[str], DataConfig]:
     """The model of ``checkpoint`` in eval mode, its class names and its data settings.
 
     A stored class list whose length disagrees with the model's outputs is a warning (the
-    classes are then called ``class_<i>``), not a silent relabelling.
+    classes are then called ``class_<i>``), not a silent relabelling. ``runtime``/``precision``
+    choose how it runs (:func:`vitzoo.runtime.deployed`); a ``.onnx`` file written by
+    ``vitzoo export`` is run by ONNX Runtime with the spec in its metadata.
     """
+    from vitzoo.runtime import deployed, load_onnx
+
+    if Path(checkpoint).suffix == ".onnx":
+        model, names = load_onnx(checkpoint, system=system)
+        if model.vitzoo_spec is None:
+            raise ValueError(f"{checkpoint}: no vitzoo spec in its metadata (use vitzoo export)")
+        classes = names or [f"class_{i}" for i in range(int(model.vitzoo_spec.model.num_classes))]
+        return model, classes, getattr(model.vitzoo_spec, "data", None) or DataConfig()
     model = load(checkpoint, system=system, map_location=device).eval()
     _, metadata = read_checkpoint(checkpoint)
     outputs = int(model.num_classes)
@@ -110,6 +125,7 @@ def load_classifier(
             stacklevel=2,
         )
     classes = class_names(metadata, outputs)
+    model = deployed(model, runtime=runtime, precision=precision)
     data_cfg = getattr(model.vitzoo_spec, "data", None) or DataConfig()
     from vitzoo.weights.preprocessing import Preprocessing, data_overrides
 
@@ -148,12 +164,16 @@ def evaluate(
     strict: bool = False,
     device: str = "cpu",
     system: PluginSystem | None = None,
+    runtime: str = "torch",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on ``data_dir/<split>`` (default: the spec's validation split, or
     ``data_dir`` itself when it directly holds class folders). ``data_dir`` may also be a
     ``path,label`` CSV file; with no ``split`` the checkpoint's ``data.val_csv`` is used when set.
     Video checkpoints read clip folders (see :mod:`vitzoo.training.data`)."""
-    model, classes, data_cfg = load_classifier(checkpoint, system=system, device=device)
+    model, classes, data_cfg = load_classifier(
+        checkpoint, system=system, device=device, runtime=runtime, precision=precision
+    )
     kind = "clip" if is_video_model(model) else "image"
     folder = find_split(Path(data_dir), split, data_cfg, classes, strict=strict, kind=kind)
     transform = _eval_transform(model, data_cfg)
@@ -202,13 +222,17 @@ def predict(
     top_k: int = 5,
     device: str = "cpu",
     system: PluginSystem | None = None,
+    runtime: str = "torch",
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities per image (or clip, for a video checkpoint);
     unreadable inputs get an ``error``. ``top_k`` must be >= 1 (more than the classes shows
     them all)."""
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
-    model, classes, data_cfg = load_classifier(checkpoint, system=system, device=device)
+    model, classes, data_cfg = load_classifier(
+        checkpoint, system=system, device=device, runtime=runtime, precision=precision
+    )
     transform = _eval_transform(model, data_cfg)
     frames = _frames(model)
     k = min(top_k, len(classes))

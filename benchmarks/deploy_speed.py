@@ -1,0 +1,189 @@
+"""Deployment speed against timm and the matmul roofline, each scenario in ONE interleaved run.
+
+Scenarios (``--scenario``):
+
+* ``onnx``: ViT-S/16 at batch 1 (latency): vitzoo in ONNX Runtime, vitzoo eager, timm eager.
+* ``bf16``: ViT-S/16 at batch 16: vitzoo with bf16 weights (``--precision bf16``), vitzoo under
+  bf16 autocast, timm under bf16 autocast, and a bf16 matmul at the model's dominant GEMM shape.
+* ``small``: the small / conv-heavy presets (``--models``) at batch 16, float32: vitzoo and timm
+  eager, and a float32 matmul at each model's dominant GEMM shape.
+
+Every workload of a scenario (models and matmul probes alike) is timed in one interleaved run
+with a rotating order (:func:`vitzoo.bench.timing.interleaved`, the method of
+``compare_peers.py`` and ``vitzoo bench``); figures are medians with min/max over repetitions.
+FLOPs come from :func:`vitzoo.bench.roofline.count_flops` on the vitzoo model.
+
+    python benchmarks/deploy_speed.py --scenario small --threads 2 --repeats 5 --clock cpu
+    python benchmarks/deploy_speed.py --scenario bf16 --device cuda --repeats 20 --iters 10
+
+Needs timm next to vitzoo (``pip install -e .[bench,export]``, see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_peers import build_library_model  # noqa: E402
+
+from vitzoo.bench.roofline import MatmulProbe, count_flops  # noqa: E402
+from vitzoo.bench.timing import Spread, interleaved, rates  # noqa: E402
+from vitzoo.precision import for_inference  # noqa: E402
+
+SMALL = "mobilevit-xs,pit-ti,maxvit-t,twins-svt-s,levit-128s"
+
+
+def inference(model: Any, x: torch.Tensor, autocast: bool = False) -> Callable[[], None]:
+    device_type = x.device.type
+
+    def run() -> None:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast),
+        ):
+            model(x)
+
+    return run
+
+
+def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict]]:
+    """name -> workload, and name -> {batch, flops per image, matmul probe name} for the report."""
+    device = torch.device(args.device)
+    work: dict[str, Any] = {}
+    info: dict[str, dict] = {}
+    presets = ["vit-s16"] if args.scenario in ("onnx", "bf16") else args.models.split(",")
+    batch = 1 if args.scenario == "onnx" else args.batch
+    for preset in presets:
+        vz, size = build_library_model("vitzoo", preset)
+        vz = vz.eval().to(device)
+        x = torch.randn(batch, *size, device=device)
+        flops = count_flops(lambda m=vz, x=x: m(x))
+        per_image = flops.total / batch
+        probe = f"matmul {preset}"
+        dtype = torch.bfloat16 if args.scenario == "bf16" else torch.float32
+        if flops.dominant is not None:
+            work[probe] = MatmulProbe(flops.dominant, dtype, device)
+            info[probe] = {"shape": str(flops.dominant), "flops": flops.dominant.flops}
+        try:
+            timm_model, _ = build_library_model("timm", preset)
+            timm_model = timm_model.eval().to(device)
+        except Exception as exc:  # no timm or no mapping: vitzoo alone, against the roofline
+            print(f"  no timm model for {preset}: {type(exc).__name__}: {exc}")
+            timm_model = None
+        entries: dict[str, Callable[[], None]] = {}
+        if args.scenario == "onnx":
+            from vitzoo.runtime import deployed
+
+            entries["vitzoo onnxruntime"] = inference(deployed(vz, runtime="onnxruntime"), x.cpu())
+            entries["vitzoo eager"] = inference(vz, x)
+            if timm_model is not None:
+                entries["timm eager"] = inference(timm_model, x)
+        elif args.scenario == "bf16":
+            import copy
+
+            entries["vitzoo bf16 weights"] = inference(for_inference(copy.deepcopy(vz), "bf16"), x)
+            entries["vitzoo autocast"] = inference(vz, x, autocast=True)
+            if timm_model is not None:
+                entries["timm autocast"] = inference(timm_model, x, autocast=True)
+        else:
+            entries[f"vitzoo {preset}"] = inference(vz, x)
+            if timm_model is not None:
+                entries[f"timm {preset}"] = inference(timm_model, x)
+        for name, fn in entries.items():
+            work[name] = fn
+            info[name] = {"batch": batch, "flops_per_image": per_image, "probe": probe}
+    return work, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scenario", choices=["onnx", "bf16", "small"], required=True)
+    p.add_argument("--models", default=SMALL, help="presets for --scenario small")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--iters", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    work, info = scenario_workloads(args)
+    times = interleaved(
+        work,
+        repeats=args.repeats,
+        iters=args.iters,
+        warmup=args.warmup,
+        device=args.device,
+        clock=args.clock,
+    )
+    device_name = (
+        torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    )
+    report: dict[str, Any] = {
+        "scenario": args.scenario,
+        "device": args.device,
+        "device_name": device_name,
+        "threads": args.threads,
+        "clock": args.clock,
+        "repeats": args.repeats,
+        "iters": args.iters,
+        "torch": torch.__version__,
+        "results": {},
+    }
+    gflops = {
+        name: Spread.of([r / 1e9 for r in rates(times[name], meta["flops"])])
+        for name, meta in info.items()
+        if "shape" in meta
+    }
+    unit = "img/CPU-s" if args.clock == "cpu" else "img/s"
+    print(
+        f"\n{args.scenario}: {args.device} ({device_name}), {args.threads} threads, "
+        f"median of {args.repeats} [min-max]"
+    )
+    for name, meta in info.items():
+        if "shape" in meta:
+            g = gflops[name]
+            print(
+                f"  {name:<28} {meta['shape']:>16}  {g.median:8.1f} GFLOP/s "
+                f"[{g.min:.1f}-{g.max:.1f}]"
+            )
+            report["results"][name] = {"shape": meta["shape"], "gflops_per_s": g.as_dict()}
+            continue
+        ips = Spread.of(rates(times[name], meta["batch"]))
+        latency = Spread.of([1e3 * sum(r) / len(r) for r in times[name]])
+        achieved = ips.median * meta["flops_per_image"] / 1e9
+        roof = gflops.get(meta["probe"])
+        frac = achieved / roof.median if roof else float("nan")
+        print(
+            f"  {name:<28} {ips.median:8.2f} {unit} [{ips.min:.2f}-{ips.max:.2f}]  "
+            f"{latency.median:8.1f} ms/call  {achieved:7.1f} GFLOP/s  {frac:5.0%} of matmul"
+        )
+        report["results"][name] = {
+            "batch": meta["batch"],
+            "images_per_s": ips.as_dict(),
+            "ms_per_call": latency.as_dict(),
+            "flops_per_image": meta["flops_per_image"],
+            "achieved_gflops_per_s": achieved,
+            "matmul_fraction": frac,
+        }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Export a built model for deployment: a ``torch.export`` program (``.pt2``) or an ONNX file.
+
+Both go through ``torch.export`` (the ONNX file via the ``torch.onnx`` dynamo exporter, which
+starts from the same program), so a model that exports at all exports to both, and the
+conformance checks (:mod:`vitzoo.testing.export_checks`) hold every registered architecture to
+both. The artefact carries the model's spec (and class names, when given) in its metadata, so
+``vitzoo predict --runtime onnxruntime`` can preprocess as training did without the checkpoint.
+
+The ONNX side needs the optional ``export`` extra (``pip install 'vitzoo[export]'``: onnx,
+onnxscript, onnxruntime); ``torch.export`` needs nothing beyond torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Export format -> the file suffix it is written with.
+FORMATS: dict[str, str] = {"onnx": ".onnx", "torch-export": ".pt2"}
+#: Batch of the example input traced for export: 2, not 1, because torch.export specialises a
+#: dimension of size 1 (broadcasting), which would make a batch-dynamic export impossible.
+EXPORT_BATCH = 2
+#: The name of the input in an exported ONNX graph.
+INPUT_NAME = "images"
+#: Metadata keys, in the ONNX ``metadata_props`` and as ``extra_files`` of a ``.pt2``.
+SPEC_KEY = "vitzoo.spec"
+CLASSES_KEY = "vitzoo.classes"
+INPUT_SIZE_KEY = "vitzoo.input_size"
+
+
+class ExportError(Exception):
+    """A model that cannot be exported, or an export extra that is not installed (plain text)."""
+
+
+def format_for(path: str | Path, fmt: str | None = None) -> str:
+    """The export format named by ``fmt``, or implied by the suffix of ``path``."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ExportError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    for name, known in FORMATS.items():
+        if suffix == known:
+            return name
+    raise ExportError(
+        f"cannot tell the export format from {str(path)!r}: name it *.onnx or *.pt2, "
+        f"or pass --format ({', '.join(FORMATS)})"
+    )
+
+
+def require_onnx() -> None:
+    """Raise a plain ExportError when the ONNX half of the ``export`` extra is missing."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(
+            f"ONNX export needs {' and '.join(missing)}: pip install 'vitzoo[export]'"
+        )
+
+
+def example_for(model: nn.Module, batch: int = EXPORT_BATCH) -> torch.Tensor:
+    """A random input at the model's own size (its ``example_input``), in its parameters' dtype."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return model.example_input(batch, dtype=dtype)
+
+
+def export_program(
+    model: nn.Module,
+    example: torch.Tensor | None = None,
+    *,
+    dynamic_batch: bool = False,
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of the eval-mode model, optionally with a symbolic batch dimension.
+
+    Non-strict mode (tracing through Python, as the ONNX exporter does by default) so that the
+    same models export to both formats.
+    """
+    model = model.eval()
+    x = example_for(model) if example is None else example
+    dynamic_shapes = None
+    if dynamic_batch:
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as exc:
+        raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
+
+
+def _to_onnx(program: torch.export.ExportedProgram) -> Any:
+    return torch.onnx.export(
+        program,
+        input_names=[INPUT_NAME],
+        output_names=["logits"],
+        dynamo=True,
+        optimize=True,
+        verbose=False,
+    )
+
+
+def onnx_model(
+    program: torch.export.ExportedProgram,
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> Any:
+    """The ONNX ``ModelProto`` of an exported program (onnxscript graph optimisations applied).
+
+    A symbolic batch dimension of the program stays symbolic in the ONNX graph. When the
+    exporter's own decomposition fails, the program is lowered to core ATen first
+    (``run_decompositions``, torch's default table) and converted again: with torch 2.13 /
+    onnxscript 0.7 the exporter rewrites ``scaled_dot_product_attention`` with an attention bias
+    into a layout other than the traced one, and the ``view`` that merges heads then fails
+    (window and LSDA attention). Not always lowering first: that breaks other graphs (ATS).
+    """
+    require_onnx()
+    try:
+        onnx_program = _to_onnx(program)
+    except Exception as direct:
+        try:
+            onnx_program = _to_onnx(program.run_decompositions())
+        except Exception:
+            raise ExportError(f"ONNX conversion failed: {first_line(direct)}") from direct
+    proto = onnx_program.model_proto
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+def model_metadata(model: nn.Module, classes: Sequence[str] | None = None) -> dict[str, str]:
+    """The spec (YAML), input size and class names an artefact carries."""
+    from vitzoo.spec import spec_to_yaml
+
+    meta = {INPUT_SIZE_KEY: json.dumps(list(getattr(model, "input_size", ())))}
+    spec = getattr(model, "vitzoo_spec", None)
+    if spec is not None:
+        meta[SPEC_KEY] = spec_to_yaml(spec)
+    if classes is not None:
+        meta[CLASSES_KEY] = json.dumps(list(classes))
+    return meta
+
+
+def export(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    dynamic_batch: bool = False,
+    classes: Sequence[str] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` as ONNX or a ``torch.export`` program; returns the path."""
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    if fmt == "onnx":
+        require_onnx()
+    program = export_program(model, dynamic_batch=dynamic_batch)
+    meta = model_metadata(model, classes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torch-export":
+        torch.export.save(program, path, extra_files=meta)
+        return path
+    proto = onnx_model(program, metadata=meta)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def onnx_bytes(model: nn.Module, *, dynamic_batch: bool = True) -> bytes:
+    """The serialised ONNX graph of ``model`` (for running it in ONNX Runtime without a file)."""
+    program = export_program(model, dynamic_batch=dynamic_batch)
+    return onnx_model(program, metadata=model_metadata(model)).SerializeToString()
+
+
+def first_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message`` (exporter errors are pages long)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
