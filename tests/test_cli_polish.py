@@ -27,7 +27,7 @@ VITZOO = [sys.executable, "-c", "from vitzoo.cli import main; main()"]
 def test_piped_list_keeps_every_row_on_one_line() -> None:
     result = CliRunner().invoke(cli, ["list", "--kind", "preset"], catch_exceptions=False)
     rows = [line for line in result.output.splitlines() if " vit-b16 " in line]
-    assert len(rows) == 1 and "params]" in rows[0] and "86.6M" in rows[0]
+    assert len(rows) == 1 and "86.6M" in rows[0] and "1000 classes" in rows[0]
     assert max(len(line) for line in result.output.splitlines()) > 100  # not folded at 80
 
 

@@ -46,7 +46,14 @@ def _plain_warnings(console: Console) -> Iterator[None]:
             yield
         finally:
             for item in caught:
+                # Libraries' deprecation notices are for their developers, and Python hides them
+                # by default; "always" above is only there so repeated vitzoo warnings show.
+                if issubclass(item.category, DEPRECATIONS):
+                    continue
                 console.print(f"[yellow]warning:[/] {escape(str(item.message))}", highlight=False)
+
+
+DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 def resume_command(
