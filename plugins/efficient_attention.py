@@ -22,15 +22,16 @@ from torch import nn
 from vitzoo import SpecValueError, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.config import PositiveInt
 
 
 class NystromConfig(MhsaConfig):
     """Nyström attention: O(N * landmarks) instead of O(N^2)."""
 
     type: Literal["nystrom"] = "nystrom"  # type: ignore[assignment]
-    landmarks: int = 64
-    pinv_iterations: int = 6
-    residual_conv_kernel: int | None = 33
+    landmarks: PositiveInt = 64
+    pinv_iterations: PositiveInt = 6
+    residual_conv_kernel: PositiveInt | None = 33
 
     def check(self, **_: Any) -> None:
         if self.landmarks < 1:

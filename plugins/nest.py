@@ -27,6 +27,7 @@ from vitzoo.components.hierarchical import (
     check_image_divisible,
 )
 from vitzoo.components.windows import window_partition, window_reverse
+from vitzoo.config import PositiveFloat, PositiveInt
 
 
 class NestConfig(HierarchicalConfig):
@@ -37,15 +38,15 @@ class NestConfig(HierarchicalConfig):
     """
 
     type: Literal["nest"] = "nest"
-    patch_size: int = 4
-    block_size: int = 14
-    dims: tuple[int, ...] = (96, 192, 384)
-    depths: tuple[int, ...] = (2, 2, 8)
-    num_heads: tuple[int, ...] = (3, 6, 12)
+    patch_size: PositiveInt = 4
+    block_size: PositiveInt = 14
+    dims: tuple[PositiveInt, ...] = (96, 192, 384)
+    depths: tuple[PositiveInt, ...] = (2, 2, 8)
+    num_heads: tuple[PositiveInt, ...] = (3, 6, 12)
     attention: ComponentSpec("attention") = component_default(type="mhsa")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
-    norm_eps: float = 1e-6
+    norm_eps: PositiveFloat = 1e-6
 
     @model_validator(mode="after")
     def _rules(self) -> NestConfig:

@@ -40,6 +40,7 @@ from vitzoo.components.layers import (
 )
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.posenc import sincos_table
+from vitzoo.config import PositiveFloat, PositiveInt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,9 +105,9 @@ class XcitBlockConfig(ComponentConfig):
     """x += attn(LN x); x += LPI(LN x); x += MLP(LN x); LayerScale on each branch."""
 
     type: Literal["xcit"] = "xcit"
-    layer_scale: float | None = 1.0
-    local_kernel: int = 3
-    norm_eps: float = 1e-6
+    layer_scale: PositiveFloat | None = 1.0
+    local_kernel: PositiveInt = 3
+    norm_eps: PositiveFloat = 1e-6
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if spatial_dims != 2:
@@ -161,7 +162,7 @@ class XcitStemConfig(ComponentConfig):
     """Patches from log2(patch_size) stride-2 3x3 conv + BatchNorm layers, GELU between them."""
 
     type: Literal["xcit-stem"] = "xcit-stem"
-    patch_size: int = 16
+    patch_size: PositiveInt = 16
 
     def check(self, image_size: Any = None, dim: int | None = None, **_: Any) -> None:
         layers = math.log2(self.patch_size) if self.patch_size > 0 else 0.5
@@ -214,8 +215,8 @@ class FourierPosConfig(ComponentConfig):
     """Fixed sin-cos features of each patch position, projected by a learned linear map (XCiT)."""
 
     type: Literal["fourier"] = "fourier"
-    hidden_dim: int = 32
-    temperature: float = 10000.0
+    hidden_dim: PositiveInt = 32
+    temperature: PositiveFloat = 10000.0
 
 
 class FourierPositions(nn.Module):
@@ -254,9 +255,9 @@ class XcitConfig(LateClassTokenConfig):
     full_attention_masks: ClassVar[bool] = False
 
     type: Literal["xcit"] = "xcit"  # type: ignore[assignment]
-    dim: int = 192
-    depth: int = 12
-    num_heads: int = 4
+    dim: PositiveInt = 192
+    depth: PositiveInt = 12
+    num_heads: PositiveInt = 4
     patch: ComponentSpec("patchifier") = component_default(type="xcit-stem", patch_size=16)
     posenc: ComponentSpec("posenc") = component_default(type="fourier")
     attention: ComponentSpec("attention") = component_default(type="xca")

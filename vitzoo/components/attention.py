@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.config import ComponentConfig
+from vitzoo.config import ComponentConfig, PositiveInt, Rate
 
 
 def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -128,11 +128,11 @@ class MhsaConfig(ComponentConfig):
     """Multi-head self-attention on the fused SDPA kernel, with optional qk-norm."""
 
     type: Literal["mhsa"] = "mhsa"
-    head_dim: int | None = None
+    head_dim: PositiveInt | None = None
     qkv_bias: bool = True
     qk_norm: bool = False
-    attn_drop: float = 0.0
-    proj_drop: float = 0.0
+    attn_drop: Rate = 0.0
+    proj_drop: Rate = 0.0
 
 
 class MultiHeadAttention(AttentionBase):

@@ -25,7 +25,7 @@ from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.mlp import ACTIVATIONS
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, PositiveInt, SpecValueError
 
 Activation = Literal["gelu", "relu", "silu", "hardswish", "none"]
 
@@ -203,7 +203,7 @@ class PegConfig(ComponentConfig):
     """CPVT positional encoding generator: a depthwise conv over the patch grid, added residually."""
 
     type: Literal["peg"] = "peg"
-    kernel_size: int = 3
+    kernel_size: PositiveInt = 3
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:

@@ -11,14 +11,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vitzoo.config import SpecValueError
+from vitzoo.config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Rate,
+    SpecValueError,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrainConfig(_Section):
@@ -27,15 +36,25 @@ class TrainConfig(_Section):
     The loss (and label smoothing) belongs to the ``objective:`` section, not here.
     """
 
-    epochs: int = Field(default=10, description="Passes over the training set.")
-    batch_size: int = Field(default=64, description="Global batch size (split across processes).")
-    lr: float = Field(default=1e-3, description="Peak learning rate, reached after warmup.")
-    min_lr: float = Field(default=1e-5, description="Learning rate at the end of the cosine.")
-    warmup_epochs: float = Field(default=1.0, description="Linear warmup length, in epochs.")
-    weight_decay: float = Field(default=0.05, description="AdamW decay (not on norms/biases/pos).")
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = Field(default=1.0, description="Max gradient norm; null disables.")
-    seed: int = Field(default=0, description="Seeds init, data order and augmentation.")
+    epochs: PositiveInt = Field(default=10, description="Passes over the training set.")
+    batch_size: PositiveInt = Field(
+        default=64, description="Global batch size (split across processes)."
+    )
+    lr: PositiveFloat = Field(default=1e-3, description="Peak learning rate, reached after warmup.")
+    min_lr: NonNegativeFloat = Field(
+        default=1e-5, description="Learning rate at the end of the cosine."
+    )
+    warmup_epochs: NonNegativeFloat = Field(
+        default=1.0, description="Linear warmup length, in epochs."
+    )
+    weight_decay: NonNegativeFloat = Field(
+        default=0.05, description="AdamW decay (not on norms/biases/pos)."
+    )
+    betas: tuple[Rate, Rate] = (0.9, 0.999)
+    grad_clip: PositiveFloat | None = Field(
+        default=1.0, description="Max gradient norm; null disables."
+    )
+    seed: NonNegativeInt = Field(default=0, description="Seeds init, data order and augmentation.")
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16 = autocast.")
     compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
     grad_checkpointing: bool = Field(default=False, description="Recompute blocks in backward.")
@@ -45,7 +64,7 @@ class TrainConfig(_Section):
         description="Fine-tune from this checkpoint: head reset for a new class count, "
         "learned positions resampled for a new image size.",
     )
-    log_every: int = Field(default=20, description="Steps between plain-text log lines.")
+    log_every: PositiveInt = Field(default=20, description="Steps between plain-text log lines.")
 
     @model_validator(mode="after")
     def _rules(self) -> TrainConfig:
@@ -69,19 +88,19 @@ class DataConfig(_Section):
 
     train_split: str = Field(default="train", description="Sub-folder with <class>/<image>.")
     val_split: str = Field(default="val", description="Sub-folder used for validation.")
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    scale: tuple[float, float] = Field(
+    mean: tuple[FiniteFloat, ...] = IMAGENET_MEAN
+    std: tuple[PositiveFloat, ...] = IMAGENET_STD
+    scale: tuple[PositiveFloat, PositiveFloat] = Field(
         default=(0.08, 1.0), description="Random-resized-crop area range (fraction of image)."
     )
-    ratio: tuple[float, float] = Field(
+    ratio: tuple[PositiveFloat, PositiveFloat] = Field(
         default=(0.75, 4 / 3), description="Random-resized-crop aspect-ratio range."
     )
-    hflip: float = Field(default=0.5, description="Horizontal flip probability.")
-    eval_crop: float = Field(
+    hflip: Probability = Field(default=0.5, description="Horizontal flip probability.")
+    eval_crop: FiniteFloat = Field(
         default=1.0, description="Centre-crop fraction at evaluation (1.0 = resize whole image)."
     )
-    num_workers: int = Field(default=0, description="DataLoader worker processes.")
+    num_workers: NonNegativeInt = Field(default=0, description="DataLoader worker processes.")
 
     @model_validator(mode="after")
     def _rules(self) -> DataConfig:
