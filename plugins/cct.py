@@ -119,6 +119,16 @@ class ConvTokenizerConfig(ComponentConfig):
             "pool_padding",
         ):
             self.sizes(name)
+        if self.max_pool:
+            for k, p in zip(
+                self.sizes("pool_kernel_size"), self.sizes("pool_padding"), strict=True
+            ):
+                if 2 * p > k:
+                    raise SpecValueError(
+                        "pool_padding",
+                        f"max-pool padding {p} is more than half the pool kernel {k}; "
+                        f"allowed: 0 to {k // 2}",
+                    )
         if spatial_dims is not None and spatial_dims != self.spatial_dims:
             raise SpecValueError(
                 "spatial_dims",
@@ -283,7 +293,13 @@ def register_patchifiers(register: Any) -> None:
 
 @hookimpl
 def register_pooling(register: Any) -> None:
-    register("seq-pool", build_seq_pool, SeqPoolConfig, example={"config": {}, "model": {}})
+    register(
+        "seq-pool",
+        build_seq_pool,
+        SeqPoolConfig,
+        offers={"pooled-vector"},
+        example={"config": {}, "model": {}},
+    )
 
 
 @hookimpl

@@ -352,6 +352,7 @@ def register_attention(register: Any) -> None:
         build_lsda,
         LsdaConfig,
         tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(mode="long", group_size=2, interval=2),
     )
 

@@ -169,6 +169,7 @@ def register_architectures(register: Any) -> None:
         build_memory_vit,
         MemoryVitConfig,
         tags={"image", "mask"},
+        needs={"token-mask"},
         example={
             "memories_per_layer": 2,
             "num_classes": 10,

@@ -903,10 +903,43 @@ def register_objectives(register: Any) -> None:
         build_mae,
         MaeConfig,
         tags={"self-supervised", "masked-image"},
+        needs={"image", "tokens", "fixed-grid"},
         example={"config": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}},
     )
-    register("simmim", build_simmim, SimMimConfig, tags={"self-supervised", "masked-image"})
-    register("mpp", build_mpp, MppConfig, tags={"self-supervised", "masked-image"})
-    register("mp3", build_mp3, Mp3Config, tags={"self-supervised", "needs-mask"})
-    register("dino", build_dino, DinoConfig, tags={"self-supervised", "ema"}, example=SSL_HEAD)
-    register("esvit", build_esvit, EsVitConfig, tags={"self-supervised", "ema"}, example=SSL_HEAD)
+    register(
+        "simmim",
+        build_simmim,
+        SimMimConfig,
+        tags={"self-supervised", "masked-image"},
+        needs={"image", "tokens", "fixed-grid"},
+    )
+    register(
+        "mpp",
+        build_mpp,
+        MppConfig,
+        tags={"self-supervised", "masked-image"},
+        needs={"image", "tokens", "fixed-grid"},
+    )
+    register(
+        "mp3",
+        build_mp3,
+        Mp3Config,
+        tags={"self-supervised", "needs-mask"},
+        needs={"image", "tokens", "fixed-grid"},
+    )
+    register(
+        "dino",
+        build_dino,
+        DinoConfig,
+        tags={"self-supervised", "ema"},
+        needs={"image"},
+        example=SSL_HEAD,
+    )
+    register(
+        "esvit",
+        build_esvit,
+        EsVitConfig,
+        tags={"self-supervised", "ema"},
+        needs={"image"},
+        example=SSL_HEAD,
+    )

@@ -254,7 +254,18 @@ TINY = {
 @hookimpl
 def register_architectures(register: Any) -> None:
     register(
-        "regionvit", build_regionvit, RegionVitConfig, tags={"image", "feature-maps"}, example=TINY
+        "regionvit",
+        build_regionvit,
+        RegionVitConfig,
+        tags={"image", "feature-maps"},
+        example=TINY,
+        known_failures={
+            "check_gradients_flow": (
+                "by design: the classifier reads only the regional tokens, and the relative "
+                "position bias of the last block acts on local-local logits only, so it gets no "
+                "gradient from the logits (its local outputs feed the dense-prediction feature maps)"
+            ),
+        },
     )
 
 

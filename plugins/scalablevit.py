@@ -340,16 +340,28 @@ def register_attention(register: Any) -> None:
         build_ssa,
         SsaConfig,
         tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(reduction=2, channel_ratio=1.0),
     )
     register(
-        "iwsa", build_iwsa, IwsaConfig, tags={"sdpa"}, example=grid_only_example(window_size=2)
+        "iwsa",
+        build_iwsa,
+        IwsaConfig,
+        tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
+        example=grid_only_example(window_size=2),
     )
 
 
 @hookimpl
 def register_heads(register: Any) -> None:
-    register("mlp", build_mlp_head, MlpHeadConfig, example={"config": {"hidden_dim": 16}})
+    register(
+        "mlp",
+        build_mlp_head,
+        MlpHeadConfig,
+        needs={"pooled-vector"},
+        example={"config": {"hidden_dim": 16}},
+    )
 
 
 @hookimpl

@@ -207,6 +207,7 @@ def register_attention(register: Any) -> None:
         build_dssa,
         DssaConfig,
         tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(window_size=2),
     )
 

@@ -310,7 +310,14 @@ def register_attention(register: Any) -> None:
 
 @hookimpl
 def register_blocks(register: Any) -> None:
-    register("xcit", build_xcit_block, XcitBlockConfig, tags={"mask"}, example={"config": {}})
+    register(
+        "xcit",
+        build_xcit_block,
+        XcitBlockConfig,
+        tags={"mask"},
+        needs={"grid-2d", "fixed-grid"},
+        example={"config": {}},
+    )
 
 
 @hookimpl

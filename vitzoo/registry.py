@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from vitzoo.capabilities import normalise
 from vitzoo.config import ComponentConfig
 
 #: Component kinds, in the order a ViT uses them, then whole architectures and the rest.
@@ -46,6 +47,13 @@ class Entry:
     plugin: str = "?"
     #: Small overrides that make a CPU-cheap instance, used by the conformance suite.
     example: Mapping[str, Any] = field(default_factory=dict)
+    #: Capabilities (:mod:`vitzoo.capabilities`) this part needs from the model around it and
+    #: offers to it; empty means "derived from ``tags``".
+    needs: frozenset[str] = frozenset()
+    offers: frozenset[str] = frozenset()
+    #: Conformance checks known to fail, check name -> reason; every runner (pytest,
+    #: ``vitzoo check``) reads this one declaration.
+    known_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Entry | PresetEntry]] = {k: {} for k in KINDS}
+        #: Bumped on every change, so caches built from the registry (the spec model) notice.
+        self.version = 0
 
     # -- reading -------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Any:
@@ -105,12 +115,14 @@ class Registry:
                 f"{existing.plugin!r} and again by plugin {entry.plugin!r}"
             )
         self._entries[entry.kind][entry.name] = entry
+        self.version += 1
 
     def remove_plugin(self, plugin: str) -> None:
         """Roll back everything one plugin registered."""
         for by_name in self._entries.values():
             for name in [n for n, e in by_name.items() if e.plugin == plugin]:
                 del by_name[name]
+                self.version += 1
 
 
 def make_entry(
@@ -123,6 +135,9 @@ def make_entry(
     tags: Any = (),
     summary: str = "",
     example: Mapping[str, Any] | None = None,
+    needs: Any = (),
+    offers: Any = (),
+    known_failures: Mapping[str, str] | None = None,
 ) -> Entry:
     """Validate one registration and turn it into an :class:`Entry` (errors name the plugin)."""
     where = f"plugin {plugin!r} registering {kind} {name!r}"
@@ -148,6 +163,9 @@ def make_entry(
         summary=_summary_of(factory, summary) or _summary_of(config, ""),
         plugin=plugin,
         example=dict(example or {}),
+        needs=normalise(needs, where=where),
+        offers=normalise(offers, where=where),
+        known_failures=dict(known_failures or {}),
     )
 
 

@@ -218,7 +218,8 @@ def check_builds_from_defaults(variant: Variant) -> None:
     registry = variant.system.registry
     try:
         if variant.kind == "architecture":
-            validate_spec(registry, {"model": {"type": variant.name}})
+            # full size: type-checked only (a trial build of every default costs minutes)
+            validate_spec(registry, {"model": {"type": variant.name}}, trial=False)
         else:
             # fields without a default (an objective's teacher) come from the example
             config = resolved_config(registry, variant.kind, variant.name)
