@@ -64,6 +64,33 @@ class Inspection:
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _layer_count(model: nn.Module) -> int | None:
+    for name in ("blocks", "stages", "layers"):
+        container = getattr(model, name, None)
+        if isinstance(container, nn.ModuleList | nn.Sequential):
+            return len(container)
+    return None
+
+
+def _normalise_layers(model: nn.Module, layers: list[int]) -> list[int]:
+    """Negative indices resolved, duplicates dropped, out-of-range indices refused."""
+    count = _layer_count(model)
+    if count is None:
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers lists an index twice: {layers}")
+        return list(layers)
+    out: list[int] = []
+    for i in layers:
+        if not -count <= i < count:
+            raise ValueError(
+                f"layer {i} is out of range: this model has {count} (allowed: {-count} to {count - 1})"
+            )
+        resolved = i % count
+        if resolved not in out:
+            out.append(resolved)
+    return out
+
+
 def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) -> Inspection:
     """Run ``model`` once on ``x`` and return its output, attention maps and per-layer outputs.
 
@@ -71,13 +98,14 @@ def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) 
     :func:`record_attention`; nothing is patched, so the output equals ``model(x)``. ``layers``
     selects blocks/stages (negative indices count from the end; ``None``: all).
     """
+    if layers is not None:
+        layers = _normalise_layers(model, layers)
     with record_attention(model) as maps:
         final, outputs = model.forward_intermediates(x, indices=layers)  # type: ignore[operator]
-    names = (
-        [f"layer{i}" for i in range(len(outputs))]
-        if layers is None
-        else [f"layer{i}" for i in layers]
-    )
+    # outputs come in model order whatever order was asked for, so name them in that order
+    names = [f"layer{i}" for i in (range(len(outputs)) if layers is None else sorted(layers))]
+    if len(names) != len(outputs):  # a model whose layers are not its ``blocks``
+        names = [f"layer{i}" for i in range(len(outputs))]
     return Inspection(
         output=model.forward_head(final),  # type: ignore[operator]
         features=final,

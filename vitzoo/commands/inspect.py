@@ -15,9 +15,17 @@ from typing import Any
 
 import click
 
-#: Channel statistics used to normalise the input (ImageNet's, the usual training recipe).
+#: Channel statistics used when the model's spec has no ``data:`` section (ImageNet's).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+
+
+def normalisation(model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the model was trained with: its spec's ``data:`` section (else ImageNet's)."""
+    data = getattr(getattr(model, "vitzoo_spec", None), "data", None)
+    if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
+        return tuple(data.mean), tuple(data.std)
+    return MEAN, STD
 
 
 def load_model(source: str) -> Any:
@@ -30,7 +38,13 @@ def load_model(source: str) -> Any:
     return vitzoo.build(source)
 
 
-def image_tensor(image: Any, size: tuple[int, int], channels: int) -> Any:
+def image_tensor(
+    image: Any,
+    size: tuple[int, int],
+    channels: int,
+    mean: tuple[float, ...] = MEAN,
+    std: tuple[float, ...] = STD,
+) -> Any:
     """PIL image -> normalised (1, C, H, W) tensor at the model's input size."""
     import numpy as np
     import torch
@@ -39,8 +53,8 @@ def image_tensor(image: Any, size: tuple[int, int], channels: int) -> Any:
     resized = image.convert(mode).resize((size[1], size[0]))
     array = np.asarray(resized, dtype=np.float32) / 255.0
     x = torch.from_numpy(array).reshape(size[0], size[1], -1).permute(2, 0, 1)
-    if channels == 3:
-        x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    if len(mean) in (1, channels):
+        x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return x.unsqueeze(0)
 
 
@@ -62,6 +76,11 @@ def attention_grid(
         raise click.ClickException(
             f"no attention map over the {n_patches} patch tokens was recorded; this model's "
             "attention does not act on the patch grid"
+        )
+    if not -len(square) <= layer < len(square):
+        raise click.ClickException(
+            f"--layer {layer} is out of range: this model records {len(square)} attention "
+            f"maps over the patches; allowed: {-len(square)} to {len(square) - 1}"
         )
     chosen = square[: (layer % len(square)) + 1]
     if rollout:
@@ -108,7 +127,18 @@ def attention(
     from PIL import Image
 
     from vitzoo.introspection import inspect
+    from vitzoo.training.data import image_error
 
+    target = Path(output)
+    if not target.parent.is_dir():
+        raise click.ClickException(
+            f"cannot write {output}: the folder {target.parent} does not exist"
+        )
+    try:
+        image = Image.open(image_path)
+        image.load()
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise click.ClickException(image_error(image_path, exc)) from None
     model = load_model(source).eval()
     if "tokens" not in getattr(model, "capabilities", frozenset()):
         raise click.ClickException(
@@ -116,8 +146,8 @@ def attention(
             f"capabilities {sorted(getattr(model, 'capabilities', ())) or '(none)'}"
         )
     channels, *size = model.input_size
-    image = Image.open(image_path)
-    x = image_tensor(image, (size[0], size[1]), channels)
+    mean, std = normalisation(model)
+    x = image_tensor(image, (size[0], size[1]), channels, mean, std)
     with torch.no_grad():
         seen = inspect(model, x)
     grid = tuple(model.patch.grid_for(tuple(size)))

@@ -19,6 +19,16 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def _fail_with(exc: BaseException) -> None:
+    """Spec and checkpoint problems go to the CLI's handler (file:line lines, exit 2)."""
+    from vitzoo.checkpoint import CheckpointError
+    from vitzoo.spec import SpecError
+
+    if isinstance(exc, SpecError | CheckpointError):
+        raise exc
+    _fail(str(exc))
+
+
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     """``--set train.lr=3e-4`` -> ``{"train.lr": 0.0003}`` (values parsed as YAML)."""
     out: dict[str, Any] = {}
@@ -99,7 +109,7 @@ def train(
             console=console,
         )
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
         return
     final = result.final
     if final:
@@ -165,7 +175,7 @@ def evaluate(
             device=device,
         )
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
         return
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -197,7 +207,7 @@ def predict(
     try:
         results = run_predict(checkpoint, images, top_k=top_k, device=device)
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
         return
     failed = any("error" in r for r in results)
     if as_json:
