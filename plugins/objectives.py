@@ -206,6 +206,15 @@ class TeacherSource(ComponentConfig):
             raise SpecValueError("overrides", "a checkpoint teacher cannot take spec overrides")
         return self
 
+    def nested_specs(self) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """The spec this teacher is built from (field -> (source, overrides)), so validating the
+        student's spec validates the teacher's too (see :mod:`vitzoo.compat`)."""
+        if self.spec is not None:
+            return {"spec": (self.spec, self.overrides)}
+        if self.preset is not None:
+            return {"preset": (self.preset, self.overrides)}
+        return {}
+
 
 class DistillationConfig(SupervisedConfig):
     """DeiT distillation (Touvron et al. 2021): labels + a frozen teacher's soft or hard targets."""

@@ -275,9 +275,9 @@ def plugins_command(as_json: bool) -> None:
 )
 def schema_command(output: Path | None) -> None:
     """JSON Schema of the spec, for editor autocompletion (yaml-language-server)."""
-    from vitzoo.spec import spec_model
+    from vitzoo.spec import spec_json_schema
 
-    schema = spec_model(get_plugin_system().registry).model_json_schema()
+    schema = spec_json_schema(get_plugin_system().registry)
     text = json.dumps(schema, indent=2)
     if output is None:
         click.echo(text)

@@ -152,6 +152,7 @@ def problems(registry: Any, spec: Any) -> list[tuple[tuple[Any, ...], str]]:
                         f"pool {getattr(model.pool, 'type', '?')!r} gives {given}",
                     )
                 )
+    found += nested_problems(registry, spec)
     objective = getattr(spec, "objective", None)
     if objective is not None and ("objective", objective.type) in registry:
         entry = registry.get("objective", objective.type)
@@ -176,6 +177,61 @@ def problems(registry: Any, spec: Any) -> list[tuple[tuple[Any, ...], str]]:
                         f"changes inside this model ({'; '.join(grid_changes)})",
                     )
                 )
+    return found
+
+
+def _configs(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if isinstance(value, BaseModel):
+        yield path, value
+        for name in type(value).model_fields:
+            yield from _configs(getattr(value, name), (*path, name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _configs(item, (*path, i))
+
+
+def nested_problems(registry: Any, spec: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """Specs inside the spec (a distillation teacher's) are validated too, at their own path.
+
+    A config offers them through ``nested_specs() -> {field: (source, overrides)}``; a nested
+    spec under a field called ``teacher`` must also predict the student's classes.
+    """
+    from types import SimpleNamespace
+
+    from vitzoo.builder import resolve_spec
+    from vitzoo.spec import SpecError
+
+    found: list[tuple[tuple[Any, ...], str]] = []
+    system = SimpleNamespace(registry=registry, failed=[])
+    for section in ("objective",):
+        for path, config in _configs(getattr(spec, section, None), (section,)):
+            nested = getattr(config, "nested_specs", None)
+            if not callable(nested):
+                continue
+            for field, (source, overrides) in nested().items():
+                try:
+                    inner = resolve_spec(source, overrides, system=system)  # type: ignore[arg-type]
+                except SpecError as exc:
+                    for issue in exc.issues:
+                        sub = tuple(issue.path.split(".")) if issue.path else ()
+                        where = (*path, field, *sub) if field == "spec" else (*path, field)
+                        found.append((where, f"in this nested spec: {issue.message}"))
+                    continue
+                student = getattr(spec.model, "num_classes", None)
+                teacher = getattr(inner.model, "num_classes", None)
+                if (
+                    path[-1:] == ("teacher",)
+                    and None not in (student, teacher)
+                    and student != teacher
+                ):
+                    found.append(
+                        (
+                            (*path, field),
+                            f"the teacher predicts {teacher} classes and the student "
+                            f"{student}; they must agree (set the teacher's num_classes, e.g. "
+                            f"overrides: {{num_classes: {student}}})",
+                        )
+                    )
     return found
 
 

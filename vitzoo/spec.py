@@ -230,6 +230,38 @@ def spec_model(registry: Registry) -> type[SpecBase]:
     return model
 
 
+def spec_json_schema(registry: Registry) -> dict[str, Any]:
+    """The JSON Schema of a spec file, accepting what :func:`validate_spec` accepts.
+
+    Pydantic's schema of the root model requires ``model`` with a ``type``; a spec that starts
+    from a ``preset:`` needs neither (the preset supplies them, ``model:`` only overrides), so
+    the schema says: without ``preset``, ``model`` is required and is one registered
+    architecture; with it, ``model`` is any mapping of overrides.
+    """
+    schema = spec_model(registry).model_json_schema()
+    props = schema["properties"]
+    union = {k: v for k, v in props["model"].items() if k != "description"}
+    props["model"] = {
+        "description": "The architecture and its parts (with `preset:`, only what changes).",
+        "anyOf": [union, {"type": "object"}],
+    }
+    presets = registry.names("preset")
+    if presets:
+        props["preset"] = {**props["preset"], "examples": presets}
+    schema["required"] = [r for r in schema.get("required", []) if r != "model"]
+    schema["allOf"] = [
+        {
+            "if": {"not": {"required": ["preset"]}},
+            "then": {"required": ["model"], "properties": {"model": union}},
+        },
+        {
+            "if": {"required": ["preset"], "properties": {"preset": {"type": "null"}}},
+            "then": {"required": ["model"], "properties": {"model": union}},
+        },
+    ]
+    return schema
+
+
 # --------------------------------------------------------------------------------------------
 # Errors with file:line
 # --------------------------------------------------------------------------------------------
@@ -690,6 +722,7 @@ __all__ = [
     "parse_yaml",
     "resolved_config",
     "set_path",
+    "spec_json_schema",
     "spec_model",
     "spec_to_dict",
     "spec_to_yaml",

@@ -50,7 +50,10 @@ CheckGenerator = Callable[[Variant], Iterable[Check]]
 #: Kinds whose variants make a model (a component in a host, or an architecture).
 MODEL_KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture")
 #: Modules that register more check generators when imported (looked up on first use).
-EXTENSION_MODULES: tuple[str, ...] = ("vitzoo.testing.objective_checks",)
+EXTENSION_MODULES: tuple[str, ...] = (
+    "vitzoo.testing.objective_checks",
+    "vitzoo.testing.contract",
+)
 #: The backend of the compile check: ``aot_eager`` traces with dynamo and AOTAutograd (where
 #: graph breaks and unsupported ops show up) without inductor's C++ code generation, which
 #: would take minutes per model on CPU.

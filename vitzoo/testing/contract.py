@@ -350,3 +350,57 @@ def seeded_mutations(
             f"{mutation} at {'.'.join(map(str, path))}",
             mutate(data, path, mutation, rng.randrange(10**6), registry),
         )
+
+
+# --------------------------------------------------------------------------------------------
+# The conformance-suite check: every registered part, third-party ones included
+# --------------------------------------------------------------------------------------------
+#: Seeded mutations per variant in the conformance suite (``VITZOO_CONFORMANCE_MUTATIONS``).
+CONFORMANCE_MUTATIONS = 2
+
+
+def _own_path(variant: Any) -> tuple[Any, ...]:
+    """Where the variant's own config sits in its tiny spec."""
+    from vitzoo.testing.variants import HOST_FIELD
+
+    if variant.kind == "architecture":
+        return ("model",)
+    if variant.kind == "objective":
+        return ("objective",)
+    field = (variant.entry.example or {}).get("field", HOST_FIELD.get(variant.kind, ""))
+    return ("model", *str(field).split("."))
+
+
+def check_spec_mutations(variant: Any) -> None:
+    """Mutations of the variant's own example hold to the spec contract.
+
+    A few seeded mutations (``VITZOO_CONFORMANCE_MUTATIONS``, default 2) of the fields the
+    variant owns: each must either be rejected with a plain error at a spec path, or build and
+    run with finite outputs of the declared shape. So a third-party component that validates
+    a value it cannot run with fails here, not in its users' hands.
+    """
+    import os
+    import zlib
+
+    count = int(os.environ.get("VITZOO_CONFORMANCE_MUTATIONS", CONFORMANCE_MUTATIONS))
+    data = variant.tiny_spec_data()
+    seed = zlib.crc32(variant.id.encode())
+    registry = variant.system.registry
+    for what, mutated in seeded_mutations(data, registry, count, seed, under=_own_path(variant)):
+        try:
+            check_contract(variant.system, mutated)
+        except ContractViolation as exc:
+            raise AssertionError(f"{variant.id}: mutation {what}: {exc}") from None
+
+
+def _yield_contract_checks(variant: Any) -> Iterator[Any]:
+    yield check_spec_mutations
+
+
+def register_contract_checks() -> None:
+    from vitzoo.testing.checks import MODEL_KINDS, register_check_generator
+
+    register_check_generator(*MODEL_KINDS, "objective")(_yield_contract_checks)
+
+
+register_contract_checks()
