@@ -942,6 +942,12 @@ def register_objectives(register: Any) -> None:
         DinoConfig,
         tags={"self-supervised", "ema"},
         needs={"image"},
+        summary=(
+            "DINO (Caron et al. 2021); paper-size head by default (out_dim 65536, hidden "
+            "2048: ~22M "
+            "parameters, twice with the EMA teacher): set out_dim/hidden_dim/bottleneck_dim "
+            "small for a small model"
+        ),
         example=SSL_HEAD,
     )
     register(
@@ -950,5 +956,11 @@ def register_objectives(register: Any) -> None:
         EsVitConfig,
         tags={"self-supervised", "ema"},
         needs={"image"},
+        summary=(
+            "EsViT (Li et al. 2022); paper-size head by default (out_dim 65536, hidden "
+            "2048: ~22M "
+            "parameters, twice with the EMA teacher): set out_dim/hidden_dim/bottleneck_dim "
+            "small for a small model"
+        ),
         example=SSL_HEAD,
     )
