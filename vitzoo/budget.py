@@ -4,8 +4,8 @@ Why: a spec can be well-typed and still not run -- a padding larger than half it
 width that a grouped convolution cannot split, a head that returns the wrong shape, or simply a
 model of 10^13 parameters. The meta device makes the real build nearly free (tensors have shapes
 but no storage), so validation builds the model there, counts its parameters, runs one forward
-pass (eval mode) on a batch of two and measures the activations it creates. Anything over the budget, and
-anything that fails, becomes a :class:`~vitzoo.spec.SpecError` at a spec path instead of a crash
+pass (eval mode) on a batch of two and measures the activations it creates. Anything over the
+budget, and anything that fails, becomes a :class:`~vitzoo.spec.SpecError` at a spec path instead of a crash
 (or a hang, or an exhausted machine) later.
 
 The budget is set by environment variables (documented in the README):
@@ -171,7 +171,11 @@ def trial_build(registry: Any, spec: Any) -> TrialReport | str:
     """The trial's report, or a plain sentence saying why the spec cannot be built (cached)."""
     from vitzoo.spec import SpecError, spec_to_yaml
 
-    key = (getattr(registry, "version", None), spec_to_yaml(spec))
+    limits = tuple(
+        os.environ.get(v, "")
+        for v in ("VITZOO_MAX_PARAMS", "VITZOO_MAX_ACTIVATIONS", "VITZOO_MAX_TENSORS")
+    )
+    key = (getattr(registry, "version", None), limits, spec_to_yaml(spec))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
@@ -186,7 +190,8 @@ def trial_build(registry: Any, spec: Any) -> TrialReport | str:
         }.get(exc.what, exc.what)
         result = (
             f"this model needs more than {_human(exc.limit)} {name} "
-            f"(counted {_human(exc.count)} before stopping); refused to protect the machine. Shrink the sizes, "
+            f"(counted {_human(exc.count)} before stopping); refused to protect the machine. "
+            "Shrink the sizes, "
             f"or raise the budget with the environment variable {exc.variable}=N "
             f"(0 turns the limit off)"
         )
