@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 import vitzoo
 from vitzoo.cli import add_builtin_commands, cli
+from vitzoo.spec import SpecError
 
 add_builtin_commands(cli)  # train, evaluate, predict, attention (main() adds them)
-from vitzoo.spec import SpecError
 
 TINY = {
     "type": "vit",
