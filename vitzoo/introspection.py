@@ -72,22 +72,21 @@ def _layer_count(model: nn.Module) -> int | None:
     return None
 
 
-def _normalise_layers(model: nn.Module, layers: list[int]) -> list[int]:
-    """Negative indices resolved, duplicates dropped, out-of-range indices refused."""
+def _normalise_layers(model: nn.Module, layers: list[int]) -> dict[int, int]:
+    """Resolved index -> the index as the caller wrote it (``-1``); duplicates and out-of-range
+    indices are refused rather than silently merged or wrapped."""
     count = _layer_count(model)
-    if count is None:
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"layers lists an index twice: {layers}")
-        return list(layers)
-    out: list[int] = []
+    out: dict[int, int] = {}
     for i in layers:
-        if not -count <= i < count:
+        if count is not None and not -count <= i < count:
             raise ValueError(
-                f"layer {i} is out of range: this model has {count} (allowed: {-count} to {count - 1})"
+                f"layer {i} is out of range: this model has {count} (allowed: {-count} to "
+                f"{count - 1})"
             )
-        resolved = i % count
-        if resolved not in out:
-            out.append(resolved)
+        resolved = i % count if count is not None else i
+        if resolved in out:
+            raise ValueError(f"layers names layer {resolved} twice ({out[resolved]} and {i})")
+        out[resolved] = i
     return out
 
 
@@ -98,12 +97,17 @@ def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) 
     :func:`record_attention`; nothing is patched, so the output equals ``model(x)``. ``layers``
     selects blocks/stages (negative indices count from the end; ``None``: all).
     """
-    if layers is not None:
-        layers = _normalise_layers(model, layers)
+    asked = None if layers is None else _normalise_layers(model, layers)
+    indices = None if asked is None else list(asked)
     with record_attention(model) as maps:
-        final, outputs = model.forward_intermediates(x, indices=layers)  # type: ignore[operator]
-    # outputs come in model order whatever order was asked for, so name them in that order
-    names = [f"layer{i}" for i in (range(len(outputs)) if layers is None else sorted(layers))]
+        final, outputs = model.forward_intermediates(x, indices=indices)  # type: ignore[operator]
+    # outputs come in model order whatever order was asked for: label each with the index the
+    # caller wrote for it (``layer-1`` is the last block's output)
+    names = (
+        [f"layer{i}" for i in range(len(outputs))]
+        if asked is None
+        else [f"layer{asked[r]}" for r in sorted(asked)]
+    )
     if len(names) != len(outputs):  # a model whose layers are not its ``blocks``
         names = [f"layer{i}" for i in range(len(outputs))]
     return Inspection(
