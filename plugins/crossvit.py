@@ -9,7 +9,9 @@ query over [itself, B's patch tokens] (cross-attention = CaiT-style class attent
 norm and head; the logits are averaged.
 
 Branch blocks, attention, MLP, patchifier and positions are the registered components named in the
-spec, built once per branch at that branch's width.
+spec, built once per branch at that branch's width. A branch may see a resized input
+(``image_size`` of the branch): the released models (official code, timm) feed the large branch
+a bicubic 224-px resize of the 240-px image.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.crossvit_weights import CONVERTERS
 
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig
@@ -37,6 +41,13 @@ class CrossVitBranch(BaseModel):
     patch_size: PositiveInt
     dim: PositiveInt
     depth: PositiveInt
+    #: The size this branch sees: the input is resized to it first (bicubic, align_corners
+    #: false, as the official code / timm's ``img_scale``). None: the model's ``image_size``.
+    #: The released models give the large branch 224 of a 240 input (197 positions).
+    image_size: int | tuple[int, int] | None = None
+
+    def size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return image_size if self.image_size is None else to_pair(self.image_size)
 
 
 class CrossVitConfig(ComponentConfig):
@@ -70,11 +81,13 @@ class CrossVitConfig(ComponentConfig):
             raise SpecValueError(
                 "patch.type", "CrossViT sets each branch's patch size; the patchifier needs one"
             )
-        image_size = to_pair(self.image_size)
         for name in ("small", "large"):
             branch: CrossVitBranch = getattr(self, name)
             if branch.dim < 1 or branch.depth < 0 or branch.patch_size < 1:
                 raise SpecValueError(name, "dim and patch_size must be >= 1, depth >= 0")
+            if min(branch.size_for((1, 1))) < 1:
+                raise SpecValueError((name, "image_size"), "must be positive")
+            image_size = branch.size_for(to_pair(self.image_size))
             if branch.dim % self.num_heads:
                 raise SpecValueError(
                     "num_heads", f"num_heads={self.num_heads} must divide {name}.dim={branch.dim}"
@@ -96,6 +109,13 @@ class CrossVitConfig(ComponentConfig):
             for child in ("posenc", "attention", "mlp", "block", "head"):
                 check_child(getattr(self, child), child, **context)
         return self
+
+
+def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A branch's view of the input: bicubic resize (align_corners false), as the released code."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=tuple(size), mode="bicubic", align_corners=False)
 
 
 class CrossAttentionFusion(nn.Module):
@@ -135,25 +155,30 @@ class CrossViT(VitzooModel):
         self.num_prefix_tokens = 1
         total = config.multi_scale_blocks * max(b.depth for b in branches)
         rates = drop_path_rates(config.drop_path_rate, max(total, 1))
+        #: Where a branch resizes its input (None: it sees the input as it comes).
+        self.branch_resize = [
+            None if b.image_size is None else to_pair(b.image_size) for b in branches
+        ]
+        self.branch_sizes = [b.size_for(image_size) for b in branches]
         self.contexts = [
             ctx.replace(
                 dim=b.dim,
                 num_heads=config.num_heads,
                 in_chans=config.in_chans,
-                image_size=image_size,
+                image_size=size,
                 num_prefix_tokens=1,
             )
-            for b in branches
+            for b, size in zip(branches, self.branch_sizes, strict=True)
         ]
         self.patches = nn.ModuleList()
         self.cls_tokens = nn.ParameterList()
         self.posencs = nn.ModuleList()
         grids = []
-        for b, bctx in zip(branches, self.contexts, strict=True):
+        for b, bctx, size in zip(branches, self.contexts, self.branch_sizes, strict=True):
             patch = bctx.build(
                 "patchifier", config.patch.model_copy(update={"patch_size": b.patch_size})
             )
-            grid = patch.grid_for(image_size)
+            grid = patch.grid_for(size)
             grids.append(grid)
             self.patches.append(patch)
             self.cls_tokens.append(nn.Parameter(torch.zeros(1, 1, b.dim)))
@@ -203,8 +228,10 @@ class CrossViT(VitzooModel):
         self, x: torch.Tensor, keep: set[int] | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         streams = []
-        for patch, cls, posenc in zip(self.patches, self.cls_tokens, self.posencs, strict=True):
-            tokens, grid = patch(x)
+        for patch, cls, posenc, size in zip(
+            self.patches, self.cls_tokens, self.posencs, self.branch_resize, strict=True
+        ):
+            tokens, grid = patch(x if size is None else resize_to(x, size))
             tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
             streams.append(self.pos_drop(posenc(tokens, grid, 1)))
         outputs: list[torch.Tensor] = []
@@ -281,3 +308,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "crossvit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

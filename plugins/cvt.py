@@ -20,6 +20,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.cvt_weights import HF_CVT
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
@@ -166,3 +167,8 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "cvt")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    register(HF_CVT)

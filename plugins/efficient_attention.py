@@ -1,4 +1,13 @@
-"""Built-in plugin: linear-complexity attention (Nyströmformer, Xiong et al. 2021, arXiv:2102.03902).
+"""Built-in plugin: linear-complexity attention, three ways (vit-pytorch's "efficient attention").
+
+* ``nystrom`` -- Nyströmformer (Xiong et al., AAAI 2021, arXiv:2102.03902), below;
+* ``performer`` -- FAVOR+ positive random features (Choromanski et al., ICLR 2021,
+  arXiv:2009.14794), the maths shared with T2T's token layer in :mod:`vitzoo.components.favor`;
+* ``linformer`` -- low-rank keys/values (Wang et al., 2020, arXiv:2006.04768): learned
+  ``(k, N)`` projections shorten the key/value sequence to ``k``, so it needs the fixed token
+  count the host was built for.
+
+Nyströmformer:
 
 ``nystrom`` approximates softmax(Q K^T / sqrt(d)) V with ``landmarks`` segment-mean landmarks::
 
@@ -13,6 +22,7 @@ use it (``benchmarks/attention_scaling.py`` compares it with SDPA softmax attent
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -22,6 +32,11 @@ from torch import nn
 from vitzoo import SpecValueError, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.components.favor import (
+    gaussian_orthogonal_features,
+    linear_attention,
+    positive_random_features,
+)
 from vitzoo.config import PositiveInt
 
 
@@ -124,8 +139,132 @@ def build_nystrom(config: NystromConfig, ctx: BuildContext) -> NystromAttention:
     return NystromAttention(ctx.dim, ctx.num_heads, config)
 
 
+class PerformerConfig(MhsaConfig):
+    """Performer (FAVOR+): softmax attention approximated with positive orthogonal random features."""
+
+    type: Literal["performer"] = "performer"  # type: ignore[assignment]
+    #: Random features per head (m); null takes the paper's ``d log d`` for head width ``d``.
+    num_features: PositiveInt | None = None
+
+    def check(self, **_: Any) -> None:
+        if self.num_features is not None and self.num_features < 1:
+            raise SpecValueError("num_features", f"must be >= 1, got {self.num_features}")
+
+
+class PerformerAttention(MultiHeadAttention):
+    """Multi-head FAVOR+ attention, O(N m d) in time and memory.
+
+    The random projection is a fixed buffer drawn at construction (saved with the weights, so a
+    checkpoint reproduces the model exactly); the paper's periodic redrawing is left out for that
+    reason. Keys masked by a (B, N) key-padding mask get zero features, so they add nothing to
+    numerator or normaliser. With ``store_attention`` the implied N x N map is materialised.
+    """
+
+    def __init__(self, dim: int, num_heads: int, config: PerformerConfig) -> None:
+        super().__init__(dim, num_heads, config)
+        d = self.head_dim
+        m = config.num_features or max(1, round(d * math.log(max(d, 2))))
+        self.register_buffer("projection", gaussian_orthogonal_features(m, d))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None and (mask.ndim != 2 or mask.dtype != torch.bool):
+            raise ValueError("performer attention takes a boolean (B, N) key-padding mask")
+        q, k, v = self.split_heads(x)
+        scale = self.head_dim**-0.25  # exp(q.k / sqrt(d)) = exp((q d^-1/4).(k d^-1/4))
+        qp = positive_random_features(q * scale, self.projection, stabilise=True)
+        kp = positive_random_features(k * scale, self.projection)
+        if mask is not None:
+            kp = kp * mask[:, None, :, None].to(kp.dtype)
+        # One factor for all keys of a head cancels in the normalisation and keeps values in range.
+        kp = kp / kp.detach().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+        if self.store_attention:
+            weights = qp @ kp.transpose(-2, -1)
+            self.attention_map = (weights / weights.sum(-1, keepdim=True)).detach()
+        return self.merge_heads(linear_attention(qp, kp, v))
+
+
+def build_performer(config: PerformerConfig, ctx: BuildContext) -> PerformerAttention:
+    """Performer (FAVOR+) linear attention."""
+    return PerformerAttention(ctx.dim, ctx.num_heads, config)
+
+
+class LinformerConfig(MhsaConfig):
+    """Linformer: keys and values projected along the sequence to ``proj_len`` tokens."""
+
+    type: Literal["linformer"] = "linformer"  # type: ignore[assignment]
+    #: Projected sequence length k (the paper uses 64-256).
+    proj_len: PositiveInt = 64
+    #: One projection for keys and values (the paper's "key-value sharing").
+    share_kv: bool = False
+
+    def check(self, **_: Any) -> None:
+        if self.proj_len < 1:
+            raise SpecValueError("proj_len", f"must be >= 1, got {self.proj_len}")
+
+
+class LinformerAttention(MultiHeadAttention):
+    """Softmax attention of N queries over k projected keys/values (headwise-shared projections).
+
+    The projections are (k, N) matrices, so the sequence length is fixed by the host's token grid
+    (prefix tokens + grid cells). Masked keys are zeroed before the projection, so they do not
+    reach any output.
+    """
+
+    def __init__(self, config: LinformerConfig, ctx: BuildContext) -> None:
+        super().__init__(ctx.dim, ctx.num_heads, config)
+        if not ctx.grid:
+            raise ValueError("linformer attention needs a host that tells it its token grid")
+        self.seq_len = ctx.num_prefix_tokens + math.prod(ctx.grid)
+        bound = config.proj_len**-0.5
+        self.proj_k = nn.Parameter(
+            torch.empty(config.proj_len, self.seq_len).uniform_(-bound, bound)
+        )
+        self.proj_v = (
+            None
+            if config.share_kv
+            else nn.Parameter(torch.empty(config.proj_len, self.seq_len).uniform_(-bound, bound))
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[1] != self.seq_len:
+            raise ValueError(
+                f"linformer attention was built for {self.seq_len} tokens, got {x.shape[1]}: "
+                "its projections have a fixed sequence length"
+            )
+        if mask is not None and (mask.ndim != 2 or mask.dtype != torch.bool):
+            raise ValueError("linformer attention takes a boolean (B, N) key-padding mask")
+        q, k, v = self.split_heads(x)
+        if mask is not None:
+            keep = mask[:, None, :, None].to(k.dtype)
+            k, v = k * keep, v * keep
+        proj_v = self.proj_k if self.proj_v is None else self.proj_v
+        k = torch.einsum("kn,bhnd->bhkd", self.proj_k, k)
+        v = torch.einsum("kn,bhnd->bhkd", proj_v, v)
+        return self.merge_heads(self.attend(q, k, v))
+
+
+def build_linformer(config: LinformerConfig, ctx: BuildContext) -> LinformerAttention:
+    """Linformer low-rank attention."""
+    return LinformerAttention(config, ctx)
+
+
 @hookimpl
 def register_attention(register: Any) -> None:
+    register(
+        "performer",
+        build_performer,
+        PerformerConfig,
+        tags={"mask", "linear-complexity"},
+        example={"config": {"num_features": 16}},
+    )
+    # Fixed token count: not for hosts that drop or merge tokens.
+    register(
+        "linformer",
+        build_linformer,
+        LinformerConfig,
+        tags={"mask", "linear-complexity", "fixed-length"},
+        example={"config": {"proj_len": 8}},
+    )
     register(
         "nystrom",
         build_nystrom,

@@ -5,8 +5,10 @@ of attention + MLP residual blocks on a shrinking grid, "shrinking attention" (q
 by 2) between stages, a learned per-head **attention bias** indexed by the absolute offset between
 positions instead of positional embeddings, Hardswish everywhere, and every linear layer followed
 by BatchNorm (:class:`LinearBN`) so that inference folds them into plain biased layers
-(:meth:`Levit.fuse`). Classification averages the last map and feeds a BatchNorm + two linear
-heads (class and distillation): a (cls, dist) pair in training, their mean in eval.
+(:meth:`Levit.fuse`). Classification averages the last map and feeds two BatchNorm + linear
+heads (class and distillation), each with its own BatchNorm as in the official code, timm and
+HF (the ``norm: batchnorm`` option of the head): a (cls, dist) pair in training, their mean in
+eval.
 
 Attention weights go through ``AttentionBase.attend`` with the bias, so SDPA and
 ``record_attention`` work as for every other variant.
@@ -22,6 +24,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.levit_weights import CONVERTERS
 
 from vitzoo import component_default, hookimpl
 from vitzoo.components.attention import AttentionBase
@@ -194,8 +197,9 @@ class LevitConfig(HierarchicalConfig):
     mlp_ratio: PositiveFloat = 2.0
     down_attn_ratio: PositiveFloat = 4.0
     down_mlp_ratio: PositiveFloat = 2.0
-    head: ComponentSpec("head") = component_default(type="distillation")
-    head_norm: Literal["layernorm", "batchnorm", "none"] = "batchnorm"
+    #: One BatchNorm per classifier (class and distillation), as the released models have.
+    head: ComponentSpec("head") = component_default(type="distillation", norm="batchnorm")
+    head_norm: Literal["layernorm", "batchnorm", "none"] = "none"
 
     @model_validator(mode="after")
     def _rules(self) -> LevitConfig:
@@ -314,3 +318,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "levit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

@@ -9,6 +9,12 @@ first MBConv of each stage has stride 2. A conv stem (stride 2) precedes the sta
 global average pooling -> LayerNorm -> (Linear + Tanh pre-logits, as in the reference ImageNet
 model) -> Linear.
 
+The defaults follow the released (TensorFlow) models, which are the paper's reference code:
+TF "same" padding on strided convs, BatchNorm eps 1e-3, tanh-approximate GELU; with them the
+``maxvit-t`` preset computes timm's ``maxvit_tiny_tf_224`` (the faithful port of the official
+weights) exactly. There is no separate ``-tf`` preset because the paper's model *is* the TF one;
+the options give the PyTorch-style variant for training from scratch.
+
 Every stage map must tile into windows and grids, so the image size must be a multiple of
 ``total stride x lcm(window, grid)``; this is checked when the spec is validated.
 """
@@ -22,10 +28,11 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.maxvit_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
-from vitzoo.components.conv import MBConv
+from vitzoo.components.conv import MBConv, Padding, make_activation, make_conv2d
 from vitzoo.components.hierarchical import (
     HierarchicalConfig,
     HierarchicalModel,
@@ -53,7 +60,14 @@ class MaxVitConfig(HierarchicalConfig):
     grid_size: PositiveInt = 7
     expand_ratio: PositiveFloat = 4.0
     se_ratio: PositiveFloat = 0.25
-    mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
+    #: The released weights are TensorFlow's (google-research/maxvit, the paper's code), so the
+    #: defaults are its conventions: "same" padding on strided convs (asymmetric, (0, 1)),
+    #: BatchNorm eps 1e-3 and tanh-approximate GELU (convs and MLP). ``symmetric`` / 1e-5 /
+    #: ``gelu`` give the PyTorch-style model (timm's ``maxvit_*_rw`` family uses those).
+    padding: Padding = "same"
+    bn_eps: PositiveFloat = 1e-3
+    activation: Literal["gelu", "gelu-tanh"] = "gelu-tanh"
+    mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0, activation="gelu-tanh")
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-5)
     head_norm: Literal["layernorm", "batchnorm", "none"] = "layernorm"
 
@@ -114,10 +128,10 @@ class MaxVit(HierarchicalModel):
     def __init__(self, config: MaxVitConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(config.in_chans, config.stem_dim, 3, 2, 1),
-            nn.BatchNorm2d(config.stem_dim),
-            nn.GELU(),
-            nn.Conv2d(config.stem_dim, config.stem_dim, 3, 1, 1),
+            make_conv2d(config.in_chans, config.stem_dim, 3, 2, padding=config.padding),
+            nn.BatchNorm2d(config.stem_dim, eps=config.bn_eps),
+            make_activation(config.activation),
+            make_conv2d(config.stem_dim, config.stem_dim, 3, 1, padding=config.padding),
         )
         rates = drop_path_schedule(config.drop_path_rate, config.depths)
         h, w = config.image_hw[0] // 2, config.image_hw[1] // 2
@@ -132,11 +146,13 @@ class MaxVit(HierarchicalModel):
                     stride=2 if j == 0 else 1,
                     expand_ratio=config.expand_ratio,
                     expand_from="out",
-                    activation="gelu",
+                    activation=config.activation,
                     se_channels=max(1, int(dim * config.se_ratio)),
                     se_activation="silu",
                     pre_norm=True,
                     drop_path=maybe_drop_path(rate),
+                    padding=config.padding,
+                    bn_eps=config.bn_eps,
                 )
                 attn = [
                     ctx.build(
@@ -188,3 +204,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "maxvit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

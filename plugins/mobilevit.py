@@ -18,6 +18,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.mobilevit_weights import HF_MOBILEVIT
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
@@ -212,3 +213,8 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "mobilevit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    register(HF_MOBILEVIT)

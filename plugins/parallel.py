@@ -18,6 +18,7 @@ from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_def
 from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
+from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.components.vit import VitConfig, build_vit
 from vitzoo.config import PositiveFloat, PositiveInt
 
@@ -31,6 +32,7 @@ class ParallelBlockConfig(ComponentConfig):
     branches: PositiveInt = 2
     layer_scale: PositiveFloat | None = None
     norm_eps: PositiveFloat = 1e-6
+    norm: NormKind = "layernorm"
 
     def check(self, **_: Any) -> None:
         if self.branches < 1:
@@ -40,11 +42,11 @@ class ParallelBlockConfig(ComponentConfig):
 class _Branch(nn.Module):
     """One pre-norm residual branch: layer_scale(fn(norm(x)))."""
 
-    def __init__(self, dim: int, fn: nn.Module, layer_scale: float | None, eps: float) -> None:
+    def __init__(self, dim: int, fn: nn.Module, config: ParallelBlockConfig) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.norm = make_norm(config.norm, dim, config.norm_eps)
         self.fn = fn
-        self.ls = maybe_layer_scale(dim, layer_scale)
+        self.ls = maybe_layer_scale(dim, config.layer_scale)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.ls(self.fn(self.norm(x), **kwargs))
@@ -55,13 +57,13 @@ class ParallelBlock(nn.Module):
 
     def __init__(self, config: ParallelBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
-        dim, ls, eps = ctx.dim, config.layer_scale, config.norm_eps
+        dim = ctx.dim
         self.attn_branches = nn.ModuleList(
-            _Branch(dim, ctx.build("attention", ctx.attention), ls, eps)
+            _Branch(dim, ctx.build("attention", ctx.attention), config)
             for _ in range(config.branches)
         )
         self.mlp_branches = nn.ModuleList(
-            _Branch(dim, ctx.build("mlp", ctx.mlp), ls, eps) for _ in range(config.branches)
+            _Branch(dim, ctx.build("mlp", ctx.mlp), config) for _ in range(config.branches)
         )
         self.drop_path = maybe_drop_path(ctx.drop_path)
 

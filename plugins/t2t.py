@@ -28,6 +28,7 @@ from vitzoo_plugins._catalogue import register_catalogue_presets
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import AttentionBase
 from vitzoo.components.context import BuildContext
+from vitzoo.components.favor import linear_attention, positive_random_features
 from vitzoo.components.layers import to_pair
 from vitzoo.components.patchify import Patchifier
 from vitzoo.components.vit import VitConfig, build_vit
@@ -136,20 +137,13 @@ class TokenPerformerAttention(nn.Module):
             nn.init.orthogonal_(w)
         self.register_buffer("random_features", w * math.sqrt(self.num_features))
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        sq_norm = (x * x).sum(dim=-1, keepdim=True) / 2
-        projected = torch.einsum("bnd,md->bnm", x, self.random_features)
-        return torch.exp(projected - sq_norm) / math.sqrt(self.num_features)
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None:
             raise ValueError("the performer token layer does not take attention masks")
         k, q, v = self.kqv(x).chunk(3, dim=-1)
-        kp, qp = self.feature_map(k), self.feature_map(q)  # (B, N, m)
-        normaliser = torch.einsum("bnm,bm->bn", qp, kp.sum(dim=1)).unsqueeze(-1)
-        context = torch.einsum("bnd,bnm->bdm", v, kp)
-        out = torch.einsum("bnm,bdm->bnd", qp, context) / (normaliser + 1e-8)
-        return v + self.proj(out)
+        kp = positive_random_features(k, self.random_features)  # (B, N, m)
+        qp = positive_random_features(q, self.random_features)
+        return v + self.proj(linear_attention(qp, kp, v))
 
 
 class TokenLayer(nn.Module):

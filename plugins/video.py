@@ -151,7 +151,10 @@ class SimpleVit3dConfig(Vit3dConfig):
     """SimpleViT on video: tubelets, fixed 3D sin-cos positions, mean pooling, no class token."""
 
     type: Literal["simple-vit-3d"] = "simple-vit-3d"
-    posenc: ComponentSpec("posenc") = component_default(type="sincos")
+    #: vit-pytorch's ``posemb_sincos_3d`` table: [x, y, t] blocks, frequencies i / (d/6 - 1).
+    posenc: ComponentSpec("posenc") = component_default(
+        type="sincos", reverse_axes=True, endpoint=True
+    )
     pool: ComponentSpec("pooling") = component_default(type="mean")
     class_token: bool = False
 

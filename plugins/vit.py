@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.vit_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.examples import TINY_VIT
@@ -18,10 +19,16 @@ TINY = TINY_VIT
 
 
 class SimpleVitConfig(VitConfig):
-    """SimpleViT (Beyer et al., 2022): fixed 2D sin-cos positions, no class token, mean pooling."""
+    """SimpleViT (Beyer et al., 2022): fixed 2D sin-cos positions, no class token, mean pooling.
+
+    The positions are the reference table (big_vision ``posemb_sincos_2d``, also vit-pytorch's
+    ``SimpleViT``): [sin x, cos x, sin y, cos y] with frequencies ``1 / T ** (i / (d/4 - 1))``.
+    """
 
     type: Literal["simple-vit"] = "simple-vit"
-    posenc: ComponentSpec("posenc") = component_default(type="sincos")
+    posenc: ComponentSpec("posenc") = component_default(
+        type="sincos", reverse_axes=True, endpoint=True
+    )
     pool: ComponentSpec("pooling") = component_default(type="mean")
     class_token: bool = False
 
@@ -45,3 +52,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "vit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

@@ -9,11 +9,14 @@ Registered parts, each usable on its own in other models:
 * ``xcit`` block: x += XCA(LN x); x += LPI(LN x) (local patch interaction: depthwise 3x3 conv,
   GELU, BatchNorm, depthwise 3x3 conv on the token grid); x += MLP(LN x), each with LayerScale.
 * ``xcit-stem`` patchifier: log2(patch) stride-2 3x3 conv + BatchNorm layers (GELU between).
-* ``fourier`` positions: a fixed 2D sin-cos table (64 channels) mapped to the width by a learned
-  linear layer (the paper's 1x1 conv).
+* ``fourier`` positions: the official DETR-style Fourier table (coordinates 1..H scaled to
+  (0, 2*pi], 32 interleaved sin/cos frequencies per axis, y then x) mapped to the width by a
+  learned linear layer (the official code's 1x1 conv).
+* ``xcit-class-attention`` block: the released class-attention layer, which (unlike CaiT's)
+  also updates the patch tokens and, with ``tokens_norm``, normalises the whole stream.
 * ``xcit`` architecture: the shared late-class-token model that CaiT uses too (stem -> positions
   -> blocks on patch tokens -> late class token -> class-attention blocks -> norm -> head) with the
-  parts above as defaults; the structure and the ``class-attention`` block live once, in the core
+  parts above as defaults; the structure and CaiT's class-attention parts live once, in the core
   (:mod:`vitzoo.components.late_class_token`), so this plugin does not need the ``cait`` plugin.
 """
 
@@ -27,9 +30,11 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.xcit_weights import CONVERTERS
 
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
+from vitzoo.components.class_attention import ClassAttentionBlock, ClassAttentionBlockConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import ConvNormAct
 from vitzoo.components.examples import TINY_VIT
@@ -39,7 +44,6 @@ from vitzoo.components.layers import (
     maybe_layer_scale,
 )
 from vitzoo.components.patchify import Patchifier, check_divisible
-from vitzoo.components.posenc import sincos_table
 from vitzoo.config import PositiveFloat, PositiveInt
 
 
@@ -211,25 +215,61 @@ def build_xcit_stem(config: XcitStemConfig, ctx: BuildContext) -> XcitStem:
     return XcitStem(ctx.in_chans, ctx.dim, config.patch_size)
 
 
+def fourier_features(
+    grid: tuple[int, ...], hidden_dim: int, temperature: float, device: Any = None
+) -> torch.Tensor:
+    """XCiT's ``PositionalEncodingFourier`` features, (1, h*w, 2 * hidden_dim), before projection.
+
+    The DETR-style table of the official code: coordinates 1..h (and 1..w) scaled to (0, 2*pi],
+    ``hidden_dim`` frequencies ``temperature ** (2 * (i // 2) / hidden_dim)`` per axis with sin on
+    even and cos on odd channels (interleaved), the y block before the x block.
+    """
+    h, w = grid
+    scale, eps = 2 * math.pi, 1e-6
+    ys = torch.arange(1, h + 1, device=device, dtype=torch.float32)
+    xs = torch.arange(1, w + 1, device=device, dtype=torch.float32)
+    ys, xs = ys / (h + eps) * scale, xs / (w + eps) * scale
+    steps = torch.arange(hidden_dim, device=device, dtype=torch.float32)
+    periods = temperature ** (2 * torch.div(steps, 2, rounding_mode="floor") / hidden_dim)
+    is_even = (torch.arange(hidden_dim, device=device) % 2 == 0)[None, :]
+
+    def axis_table(coords: torch.Tensor) -> torch.Tensor:
+        angles = coords[:, None] / periods[None, :]
+        return torch.where(is_even, angles.sin(), angles.cos())  # (n, hidden_dim)
+
+    y_table = axis_table(ys)[:, None, :].expand(h, w, hidden_dim)
+    x_table = axis_table(xs)[None, :, :].expand(h, w, hidden_dim)
+    return torch.cat([y_table, x_table], dim=-1).reshape(1, h * w, 2 * hidden_dim)
+
+
 class FourierPosConfig(ComponentConfig):
-    """Fixed sin-cos features of each patch position, projected by a learned linear map (XCiT)."""
+    """XCiT's Fourier positions: a fixed DETR-style sin-cos table of each patch's (y, x),
+    projected to the width by a learned linear map (the official code's 1x1 conv)."""
 
     type: Literal["fourier"] = "fourier"
     hidden_dim: PositiveInt = 32
     temperature: PositiveFloat = 10000.0
 
+    def check(self, spatial_dims: int = 2, **_: Any) -> None:
+        if spatial_dims != 2:
+            raise SpecValueError("type", "fourier positions need a 2D token grid")
+        if self.hidden_dim < 2 or self.hidden_dim % 2:
+            raise SpecValueError("hidden_dim", f"must be even and >= 2, got {self.hidden_dim}")
+
 
 class FourierPositions(nn.Module):
+    """tokens + proj(fourier_features(grid)); the table is recomputed for any grid (no resize)."""
+
     def __init__(self, dim: int, hidden_dim: int, temperature: float) -> None:
         super().__init__()
-        self.features = 2 * hidden_dim
+        self.hidden_dim = hidden_dim
         self.temperature = temperature
-        self.proj = nn.Linear(self.features, dim)
+        self.proj = nn.Linear(2 * hidden_dim, dim)
 
     def forward(
         self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
     ) -> torch.Tensor:
-        table = sincos_table(tuple(grid), self.features, self.temperature, tokens.device)
+        table = fourier_features(tuple(grid), self.hidden_dim, self.temperature, tokens.device)
         pos = self.proj(table.to(tokens.dtype))
         if not num_prefix_tokens:  # the usual case (late class token): no concatenation copy
             return tokens + pos
@@ -239,8 +279,56 @@ class FourierPositions(nn.Module):
 
 
 def build_fourier(config: FourierPosConfig, ctx: BuildContext) -> FourierPositions:
-    """Projected sin-cos positions (XCiT)."""
+    """XCiT's projected Fourier positions."""
     return FourierPositions(ctx.dim, config.hidden_dim, config.temperature)
+
+
+# ---------------------------------------------------------------------------------------------
+# XCiT's class-attention block
+# ---------------------------------------------------------------------------------------------
+class XcitClassAttentionConfig(ClassAttentionBlockConfig):
+    """The released XCiT class-attention layer (official code / timm ``ClassAttentionBlock``).
+
+    Unlike CaiT's block (``class-attention``) the patch tokens change too: they receive their own
+    first-norm output as the attention branch, ``tokens_norm: true`` (every released model but
+    the nano ones) applies the second norm to the whole stream, not only the class token, and the
+    MLP residual is added to the *normalised* class token.
+    """
+
+    type: Literal["xcit-class-attention"] = "xcit-class-attention"  # type: ignore[assignment]
+    #: The released layers all have LayerScale (initialised to 1.0 or 1e-5).
+    layer_scale: PositiveFloat | None = 1.0
+    tokens_norm: bool = True
+
+
+class XcitClassAttentionBlock(ClassAttentionBlock):
+    """CaiT's class-attention parts (norms, class attention, MLP, LayerScale) in XCiT's order.
+
+    The reference sums the normalised stream with ``[mlp branch, patches]``, so the patch tokens
+    leave the layer doubled; that is kept, because the next class-attention layer reads them.
+    """
+
+    def __init__(self, config: XcitClassAttentionConfig, ctx: BuildContext) -> None:
+        super().__init__(ctx, config.attention, config.layer_scale, config.norm_eps)
+        self.tokens_norm = config.tokens_norm
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        normed = self.norm1(x)
+        update = torch.cat([self.attn(normed, mask=mask), normed[:, 1:]], dim=1)
+        x = x + self.drop_path(self.ls1(update))
+        if self.tokens_norm:
+            x = self.norm2(x)
+        else:
+            x = torch.cat([self.norm2(x[:, :1]), x[:, 1:]], dim=1)
+        cls = self.ls2(self.mlp(x[:, :1]))
+        return x + self.drop_path(torch.cat([cls, x[:, 1:]], dim=1))
+
+
+def build_xcit_class_attention(
+    config: XcitClassAttentionConfig, ctx: BuildContext
+) -> XcitClassAttentionBlock:
+    """XCiT's class-attention block (patch tokens updated, ``tokens_norm``)."""
+    return XcitClassAttentionBlock(config, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +350,9 @@ class XcitConfig(LateClassTokenConfig):
     posenc: ComponentSpec("posenc") = component_default(type="fourier")
     attention: ComponentSpec("attention") = component_default(type="xca")
     block: ComponentSpec("block") = component_default(type="xcit", layer_scale=1.0)
-    class_block: ComponentSpec("block") = component_default(type="class-attention", layer_scale=1.0)
+    class_block: ComponentSpec("block") = component_default(
+        type="xcit-class-attention", layer_scale=1.0, tokens_norm=True
+    )
 
     @model_validator(mode="after")
     def _xcit_rules(self) -> XcitConfig:
@@ -318,6 +408,13 @@ def register_blocks(register: Any) -> None:
         needs={"grid-2d", "fixed-grid"},
         example={"config": {}},
     )
+    register(
+        "xcit-class-attention",
+        build_xcit_class_attention,
+        XcitClassAttentionConfig,
+        tags={"mask"},
+        example={"config": {}},
+    )
 
 
 @hookimpl
@@ -350,3 +447,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "xcit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

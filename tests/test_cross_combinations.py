@@ -167,9 +167,61 @@ COMBINATIONS: dict[str, tuple[str, dict[str, Any]]] = {
             "patch": dict(CONV_TOKENIZER_3D),
         },
     ),
+    # issue 10: efficient attention and transformer improvements, each in two or more hosts
+    "cait+performer+swiglu": (
+        "cait",
+        {
+            "patch": {"type": "linear", "patch_size": 8},
+            "attention": {"type": "performer", "num_features": 16},
+            "mlp": {"type": "swiglu"},
+            "cls_depth": 1,
+        },
+    ),
+    "cct+performer+geglu": (
+        "cct",
+        {"patch": CONV, "attention": {"type": "performer"}, "mlp": {"type": "geglu"}},
+    ),
+    "t2t-vit+linformer+rmsnorm": (
+        "t2t-vit",
+        {
+            "patch": T2T,
+            "attention": {"type": "linformer", "proj_len": 8, "share_kv": True},
+            "block": {"type": "pre-norm", "norm": "rmsnorm"},
+            "norm": "rmsnorm",
+        },
+    ),
+    "deepvit+linformer+spt": (
+        "deepvit",
+        {"patch": SPT, "attention": {"type": "linformer", "proj_len": 4}},
+    ),
+    "cct+rope-axial": (
+        "cct",
+        {"patch": CONV, "attention": {"type": "rope"}, "posenc": {"type": "none"}},
+    ),
+    "simple-vit+rope-mixed+rmsnorm-qk-norm": (
+        "simple-vit",
+        {
+            "patch": {"type": "linear", "patch_size": 8},
+            "attention": {
+                "type": "rope",
+                "rope": "mixed",
+                "qk_norm": True,
+                "qk_norm_type": "rmsnorm",
+            },
+        },
+    ),
+    "vit+parallel-block+geglu+rmsnorm": (
+        "vit",
+        {
+            "patch": {"type": "linear", "patch_size": 8},
+            "mlp": {"type": "geglu"},
+            "block": {"type": "parallel", "branches": 2, "norm": "rmsnorm"},
+        },
+    ),
 }
 
 KIND_OF_FIELD = {
+    "mlp": "mlp",
     "patch": "patchifier",
     "posenc": "posenc",
     "attention": "attention",

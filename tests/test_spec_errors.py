@@ -382,7 +382,7 @@ def test_cli_attention_layer_range_and_data_statistics(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "--layer 99 is out of range" in result.output
     model = vitzoo.build(str(spec_path))
-    assert normalisation(model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert normalisation(str(spec_path), model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def test_cli_predict_missing_image_says_so(tmp_path: Path) -> None:

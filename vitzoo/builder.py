@@ -123,13 +123,37 @@ def build_from_spec(spec: SpecBase, *, system: PluginSystem | None = None) -> nn
     return model
 
 
-def build(source: SpecSource, *, system: PluginSystem | None = None, **overrides: Any) -> nn.Module:
+def build(
+    source: SpecSource | None = None,
+    *,
+    weights: str | Path | None = None,
+    system: PluginSystem | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """Build a model from a preset name, YAML path, mapping or spec, with field overrides.
 
     ``vitzoo.build("deit-s", num_classes=10)`` sets ``model.num_classes``; dotted keys such as
-    ``**{"model.patch.patch_size": 8}`` reach nested fields.
+    ``**{"model.patch.patch_size": 8}`` reach nested fields. ``weights=`` (or a spec's
+    ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
+    Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
+    own spec is used) and the weights adapt to overridden classes / image size / channels.
     """
-    return build_from_spec(resolve_spec(source, overrides, system=system), system=system)
+    if source is None and weights is None:
+        raise TypeError("build() needs a preset, spec or weights source")
+    spec = None if source is None else resolve_spec(source, overrides, system=system)
+    section = getattr(spec, "weights", None) if spec is not None else None
+    if weights is None and section is None:
+        return build_from_spec(spec, system=system)
+    from vitzoo.weights.load import load_pretrained
+
+    return load_pretrained(
+        weights if weights is not None else section.source,
+        spec,
+        overrides=overrides if spec is None else None,
+        format=None if weights is not None else section.format,
+        strict=True if weights is not None else section.strict,
+        system=system,
+    ).model
 
 
 def current_spec(model: nn.Module) -> SpecBase:

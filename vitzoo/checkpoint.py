@@ -45,6 +45,12 @@ def atomic_save_tensors(
         raise
 
 
+def _preprocessing_metadata(model: nn.Module) -> dict[str, str]:
+    """Pretrained models (``vitzoo.build(..., weights=...)``) keep their preprocessing on save."""
+    pre = getattr(model, "vitzoo_preprocessing", None)
+    return pre.to_metadata() if pre is not None else {}
+
+
 def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``model``'s weights and spec to ``path`` (safetensors), atomically."""
     spec = current_spec(model)
@@ -55,6 +61,7 @@ def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | No
         "vitzoo.format": FORMAT_VERSION,
         "vitzoo.version": __version__,
         SPEC_KEY: json.dumps(spec_to_dict(spec)),
+        **_preprocessing_metadata(model),
         **(metadata or {}),
     }
     atomic_save_tensors(tensors, path, meta)

@@ -26,7 +26,7 @@ from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import KINDS, PresetEntry
 
 #: Modules under vitzoo/commands that contribute sub-commands (each exposes ``COMMANDS``).
-COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect")
+COMMAND_MODULES = ("vitzoo.commands.train", "vitzoo.commands.inspect", "vitzoo.commands.weights")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -128,6 +128,12 @@ def list_command(kind: str | None, as_json: bool) -> None:
         if isinstance(entry, PresetEntry):
             row["params"] = entry.expected_params
             row["citation"] = entry.citation
+        elif entry.kind == "converter":
+            row["source"] = entry.source
+            row["architectures"] = list(entry.architectures)
+            row["summary"] = f"{entry.source} -> {', '.join(entry.architectures)}" + (
+                f": {entry.summary}" if entry.summary else ""
+            )
         else:
             row["tags"] = sorted(entry.tags)
             row["fields"] = [f for f in entry.config.model_fields if f != "type"]
@@ -135,7 +141,11 @@ def list_command(kind: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    show_fields = kind not in (None, "preset")  # one kind: room to show its config fields
+    show_fields = kind not in (
+        None,
+        "preset",
+        "converter",
+    )  # one kind: room to show its config fields
     table = Table(title="vitzoo registry", show_lines=False)
     for column in ("kind", "name", "plugin", "summary", *(["fields"] if show_fields else [])):
         table.add_column(column, overflow="fold")
@@ -210,25 +220,70 @@ def summarise(model: Any, forward: bool) -> dict[str, Any]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @click.option("--no-forward", is_flag=True, help="Skip the trial forward pass (shapes).")
+@click.option(
+    "--weights",
+    default=None,
+    help="Start from pretrained weights: vitzoo/timm checkpoint, HF folder, hf-hub:ORG/NAME.",
+)
+@click.option(
+    "--format",
+    "weights_format",
+    type=click.Choice(("vitzoo", "timm", "official", "hf")),
+    default=None,
+    help="Override the detected --weights format.",
+)
 def build_command(
-    source: str, sets: tuple[str, ...], output: Path | None, as_json: bool, no_forward: bool
+    source: str,
+    sets: tuple[str, ...],
+    output: Path | None,
+    as_json: bool,
+    no_forward: bool,
+    weights: str | None,
+    weights_format: str | None,
 ) -> None:
-    """Validate SOURCE (a spec file or a preset name), build it and print a summary."""
+    """Validate SOURCE (a spec file or a preset name), build it and print a summary.
+
+    With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files).
+    """
     from vitzoo.builder import build_from_spec, resolve_spec
-    from vitzoo.checkpoint import save
+    from vitzoo.checkpoint import CheckpointError, save
     from vitzoo.spec import SpecError
 
-    overrides = parse_sets(sets)
+    metadata: dict[str, str] = {}
     try:
-        spec = resolve_spec(
-            source, overrides, sources={k: f"--set {s}" for k, s in _set_items(sets)}
-        )
+        if weights is not None or source.startswith("hf-hub:"):
+            from vitzoo.weights.load import load_pretrained
+
+            loaded = load_pretrained(
+                weights or source,
+                None if source == "-" or weights is None else source,
+                overrides=parse_sets(sets),
+                format=weights_format,
+                log=lambda line: err.print(line, markup=False, highlight=False),
+            )
+            model, metadata = loaded.model, loaded.metadata()
+        else:
+            spec = resolve_spec(
+                source, parse_sets(sets), sources={k: f"--set {s}" for k, s in _set_items(sets)}
+            )
+            section = getattr(spec, "weights", None)
+            if section is not None:
+                from vitzoo.weights.load import load_pretrained
+
+                loaded = load_pretrained(
+                    section.source, spec, format=section.format, strict=section.strict
+                )
+                model, metadata = loaded.model, loaded.metadata()
+            else:
+                model = build_from_spec(spec)
     except SpecError as exc:
         fail_with_spec_error(exc)
-    model = build_from_spec(spec)
+    except CheckpointError as exc:
+        err.print(f"error: {' '.join(str(exc).split())}", markup=False, highlight=False)
+        sys.exit(2)
     info = summarise(model, forward=not no_forward)
     if output is not None:
-        save(model, output)
+        save(model, output, metadata=metadata)
         info["checkpoint"] = str(output)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -289,7 +344,11 @@ def schema_command(output: Path | None) -> None:
 # -- check --------------------------------------------------------------------------------
 @cli.command("check")
 @click.argument("plugin", required=False)
-@click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option(
+    "--kind",
+    type=click.Choice([k for k in KINDS if k != "converter"]),  # converters are data, no checks
+    help="Only this kind.",
+)
 @click.option("--slow", is_flag=True, help="Include slow checks (torch.compile).")
 def check_command(plugin: str | None, kind: str | None, slow: bool) -> None:
     """Run the conformance suite (without pytest) over PLUGIN's registrations, or everything."""

@@ -8,7 +8,8 @@ architectures and objectives are registered as::
 where ``factory(config, ctx)`` returns an ``nn.Module`` (``ctx`` is a
 :class:`vitzoo.components.context.BuildContext`; for architectures it is ``None`` and the factory
 takes only the config). Presets are registered as
-``register(name, spec_mapping, citation=..., expected_params=..., summary=...)``.
+``register(name, spec_mapping, citation=..., expected_params=..., summary=...)``; weight
+converters as ``register(WeightConverter(...))``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ HOOK_KINDS: dict[str, str] = {
     "register_architectures": "architecture",
     "register_objectives": "objective",
     "register_presets": "preset",
+    "register_weight_converters": "converter",
 }
 
 
@@ -83,6 +85,15 @@ def register_objectives(register: Any) -> None:
 @hookspec
 def register_presets(register: Any) -> None:
     """Register named specs (paper configurations)."""
+
+
+@hookspec
+def register_weight_converters(register: Any) -> None:
+    """Register :class:`vitzoo.weights.WeightConverter` objects: ``register(converter)``.
+
+    A family's converters (timm, Hugging Face, official key layouts -> its vitzoo tensors) live
+    with the plugin that registers its architecture, so a third-party family ships its own.
+    """
 
 
 @hookspec

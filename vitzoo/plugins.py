@@ -26,6 +26,7 @@ from vitzoo.registry import (
     PresetEntry,
     RegistrationError,
     Registry,
+    make_converter,
     make_entry,
     make_preset,
 )
@@ -86,6 +87,12 @@ def _register_callback(
             staged.append(make_preset(plugin, name, spec, **options))
 
         return register_preset
+    if kind == "converter":
+
+        def register_converter(converter: Any) -> None:
+            staged.append(make_converter(plugin, converter))
+
+        return register_converter
 
     def register(name: str, factory: Callable[..., Any], config: Any, **options: Any) -> None:
         staged.append(make_entry(kind, plugin, name, factory, config, **options))

@@ -25,7 +25,7 @@ COMPONENT_KINDS: tuple[str, ...] = (
     "pooling",
     "head",
 )
-KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset")
+KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset", "converter")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
@@ -117,6 +117,10 @@ class Registry:
         self._entries[entry.kind][entry.name] = entry
         self.version += 1
 
+    def converters(self) -> list[Any]:
+        """Every registered :class:`vitzoo.weights.WeightConverter`, by name."""
+        return list(self.entries("converter"))
+
     def remove_plugin(self, plugin: str) -> None:
         """Roll back everything one plugin registered."""
         for by_name in self._entries.values():
@@ -167,6 +171,23 @@ def make_entry(
         offers=normalise(offers, where=where),
         known_failures=dict(known_failures or {}),
     )
+
+
+def make_converter(plugin: str, converter: Any) -> Any:
+    """Validate a registered weight converter and stamp it with the plugin that provided it."""
+    from dataclasses import replace
+
+    from vitzoo.weights.converter import WeightConverter
+
+    name = getattr(converter, "name", "?")
+    where = f"plugin {plugin!r} registering converter {name!r}"
+    if not isinstance(converter, WeightConverter):
+        raise RegistrationError(f"{where}: register a vitzoo.weights.WeightConverter")
+    if not _NAME.match(name):
+        raise RegistrationError(f"{where}: names are lowercase-kebab (regex {_NAME.pattern})")
+    if not converter.architectures:
+        raise RegistrationError(f"{where}: architectures must name at least one model type")
+    return replace(converter, plugin=plugin)
 
 
 def make_preset(

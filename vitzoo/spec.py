@@ -23,6 +23,7 @@ from vitzoo.config import ComponentConfig, ComponentKind, SpecValueError, check_
 from vitzoo.registry import Registry
 from vitzoo.suggest import did_you_mean
 from vitzoo.training.config import DataConfig, TrainConfig
+from vitzoo.weights.section import WeightsSection
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,6 +204,14 @@ def spec_model(registry: Registry) -> type[SpecBase]:
     fields["data"] = (
         DataConfig,
         Field(default_factory=DataConfig, description="Dataset layout and augmentation."),
+    )
+
+    fields["weights"] = (
+        WeightsSection | None,
+        Field(
+            default=None,
+            description="Start from pretrained weights (vitzoo/timm/Hugging Face source).",
+        ),
     )
 
     def _expand(cls: type, data: Any) -> Any:

@@ -20,14 +20,6 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def normalisation(model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean/std the model was trained with: its spec's ``data:`` section (else ImageNet's)."""
-    data = getattr(getattr(model, "vitzoo_spec", None), "data", None)
-    if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
-        return tuple(data.mean), tuple(data.std)
-    return MEAN, STD
-
-
 def load_model(source: str) -> Any:
     """A checkpoint file (``vitzoo.save`` output) or anything ``vitzoo.build`` accepts."""
     import vitzoo
@@ -35,7 +27,26 @@ def load_model(source: str) -> Any:
     path = Path(source)
     if path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}:
         return vitzoo.load(path)
+    if path.is_dir() or source.startswith("hf-hub:"):  # a Hugging Face model (folder / hub)
+        return vitzoo.build(weights=source)
     return vitzoo.build(source)
+
+
+def normalisation(source: str, model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the weights were trained with (checkpoint metadata), else ImageNet's."""
+    pre = getattr(model, "vitzoo_preprocessing", None)
+    path = Path(source)
+    if pre is None and path.is_file() and path.suffix == ".safetensors":
+        from vitzoo.checkpoint import read_checkpoint
+        from vitzoo.weights.preprocessing import Preprocessing
+
+        pre = Preprocessing.from_metadata(read_checkpoint(path)[1])
+    if pre is not None and pre.mean is not None and pre.std is not None:
+        return tuple(pre.mean), tuple(pre.std)
+    data = getattr(getattr(model, "vitzoo_spec", None), "data", None)  # what it was trained with
+    if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
+        return tuple(data.mean), tuple(data.std)
+    return MEAN, STD
 
 
 def image_tensor(
@@ -146,8 +157,7 @@ def attention(
             f"capabilities {sorted(getattr(model, 'capabilities', ())) or '(none)'}"
         )
     channels, *size = model.input_size
-    mean, std = normalisation(model)
-    x = image_tensor(image, (size[0], size[1]), channels, mean, std)
+    x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))
     with torch.no_grad():
         seen = inspect(model, x)
     grid = tuple(model.patch.grid_for(tuple(size)))

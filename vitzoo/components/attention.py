@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
+from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.config import ComponentConfig, PositiveInt, Rate
 
 
@@ -131,6 +132,8 @@ class MhsaConfig(ComponentConfig):
     head_dim: PositiveInt | None = None
     qkv_bias: bool = True
     qk_norm: bool = False
+    #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
+    qk_norm_type: NormKind = "layernorm"
     attn_drop: Rate = 0.0
     proj_drop: Rate = 0.0
 
@@ -148,8 +151,12 @@ class MultiHeadAttention(AttentionBase):
         self.head_dim = config.head_dim or dim // num_heads
         inner = self.num_heads * self.head_dim
         self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim) if config.qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.q_norm = (
+            make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
+        )
+        self.k_norm = (
+            make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
+        )
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(config.proj_drop)
 

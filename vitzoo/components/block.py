@@ -9,6 +9,7 @@ from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
+from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.config import ComponentConfig, PositiveFloat
 
 
@@ -18,6 +19,8 @@ class PreNormBlockConfig(ComponentConfig):
     type: Literal["pre-norm"] = "pre-norm"
     layer_scale: PositiveFloat | None = None
     norm_eps: PositiveFloat = 1e-6
+    #: LayerNorm (ViT) or RMSNorm before each branch.
+    norm: NormKind = "layernorm"
 
 
 class PreNormBlock(nn.Module):
@@ -26,10 +29,10 @@ class PreNormBlock(nn.Module):
     def __init__(self, config: PreNormBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
         dim = ctx.dim
-        self.norm1 = nn.LayerNorm(dim, eps=config.norm_eps)
+        self.norm1 = make_norm(config.norm, dim, config.norm_eps)
         self.attn = ctx.build("attention", ctx.attention)
         self.ls1 = maybe_layer_scale(dim, config.layer_scale)
-        self.norm2 = nn.LayerNorm(dim, eps=config.norm_eps)
+        self.norm2 = make_norm(config.norm, dim, config.norm_eps)
         self.mlp = ctx.build("mlp", ctx.mlp)
         self.ls2 = maybe_layer_scale(dim, config.layer_scale)
         self.drop_path = maybe_drop_path(ctx.drop_path)

@@ -21,13 +21,17 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.mlp import ACTIVATIONS
 from vitzoo.config import ComponentConfig, PositiveInt, SpecValueError
 
-Activation = Literal["gelu", "relu", "silu", "hardswish", "none"]
+Activation = Literal["gelu", "gelu-tanh", "relu", "silu", "hardswish", "none"]
+#: ``symmetric``: PyTorch's k // 2 on every side; ``same``: TensorFlow's "SAME" padding, which on
+#: a strided conv pads asymmetrically (the extra row / column at the bottom / right).
+Padding = Literal["symmetric", "same"]
 
 
 def make_activation(name: str, *, inplace: bool = False) -> nn.Module:
@@ -42,6 +46,49 @@ def make_activation(name: str, *, inplace: bool = False) -> nn.Module:
     return (
         cls(inplace=True) if inplace and "inplace" in inspect.signature(cls).parameters else cls()
     )
+
+
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow's "SAME" along one axis of length ``size``."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding, computed from the input size at each call.
+
+    Why: weights trained in TensorFlow (MaxViT's releases) saw strided convs padded (0, 1), not
+    (1, 1); PyTorch's symmetric padding shifts every window by one pixel.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["padding"] = 0
+        super().__init__(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = tf_same_pads(x.shape[-2], kh, sh, dh)
+        left, right = tf_same_pads(x.shape[-1], kw, sw, dw)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def make_conv2d(
+    in_chans: int,
+    out_chans: int,
+    kernel_size: int,
+    stride: int = 1,
+    *,
+    padding: Padding | int = "symmetric",
+    groups: int = 1,
+    bias: bool = True,
+) -> nn.Conv2d:
+    """A conv with the named padding; "same" only differs from k // 2 when the conv is strided."""
+    if padding == "same" and stride > 1:
+        return Conv2dSame(in_chans, out_chans, kernel_size, stride, groups=groups, bias=bias)
+    pad = padding if isinstance(padding, int) else kernel_size // 2
+    return nn.Conv2d(in_chans, out_chans, kernel_size, stride, pad, groups=groups, bias=bias)
 
 
 @torch.no_grad()
@@ -73,23 +120,26 @@ class ConvNormAct(nn.Sequential):
         *,
         groups: int = 1,
         activation: str = "none",
-        padding: int | None = None,
+        padding: int | Padding | None = None,
         bn_init: float = 1.0,
+        bn_eps: float = 1e-5,
     ) -> None:
-        pad = kernel_size // 2 if padding is None else padding
-        conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, pad, groups=groups, bias=False)
-        bn = nn.BatchNorm2d(out_chans)
+        pad = "symmetric" if padding is None else padding
+        conv = make_conv2d(
+            in_chans, out_chans, kernel_size, stride, padding=pad, groups=groups, bias=False
+        )
+        bn = nn.BatchNorm2d(out_chans, eps=bn_eps)
         nn.init.constant_(bn.weight, bn_init)
         super().__init__(conv, bn, make_activation(activation, inplace=True))
 
     def fuse(self) -> nn.Sequential:
         conv, bn, act = self[0], self[1], self[2]
-        fused = nn.Conv2d(
+        fused = type(conv)(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
             conv.stride,
-            conv.padding,
+            padding=conv.padding,
             groups=conv.groups,
             bias=True,
         ).to(conv.weight.device)
@@ -120,7 +170,8 @@ class MBConv(nn.Module):
     strided shortcut of 2x2 average pooling + 1x1 conv); ``pre_norm=False`` is MobileNetV2's MV2
     (BatchNorm after the projection, residual only when stride 1 and widths match).
     ``se_channels`` is the squeeze width (None: no SE), ``se_activation`` its activation
-    (default: the block's).
+    (default: the block's). ``padding`` / ``bn_eps`` exist for TensorFlow-trained weights
+    (MaxViT: "same" padding on the strided depthwise conv, BatchNorm eps 1e-3).
     """
 
     def __init__(
@@ -137,19 +188,28 @@ class MBConv(nn.Module):
         se_activation: str | None = None,
         pre_norm: bool = False,
         drop_path: nn.Module | None = None,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         base = in_chans if expand_from == "in" else out_chans
         mid = int(round(base * expand_ratio))
-        self.pre_norm = nn.BatchNorm2d(in_chans) if pre_norm else nn.Identity()
+        self.pre_norm = nn.BatchNorm2d(in_chans, eps=bn_eps) if pre_norm else nn.Identity()
         self.expand = (
-            ConvNormAct(in_chans, mid, 1, activation=activation)
+            ConvNormAct(in_chans, mid, 1, activation=activation, bn_eps=bn_eps)
             if expand_ratio != 1
             else nn.Identity()
         )
         mid = mid if expand_ratio != 1 else in_chans
         self.depthwise = ConvNormAct(
-            mid, mid, kernel_size, stride, groups=mid, activation=activation
+            mid,
+            mid,
+            kernel_size,
+            stride,
+            groups=mid,
+            activation=activation,
+            padding=padding,
+            bn_eps=bn_eps,
         )
         self.se = (
             SqueezeExcite(mid, se_channels, se_activation or activation)
@@ -159,7 +219,7 @@ class MBConv(nn.Module):
         if pre_norm:
             self.project: nn.Module = nn.Conv2d(mid, out_chans, 1)
         else:
-            self.project = ConvNormAct(mid, out_chans, 1)
+            self.project = ConvNormAct(mid, out_chans, 1, bn_eps=bn_eps)
         self.drop_path = drop_path if drop_path is not None else nn.Identity()
         self.residual = stride == 1 and in_chans == out_chans
         self.shortcut: nn.Module | None = None

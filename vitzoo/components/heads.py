@@ -15,18 +15,40 @@ def linear_or_identity(num_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
+#: A norm of the pooled vector owned by one classifier (LeViT's heads: BatchNorm -> Linear).
+HeadNorm = Literal["none", "batchnorm"]
+
+
+def classifier(num_features: int, num_classes: int, norm: str = "none") -> nn.Module:
+    """Linear classifier, preceded by its own BatchNorm when ``norm == "batchnorm"``.
+
+    Why per classifier: LeViT's released models (official code, timm, HF) normalise the pooled
+    vector separately for the class and the distillation head, with two sets of statistics.
+    ``num_classes == 0`` gives an identity (features), without the norm, as the references do.
+    """
+    if num_classes <= 0:
+        return nn.Identity()
+    if norm == "batchnorm":
+        return nn.Sequential(nn.BatchNorm1d(num_features), nn.Linear(num_features, num_classes))
+    return nn.Linear(num_features, num_classes)
+
+
 class LinearHeadConfig(ComponentConfig):
     """One linear layer (optionally after dropout)."""
 
     type: Literal["linear"] = "linear"
     dropout: Rate = 0.0
+    #: ``batchnorm``: BatchNorm1d of the pooled vector before the linear layer (LeViT).
+    norm: HeadNorm = "none"
 
 
 class LinearHead(nn.Module):
-    def __init__(self, num_features: int, num_classes: int, dropout: float) -> None:
+    def __init__(
+        self, num_features: int, num_classes: int, dropout: float, norm: str = "none"
+    ) -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
-        self.fc = linear_or_identity(num_features, num_classes)
+        self.fc = classifier(num_features, num_classes, norm)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(pooled))
@@ -34,13 +56,16 @@ class LinearHead(nn.Module):
 
 def build_linear_head(config: LinearHeadConfig, ctx: BuildContext) -> LinearHead:
     """Linear classifier."""
-    return LinearHead(ctx.num_features, ctx.num_classes, config.dropout)
+    return LinearHead(ctx.num_features, ctx.num_classes, config.dropout, config.norm)
 
 
 class DistillationHeadConfig(ComponentConfig):
     """DeiT: class-token and distillation-token classifiers; a pair in training, their mean in eval."""
 
     type: Literal["distillation"] = "distillation"
+    #: ``batchnorm``: each of the two classifiers normalises the pooled vector with its own
+    #: BatchNorm1d first (LeViT's released heads).
+    norm: HeadNorm = "none"
 
     def check(self, distillation_token: bool = False, **_: Any) -> None:
         if not distillation_token:
@@ -50,10 +75,10 @@ class DistillationHeadConfig(ComponentConfig):
 class DistillationHead(nn.Module):
     """Input (B, 2, D): [class token, distillation token]."""
 
-    def __init__(self, num_features: int, num_classes: int) -> None:
+    def __init__(self, num_features: int, num_classes: int, norm: str = "none") -> None:
         super().__init__()
-        self.fc = linear_or_identity(num_features, num_classes)
-        self.fc_dist = linear_or_identity(num_features, num_classes)
+        self.fc = classifier(num_features, num_classes, norm)
+        self.fc_dist = classifier(num_features, num_classes, norm)
         #: When True, training mode also returns the averaged logits (e.g. plain fine-tuning).
         self.distilled_training = True
 
@@ -70,4 +95,4 @@ class DistillationHead(nn.Module):
 
 def build_distillation_head(config: DistillationHeadConfig, ctx: BuildContext) -> DistillationHead:
     """DeiT distillation head."""
-    return DistillationHead(ctx.num_features, ctx.num_classes)
+    return DistillationHead(ctx.num_features, ctx.num_classes, config.norm)

@@ -1,10 +1,12 @@
 """The late-class-token transformer (CaiT, Touvron et al. 2021; also XCiT, El-Nouby et al. 2021).
 
 A ViT whose self-attention stage runs on patch tokens only; the class token joins afterwards and
-``cls_depth`` class-attention blocks update it alone by attending to [cls, patches]. CaiT and XCiT
+``cls_depth`` class-attention blocks update it by attending to [cls, patches]. CaiT and XCiT
 share this structure and differ only in the registered parts they slot in (talking-heads attention
-vs. cross-covariance attention, pre-norm vs. XCiT blocks, ...), so the model lives here, in the
-core, and each plugin subclasses :class:`LateClassTokenConfig` with its own ``type`` and defaults.
+vs. cross-covariance attention, pre-norm vs. XCiT blocks, CaiT's class-attention block, which
+updates the class token alone, vs. XCiT's released one, which updates the patch tokens too), so the
+model lives here, in the core, and each plugin subclasses :class:`LateClassTokenConfig` with its
+own ``type`` and defaults.
 Neither plugin then needs the other. The block maths is :mod:`vitzoo.components.class_attention`.
 """
 

@@ -10,8 +10,18 @@ from torch import nn
 from vitzoo.components.context import BuildContext
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
+
+class GeluTanh(nn.GELU):
+    """GELU with the tanh approximation: TensorFlow's / JAX's default ``gelu`` (MaxViT's released
+    weights, big_vision), so ported weights need it to compute the same function."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
+    "gelu-tanh": GeluTanh,
     "relu": nn.ReLU,
     "silu": nn.SiLU,
     "hardswish": nn.Hardswish,
@@ -24,7 +34,7 @@ class MlpConfig(ComponentConfig):
     type: Literal["mlp"] = "mlp"
     ratio: PositiveFloat = 4.0
     hidden_dim: PositiveInt | None = None
-    activation: Literal["gelu", "relu", "silu", "hardswish"] = "gelu"
+    activation: Literal["gelu", "gelu-tanh", "relu", "silu", "hardswish"] = "gelu"
     dropout: Rate = 0.0
     bias: bool = True
 

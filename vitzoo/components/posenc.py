@@ -91,19 +91,33 @@ def build_learned(config: LearnedPosConfig, ctx: BuildContext) -> LearnedPositio
 
 
 def sincos_table(
-    grid: tuple[int, ...], dim: int, temperature: float, device: Any = None
+    grid: tuple[int, ...],
+    dim: int,
+    temperature: float,
+    device: Any = None,
+    *,
+    reverse_axes: bool = False,
+    endpoint: bool = False,
 ) -> torch.Tensor:
-    """Fixed sin-cos table for a 1D/2D/3D grid: each axis gets an equal share of the channels."""
+    """Fixed sin-cos table for a 1D/2D/3D grid: each axis gets an equal share of the channels.
+
+    Per axis the block is ``[sin(c * omega), cos(c * omega)]`` with integer coordinates ``c`` and
+    ``omega_i = 1 / temperature ** (i / n)`` for ``i < n`` (``n`` = channels per sin or cos part).
+    ``endpoint=True`` uses ``i / (n - 1)`` so the last frequency is exactly ``1 / temperature``,
+    and ``reverse_axes=True`` puts the last grid axis (x) first: together they are big_vision's
+    ``posemb_sincos_2d`` ([sin x, cos x, sin y, cos y]) that SimpleViT was trained with.
+    """
     axes = len(grid)
     per_axis = dim // (2 * axes)
+    steps = max(per_axis - 1, 1) if endpoint else max(per_axis, 1)
     omega = 1.0 / temperature ** (
-        torch.arange(per_axis, device=device, dtype=torch.float32) / max(per_axis, 1)
+        torch.arange(per_axis, device=device, dtype=torch.float32) / steps
     )
     coords = torch.meshgrid(
         *[torch.arange(n, device=device, dtype=torch.float32) for n in grid], indexing="ij"
     )
     parts = []
-    for c in coords:
+    for c in reversed(coords) if reverse_axes else coords:
         angles = c.reshape(-1, 1) * omega.reshape(1, -1)
         parts.extend([angles.sin(), angles.cos()])
     table = torch.cat(parts, dim=1)
@@ -121,6 +135,11 @@ class SinCosConfig(ComponentConfig):
     #: ``sequence``: the 1D Transformer table over the whole sequence, prefix tokens included
     #: (T2T-ViT, CCT's "sine" option).
     layout: Literal["grid", "sequence"] = "grid"
+    #: Last grid axis first (x, then y; for video x, y, t), as big_vision / vit-pytorch order it.
+    reverse_axes: bool = False
+    #: Frequencies ``1 / T ** (i / (n - 1))`` (the last one exactly ``1 / T``, big_vision) instead
+    #: of ``1 / T ** (i / n)``.
+    endpoint: bool = False
 
     def check(self, dim: int | None = None, spatial_dims: int = 2, **_: Any) -> None:
         if self.layout == "sequence":
@@ -132,23 +151,33 @@ class SinCosConfig(ComponentConfig):
 
 
 class SinCosPositions(nn.Module):
-    def __init__(self, dim: int, temperature: float, layout: str = "grid"):
+    def __init__(
+        self,
+        dim: int,
+        temperature: float,
+        layout: str = "grid",
+        *,
+        reverse_axes: bool = False,
+        endpoint: bool = False,
+    ):
         super().__init__()
         self.dim = dim
         self.temperature = temperature
         self.layout = layout
+        self.table_options = {"reverse_axes": reverse_axes, "endpoint": endpoint}
 
     def forward(
         self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
     ) -> torch.Tensor:
         if self.layout == "sequence":
             length = (tokens.shape[1],)
-            return tokens + sincos_table(length, self.dim, self.temperature, tokens.device).to(
-                tokens.dtype
+            table = sincos_table(
+                length, self.dim, self.temperature, tokens.device, **self.table_options
             )
-        table = sincos_table(tuple(grid), self.dim, self.temperature, tokens.device).to(
-            tokens.dtype
-        )
+            return tokens + table.to(tokens.dtype)
+        table = sincos_table(
+            tuple(grid), self.dim, self.temperature, tokens.device, **self.table_options
+        ).to(tokens.dtype)
         return torch.cat(
             [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + table], dim=1
         )
@@ -156,7 +185,13 @@ class SinCosPositions(nn.Module):
 
 def build_sincos(config: SinCosConfig, ctx: BuildContext) -> SinCosPositions:
     """Fixed sin-cos positions."""
-    return SinCosPositions(ctx.dim, config.temperature, config.layout)
+    return SinCosPositions(
+        ctx.dim,
+        config.temperature,
+        config.layout,
+        reverse_axes=config.reverse_axes,
+        endpoint=config.endpoint,
+    )
 
 
 class NoPosConfig(ComponentConfig):

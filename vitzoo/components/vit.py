@@ -16,6 +16,7 @@ from torch import nn
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
+from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.config import (
     ComponentConfig,
     ComponentSpec,
@@ -55,6 +56,8 @@ class VitConfig(ComponentConfig):
     patch_dropout: Rate = 0.0
     final_norm: bool = True
     norm_eps: PositiveFloat = 1e-6
+    #: The final norm: LayerNorm (ViT) or RMSNorm (set the block's ``norm`` too for RMSNorm throughout).
+    norm: NormKind = "layernorm"
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VitConfig:
@@ -149,7 +152,9 @@ class VisionTransformer(VitzooModel):
             )
             for i in range(config.depth)
         )
-        self.norm = nn.LayerNorm(dim, eps=config.norm_eps) if config.final_norm else nn.Identity()
+        self.norm = (
+            make_norm(config.norm, dim, config.norm_eps) if config.final_norm else nn.Identity()
+        )
         self.num_features = dim
         self.num_classes = config.num_classes
         self._head_ctx = base.replace(

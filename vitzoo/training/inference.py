@@ -94,6 +94,12 @@ def load_classifier(
     _, metadata = read_checkpoint(checkpoint)
     classes = class_names(metadata, int(model.num_classes))
     data_cfg = getattr(model.vitzoo_spec, "data", None) or DataConfig()
+    from vitzoo.weights.preprocessing import Preprocessing, data_overrides
+
+    # Converted pretrained weights say how their inputs were normalised / cropped.
+    data_cfg = data_cfg.model_copy(
+        update=data_overrides(Preprocessing.from_metadata(metadata), data_cfg)
+    )
     return model, classes, data_cfg
 
 

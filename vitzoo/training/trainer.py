@@ -24,7 +24,7 @@ from rich.markup import escape
 from torch import nn
 
 from vitzoo.builder import build_from_spec, resolve_spec
-from vitzoo.checkpoint import CheckpointError, load_weights, read_checkpoint
+from vitzoo.checkpoint import CheckpointError, load_weights
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecBase, spec_to_dict, spec_to_yaml
 from vitzoo.training import distributed
@@ -89,18 +89,12 @@ def build_model(
     source = spec.train.init_from
     if source is None or not use_init_from:
         return spec, build_from_spec(spec, system=system)
-    tensors, metadata = read_checkpoint(source)
-    stored = json.loads(metadata.get("vitzoo.spec", "{}")).get("model", {})
-    stored_classes = stored.get("num_classes", num_classes)
-    start = resolve_spec(spec, {"model.num_classes": stored_classes}, system=system)
-    model = build_from_spec(start, system=system)
-    load_weights(model, tensors, source=str(source))
-    note = ""
-    if stored_classes != num_classes:
-        model.reset_classifier(num_classes)
-        note = f" (new head: {stored_classes} -> {num_classes} classes)"
-    model.vitzoo_spec = spec
-    reporter.log(f"fine-tuning from {escape(str(source))}{note}")
+    from vitzoo.weights.load import fine_tune_start
+
+    # Any weights source (vitzoo/timm checkpoint, HF folder, hf-hub:...): head reset for the
+    # data's classes, positions resampled, the weights' normalisation adopted (one line each).
+    spec, model = fine_tune_start(spec, system=system, log=lambda line: reporter.log(escape(line)))
+    reporter.log(f"fine-tuning from {escape(str(source))}")
     return spec, model
 
 

@@ -1,0 +1,35 @@
+"""Shared helpers for the pretrained-weights tests: perturbing every tensor, tiny HF models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def perturb_every_tensor(model: nn.Module, seed: int = 1, weight_scale: float = 1.5) -> None:
+    """Move every float parameter and buffer off its init, so zero biases, unit norms and
+    identical BatchNorm statistics cannot hide a structural difference.
+
+    Weights of rank >= 2 get noise of size weight_scale/sqrt(fan-in) (1.5: the signal survives
+    deep conv stacks such as MobileViT's, so logits depend on the input; BatchNorm-after-every-
+    linear LeViT takes 1.0, or its logits reach 1e4 and float32 rounding exceeds 1e-5),
+    norm scales 1 +- 0.2, BatchNorm variances U(0.5, 1.5), everything else +- 0.1.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=gen)
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
+            elif tensor.ndim == 1 and name.endswith("weight"):
+                tensor.copy_(1.0 + 0.2 * noise)
+            elif tensor.ndim >= 2:
+                tensor.add_(weight_scale * noise / tensor[0].numel() ** 0.5)
+            else:
+                tensor.add_(0.1 * noise)
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())

@@ -1,0 +1,184 @@
+"""The converter vocabulary: rules that map source tensors to vitzoo tensors, as plain data.
+
+A converter is a list of these rules, tried in order against every source key; the first rule
+whose ``pattern`` matches a key (``re.fullmatch``) claims it. Targets are ``re`` templates
+(``\\1``, ``\\g<name>``) expanded from that match, so one rule covers every block of a model.
+
+* :class:`Rename` -- one source tensor to one vitzoo tensor, optionally through tensor ops.
+* :class:`Concat` -- several source tensors into one (Hugging Face q, k, v -> vitzoo qkv).
+* :class:`Split` -- one source tensor into several vitzoo tensors.
+* :class:`Unused` -- a source tensor left out on purpose, with the reason (a derived buffer
+  vitzoo recomputes, a pooler the classifier never uses).
+* :class:`KeepInit` -- a vitzoo tensor the source does not have and vitzoo fills itself.
+
+Tensor ops (``ops=`` of Rename/Concat/Split, applied in order, each given the tensor and the
+shape of the vitzoo tensor it will fill): :class:`Reshape`, :class:`Permute`,
+:class:`Transpose`, :class:`Gather`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Shape = tuple[int, ...]
+
+
+class TensorOp:
+    """One named tensor operation; ``apply(tensor, target_shape) -> tensor``."""
+
+    def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Reshape(TensorOp):
+    """Reshape to ``shape``, or to the vitzoo tensor's own shape when ``shape`` is None."""
+
+    shape: Shape | None = None
+
+    def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+        return tensor.reshape(self.shape if self.shape is not None else target_shape)
+
+
+@dataclass(frozen=True)
+class Permute(TensorOp):
+    """Reorder axes (``torch.permute``), e.g. channels-last to channels-first."""
+
+    dims: Shape
+
+    def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+        return tensor.permute(*self.dims)
+
+
+@dataclass(frozen=True)
+class Transpose(TensorOp):
+    """Swap two axes."""
+
+    dim0: int = 0
+    dim1: int = 1
+
+    def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+        return tensor.transpose(self.dim0, self.dim1)
+
+
+@dataclass(frozen=True)
+class Gather(TensorOp):
+    """Re-index along ``dim``: ``index`` is a sequence of positions, or a function of the source
+    tensor's shape returning one (for orders that depend on the model's size)."""
+
+    dim: int
+    index: Sequence[int] | Callable[[Shape], Sequence[int]]
+
+    def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+        index = self.index(tuple(tensor.shape)) if callable(self.index) else self.index
+        return tensor.index_select(self.dim, torch.as_tensor(list(index), dtype=torch.long))
+
+
+def apply_ops(ops: Sequence[TensorOp], tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+    for op in ops:
+        tensor = op.apply(tensor, target_shape)
+    return tensor
+
+
+#: A target computed from the source key's match and the vitzoo model's tensor shapes, for
+#: layouts a template cannot express (index arithmetic: a source's block ``i`` is vitzoo's
+#: ``2 i``; a layer whose place depends on the model's depth).
+TargetFn = Callable[["re.Match[str]", Mapping[str, Shape]], str]
+
+
+def expand_target(target: str | TargetFn, match: re.Match[str], shapes: Mapping[str, Shape]) -> str:
+    return target(match, shapes) if callable(target) else match.expand(target)
+
+
+@dataclass(frozen=True)
+class Rename:
+    """``pattern`` (regex on a source key) -> ``target`` (template of a vitzoo key, or a
+    :data:`TargetFn` where the key needs arithmetic)."""
+
+    pattern: str
+    target: str | TargetFn
+    ops: tuple[TensorOp, ...] = ()
+
+    def __post_init__(self) -> None:
+        re.compile(self.pattern)
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Several source tensors -> one vitzoo tensor, concatenated along ``dim`` in the given order.
+
+    ``sources[0]`` is the regex; the others are templates expanded from its match, so
+    ``(r"l\\.(\\d+)\\.query\\.(weight|bias)", r"l.\\1.key.\\2", r"l.\\1.value.\\2")`` names the
+    three tensors of one layer. All must exist, or none is consumed.
+    """
+
+    sources: tuple[str, ...]
+    target: str
+    dim: int = 0
+    ops: tuple[TensorOp, ...] = ()
+
+    @property
+    def pattern(self) -> str:
+        return self.sources[0]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One source tensor -> several vitzoo tensors, split along ``dim``.
+
+    ``sizes`` defaults to the vitzoo tensors' own extents along ``dim``. ``ops`` run on the
+    whole source tensor before the split.
+    """
+
+    pattern: str
+    targets: tuple[str, ...]
+    dim: int = 0
+    sizes: tuple[int, ...] | None = None
+    ops: tuple[TensorOp, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unused:
+    """Source tensors deliberately not loaded; ``reason`` is shown in reports."""
+
+    pattern: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeepInit:
+    """vitzoo tensors (regex on vitzoo keys) that no source tensor fills, by design."""
+
+    pattern: str
+    reason: str
+
+
+Rule = Rename | Concat | Split | Unused
+AnyRule = Rule | KeepInit
+
+
+def expand(match: re.Match[str], template: str) -> str:
+    return match.expand(template)
+
+
+def describe(rule: Any) -> str:
+    """One line per rule, for ``vitzoo list --kind converter`` style listings."""
+    if isinstance(rule, Rename):
+        if callable(rule.target):
+            what = (rule.target.__doc__ or rule.target.__name__).strip().splitlines()[0]
+            return f"{rule.pattern} -> ({what})"
+        return f"{rule.pattern} -> {rule.target}"
+    if isinstance(rule, Concat):
+        return f"concat({', '.join(rule.sources)}) -> {rule.target}"
+    if isinstance(rule, Split):
+        return f"split({rule.pattern}) -> {', '.join(rule.targets)}"
+    if isinstance(rule, Unused):
+        return f"unused {rule.pattern}: {rule.reason}"
+    if isinstance(rule, KeepInit):
+        return f"keep-init {rule.pattern}: {rule.reason}"
+    return repr(rule)
