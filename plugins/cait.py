@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.cait_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
@@ -102,3 +103,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "cait")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

@@ -18,6 +18,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.mobilevit_timm_weights import TIMM_MOBILEVIT
 from vitzoo_plugins.mobilevit_weights import HF_MOBILEVIT
 
 from vitzoo import ComponentSpec, component_default, hookimpl
@@ -218,3 +219,4 @@ def register_presets(register: Any) -> None:
 @hookimpl
 def register_weight_converters(register: Any) -> None:
     register(HF_MOBILEVIT)
+    register(TIMM_MOBILEVIT)

@@ -5,7 +5,8 @@ NesT nests standard transformer layers inside non-overlapping image blocks: at e
 a learned position embedding, then :class:`~vitzoo.components.downsample.BlockAggregation`
 (conv 3x3, LayerNorm, 3x3/2 max-pool) merges every 2x2 neighbourhood of blocks into one block of
 the next level. The paper's "one scalar per position" simplification in vit-pytorch is not
-followed: position embeddings are full (blocks, tokens, dim) tables as in the paper.
+followed: position embeddings are full (blocks, tokens, dim) tables as in the paper. Attention
+merges heads channel-major (``head_merge: dim-major``) like timm's port, so its weights load.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.nest_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
+from vitzoo.components.conv import Padding
 from vitzoo.components.downsample import BlockAggregation
 from vitzoo.components.hierarchical import (
     HierarchicalConfig,
@@ -43,10 +46,17 @@ class NestConfig(HierarchicalConfig):
     dims: tuple[PositiveInt, ...] = (96, 192, 384)
     depths: tuple[PositiveInt, ...] = (2, 2, 8)
     num_heads: tuple[PositiveInt, ...] = (3, 6, 12)
-    attention: ComponentSpec("attention") = component_default(type="mhsa")
+    #: ``head_merge: dim-major``: timm's NesT (the port of the authors' JAX weights) lays the
+    #: heads' outputs out channel-major before the projection; the same function family either
+    #: way, and with it the released weights load as they are.
+    attention: ComponentSpec("attention") = component_default(type="mhsa", head_merge="dim-major")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
     norm_eps: PositiveFloat = 1e-6
+    #: Aggregation max-pool padding: ``same`` is TensorFlow's "SAME" (asymmetric on even maps),
+    #: what the authors' JAX models were trained with (timm's ``nest_*_jx``, the released
+    #: weights); ``symmetric`` is PyTorch's (timm's untrained ``nest_*``).
+    padding: Padding = "symmetric"
 
     @model_validator(mode="after")
     def _rules(self) -> NestConfig:
@@ -108,7 +118,9 @@ class Nest(HierarchicalModel):
         block_grid = (config.block_size, config.block_size)
         self.stages = nn.ModuleList(
             NestLevel(
-                BlockAggregation(config.dims[i - 1], dim, config.norm_eps) if i else nn.Identity(),
+                BlockAggregation(config.dims[i - 1], dim, config.norm_eps, config.padding)
+                if i
+                else nn.Identity(),
                 build_stage_blocks(base, config, i, block_grid),
                 dim,
                 grid,
@@ -132,6 +144,7 @@ TINY = {
     "dims": (32, 64),
     "depths": (1, 2),
     "num_heads": (2, 2),
+    "padding": "same",  # the released models' pooling, so the checks cover it
 }
 
 
@@ -143,3 +156,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "nest")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

@@ -7,6 +7,11 @@ PiT-specific code is the overlapping patch stem and :class:`TokenPooling`.
 
 ``forward_features`` returns the final (normed) token sequence, class token first, because PiT
 classifies from the class token; ``forward_intermediates`` returns each stage's (B, C, H, W) map.
+
+``distillation_token: true`` (the paper's distilled PiT, timm's ``pit_*_distilled_224``) adds a
+second prefix token that travels with the class token through every stage (widened by the same
+pooling Linear); with the ``distillation`` head the two feed the class and distillation
+classifiers (their mean in eval), as in DeiT.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.pit_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
@@ -45,6 +51,8 @@ class PitConfig(HierarchicalConfig):
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
     emb_dropout: Rate = 0.0
+    #: A DeiT-style distillation token next to the class token (use with head: distillation).
+    distillation_token: bool = False
 
     @model_validator(mode="after")
     def _rules(self) -> PitConfig:
@@ -52,6 +60,7 @@ class PitConfig(HierarchicalConfig):
             reference="base_dims",
             positive=dict(patch_size=self.patch_size, stride=self.stride),
             heads_divide=False,  # the stage width is base_dims x num_heads by construction
+            distillation=self.distillation_token,
         )
         if min(self.image_hw) < self.patch_size:
             raise SpecValueError(
@@ -61,6 +70,10 @@ class PitConfig(HierarchicalConfig):
             )
         self.check_children("attention", "mlp", "block", image_size=self.image_hw, class_token=True)
         return self
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 2 if self.distillation_token else 1
 
     @property
     def dims(self) -> list[int]:
@@ -80,7 +93,10 @@ class TokenPooling(nn.Module):
 
 
 class PitStage(nn.Module):
-    """[token pooling] -> blocks over [cls; patch tokens]; state is (cls, map)."""
+    """[token pooling] -> blocks over [prefix tokens; patch tokens]; state is (prefix, map).
+
+    The prefix is the class token, or the class and distillation tokens (B, 2, D).
+    """
 
     def __init__(self, pool: nn.Module | None, blocks: nn.ModuleList) -> None:
         super().__init__()
@@ -97,7 +113,8 @@ class PitStage(nn.Module):
         tokens = torch.cat([cls, map_to_tokens(fmap)], dim=1)
         for block in self.blocks:
             tokens = block(tokens)
-        return tokens[:, :1], tokens_to_map(tokens[:, 1:], grid)
+        n = cls.shape[1]
+        return tokens[:, :n], tokens_to_map(tokens[:, n:], grid)
 
 
 class PoolingVisionTransformer(HierarchicalModel):
@@ -109,7 +126,8 @@ class PoolingVisionTransformer(HierarchicalModel):
         grid = tuple(conv_out(s, config.patch_size, config.stride, 0) for s in config.image_hw)
         self.stem = nn.Conv2d(config.in_chans, dims[0], config.patch_size, config.stride)
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], *grid))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0]))
+        self.num_prefix_tokens = config.num_prefix_tokens
+        self.cls_token = nn.Parameter(torch.zeros(1, self.num_prefix_tokens, dims[0]))
         self.pos_drop = nn.Dropout(config.emb_dropout)
         stages = []
         for i, dim in enumerate(dims):
@@ -118,7 +136,12 @@ class PoolingVisionTransformer(HierarchicalModel):
                 pool = TokenPooling(dims[i - 1], dim)
                 grid = tuple(conv_out(s, 3, 2, 1) for s in grid)
             stages.append(
-                PitStage(pool, build_stage_blocks(ctx, config, i, grid, num_prefix_tokens=1))
+                PitStage(
+                    pool,
+                    build_stage_blocks(
+                        ctx, config, i, grid, num_prefix_tokens=self.num_prefix_tokens
+                    ),
+                )
             )
         self.stages = nn.ModuleList(stages)
         self.init_tail(config, ctx, dims[-1], norm=nn.LayerNorm(dims[-1], eps=1e-6))
@@ -137,6 +160,9 @@ class PoolingVisionTransformer(HierarchicalModel):
         return self.norm(torch.cat([cls, map_to_tokens(fmap)], dim=1))
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The class token, or (class, distillation) tokens (B, 2, D) for the distillation head."""
+        if self.num_prefix_tokens == 2 and self._paired_head:
+            return features[:, :2]
         return features[:, 0]
 
 
@@ -164,3 +190,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "pit")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

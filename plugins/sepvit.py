@@ -53,6 +53,10 @@ class DssaConfig(MhsaConfig):
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError("head_dim", "dssa splits the model width evenly over heads")
+        if self.head_merge != "head-major":
+            raise SpecValueError(
+                "head_merge", "dssa merges heads in its own layout; allowed: head-major"
+            )
         require_grid_only("dssa", class_token, distillation_token)
 
     def window_for(self, grid: Sequence[int]) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 Twins-SVT is a four-stage pyramid whose blocks alternate two attentions, both registered core
 components: **locally-grouped self-attention** (LSA, the ``window`` attention without relative
-bias: full attention inside non-overlapping windows) and **global sub-sampled attention** (GSA,
+bias: full attention inside non-overlapping windows; where the windows do not tile the map, the
+zero padding takes part unmasked, as in the reference code) and **global sub-sampled attention** (GSA,
 the ``spatial-reduction`` attention: every token attends to a map shrunk by a strided conv).
 Each stage starts with a non-overlapping patch-merging conv + LayerNorm, and a **PEG**
 (positional encoding generator, a depthwise conv added residually) follows the first block of each
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
+from vitzoo_plugins.twins_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.context import BuildContext
@@ -71,7 +73,9 @@ class TwinsSvtConfig(HierarchicalConfig):
     def block_attention(self, stage: int, index: int) -> Any:
         """LSA (window attention) on even blocks, GSA (spatial reduction) on odd blocks."""
         if index % 2 == 0:
-            return WindowAttentionConfig(window_size=self.windows[stage], relative_bias=False)
+            return WindowAttentionConfig(
+                window_size=self.windows[stage], relative_bias=False, mask_padding=False
+            )
         return SpatialReductionConfig(ratio=self.sr_ratios[stage])
 
     def stage_sizes(self) -> list[tuple[int, int]]:
@@ -129,3 +133,9 @@ def register_architectures(register: Any) -> None:
 @hookimpl
 def register_presets(register: Any) -> None:
     register_catalogue_presets(register, "twins")
+
+
+@hookimpl
+def register_weight_converters(register: Any) -> None:
+    for converter in CONVERTERS:
+        register(converter)

@@ -41,6 +41,7 @@ TIMM_VIT = WeightConverter(
     detect=_looks_like_timm_vit,
     config_names=("vit_", "deit_"),
     summary="timm VisionTransformer / VisionTransformerDistilled state dicts",
+    verified_by="tests/test_weights_timm.py",
     equivalents=(
         ("vit-ti16", "vit_tiny_patch16_224"),
         ("vit-s16", "vit_small_patch16_224"),

@@ -136,6 +136,13 @@ class MhsaConfig(ComponentConfig):
     qk_norm_type: NormKind = "layernorm"
     attn_drop: Rate = 0.0
     proj_drop: Rate = 0.0
+    #: How the heads' outputs are laid side by side before the output projection: ``head-major``
+    #: (head, then channel: the usual layout) or ``dim-major`` (channel, then head: timm's NesT,
+    #: whose released weights expect it). Both span the same functions -- the two differ by a
+    #: fixed permutation of the projection's input columns -- but a checkpoint only computes its
+    #: function with the layout it was trained with, and that permutation depends on the head
+    #: count, which no tensor shape records, so it is a property of the model, not of a converter.
+    head_merge: Literal["head-major", "dim-major"] = "head-major"
 
 
 class MultiHeadAttention(AttentionBase):
@@ -159,6 +166,7 @@ class MultiHeadAttention(AttentionBase):
         )
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(config.proj_drop)
+        self.dim_major = config.head_merge == "dim-major"
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
@@ -168,7 +176,8 @@ class MultiHeadAttention(AttentionBase):
 
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         b, _, n, _ = out.shape
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, -1)))
+        merged = out.permute(0, 2, 3, 1) if self.dim_major else out.transpose(1, 2)
+        return self.proj_drop(self.proj(merged.reshape(b, n, -1)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.split_heads(x)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
+from vitzoo.components.conv import Padding, tf_same_pads
 from vitzoo.components.hierarchical import (
     ChannelLayerNorm,
     HierarchicalConfig,
@@ -117,14 +119,40 @@ def build_conv_embed_stages(
     )
 
 
-class BlockAggregation(nn.Module):
-    """NesT block aggregation: Conv3x3 -> LayerNorm(channels) -> MaxPool3x3/2 (halves H, W)."""
+class MaxPool2dSame(nn.MaxPool2d):
+    """Max-pool with TensorFlow "SAME" padding (-inf fill), computed from the input size.
 
-    def __init__(self, in_chans: int, out_chans: int, norm_eps: float = 1e-6) -> None:
+    Why: weights trained in JAX/TensorFlow (NesT's releases) saw a 3x3/2 pool padded (0, 1) on
+    even maps, not PyTorch's (1, 1), so every pooled window is one pixel off otherwise.
+    """
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__(kernel_size, stride, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = tf_same_pads(x.shape[-2], self.kernel_size, self.stride)
+        left, right = tf_same_pads(x.shape[-1], self.kernel_size, self.stride)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return super().forward(x)
+
+
+class BlockAggregation(nn.Module):
+    """NesT block aggregation: Conv3x3 -> LayerNorm(channels) -> MaxPool3x3/2 (halves H, W).
+
+    ``padding="same"``: the pool pads like TensorFlow "SAME" (the released NesT models); the
+    stride-1 conv pads 1 on every side either way.
+    """
+
+    def __init__(
+        self, in_chans: int, out_chans: int, norm_eps: float = 1e-6, padding: Padding = "symmetric"
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1)
         self.norm = ChannelLayerNorm(out_chans, eps=norm_eps)
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.pool = (
+            MaxPool2dSame(3, 2) if padding == "same" else nn.MaxPool2d(3, stride=2, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.norm(self.conv(x)))

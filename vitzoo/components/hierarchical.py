@@ -87,14 +87,15 @@ class HierarchicalConfig(ComponentConfig):
         lists: dict[str, Sequence[Any]] | None = None,
         positive: dict[str, Sequence[int] | int] | None = None,
         heads_divide: bool = True,
+        distillation: bool = False,
     ) -> None:
         """The common rules plus the per-stage ``dims`` / ``depths`` / ``num_heads`` rules.
 
         ``lists``: further per-stage lists that must match ``reference`` in length; ``positive``:
         further fields that must be positive integers. ``heads_divide``: ``num_heads`` must divide
-        ``dims`` stage by stage.
+        ``dims`` stage by stage. ``distillation``: the model has a distillation token.
         """
-        self.check_common()
+        self.check_common(distillation=distillation)
         ref = getattr(self, reference)
         stages = {"depths": self.depths, "num_heads": self.num_heads}
         check_stage_lists(len(ref), reference, **stages, **(lists or {}))
@@ -267,9 +268,11 @@ class HierarchicalModel(VitzooModel):
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
         pooled = self.pre_logits(self.head_norm(self.pool(features)))
-        if pre_logits:
-            return pooled
-        if self._paired_head:
+        if pre_logits:  # (B, D): a pooled (class, distillation) pair is averaged, as in ViT
+            return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
+        if self._paired_head and pooled.ndim == 2:
+            # One pooled vector feeds both classifiers; a model with its own distillation token
+            # (PiT) pools the (B, 2, D) pair itself.
             pooled = pooled.unsqueeze(1).expand(-1, 2, -1)
         return self.head(pooled)
 

@@ -110,6 +110,11 @@ class WindowAttentionConfig(MhsaConfig):
     window_size: SizeOrPair = 7
     mode: Literal["block", "grid"] = "block"
     relative_bias: bool = True
+    #: When the grid does not tile into windows it is zero-padded; True masks the padded keys
+    #: out, False lets them take part (their keys and values are the projections' biases), as
+    #: Twins' reference code (and timm's port) does -- so its weights compute their function
+    #: at any image size, not only where the windows tile the map.
+    mask_padding: bool = True
 
     def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
         if min(to_pair(self.window_size)) < 1:
@@ -137,6 +142,7 @@ class WindowAttention(MultiHeadAttention):
         self.relative_position = (
             RelativePositionBias(self.window, num_heads) if config.relative_bias else None
         )
+        self.mask_padding = config.mask_padding
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None:
@@ -154,6 +160,7 @@ class WindowAttention(MultiHeadAttention):
         key_mask = None
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if (pad_h or pad_w) and self.mask_padding:
             valid = torch.zeros(1, h + pad_h, w + pad_w, 1, dtype=torch.bool, device=x.device)
             valid[:, :h, :w] = True
             key_mask = self._partition(valid.to(x.dtype)).squeeze(-1).bool()  # (nW, N)

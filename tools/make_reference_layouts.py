@@ -1,0 +1,85 @@
+"""Write the full-size state-dict layouts (key -> shape) of the peers' released models.
+
+The tiny fixtures (``make_reference_fixtures.py``) prove that a converter computes the same
+function; these layouts prove that it maps every tensor of the full-size released checkpoint
+onto the matching vitzoo preset (names and shapes, strictly), without shipping any weights.
+Models are built on the meta device, so nothing is allocated or downloaded.
+
+Usage, in the reference environment::
+
+    /work/refenv/bin/python tools/make_reference_layouts.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "layouts.json.gz"
+
+#: timm model names whose released checkpoints the vitzoo presets claim to load.
+TIMM_NAMES = [
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "vit_large_patch16_224",
+    "deit_tiny_patch16_224",
+    "deit_small_patch16_224",
+    "deit_base_patch16_224",
+    "deit_tiny_distilled_patch16_224",
+    "deit_small_distilled_patch16_224",
+    "deit_base_distilled_patch16_224",
+    "cait_xxs24_224",
+    "cait_s24_224",
+    "pit_ti_224",
+    "pit_xs_224",
+    "pit_s_224",
+    "pit_b_224",
+    "pit_ti_distilled_224",
+    "pit_xs_distilled_224",
+    "pit_s_distilled_224",
+    "pit_b_distilled_224",
+    "twins_svt_small",
+    "twins_svt_base",
+    "nest_tiny_jx",
+    "nest_small_jx",
+    "mobilevit_xxs",
+    "mobilevit_xs",
+    "mobilevit_s",
+]
+
+#: Official CCT models (vit-pytorch's port has the official module tree): name -> constructor.
+CCT = {
+    "cct_7_3x1_32": ("cct_7", dict(img_size=32, kernel_size=3, n_conv_layers=1, num_classes=10)),
+    "cct_14_7x2_224": (
+        "cct_14",
+        dict(img_size=224, kernel_size=7, n_conv_layers=2, num_classes=1000),
+    ),
+}
+
+
+def layout(model: torch.nn.Module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def main() -> None:
+    import timm
+    import vit_pytorch.cct as cct
+
+    layouts: dict[str, dict[str, dict[str, list[int]]]] = {"timm": {}, "official": {}}
+    for name in TIMM_NAMES:
+        with torch.device("meta"):
+            layouts["timm"][name] = layout(timm.create_model(name, pretrained=False))
+    for name, (fn, kwargs) in CCT.items():
+        # CCT's constructor calls .item() on a tensor, which the meta device refuses.
+        model = getattr(cct, fn)(positional_embedding="learnable", **kwargs)
+        layouts["official"][name] = layout(model)
+    OUT.write_bytes(gzip.compress(json.dumps(layouts, sort_keys=True).encode(), mtime=0))
+    print(f"{OUT}: {OUT.stat().st_size / 1024:.0f} KiB, {sum(map(len, layouts.values()))} models")
+
+
+if __name__ == "__main__":
+    main()
