@@ -27,6 +27,15 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale, to_pair
 from vitzoo.components.patchify import Patchifier
 from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.config import (
+    NonNegativeInt,
+    NonNegativeIntOrTuple,
+    PositiveFloat,
+    PositiveInt,
+    PositiveIntOrTuple,
+    Rate,
+    SizeOrPair,
+)
 
 TINY = {
     "image_size": 32,
@@ -39,7 +48,7 @@ TINY = {
 
 
 # -- convolutional tokenizer --------------------------------------------------------------------
-Size = int | tuple[int, ...]
+Size = PositiveIntOrTuple
 
 
 class ConvTokenizerConfig(ComponentConfig):
@@ -51,15 +60,15 @@ class ConvTokenizerConfig(ComponentConfig):
 
     type: Literal["conv-tokenizer"] = "conv-tokenizer"
     spatial_dims: Literal[2, 3] = 2
-    num_layers: int = 1
-    hidden_channels: int = 64
+    num_layers: PositiveInt = 1
+    hidden_channels: PositiveInt = 64
     kernel_size: Size = 3
     stride: Size = 1
-    padding: Size = 1
+    padding: NonNegativeIntOrTuple = 1
     max_pool: bool = True
     pool_kernel_size: Size = 3
     pool_stride: Size = 2
-    pool_padding: Size = 1
+    pool_padding: NonNegativeIntOrTuple = 1
     conv_bias: bool = False
     activation: Literal["relu", "none"] = "relu"
 
@@ -111,6 +120,16 @@ class ConvTokenizerConfig(ComponentConfig):
             "pool_padding",
         ):
             self.sizes(name)
+        if self.max_pool:
+            for k, p in zip(
+                self.sizes("pool_kernel_size"), self.sizes("pool_padding"), strict=True
+            ):
+                if 2 * p > k:
+                    raise SpecValueError(
+                        "pool_padding",
+                        f"max-pool padding {p} is more than half the pool kernel {k}; "
+                        f"allowed: 0 to {k // 2}",
+                    )
         if spatial_dims is not None and spatial_dims != self.spatial_dims:
             raise SpecValueError(
                 "spatial_dims",
@@ -214,8 +233,8 @@ class CctBlockConfig(ComponentConfig):
     """CCT encoder layer: x = norm1(x + attn(pre_norm(x))); x = x + mlp(x)."""
 
     type: Literal["cct"] = "cct"
-    layer_scale: float | None = None
-    norm_eps: float = 1e-5
+    layer_scale: PositiveFloat | None = None
+    norm_eps: PositiveFloat = 1e-5
 
 
 class CctBlock(nn.Module):
@@ -245,11 +264,11 @@ class CctConfig(VitConfig):
     """CCT (defaults: CCT-7/3x1 for 32 px CIFAR): conv tokenizer, no class token, sequence pooling."""
 
     type: Literal["cct"] = "cct"
-    image_size: int | tuple[int, int] = 32
-    num_classes: int = 10
-    dim: int = 256
-    depth: int = 7
-    num_heads: int = 4
+    image_size: SizeOrPair = 32
+    num_classes: NonNegativeInt = 10
+    dim: PositiveInt = 256
+    depth: PositiveInt = 7
+    num_heads: PositiveInt = 4
     patch: ComponentSpec("patchifier") = component_default(type="conv-tokenizer")
     attention: ComponentSpec("attention") = component_default(
         type="mhsa", qkv_bias=False, attn_drop=0.1
@@ -258,8 +277,8 @@ class CctConfig(VitConfig):
     block: ComponentSpec("block") = component_default(type="cct")
     pool: ComponentSpec("pooling") = component_default(type="seq-pool")
     class_token: bool = False
-    drop_path_rate: float = 0.1
-    norm_eps: float = 1e-5
+    drop_path_rate: Rate = 0.1
+    norm_eps: PositiveFloat = 1e-5
 
 
 @hookimpl
@@ -275,7 +294,13 @@ def register_patchifiers(register: Any) -> None:
 
 @hookimpl
 def register_pooling(register: Any) -> None:
-    register("seq-pool", build_seq_pool, SeqPoolConfig, example={"config": {}, "model": {}})
+    register(
+        "seq-pool",
+        build_seq_pool,
+        SeqPoolConfig,
+        offers={"pooled-vector"},
+        example={"config": {}, "model": {}},
+    )
 
 
 @hookimpl

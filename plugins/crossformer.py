@@ -39,7 +39,7 @@ from vitzoo.components.layers import to_pair
 from vitzoo.components.patchify import Patchifier
 from vitzoo.components.relative_position import DynamicPositionBias
 from vitzoo.components.windows import WindowAttention, WindowAttentionConfig, require_grid_only
-from vitzoo.config import ComponentConfig, check_child
+from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, check_child
 
 
 # -- cross-scale embedding ---------------------------------------------------------------------
@@ -83,8 +83,8 @@ class CrossScaleEmbedConfig(ComponentConfig):
     """CrossFormer's cross-scale embedding layer (multi-kernel patch embedding + LayerNorm)."""
 
     type: Literal["cross-scale"] = "cross-scale"
-    kernel_sizes: tuple[int, ...] = (4, 8, 16, 32)
-    stride: int = 4
+    kernel_sizes: tuple[PositiveInt, ...] = (4, 8, 16, 32)
+    stride: PositiveInt = 4
 
     def check(self, image_size: Any = None, dim: int | None = None, **_: Any) -> None:
         if dim is not None:
@@ -142,11 +142,11 @@ class LsdaConfig(MhsaConfig):
 
     type: Literal["lsda"] = "lsda"  # type: ignore[assignment]
     mode: Literal["short", "long"] = "short"
-    group_size: int = 7
-    interval: int = 8
+    group_size: PositiveInt = 7
+    interval: PositiveInt = 8
     position_bias: bool = True
     #: DPB MLP width = stage width // this (CrossFormer: dim // 4 passed on, // 4 again).
-    position_bias_reduction: int = 16
+    position_bias_reduction: PositiveInt = 16
 
     def check(
         self,
@@ -224,19 +224,19 @@ class CrossFormerConfig(HierarchicalConfig):
     """
 
     type: Literal["crossformer"] = "crossformer"
-    dims: tuple[int, ...] = (64, 128, 256, 512)
-    depths: tuple[int, ...] = (1, 1, 8, 6)
-    num_heads: tuple[int, ...] = (2, 4, 8, 16)
-    group_sizes: tuple[int, ...] = (7, 7, 7, 7)
-    intervals: tuple[int, ...] = (8, 4, 2, 1)
+    dims: tuple[PositiveInt, ...] = (64, 128, 256, 512)
+    depths: tuple[PositiveInt, ...] = (1, 1, 8, 6)
+    num_heads: tuple[PositiveInt, ...] = (2, 4, 8, 16)
+    group_sizes: tuple[PositiveInt, ...] = (7, 7, 7, 7)
+    intervals: tuple[PositiveInt, ...] = (8, 4, 2, 1)
     patch: ComponentSpec("patchifier") = component_default(
         type="cross-scale", kernel_sizes=(4, 8, 16, 32), stride=4
     )
-    merge_kernel_sizes: tuple[tuple[int, ...], ...] = ((2, 4), (2, 4), (2, 4))
+    merge_kernel_sizes: tuple[tuple[PositiveInt, ...], ...] = ((2, 4), (2, 4), (2, 4))
     attention: ComponentSpec("attention") = component_default(type="lsda")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-5)
-    norm_eps: float = 1e-5
+    norm_eps: PositiveFloat = 1e-5
 
     @property
     def num_stages(self) -> int:
@@ -365,6 +365,7 @@ def register_attention(register: Any) -> None:
         build_lsda,
         LsdaConfig,
         tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(mode="long", group_size=2, interval=2),
     )
 

@@ -33,16 +33,16 @@ from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.vit import tokens_to_grid_map
-from vitzoo.config import check_child
+from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, Rate, SizeOrPair, check_child
 
 
 class CrossVitBranch(BaseModel):
     """One branch: its patch size, width and number of blocks per multi-scale block (N or M)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    patch_size: int
-    dim: int
-    depth: int
+    patch_size: PositiveInt
+    dim: PositiveInt
+    depth: PositiveInt
     #: The size this branch sees: the input is resized to it first (bicubic, align_corners
     #: false, as the official code / timm's ``img_scale``). None: the model's ``image_size``.
     #: The released models give the large branch 224 of a 240 input (197 positions).
@@ -56,23 +56,23 @@ class CrossVitConfig(ComponentConfig):
     """CrossViT: small- and large-patch branches fused by class-token cross-attention."""
 
     type: Literal["crossvit"] = "crossvit"
-    image_size: int | tuple[int, int] = 240
-    in_chans: int = 3
-    num_classes: int = 1000
+    image_size: SizeOrPair = 240
+    in_chans: PositiveInt = 3
+    num_classes: NonNegativeInt = 1000
     small: CrossVitBranch = CrossVitBranch(patch_size=12, dim=192, depth=1)
     large: CrossVitBranch = CrossVitBranch(patch_size=16, dim=384, depth=4)
-    num_heads: int = 6
-    multi_scale_blocks: int = 3
-    cross_depth: int = 1
+    num_heads: PositiveInt = 6
+    multi_scale_blocks: PositiveInt = 3
+    cross_depth: PositiveInt = 1
     patch: ComponentSpec("patchifier") = component_default(type="linear")
     posenc: ComponentSpec("posenc") = component_default(type="learned")
     attention: ComponentSpec("attention") = component_default(type="mhsa")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
     head: ComponentSpec("head") = component_default(type="linear")
-    emb_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
+    emb_dropout: Rate = 0.0
+    drop_path_rate: Rate = 0.0
+    norm_eps: PositiveFloat = 1e-6
 
     @model_validator(mode="after")
     def _rules(self) -> CrossVitConfig:

@@ -33,19 +33,19 @@ from vitzoo.components.hierarchical import (
     map_to_tokens,
     tokens_to_map,
 )
-from vitzoo.config import SpecValueError
+from vitzoo.config import NonNegativeInt, PositiveInt, SpecValueError
 
 
 class CvtConfig(HierarchicalConfig):
     """CvT: conv token embedding per stage + conv-projection attention; class token in the last."""
 
     type: Literal["cvt"] = "cvt"
-    dims: list[int] = [64, 192, 384]
-    depths: list[int] = [1, 2, 10]
-    num_heads: list[int] = [1, 3, 6]
-    patch_sizes: list[int] = [7, 3, 3]
-    patch_strides: list[int] = [4, 2, 2]
-    patch_padding: list[int] = [2, 1, 1]
+    dims: list[PositiveInt] = [64, 192, 384]
+    depths: list[PositiveInt] = [1, 2, 10]
+    num_heads: list[PositiveInt] = [1, 3, 6]
+    patch_sizes: list[PositiveInt] = [7, 3, 3]
+    patch_strides: list[PositiveInt] = [4, 2, 2]
+    patch_padding: list[NonNegativeInt] = [2, 1, 1]
     cls_token: bool = True
     attention: ComponentSpec("attention") = component_default(type="conv-proj", scale_by="width")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)

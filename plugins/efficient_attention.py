@@ -39,15 +39,16 @@ from vitzoo.components.favor import (
 )
 from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.resize import resize_map
+from vitzoo.config import PositiveInt
 
 
 class NystromConfig(MhsaConfig):
     """Nyström attention: O(N * landmarks) instead of O(N^2)."""
 
     type: Literal["nystrom"] = "nystrom"  # type: ignore[assignment]
-    landmarks: int = 64
-    pinv_iterations: int = 6
-    residual_conv_kernel: int | None = 33
+    landmarks: PositiveInt = 64
+    pinv_iterations: PositiveInt = 6
+    residual_conv_kernel: PositiveInt | None = 33
 
     def check(self, **_: Any) -> None:
         if self.landmarks < 1:
@@ -145,7 +146,7 @@ class PerformerConfig(MhsaConfig):
 
     type: Literal["performer"] = "performer"  # type: ignore[assignment]
     #: Random features per head (m); null takes the paper's ``d log d`` for head width ``d``.
-    num_features: int | None = None
+    num_features: PositiveInt | None = None
 
     def check(self, **_: Any) -> None:
         if self.num_features is not None and self.num_features < 1:
@@ -194,7 +195,7 @@ class LinformerConfig(MhsaConfig):
 
     type: Literal["linformer"] = "linformer"  # type: ignore[assignment]
     #: Projected sequence length k (the paper uses 64-256).
-    proj_len: int = 64
+    proj_len: PositiveInt = 64
     #: One projection for keys and values (the paper's "key-value sharing").
     share_kv: bool = False
 

@@ -26,6 +26,7 @@ from vitzoo import ComponentConfig, SpecValueError, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.rope import RopeKind, Rotary2d
+from vitzoo.config import PositiveFloat, PositiveInt, Rate
 
 GATES = {"swiglu": F.silu, "geglu": F.gelu}
 
@@ -34,9 +35,9 @@ class GatedMlpConfig(ComponentConfig):
     """Gated MLP: fc2(act(x W) * (x V)); hidden width = ratio * dim."""
 
     type: Literal["swiglu", "geglu"]
-    ratio: float = 8 / 3
-    hidden_dim: int | None = None
-    dropout: float = 0.0
+    ratio: PositiveFloat = 8 / 3
+    hidden_dim: PositiveInt | None = None
+    dropout: Rate = 0.0
     bias: bool = True
 
 
@@ -79,7 +80,7 @@ class RopeAttentionConfig(MhsaConfig):
     type: Literal["rope"] = "rope"  # type: ignore[assignment]
     rope: RopeKind = "axial"
     #: Frequency base; null takes the paper's value (100 axial, 10 mixed).
-    theta: float | None = None
+    theta: PositiveFloat | None = None
 
     def check(self, dim: int | None = None, num_heads: int | None = None, **_: Any) -> None:
         if self.theta is not None and not self.theta > 1.0:

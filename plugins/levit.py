@@ -42,7 +42,7 @@ from vitzoo.components.hierarchical import (
 )
 from vitzoo.components.inference_cache import InferenceCache
 from vitzoo.components.layers import maybe_drop_path
-from vitzoo.config import ComponentSpec, SpecValueError
+from vitzoo.config import ComponentSpec, PositiveFloat, PositiveInt, SpecValueError
 
 
 class LinearBN(nn.Module):
@@ -188,15 +188,15 @@ class LevitConfig(HierarchicalConfig):
     """LeViT: conv stem, BN-linear attention with attention bias, shrinking attention, 2 heads."""
 
     type: Literal["levit"] = "levit"
-    dims: list[int] = [128, 256, 384]
-    depths: list[int] = [4, 4, 4]
-    num_heads: list[int] = [4, 8, 12]
-    key_dim: int = 16
+    dims: list[PositiveInt] = [128, 256, 384]
+    depths: list[PositiveInt] = [4, 4, 4]
+    num_heads: list[PositiveInt] = [4, 8, 12]
+    key_dim: PositiveInt = 16
     #: value width = attn_ratio * key_dim per head inside stages; mlp hidden = mlp_ratio * dim.
-    attn_ratio: float = 2.0
-    mlp_ratio: float = 2.0
-    down_attn_ratio: float = 4.0
-    down_mlp_ratio: float = 2.0
+    attn_ratio: PositiveFloat = 2.0
+    mlp_ratio: PositiveFloat = 2.0
+    down_attn_ratio: PositiveFloat = 4.0
+    down_mlp_ratio: PositiveFloat = 2.0
     #: One BatchNorm per classifier (class and distillation), as the released models have.
     head: ComponentSpec("head") = component_default(type="distillation", norm="batchnorm")
     head_norm: Literal["layernorm", "batchnorm", "none"] = "none"

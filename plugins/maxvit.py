@@ -45,27 +45,27 @@ from vitzoo.components.hierarchical import (
 )
 from vitzoo.components.layers import maybe_drop_path
 from vitzoo.components.windows import WindowAttentionConfig
-from vitzoo.config import SpecValueError
+from vitzoo.config import PositiveFloat, PositiveInt, SpecValueError
 
 
 class MaxVitConfig(HierarchicalConfig):
     """MaxViT: MBConv + block (window) attention + grid attention per block, relative bias."""
 
     type: Literal["maxvit"] = "maxvit"
-    stem_dim: int = 64
-    dims: list[int] = [64, 128, 256, 512]
-    depths: list[int] = [2, 2, 5, 2]
-    head_dim: int = 32
-    window_size: int = 7
-    grid_size: int = 7
-    expand_ratio: float = 4.0
-    se_ratio: float = 0.25
+    stem_dim: PositiveInt = 64
+    dims: list[PositiveInt] = [64, 128, 256, 512]
+    depths: list[PositiveInt] = [2, 2, 5, 2]
+    head_dim: PositiveInt = 32
+    window_size: PositiveInt = 7
+    grid_size: PositiveInt = 7
+    expand_ratio: PositiveFloat = 4.0
+    se_ratio: PositiveFloat = 0.25
     #: The released weights are TensorFlow's (google-research/maxvit, the paper's code), so the
     #: defaults are its conventions: "same" padding on strided convs (asymmetric, (0, 1)),
     #: BatchNorm eps 1e-3 and tanh-approximate GELU (convs and MLP). ``symmetric`` / 1e-5 /
     #: ``gelu`` give the PyTorch-style model (timm's ``maxvit_*_rw`` family uses those).
     padding: Padding = "same"
-    bn_eps: float = 1e-3
+    bn_eps: PositiveFloat = 1e-3
     activation: Literal["gelu", "gelu-tanh"] = "gelu-tanh"
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0, activation="gelu-tanh")
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-5)

@@ -24,6 +24,7 @@ from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.heads import linear_or_identity
 from vitzoo.components.model import VitzooModel
 from vitzoo.components.vit import VisionTransformer, VitConfig, tokens_to_grid_map
+from vitzoo.config import NonNegativeInt, PositiveInt
 
 
 class MemoryVitConfig(ComponentConfig):
@@ -31,8 +32,8 @@ class MemoryVitConfig(ComponentConfig):
 
     type: Literal["memory-vit"] = "memory-vit"
     base: ComponentSpec("architecture") = component_default(type="vit")
-    memories_per_layer: int = 10
-    num_classes: int = 2
+    memories_per_layer: PositiveInt = 10
+    num_classes: NonNegativeInt = 2
     freeze_base: bool = True
 
     @model_validator(mode="after")
@@ -188,6 +189,7 @@ def register_architectures(register: Any) -> None:
         build_memory_vit,
         MemoryVitConfig,
         tags={"image", "mask"},
+        needs={"token-mask"},
         example={
             "memories_per_layer": 2,
             "num_classes": 10,

@@ -32,26 +32,26 @@ from vitzoo.components.hierarchical import (
     check_stage_lists,
     drop_path_schedule,
 )
-from vitzoo.config import SpecValueError
+from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, SizeOrPair, SpecValueError
 
 
 class MobileVitConfig(HierarchicalConfig):
     """MobileViT: MV2 inverted residuals + MobileViT blocks (unfold -> transformer -> fold)."""
 
     type: Literal["mobilevit"] = "mobilevit"
-    image_size: int | tuple[int, int] = 256
-    stem_dim: int = 16
+    image_size: SizeOrPair = 256
+    stem_dim: PositiveInt = 16
     #: Output width and number of MV2 blocks of each stage (the first block carries the stride).
-    channels: list[int] = [16, 24, 48, 64, 80]
-    mv2_blocks: list[int] = [1, 3, 1, 1, 1]
-    strides: list[int] = [1, 2, 2, 2, 2]
+    channels: list[PositiveInt] = [16, 24, 48, 64, 80]
+    mv2_blocks: list[PositiveInt] = [1, 3, 1, 1, 1]
+    strides: list[PositiveInt] = [1, 2, 2, 2, 2]
     #: Transformer width / depth of the MobileViT block ending each stage (0: no block).
-    transformer_dims: list[int] = [0, 0, 64, 80, 96]
-    transformer_depths: list[int] = [0, 0, 2, 4, 3]
-    expand_ratio: float = 2.0
-    patch_size: int = 2
-    num_heads: int = 4
-    final_dim: int = 320
+    transformer_dims: list[NonNegativeInt] = [0, 0, 64, 80, 96]
+    transformer_depths: list[NonNegativeInt] = [0, 0, 2, 4, 3]
+    expand_ratio: PositiveFloat = 2.0
+    patch_size: PositiveInt = 2
+    num_heads: PositiveInt = 4
+    final_dim: PositiveInt = 320
     attention: ComponentSpec("attention") = component_default(type="mhsa")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=2.0, activation="silu")
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-5)

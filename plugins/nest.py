@@ -31,6 +31,7 @@ from vitzoo.components.hierarchical import (
 )
 from vitzoo.components.resize import resize_blocked_map
 from vitzoo.components.windows import window_partition, window_reverse
+from vitzoo.config import PositiveFloat, PositiveInt
 
 
 class NestConfig(HierarchicalConfig):
@@ -41,18 +42,18 @@ class NestConfig(HierarchicalConfig):
     """
 
     type: Literal["nest"] = "nest"
-    patch_size: int = 4
-    block_size: int = 14
-    dims: tuple[int, ...] = (96, 192, 384)
-    depths: tuple[int, ...] = (2, 2, 8)
-    num_heads: tuple[int, ...] = (3, 6, 12)
+    patch_size: PositiveInt = 4
+    block_size: PositiveInt = 14
+    dims: tuple[PositiveInt, ...] = (96, 192, 384)
+    depths: tuple[PositiveInt, ...] = (2, 2, 8)
+    num_heads: tuple[PositiveInt, ...] = (3, 6, 12)
     #: ``head_merge: dim-major``: timm's NesT (the port of the authors' JAX weights) lays the
     #: heads' outputs out channel-major before the projection; the same function family either
     #: way, and with it the released weights load as they are.
     attention: ComponentSpec("attention") = component_default(type="mhsa", head_merge="dim-major")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
-    norm_eps: float = 1e-6
+    norm_eps: PositiveFloat = 1e-6
     #: Aggregation max-pool padding: ``same`` is TensorFlow's "SAME" (asymmetric on even maps),
     #: what the authors' JAX models were trained with (timm's ``nest_*_jx``, the released
     #: weights); ``symmetric`` is PyTorch's (timm's untrained ``nest_*``).

@@ -27,6 +27,15 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import init_vit_weights
 from vitzoo.components.mlp import MlpConfig
 from vitzoo.components.posenc import sincos_table
+from vitzoo.config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Rate,
+)
 from vitzoo.objectives import Objective, ObjectiveConfig, ObjectiveOutput
 from vitzoo.objectives.base import make_output
 from vitzoo.objectives.masking import (
@@ -105,10 +114,10 @@ class SupervisedConfig(ObjectiveConfig):
     """Cross-entropy with label smoothing; optional mixup / cutmix (one of them per batch)."""
 
     type: Literal["supervised"] = "supervised"
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    mixup_alpha: float = Field(0.0, ge=0.0)
-    cutmix_alpha: float = Field(0.0, ge=0.0)
-    mix_prob: float = Field(1.0, ge=0.0, le=1.0)
+    label_smoothing: Rate = Field(0.1, ge=0.0, lt=1.0)
+    mixup_alpha: NonNegativeFloat = Field(0.0, ge=0.0)
+    cutmix_alpha: NonNegativeFloat = Field(0.0, ge=0.0)
+    mix_prob: Probability = Field(1.0, ge=0.0, le=1.0)
 
 
 def mix_batch(
@@ -212,6 +221,15 @@ class TeacherSource(ComponentConfig):
             raise SpecValueError("overrides", "a checkpoint teacher cannot take spec overrides")
         return self
 
+    def nested_specs(self) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """The spec this teacher is built from (field -> (source, overrides)), so validating the
+        student's spec validates the teacher's too (see :mod:`vitzoo.compat`)."""
+        if self.spec is not None:
+            return {"spec": (self.spec, self.overrides)}
+        if self.preset is not None:
+            return {"preset": (self.preset, self.overrides)}
+        return {}
+
 
 class DistillationConfig(SupervisedConfig):
     """DeiT distillation (Touvron et al. 2021): labels + a frozen teacher's soft or hard targets."""
@@ -220,8 +238,8 @@ class DistillationConfig(SupervisedConfig):
     teacher: TeacherSource
     #: "hard": CE against the teacher's argmax (DeiT's best); "soft": KL at ``temperature``.
     kind: Literal["hard", "soft"] = "hard"
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    temperature: float = Field(3.0, gt=0.0)
+    alpha: Probability = Field(0.5, ge=0.0, le=1.0)
+    temperature: PositiveFloat = Field(3.0, gt=0.0)
 
 
 def build_teacher(source: TeacherSource, system: Any) -> nn.Module:
@@ -362,10 +380,10 @@ class MaeConfig(ObjectiveConfig):
     type: Literal["mae"] = "mae"
     requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
     excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
-    mask_ratio: float = Field(0.75, ge=0.0, lt=1.0)
-    decoder_dim: int = Field(512, ge=1)
-    decoder_depth: int = Field(8, ge=1)
-    decoder_heads: int = Field(16, ge=1)
+    mask_ratio: Rate = Field(0.75, ge=0.0, lt=1.0)
+    decoder_dim: PositiveInt = Field(512, ge=1)
+    decoder_depth: PositiveInt = Field(8, ge=1)
+    decoder_heads: PositiveInt = Field(16, ge=1)
     #: Per-patch normalised pixel targets (the paper's better-performing variant).
     norm_pix_loss: bool = True
 
@@ -445,7 +463,7 @@ class SimMimConfig(ObjectiveConfig):
     type: Literal["simmim"] = "simmim"
     requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
     excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
-    mask_ratio: float = Field(0.6, gt=0.0, lt=1.0)
+    mask_ratio: Rate = Field(0.6, gt=0.0, lt=1.0)
 
 
 class SimMimObjective(TokenObjective):
@@ -488,12 +506,12 @@ class MppConfig(ObjectiveConfig):
     type: Literal["mpp"] = "mpp"
     requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
     excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
-    mask_prob: float = Field(0.5, gt=0.0, lt=1.0)
-    mask_token_prob: float = Field(0.8, ge=0.0, le=1.0)
-    random_token_prob: float = Field(0.1, ge=0.0, le=1.0)
-    bits: int = Field(3, ge=1, le=8)
+    mask_prob: Rate = Field(0.5, gt=0.0, lt=1.0)
+    mask_token_prob: Probability = Field(0.8, ge=0.0, le=1.0)
+    random_token_prob: Probability = Field(0.1, ge=0.0, le=1.0)
+    bits: PositiveInt = Field(3, ge=1, le=8)
     #: The range pixel values are binned over (images normalised otherwise need their range).
-    pixel_range: tuple[float, float] = (0.0, 1.0)
+    pixel_range: tuple[FiniteFloat, FiniteFloat] = (0.0, 1.0)
 
     @model_validator(mode="after")
     def _probabilities(self) -> MppConfig:
@@ -570,7 +588,7 @@ class Mp3Config(ObjectiveConfig):
     type: Literal["mp3"] = "mp3"
     requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
     excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
-    mask_ratio: float = Field(0.75, ge=0.0, lt=1.0)
+    mask_ratio: Rate = Field(0.75, ge=0.0, lt=1.0)
 
 
 class Mp3Objective(TokenObjective):
@@ -611,20 +629,20 @@ class DinoConfig(ObjectiveConfig):
     """
 
     type: Literal["dino"] = "dino"
-    out_dim: int = Field(65536, ge=2)
-    hidden_dim: int = Field(2048, ge=1)
-    bottleneck_dim: int = Field(256, ge=1)
-    head_layers: int = Field(3, ge=1)
+    out_dim: PositiveInt = Field(65536, ge=2)
+    hidden_dim: PositiveInt = Field(2048, ge=1)
+    bottleneck_dim: PositiveInt = Field(256, ge=1)
+    head_layers: PositiveInt = Field(3, ge=1)
     norm_last_layer: bool = True
-    student_temp: float = Field(0.1, gt=0.0)
-    teacher_temp: float = Field(0.04, gt=0.0)
-    center_momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    teacher_momentum: float = Field(0.996, ge=0.0, le=1.0)
-    global_crops: int = Field(2, ge=1)
-    local_crops: int = Field(8, ge=0)
-    global_crop_scale: tuple[float, float] = (0.4, 1.0)
-    local_crop_scale: tuple[float, float] = (0.05, 0.4)
-    local_crop_size: int | None = None
+    student_temp: PositiveFloat = Field(0.1, gt=0.0)
+    teacher_temp: PositiveFloat = Field(0.04, gt=0.0)
+    center_momentum: Probability = Field(0.9, ge=0.0, lt=1.0)
+    teacher_momentum: Probability = Field(0.996, ge=0.0, le=1.0)
+    global_crops: PositiveInt = Field(2, ge=1)
+    local_crops: NonNegativeInt = Field(8, ge=0)
+    global_crop_scale: tuple[PositiveFloat, PositiveFloat] = (0.4, 1.0)
+    local_crop_scale: tuple[PositiveFloat, PositiveFloat] = (0.05, 0.4)
+    local_crop_size: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _views(self) -> DinoConfig:
@@ -810,7 +828,7 @@ class EsVitConfig(DinoConfig):
 
     type: Literal["esvit"] = "esvit"  # type: ignore[assignment]
     requires_any: ClassVar[frozenset[str]] = frozenset({"tokens", "feature-maps"})
-    region_weight: float = Field(1.0, ge=0.0)
+    region_weight: NonNegativeFloat = Field(1.0, ge=0.0)
 
 
 class EsVitObjective(DinoObjective):
@@ -917,13 +935,58 @@ def register_objectives(register: Any) -> None:
         build_mae,
         MaeConfig,
         tags={"self-supervised", "masked-image"},
+        needs={"image", "tokens", "fixed-grid"},
         example={"config": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}},
     )
-    register("simmim", build_simmim, SimMimConfig, tags={"self-supervised", "masked-image"})
-    register("mpp", build_mpp, MppConfig, tags={"self-supervised", "masked-image"})
-    register("mp3", build_mp3, Mp3Config, tags={"self-supervised", "needs-mask"})
-    register("dino", build_dino, DinoConfig, tags={"self-supervised", "ema"}, example=SSL_HEAD)
-    register("esvit", build_esvit, EsVitConfig, tags={"self-supervised", "ema"}, example=SSL_HEAD)
+    register(
+        "simmim",
+        build_simmim,
+        SimMimConfig,
+        tags={"self-supervised", "masked-image"},
+        needs={"image", "tokens", "fixed-grid"},
+    )
+    register(
+        "mpp",
+        build_mpp,
+        MppConfig,
+        tags={"self-supervised", "masked-image"},
+        needs={"image", "tokens", "fixed-grid"},
+    )
+    register(
+        "mp3",
+        build_mp3,
+        Mp3Config,
+        tags={"self-supervised", "needs-mask"},
+        needs={"image", "tokens", "fixed-grid"},
+    )
+    register(
+        "dino",
+        build_dino,
+        DinoConfig,
+        tags={"self-supervised", "ema"},
+        needs={"image"},
+        summary=(
+            "DINO (Caron et al. 2021); paper-size head by default (out_dim 65536, hidden "
+            "2048: ~22M "
+            "parameters, twice with the EMA teacher): set out_dim/hidden_dim/bottleneck_dim "
+            "small for a small model"
+        ),
+        example=SSL_HEAD,
+    )
+    register(
+        "esvit",
+        build_esvit,
+        EsVitConfig,
+        tags={"self-supervised", "ema"},
+        needs={"image"},
+        summary=(
+            "EsViT (Li et al. 2022); paper-size head by default (out_dim 65536, hidden "
+            "2048: ~22M "
+            "parameters, twice with the EMA teacher): set out_dim/hidden_dim/bottleneck_dim "
+            "small for a small model"
+        ),
+        example=SSL_HEAD,
+    )
 
 
 @hookimpl

@@ -20,6 +20,7 @@ from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
 from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.config import PositiveFloat, PositiveInt
 
 TINY = TINY_VIT
 
@@ -28,9 +29,9 @@ class ParallelBlockConfig(ComponentConfig):
     """x + sum_i attn_i(norm_i(x)); then x + sum_i mlp_i(norm_i(x)) (pre-norm, one norm per branch)."""
 
     type: Literal["parallel"] = "parallel"
-    branches: int = 2
-    layer_scale: float | None = None
-    norm_eps: float = 1e-6
+    branches: PositiveInt = 2
+    layer_scale: PositiveFloat | None = None
+    norm_eps: PositiveFloat = 1e-6
     norm: NormKind = "layernorm"
 
     def check(self, **_: Any) -> None:

@@ -34,23 +34,23 @@ from vitzoo.components.hierarchical import (
     map_to_tokens,
     tokens_to_map,
 )
-from vitzoo.config import SpecValueError
+from vitzoo.config import PositiveInt, Rate, SpecValueError
 
 
 class PitConfig(HierarchicalConfig):
     """PiT: overlapping patch stem, stages of pre-norm blocks, depthwise-conv token pooling."""
 
     type: Literal["pit"] = "pit"
-    patch_size: int = 16
-    stride: int = 8
+    patch_size: PositiveInt = 16
+    stride: PositiveInt = 8
     #: Per-head width of each stage; the stage width is base_dims[i] * num_heads[i].
-    base_dims: list[int] = [32, 32, 32]
-    depths: list[int] = [2, 6, 4]
-    num_heads: list[int] = [2, 4, 8]
+    base_dims: list[PositiveInt] = [32, 32, 32]
+    depths: list[PositiveInt] = [2, 6, 4]
+    num_heads: list[PositiveInt] = [2, 4, 8]
     attention: ComponentSpec("attention") = component_default(type="mhsa")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
-    emb_dropout: float = 0.0
+    emb_dropout: Rate = 0.0
     #: A DeiT-style distillation token next to the class token (use with head: distillation).
     distillation_token: bool = False
 

@@ -40,7 +40,7 @@ from vitzoo.components.hierarchical import (
 )
 from vitzoo.components.layers import maybe_drop_path
 from vitzoo.components.windows import RelativePositionBias, window_partition, window_reverse
-from vitzoo.config import check_child
+from vitzoo.config import PositiveFloat, PositiveInt, check_child
 
 
 class RegionToLocalAttention(MultiHeadAttention):
@@ -141,15 +141,15 @@ class RegionVitConfig(HierarchicalConfig):
     """
 
     type: Literal["regionvit"] = "regionvit"
-    patch_size: int = 4
-    window_size: int = 7
-    dims: tuple[int, ...] = (64, 128, 256, 512)
-    depths: tuple[int, ...] = (2, 2, 8, 2)
-    num_heads: tuple[int, ...] = (2, 4, 8, 16)
+    patch_size: PositiveInt = 4
+    window_size: PositiveInt = 7
+    dims: tuple[PositiveInt, ...] = (64, 128, 256, 512)
+    depths: tuple[PositiveInt, ...] = (2, 2, 8, 2)
+    num_heads: tuple[PositiveInt, ...] = (2, 4, 8, 16)
     local_stem: Literal["3conv", "1conv"] = "3conv"
     attention: MhsaConfig = MhsaConfig()
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
-    norm_eps: float = 1e-6
+    norm_eps: PositiveFloat = 1e-6
 
     @model_validator(mode="after")
     def _rules(self) -> RegionVitConfig:
@@ -254,7 +254,18 @@ TINY = {
 @hookimpl
 def register_architectures(register: Any) -> None:
     register(
-        "regionvit", build_regionvit, RegionVitConfig, tags={"image", "feature-maps"}, example=TINY
+        "regionvit",
+        build_regionvit,
+        RegionVitConfig,
+        tags={"image", "feature-maps"},
+        example=TINY,
+        known_failures={
+            "check_gradients_flow": (
+                "by design: the classifier reads only the regional tokens, and the relative "
+                "position bias of the last block acts on local-local logits only, so it gets no "
+                "gradient from the logits (its local outputs feed the dense-prediction feature maps)"
+            ),
+        },
     )
 
 

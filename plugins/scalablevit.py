@@ -40,7 +40,7 @@ from vitzoo.components.windows import (
     require_tiling,
     window_reverse,
 )
-from vitzoo.config import ComponentConfig
+from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
 
 # -- scalable self-attention -------------------------------------------------------------------
@@ -48,11 +48,11 @@ class SsaConfig(ComponentConfig):
     """Scalable self-attention: K, V from a ``reduction``-downsampled, ``channel_ratio``-wide map."""
 
     type: Literal["ssa"] = "ssa"
-    reduction: int = 1
-    channel_ratio: float = 1.25
+    reduction: PositiveInt = 1
+    channel_ratio: PositiveFloat = 1.25
     qkv_bias: bool = True
-    attn_drop: float = 0.0
-    proj_drop: float = 0.0
+    attn_drop: Rate = 0.0
+    proj_drop: Rate = 0.0
 
     def check(
         self,
@@ -145,7 +145,7 @@ class IwsaConfig(MhsaConfig):
     """Window attention plus a local interactive module (depthwise 3x3 conv over the values)."""
 
     type: Literal["iwsa"] = "iwsa"  # type: ignore[assignment]
-    window_size: int = 7
+    window_size: PositiveInt = 7
 
     def check(
         self,
@@ -210,8 +210,8 @@ class MlpHeadConfig(ComponentConfig):
     """Linear -> LayerNorm -> GELU -> Linear classifier (the ScalableViT release's 4096-wide head)."""
 
     type: Literal["mlp"] = "mlp"
-    hidden_dim: int = 4096
-    norm_eps: float = 1e-6
+    hidden_dim: PositiveInt = 4096
+    norm_eps: PositiveFloat = 1e-6
 
     def check(self, **_: Any) -> None:
         check_positive(hidden_dim=self.hidden_dim)
@@ -252,17 +252,17 @@ class ScalableVitConfig(ConvEmbedStagesConfig):
 
     type: Literal["scalable-vit"] = "scalable-vit"
     head: ComponentSpec("head") = component_default(type="mlp", hidden_dim=4096)
-    dims: tuple[int, ...] = (64, 128, 256, 512)
-    depths: tuple[int, ...] = (2, 2, 20, 2)
-    num_heads: tuple[int, ...] = (2, 4, 8, 16)
-    window_sizes: tuple[int, ...] = (7, 7, 7, 7)
-    reductions: tuple[int, ...] = (8, 4, 2, 1)
-    channel_ratios: tuple[float, ...] = (1.25, 1.25, 1.25, 1.0)
+    dims: tuple[PositiveInt, ...] = (64, 128, 256, 512)
+    depths: tuple[PositiveInt, ...] = (2, 2, 20, 2)
+    num_heads: tuple[PositiveInt, ...] = (2, 4, 8, 16)
+    window_sizes: tuple[PositiveInt, ...] = (7, 7, 7, 7)
+    reductions: tuple[PositiveInt, ...] = (8, 4, 2, 1)
+    channel_ratios: tuple[PositiveFloat, ...] = (1.25, 1.25, 1.25, 1.0)
     local_attention: ComponentSpec("attention") = component_default(type="iwsa")
     global_attention: ComponentSpec("attention") = component_default(type="ssa")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
-    norm_eps: float = 1e-6
+    norm_eps: PositiveFloat = 1e-6
 
     def stage_attention(self, stage: int, index: int) -> Any:
         """IWSA on even blocks, SSA on odd blocks, with this stage's window / reduction."""
@@ -361,16 +361,28 @@ def register_attention(register: Any) -> None:
         build_ssa,
         SsaConfig,
         tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(reduction=2, channel_ratio=1.0),
     )
     register(
-        "iwsa", build_iwsa, IwsaConfig, tags={"sdpa"}, example=grid_only_example(window_size=2)
+        "iwsa",
+        build_iwsa,
+        IwsaConfig,
+        tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
+        example=grid_only_example(window_size=2),
     )
 
 
 @hookimpl
 def register_heads(register: Any) -> None:
-    register("mlp", build_mlp_head, MlpHeadConfig, example={"config": {"hidden_dim": 16}})
+    register(
+        "mlp",
+        build_mlp_head,
+        MlpHeadConfig,
+        needs={"pooled-vector"},
+        example={"config": {"hidden_dim": 16}},
+    )
 
 
 @hookimpl

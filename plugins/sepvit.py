@@ -46,6 +46,7 @@ from vitzoo.components.windows import (
     window_partition,
     window_reverse,
 )
+from vitzoo.config import PositiveFloat, PositiveInt
 
 
 class DssaConfig(MhsaConfig):
@@ -53,7 +54,7 @@ class DssaConfig(MhsaConfig):
     among windows driven by those tokens (SepViT)."""
 
     type: Literal["dssa"] = "dssa"  # type: ignore[assignment]
-    window_size: int = 7
+    window_size: PositiveInt = 7
 
     def check(
         self,
@@ -158,14 +159,14 @@ class SepVitConfig(ConvEmbedStagesConfig):
     """
 
     type: Literal["sepvit"] = "sepvit"
-    dims: tuple[int, ...] = (96, 192, 384, 768)
-    depths: tuple[int, ...] = (1, 2, 6, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_sizes: tuple[tuple[int, ...], ...] = ((7,), (7, 14), (7, 14), (7,))
+    dims: tuple[PositiveInt, ...] = (96, 192, 384, 768)
+    depths: tuple[PositiveInt, ...] = (1, 2, 6, 2)
+    num_heads: tuple[PositiveInt, ...] = (3, 6, 12, 24)
+    window_sizes: tuple[tuple[PositiveInt, ...], ...] = ((7,), (7, 14), (7, 14), (7,))
     attention: ComponentSpec("attention") = component_default(type="dssa")
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm")
-    norm_eps: float = 1e-6
+    norm_eps: PositiveFloat = 1e-6
 
     def block_attention(self, stage: int, index: int) -> Any:
         if not isinstance(self.attention, DssaConfig):
@@ -237,6 +238,7 @@ def register_attention(register: Any) -> None:
         build_dssa,
         DssaConfig,
         tags={"sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(window_size=2),
     )
 

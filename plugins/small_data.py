@@ -24,6 +24,7 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention, as_atten
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import to_pair
 from vitzoo.components.patchify import Patchifier, check_divisible
+from vitzoo.config import SizeOrPair
 
 
 # -- shifted patch tokenisation -----------------------------------------------------------------
@@ -31,7 +32,7 @@ class SptConfig(ComponentConfig):
     """Shifted patch tokenisation: [x, 4 half-patch diagonal shifts] -> patches -> LN -> Linear."""
 
     type: Literal["spt"] = "spt"
-    patch_size: int | tuple[int, int] = 16
+    patch_size: SizeOrPair = 16
 
     def check(self, image_size: Any = None, **_: Any) -> None:
         if image_size is not None:

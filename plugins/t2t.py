@@ -32,6 +32,7 @@ from vitzoo.components.favor import linear_attention, positive_random_features
 from vitzoo.components.layers import to_pair
 from vitzoo.components.patchify import Patchifier
 from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt
 
 TINY = {
     "image_size": 32,
@@ -47,12 +48,16 @@ class T2tConfig(ComponentConfig):
     """Tokens-to-token module: soft splits ``(kernel, stride, padding)`` with token layers between."""
 
     type: Literal["t2t"] = "t2t"
-    splits: tuple[tuple[int, int, int], ...] = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
-    token_dim: int = 64
+    splits: tuple[tuple[PositiveInt, PositiveInt, NonNegativeInt], ...] = (
+        (7, 4, 2),
+        (3, 2, 1),
+        (3, 2, 1),
+    )
+    token_dim: PositiveInt = 64
     token_layer: Literal["performer", "transformer"] = "performer"
     #: Performer random features per token channel (m = kernel_ratio * token_dim).
-    kernel_ratio: float = 0.5
-    mlp_ratio: float = 1.0
+    kernel_ratio: PositiveFloat = 0.5
+    mlp_ratio: PositiveFloat = 1.0
 
     @model_validator(mode="after")
     def _rules(self) -> T2tConfig:
@@ -200,9 +205,9 @@ class T2tVitConfig(VitConfig):
     """T2T-ViT: T2T tokens into a deep-narrow ViT backbone (defaults: T2T-ViT-14)."""
 
     type: Literal["t2t-vit"] = "t2t-vit"
-    dim: int = 384
-    depth: int = 14
-    num_heads: int = 6
+    dim: PositiveInt = 384
+    depth: PositiveInt = 14
+    num_heads: PositiveInt = 6
     patch: ComponentSpec("patchifier") = component_default(type="t2t")
     posenc: ComponentSpec("posenc") = component_default(type="sincos", layout="sequence")
     attention: ComponentSpec("attention") = component_default(type="mhsa", qkv_bias=False)

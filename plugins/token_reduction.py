@@ -28,6 +28,7 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.model import run_block
 from vitzoo.components.vit import VisionTransformer, VitConfig, tokens_to_grid_map
+from vitzoo.config import NonNegativeInt, PositiveInt
 
 TINY = TINY_VIT
 
@@ -59,8 +60,8 @@ class PatchMergerVitConfig(VitConfig):
     """ViT with a PatchMerger after block ``merge_after`` (0-based); mean pooling, no class token."""
 
     type: Literal["patch-merger-vit"] = "patch-merger-vit"
-    merge_after: int = 5
-    merge_tokens: int = 8
+    merge_after: NonNegativeInt = 5
+    merge_tokens: PositiveInt = 8
     class_token: bool = False
     pool: ComponentSpec("pooling") = component_default(type="mean")
 
@@ -206,7 +207,7 @@ class AtsVitConfig(VitConfig):
     """ViT with adaptive token sampling; ``max_tokens[i]`` is layer i's patch-token budget (or null)."""
 
     type: Literal["ats-vit"] = "ats-vit"
-    max_tokens: list[int | None] = []
+    max_tokens: list[PositiveInt | None] = []
 
     @model_validator(mode="after")
     def _ats_rules(self) -> AtsVitConfig:

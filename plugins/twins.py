@@ -37,25 +37,25 @@ from vitzoo.components.hierarchical import (
 )
 from vitzoo.components.spatial_attention import SpatialReductionConfig
 from vitzoo.components.windows import WindowAttentionConfig
-from vitzoo.config import SpecValueError
+from vitzoo.config import PositiveFloat, PositiveInt, SpecValueError
 
 
 class TwinsSvtConfig(HierarchicalConfig):
     """Twins-SVT: alternating locally-grouped (window) and global sub-sampled attention + PEG."""
 
     type: Literal["twins-svt"] = "twins-svt"
-    dims: list[int] = [64, 128, 256, 512]
-    depths: list[int] = [2, 2, 10, 4]
-    num_heads: list[int] = [2, 4, 8, 16]
-    patch_sizes: list[int] = [4, 2, 2, 2]
+    dims: list[PositiveInt] = [64, 128, 256, 512]
+    depths: list[PositiveInt] = [2, 2, 10, 4]
+    num_heads: list[PositiveInt] = [2, 4, 8, 16]
+    patch_sizes: list[PositiveInt] = [4, 2, 2, 2]
     #: LSA window per stage and GSA reduction ratio per stage.
-    windows: list[int] = [7, 7, 7, 7]
-    sr_ratios: list[int] = [8, 4, 2, 1]
-    peg_kernel_size: int = 3
+    windows: list[PositiveInt] = [7, 7, 7, 7]
+    sr_ratios: list[PositiveInt] = [8, 4, 2, 1]
+    peg_kernel_size: PositiveInt = 3
     #: ``svt``: LSA and GSA blocks alternate; ``pcpvt``: every block is GSA (``windows`` unused).
     mode: Literal["svt", "pcpvt"] = "svt"
     #: Per-stage MLP ratio overriding ``mlp.ratio`` (PCPVT: 8, 8, 4, 4); None: ``mlp`` everywhere.
-    mlp_ratios: list[float] | None = None
+    mlp_ratios: list[PositiveFloat] | None = None
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-6)
 

@@ -33,7 +33,7 @@ from vitzoo.components.layers import (
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.vit import VitConfig, build_vit, tokens_to_grid_map
-from vitzoo.config import check_child
+from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, Rate, SizeOrPair, check_child
 
 #: A tiny video host for the conformance suite: 4 frames of 32x32, tubelets 2x8x8.
 TINY_VIDEO = {
@@ -54,8 +54,8 @@ class TubeletConfig(ComponentConfig):
     """Non-overlapping tubelets of ``frame_patch_size`` frames x ``patch_size`` pixels."""
 
     type: Literal["tubelet"] = "tubelet"
-    patch_size: int | tuple[int, int] = 16
-    frame_patch_size: int = 2
+    patch_size: SizeOrPair = 16
+    frame_patch_size: PositiveInt = 2
     bias: bool = True
     #: Input extent it tiles: (T, H, W).
     spatial_dims: ClassVar[int] = 3
@@ -131,8 +131,8 @@ class Vit3dConfig(VitConfig):
     """ViT on video / volumes (B, C, T, H, W): tubelets, 3D learned positions, class token."""
 
     type: Literal["vit3d"] = "vit3d"
-    image_size: int | tuple[int, int] = 128
-    frames: int = 16
+    image_size: SizeOrPair = 128
+    frames: PositiveInt = 16
     patch: ComponentSpec("patchifier") = component_default(
         type="tubelet", patch_size=16, frame_patch_size=2
     )
@@ -167,8 +167,8 @@ class FactorizedBlockConfig(ComponentConfig):
     """x + attn_space(norm(x)) per frame; x + attn_time(norm(x)) per position; x + mlp(norm(x))."""
 
     type: Literal["factorized-space-time"] = "factorized-space-time"
-    layer_scale: float | None = None
-    norm_eps: float = 1e-6
+    layer_scale: PositiveFloat | None = None
+    norm_eps: PositiveFloat = 1e-6
 
     def check(
         self,
@@ -257,14 +257,14 @@ class VivitConfig(ComponentConfig):
 
     type: Literal["vivit"] = "vivit"
     variant: Literal["factorized-encoder", "factorized-self-attention"] = "factorized-encoder"
-    image_size: int | tuple[int, int] = 224
-    frames: int = 32
-    in_chans: int = 3
-    num_classes: int = 400
-    dim: int = 768
-    spatial_depth: int = 12
-    temporal_depth: int = 4
-    num_heads: int = 12
+    image_size: SizeOrPair = 224
+    frames: PositiveInt = 32
+    in_chans: PositiveInt = 3
+    num_classes: NonNegativeInt = 400
+    dim: PositiveInt = 768
+    spatial_depth: PositiveInt = 12
+    temporal_depth: PositiveInt = 4
+    num_heads: PositiveInt = 12
     patch: ComponentSpec("patchifier") = component_default(
         type="tubelet", patch_size=16, frame_patch_size=2
     )
@@ -273,9 +273,9 @@ class VivitConfig(ComponentConfig):
     block: ComponentSpec("block") = component_default(type="pre-norm")
     head: ComponentSpec("head") = component_default(type="linear")
     pool: Literal["cls", "mean"] = "cls"
-    emb_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
+    emb_dropout: Rate = 0.0
+    drop_path_rate: Rate = 0.0
+    norm_eps: PositiveFloat = 1e-6
 
     def input_extent(self) -> tuple[int, ...]:
         return (self.frames, *to_pair(self.image_size))

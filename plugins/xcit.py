@@ -45,6 +45,7 @@ from vitzoo.components.layers import (
     maybe_layer_scale,
 )
 from vitzoo.components.patchify import Patchifier, check_divisible
+from vitzoo.config import PositiveFloat, PositiveInt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,9 +110,9 @@ class XcitBlockConfig(ComponentConfig):
     """x += attn(LN x); x += LPI(LN x); x += MLP(LN x); LayerScale on each branch."""
 
     type: Literal["xcit"] = "xcit"
-    layer_scale: float | None = 1.0
-    local_kernel: int = 3
-    norm_eps: float = 1e-6
+    layer_scale: PositiveFloat | None = 1.0
+    local_kernel: PositiveInt = 3
+    norm_eps: PositiveFloat = 1e-6
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if spatial_dims != 2:
@@ -166,7 +167,7 @@ class XcitStemConfig(ComponentConfig):
     """Patches from log2(patch_size) stride-2 3x3 conv + BatchNorm layers, GELU between them."""
 
     type: Literal["xcit-stem"] = "xcit-stem"
-    patch_size: int = 16
+    patch_size: PositiveInt = 16
 
     def check(self, image_size: Any = None, dim: int | None = None, **_: Any) -> None:
         layers = math.log2(self.patch_size) if self.patch_size > 0 else 0.5
@@ -247,8 +248,8 @@ class FourierPosConfig(ComponentConfig):
     projected to the width by a learned linear map (the official code's 1x1 conv)."""
 
     type: Literal["fourier"] = "fourier"
-    hidden_dim: int = 32
-    temperature: float = 10000.0
+    hidden_dim: PositiveInt = 32
+    temperature: PositiveFloat = 10000.0
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if spatial_dims != 2:
@@ -297,7 +298,7 @@ class XcitClassAttentionConfig(ClassAttentionBlockConfig):
 
     type: Literal["xcit-class-attention"] = "xcit-class-attention"  # type: ignore[assignment]
     #: The released layers all have LayerScale (initialised to 1.0 or 1e-5).
-    layer_scale: float | None = 1.0
+    layer_scale: PositiveFloat | None = 1.0
     tokens_norm: bool = True
 
 
@@ -343,9 +344,9 @@ class XcitConfig(LateClassTokenConfig):
     full_attention_masks: ClassVar[bool] = False
 
     type: Literal["xcit"] = "xcit"  # type: ignore[assignment]
-    dim: int = 192
-    depth: int = 12
-    num_heads: int = 4
+    dim: PositiveInt = 192
+    depth: PositiveInt = 12
+    num_heads: PositiveInt = 4
     patch: ComponentSpec("patchifier") = component_default(type="xcit-stem", patch_size=16)
     posenc: ComponentSpec("posenc") = component_default(type="fourier")
     attention: ComponentSpec("attention") = component_default(type="xca")
@@ -400,7 +401,14 @@ def register_attention(register: Any) -> None:
 
 @hookimpl
 def register_blocks(register: Any) -> None:
-    register("xcit", build_xcit_block, XcitBlockConfig, tags={"mask"}, example={"config": {}})
+    register(
+        "xcit",
+        build_xcit_block,
+        XcitBlockConfig,
+        tags={"mask"},
+        needs={"grid-2d", "fixed-grid"},
+        example={"config": {}},
+    )
     register(
         "xcit-class-attention",
         build_xcit_class_attention,

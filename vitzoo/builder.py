@@ -37,8 +37,14 @@ def resolve_spec(
     overrides: Mapping[str, Any] | None = None,
     *,
     system: PluginSystem | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> SpecBase:
-    """Turn a spec object, mapping, preset name or YAML path (+ overrides) into a valid spec."""
+    """Turn a spec object, mapping, preset name or YAML path (+ overrides) into a valid spec.
+
+    A problem in an overridden field is blamed on the override, not on the file: ``sources``
+    names where each override came from (``{"train.lr": "--set train.lr=-1"}``); by default the
+    override itself is named.
+    """
     system = system or get_plugin_system()
     registry = system.registry
     failed = [r.name for r in system.failed]
@@ -79,7 +85,36 @@ def resolve_spec(
         if not isinstance(data, dict):
             break
         data = set_path(data, override_path(key), value)
-    return validate_spec(registry, data, file=file, text=text, failed_plugins=failed)
+    try:
+        return validate_spec(registry, data, file=file, text=text, failed_plugins=failed)
+    except SpecError as exc:
+        raise blame_overrides(exc, overrides or {}, sources or {}) from None
+
+
+def blame_overrides(
+    exc: SpecError, overrides: Mapping[str, Any], sources: Mapping[str, str]
+) -> SpecError:
+    """Issues at an overridden path name the override (a CLI flag), not a line of the file."""
+    if not overrides:
+        return exc
+    labels = {
+        override_path(key): sources.get(key) or f"override {override_path(key)}={value!r}"
+        for key, value in overrides.items()
+    }
+    issues = []
+    for issue in exc.issues:
+        label = next(
+            (
+                lab
+                for path, lab in labels.items()
+                if issue.path == path or issue.path.startswith(path + ".")
+            ),
+            None,
+        )
+        if label is not None:
+            issue = SpecIssue(issue.path, issue.message, label)
+        issues.append(issue)
+    return SpecError(issues)
 
 
 def build_from_spec(spec: SpecBase, *, system: PluginSystem | None = None) -> nn.Module:

@@ -103,6 +103,7 @@ def load(
             data,
             file=f"{path}[spec]",
             failed_plugins=[r.name for r in system.failed],
+            trial=False,  # the stored spec was built once; loading builds it for real
         )
     except SpecError as exc:
         raise CheckpointError(f"{path}: the stored spec is no longer valid here:\n{exc}") from None

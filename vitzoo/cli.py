@@ -1,13 +1,16 @@
 """The ``vitzoo`` command line: list, build, plugins, schema, check (+ plugin commands).
 
 Errors the user can fix (bad specs, bad checkpoints) are printed as ``file:line:col  path: message``
-lines on stderr with exit status 2, never as a traceback.
+lines on stderr with exit status 2, never as a traceback. Anything else that goes wrong inside a
+command prints one line and "run with --debug for the traceback", exit status 1
+(:class:`VitzooGroup`); ``--debug`` (or ``VITZOO_DEBUG=1``) lets the exception through.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -61,9 +64,56 @@ def parse_sets(values: Iterable[str]) -> dict[str, Any]:
     return overrides
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _debugging(ctx: click.Context | None) -> bool:
+    root = ctx.find_root() if ctx is not None else None
+    flag = bool(root.params.get("debug")) if root is not None else False
+    return flag or os.environ.get("VITZOO_DEBUG", "").strip().lower() in {"1", "true", "yes"}
+
+
+def report_error(exc: Exception, ctx: click.Context | None = None) -> None:
+    """Plain lines for errors the user can fix (exit 2); one line for the rest (exit 1)."""
+    from vitzoo.checkpoint import CheckpointError
+    from vitzoo.plugins import PluginLoadError
+    from vitzoo.spec import SpecError
+
+    if isinstance(exc, SpecError | CheckpointError):
+        fail_with_spec_error(exc)
+    if isinstance(exc, PluginLoadError | LookupError) and not isinstance(exc, KeyError):
+        err.print(f"vitzoo: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    if _debugging(ctx):
+        raise exc
+    message = " ".join(str(exc).split()) or "(no message)"
+    err.print(
+        f"vitzoo: internal error: {type(exc).__name__}: {message}", markup=False, highlight=False
+    )
+    err.print("run with --debug for the traceback", markup=False, highlight=False)
+    sys.exit(1)
+
+
+class VitzooGroup(click.Group):
+    """The root group: no command ends in a traceback unless ``--debug`` asks for one."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place every command's errors meet
+            report_error(exc, ctx)
+
+
+def _set_items(values: Iterable[str]) -> list[tuple[str, str]]:
+    """(key, the flag's text) for each ``--set KEY=VALUE`` (so errors can quote the flag)."""
+    return [(item.partition("=")[0].strip(), item) for item in values]
+
+
+@click.group(cls=VitzooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vitzoo")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the full traceback of unexpected errors (VITZOO_DEBUG=1)."
+)
+def cli(debug: bool) -> None:
     """vitzoo: a plugin-based model zoo for Vision Transformers."""
 
 
@@ -327,7 +377,9 @@ def build_command(
             )
             model, metadata = loaded.model, loaded.metadata()
         else:
-            spec = resolve_spec(source, parse_sets(sets))
+            spec = resolve_spec(
+                source, parse_sets(sets), sources={k: f"--set {s}" for k, s in _set_items(sets)}
+            )
             section = getattr(spec, "weights", None)
             if section is not None:
                 from vitzoo.weights.load import load_pretrained
@@ -400,9 +452,9 @@ def plugins_command(as_json: bool) -> None:
 )
 def schema_command(output: Path | None) -> None:
     """JSON Schema of the spec, for editor autocompletion (yaml-language-server)."""
-    from vitzoo.spec import spec_model
+    from vitzoo.spec import spec_json_schema
 
-    schema = spec_model(get_plugin_system().registry).model_json_schema()
+    schema = spec_json_schema(get_plugin_system().registry)
     text = json.dumps(schema, indent=2)
     if output is None:
         click.echo(text)
@@ -423,12 +475,13 @@ def schema_command(output: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Every result as JSON.")
 def check_command(plugin: str | None, kind: str | None, slow: bool, as_json: bool) -> None:
     """Run the conformance suite (without pytest) over PLUGIN's registrations, or everything."""
+    from vitzoo.plugins import PluginLoadError
     from vitzoo.testing.runner import run_checks
 
     try:
         results = run_checks(plugin, kind, include_slow=slow)
-    except LookupError as exc:
-        err.print(f"vitzoo check: {exc}")
+    except (LookupError, PluginLoadError) as exc:
+        err.print(f"vitzoo check: {exc}", markup=False, highlight=False)
         sys.exit(2)
     counts: dict[str, int] = {}
     for r in results:
@@ -488,10 +541,17 @@ def add_plugin_commands(group: click.Group, system: PluginSystem) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     add_builtin_commands(cli)
-    args = sys.argv[1:] if argv is None else argv
-    if args and args[0] not in cli.commands and args[0] not in ("-h", "--help", "--version"):
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # accepted after the command too: vitzoo build x.yaml --debug
+        args.remove("--debug")
+        args.insert(0, "--debug")
+    if args and args[0] == "--debug":
+        rest = args[1:]
+    else:
+        rest = args
+    if rest and rest[0] not in cli.commands and rest[0] not in ("-h", "--help", "--version"):
         add_plugin_commands(cli, get_plugin_system())
-    elif not args or args[0] in ("-h", "--help"):
+    elif not rest or rest[0] in ("-h", "--help"):
         add_plugin_commands(cli, get_plugin_system())
     cli.main(args=args, prog_name="vitzoo")
 

@@ -14,13 +14,84 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WrapValidator
+
+# --------------------------------------------------------------------------------------------
+# Bounded, strict, finite number types shared by every config
+# --------------------------------------------------------------------------------------------
+#: The largest integer any config field accepts: far above every real size, far below int64
+#: (an integer past int64 would otherwise reach torch as "Overflow when unpacking long long").
+MAX_INT = 2**31 - 1
+#: The largest magnitude a float field accepts (ratios, scales, rates): keeps ``int(dim * r)``
+#: and friends finite. NaN and infinity are refused by ``allow_inf_nan=False`` on every base.
+MAX_FLOAT = 1e9
+
+#: Any integer; strict: ``'8'`` and ``true`` are refused instead of becoming 8 and 1.
+Int = Annotated[int, Strict(), Field(ge=-MAX_INT, le=MAX_INT)]
+#: A size, a count or a kernel: 1, 2, 3, ...
+PositiveInt = Annotated[int, Strict(), Field(ge=1, le=MAX_INT)]
+#: A count that may be zero (class count 0 = no classifier, register tokens, padding, ...).
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
+#: A finite float (integers are accepted: ``ratio: 4`` means 4.0; booleans and strings are not).
+FiniteFloat = Annotated[float, Strict(), Field(ge=-MAX_FLOAT, le=MAX_FLOAT, allow_inf_nan=False)]
+#: A finite float > 0 (ratios, learning rates, epsilons, temperatures).
+PositiveFloat = Annotated[float, Strict(), Field(gt=0.0, le=MAX_FLOAT, allow_inf_nan=False)]
+#: A finite float >= 0 (weight decay, loss weights, init scales).
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0.0, le=MAX_FLOAT, allow_inf_nan=False)]
+#: A drop rate: 0 <= p < 1 (p = 1 would drop everything).
+Rate = Annotated[float, Strict(), Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+#: A probability: 0 <= p <= 1 (augmentation odds, mask ratios that may cover everything).
+Probability = Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def _one_error(message: str) -> Any:
+    """A wrap validator that turns every failure of the inner (union) schema into one message.
+
+    Pydantic reports a failed ``int | tuple[int, int]`` once per branch, with the branch names
+    in the path (``image_size.int``, ``image_size.tuple[int, int]``); users want one line at the
+    field they wrote.
+    """
+
+    def validate(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(f"{message}, got {value!r}") from None
+
+    return WrapValidator(validate)
+
+
+#: A square or (h, w) size: ``224`` or ``[224, 192]``, every entry a positive integer.
+SizeOrPair = Annotated[
+    PositiveInt | tuple[PositiveInt, PositiveInt],
+    _one_error("expected a positive integer or a pair [h, w] of positive integers"),
+]
+#: Like :data:`SizeOrPair` but zero is allowed (paddings, offsets).
+NonNegativeIntOrPair = Annotated[
+    NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt],
+    _one_error("expected an integer >= 0 or a pair [h, w] of integers >= 0"),
+]
+
+#: One positive size for every axis, or one per axis: ``3`` or ``[1, 3, 3]``.
+PositiveIntOrTuple = Annotated[
+    PositiveInt | tuple[PositiveInt, ...],
+    _one_error("expected a positive integer or a list of positive integers (one per axis)"),
+]
+#: Like :data:`PositiveIntOrTuple` but zero is allowed (paddings).
+NonNegativeIntOrTuple = Annotated[
+    NonNegativeInt | tuple[NonNegativeInt, ...],
+    _one_error("expected an integer >= 0 or a list of integers >= 0 (one per axis)"),
+]
 
 
 class ComponentConfig(BaseModel):
-    """Base of every registered config: unknown keys are errors and configs are immutable."""
+    """Base of every registered config: unknown keys are errors and configs are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Floats are finite everywhere (``allow_inf_nan=False``): ``norm_eps: .nan`` or
+    ``layer_scale: .inf`` would otherwise validate and give NaN logits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def check(self, **context: Any) -> None:
         """Rules that need the surrounding model (image size, width, heads).

@@ -65,6 +65,32 @@ class Inspection:
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _layer_count(model: nn.Module) -> int | None:
+    for name in ("blocks", "stages", "layers"):
+        container = getattr(model, name, None)
+        if isinstance(container, nn.ModuleList | nn.Sequential):
+            return len(container)
+    return None
+
+
+def _normalise_layers(model: nn.Module, layers: list[int]) -> dict[int, int]:
+    """Resolved index -> the index as the caller wrote it (``-1``); duplicates and out-of-range
+    indices are refused rather than silently merged or wrapped."""
+    count = _layer_count(model)
+    out: dict[int, int] = {}
+    for i in layers:
+        if count is not None and not -count <= i < count:
+            raise ValueError(
+                f"layer {i} is out of range: this model has {count} (allowed: {-count} to "
+                f"{count - 1})"
+            )
+        resolved = i % count if count is not None else i
+        if resolved in out:
+            raise ValueError(f"layers names layer {resolved} twice ({out[resolved]} and {i})")
+        out[resolved] = i
+    return out
+
+
 def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) -> Inspection:
     """Run ``model`` once on ``x`` and return its output, attention maps and per-layer outputs.
 
@@ -72,13 +98,19 @@ def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) 
     :func:`record_attention`; nothing is patched, so the output equals ``model(x)``. ``layers``
     selects blocks/stages (negative indices count from the end; ``None``: all).
     """
+    asked = None if layers is None else _normalise_layers(model, layers)
+    indices = None if asked is None else list(asked)
     with record_attention(model) as maps:
-        final, outputs = model.forward_intermediates(x, indices=layers)  # type: ignore[operator]
+        final, outputs = model.forward_intermediates(x, indices=indices)  # type: ignore[operator]
+    # outputs come in model order whatever order was asked for: label each with the index the
+    # caller wrote for it (``layer-1`` is the last block's output)
     names = (
         [f"layer{i}" for i in range(len(outputs))]
-        if layers is None
-        else [f"layer{i}" for i in layers]
+        if asked is None
+        else [f"layer{asked[r]}" for r in sorted(asked)]
     )
+    if len(names) != len(outputs):  # a model whose layers are not its ``blocks``
+        names = [f"layer{i}" for i in range(len(outputs))]
     return Inspection(
         output=model.forward_head(final),  # type: ignore[operator]
         features=final,

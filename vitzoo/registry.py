@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from vitzoo.capabilities import normalise
 from vitzoo.config import ComponentConfig
 from vitzoo.suggest import did_you_mean
 
@@ -48,6 +49,13 @@ class Entry:
     plugin: str = "?"
     #: Small overrides that make a CPU-cheap instance, used by the conformance suite.
     example: Mapping[str, Any] = field(default_factory=dict)
+    #: Capabilities (:mod:`vitzoo.capabilities`) this part needs from the model around it and
+    #: offers to it; empty means "derived from ``tags``".
+    needs: frozenset[str] = frozenset()
+    offers: frozenset[str] = frozenset()
+    #: Conformance checks known to fail, check name -> reason; every runner (pytest,
+    #: ``vitzoo check``) reads this one declaration.
+    known_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,8 @@ class Registry:
         self._entries: dict[str, dict[str, Entry | PresetEntry]] = {k: {} for k in KINDS}
         #: Preset aliases: alias -> canonical preset name (the preset's plugin owns the alias).
         self._aliases: dict[str, str] = {}
+        #: Bumped on every change, so caches built from the registry (the spec model) notice.
+        self.version = 0
 
     # -- reading -------------------------------------------------------------------------
     def canonical(self, kind: str, name: str) -> str:
@@ -148,6 +158,7 @@ class Registry:
             for alias in entry.aliases:
                 self._aliases[alias] = entry.name
         self._entries[entry.kind][entry.name] = entry
+        self.version += 1
 
     def _check_names_free(self, entry: PresetEntry) -> None:
         """A preset's name and aliases may not collide with another preset's name or alias."""
@@ -177,6 +188,7 @@ class Registry:
         for by_name in self._entries.values():
             for name in [n for n, e in by_name.items() if e.plugin == plugin]:
                 del by_name[name]
+                self.version += 1
         self._aliases = {a: n for a, n in self._aliases.items() if n in self._entries["preset"]}
 
 
@@ -190,6 +202,9 @@ def make_entry(
     tags: Any = (),
     summary: str = "",
     example: Mapping[str, Any] | None = None,
+    needs: Any = (),
+    offers: Any = (),
+    known_failures: Mapping[str, str] | None = None,
 ) -> Entry:
     """Validate one registration and turn it into an :class:`Entry` (errors name the plugin)."""
     where = f"plugin {plugin!r} registering {kind} {name!r}"
@@ -215,6 +230,9 @@ def make_entry(
         summary=_summary_of(factory, summary) or _summary_of(config, ""),
         plugin=plugin,
         example=dict(example or {}),
+        needs=normalise(needs, where=where),
+        offers=normalise(offers, where=where),
+        known_failures=dict(known_failures or {}),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-#: Channel statistics used to normalise the input (ImageNet's, the usual training recipe).
+#: Channel statistics used when the model's spec has no ``data:`` section (ImageNet's).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -43,6 +43,9 @@ def normalisation(source: str, model: Any) -> tuple[tuple[float, ...], tuple[flo
         pre = Preprocessing.from_metadata(read_checkpoint(path)[1])
     if pre is not None and pre.mean is not None and pre.std is not None:
         return tuple(pre.mean), tuple(pre.std)
+    data = getattr(getattr(model, "vitzoo_spec", None), "data", None)  # what it was trained with
+    if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
+        return tuple(data.mean), tuple(data.std)
     return MEAN, STD
 
 
@@ -61,7 +64,7 @@ def image_tensor(
     resized = image.convert(mode).resize((size[1], size[0]))
     array = np.asarray(resized, dtype=np.float32) / 255.0
     x = torch.from_numpy(array).reshape(size[0], size[1], -1).permute(2, 0, 1)
-    if channels == 3:
+    if len(mean) in (1, channels):
         x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return x.unsqueeze(0)
 
@@ -181,6 +184,7 @@ def attention(
     from PIL import Image
 
     from vitzoo.introspection import inspect
+    from vitzoo.training.data import image_error
 
     if not is_checkpoint(source):
         click.echo(
@@ -188,6 +192,16 @@ def attention(
             "the map shows no learned attention. Pass a trained .safetensors file.",
             err=True,
         )
+    target = Path(output)
+    if not target.parent.is_dir():
+        raise click.ClickException(
+            f"cannot write {output}: the folder {target.parent} does not exist"
+        )
+    try:
+        image = Image.open(image_path)
+        image.load()
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise click.ClickException(image_error(image_path, exc)) from None
     model = load_model(source).eval()
     if "tokens" not in getattr(model, "capabilities", frozenset()):
         raise click.ClickException(
@@ -195,7 +209,6 @@ def attention(
             f"capabilities {sorted(getattr(model, 'capabilities', ())) or '(none)'}"
         )
     channels, *size = model.input_size
-    image = Image.open(image_path)
     x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))
     with torch.no_grad():
         seen = inspect(model, x)

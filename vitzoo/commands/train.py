@@ -25,6 +25,16 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def _fail_with(exc: BaseException) -> None:
+    """Spec and checkpoint problems go to the CLI's handler (file:line lines, exit 2)."""
+    from vitzoo.checkpoint import CheckpointError
+    from vitzoo.spec import SpecError
+
+    if isinstance(exc, SpecError | CheckpointError):
+        raise exc
+    _fail(str(exc))
+
+
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     """``--set train.lr=3e-4`` -> ``{"train.lr": 0.0003}`` (values parsed as YAML)."""
     out: dict[str, Any] = {}
@@ -173,7 +183,7 @@ def train(
             console.print(f"continue with:\n  {escape(again)}", highlight=False)
         sys.exit(130)
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
         return
     final = result.final
     if as_json:
@@ -302,7 +312,7 @@ def evaluate(
                 precision=precision,
             )
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
         return
     if confusion_png is not None:
         plot_confusion(report, confusion_png, title=f"{checkpoint.name} on {report['data']}")
@@ -370,7 +380,7 @@ def predict(
                 checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
             )
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc)
         return
     failed = any("error" in r for r in results)
     if as_json:

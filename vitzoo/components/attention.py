@@ -21,7 +21,7 @@ from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.norms import NormKind, make_norm
-from vitzoo.config import ComponentConfig
+from vitzoo.config import ComponentConfig, PositiveInt, Rate
 
 
 def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -129,13 +129,13 @@ class MhsaConfig(ComponentConfig):
     """Multi-head self-attention on the fused SDPA kernel, with optional qk-norm."""
 
     type: Literal["mhsa"] = "mhsa"
-    head_dim: int | None = None
+    head_dim: PositiveInt | None = None
     qkv_bias: bool = True
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
     qk_norm_type: NormKind = "layernorm"
-    attn_drop: float = 0.0
-    proj_drop: float = 0.0
+    attn_drop: Rate = 0.0
+    proj_drop: Rate = 0.0
     #: How the heads' outputs are laid side by side before the output projection: ``head-major``
     #: (head, then channel: the usual layout) or ``dim-major`` (channel, then head: timm's NesT,
     #: whose released weights expect it). Both span the same functions -- the two differ by a

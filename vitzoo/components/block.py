@@ -10,15 +10,15 @@ from torch import nn
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
 from vitzoo.components.norms import NormKind, make_norm
-from vitzoo.config import ComponentConfig
+from vitzoo.config import ComponentConfig, PositiveFloat
 
 
 class PreNormBlockConfig(ComponentConfig):
     """x + attn(norm(x)); x + mlp(norm(x)), with optional LayerScale and drop-path."""
 
     type: Literal["pre-norm"] = "pre-norm"
-    layer_scale: float | None = None
-    norm_eps: float = 1e-6
+    layer_scale: PositiveFloat | None = None
+    norm_eps: PositiveFloat = 1e-6
     #: LayerNorm (ViT) or RMSNorm before each branch.
     norm: NormKind = "layernorm"
 

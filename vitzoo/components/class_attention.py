@@ -18,7 +18,7 @@ from torch import nn
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, PositiveFloat, SpecValueError
 
 
 class ClassAttention(MultiHeadAttention):
@@ -82,8 +82,8 @@ class ClassAttentionBlockConfig(ComponentConfig):
 
     type: Literal["class-attention"] = "class-attention"
     attention: MhsaConfig = MhsaConfig()
-    layer_scale: float | None = None
-    norm_eps: float = 1e-6
+    layer_scale: PositiveFloat | None = None
+    norm_eps: PositiveFloat = 1e-6
 
     def check(self, class_token: bool = True, **_: Any) -> None:
         if not class_token:

@@ -26,7 +26,7 @@ from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.mlp import ACTIVATIONS
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, PositiveInt, SpecValueError
 
 Activation = Literal["gelu", "gelu-tanh", "relu", "silu", "hardswish", "none"]
 #: ``symmetric``: PyTorch's k // 2 on every side; ``same``: TensorFlow's "SAME" padding, which on
@@ -263,7 +263,7 @@ class PegConfig(ComponentConfig):
     """CPVT positional encoding generator: a depthwise conv over the patch grid, added residually."""
 
     type: Literal["peg"] = "peg"
-    kernel_size: int = 3
+    kernel_size: PositiveInt = 3
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:

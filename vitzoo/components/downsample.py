@@ -27,6 +27,7 @@ from vitzoo.components.hierarchical import (
     build_token_stages,
     conv_out,
 )
+from vitzoo.config import PositiveInt
 
 
 class ConvEmbed(nn.Module):
@@ -89,8 +90,8 @@ class ConvEmbedStagesConfig(HierarchicalConfig):
     """Staged models whose every stage starts with a :class:`ConvEmbed` (ScalableViT, SepViT):
     ``stem_kernel_size`` / ``stem_stride`` for the first, 3x3 stride 2 for the others."""
 
-    stem_kernel_size: int = 7
-    stem_stride: int = 4
+    stem_kernel_size: PositiveInt = 7
+    stem_stride: PositiveInt = 4
 
     def stage_grids(self) -> list[tuple[int, int]]:
         return conv_embed_stage_grids(

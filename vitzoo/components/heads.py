@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, Rate, SpecValueError
 
 
 def linear_or_identity(num_features: int, num_classes: int) -> nn.Module:
@@ -37,7 +37,7 @@ class LinearHeadConfig(ComponentConfig):
     """One linear layer (optionally after dropout)."""
 
     type: Literal["linear"] = "linear"
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     #: ``batchnorm``: BatchNorm1d of the pooled vector before the linear layer (LeViT).
     norm: HeadNorm = "none"
 

@@ -42,6 +42,10 @@ from vitzoo.components.model import VitzooModel
 from vitzoo.config import (
     ComponentConfig,
     ComponentSpec,
+    NonNegativeInt,
+    PositiveInt,
+    Rate,
+    SizeOrPair,
     SpecValueError,
     check_child,
     component_default,
@@ -51,15 +55,15 @@ from vitzoo.config import (
 class HierarchicalConfig(ComponentConfig):
     """Fields every staged architecture has (subclasses add ``type`` and their stage lists)."""
 
-    image_size: int | tuple[int, int] = 224
-    in_chans: int = 3
-    num_classes: int = 1000
-    drop_path_rate: float = 0.0
+    image_size: SizeOrPair = 224
+    in_chans: PositiveInt = 3
+    num_classes: NonNegativeInt = 1000
+    drop_path_rate: Rate = 0.0
     head: ComponentSpec("head") = component_default(type="linear")
     #: Norm applied to the pooled vector before the head.
     head_norm: Literal["layernorm", "batchnorm", "none"] = "none"
     #: Width of a Linear + Tanh "pre-logits" layer before the classifier (MaxViT); None: none.
-    head_hidden_dim: int | None = None
+    head_hidden_dim: PositiveInt | None = None
 
     def check_common(self, *, distillation: bool = False) -> None:
         """Rules shared by every staged architecture (call from the subclass validator)."""

@@ -21,7 +21,7 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import init_vit_weights
 from vitzoo.components.model import run_block
 from vitzoo.components.vit import VisionTransformer, VitConfig
-from vitzoo.config import ComponentSpec, SpecValueError, component_default
+from vitzoo.config import ComponentSpec, PositiveInt, SpecValueError, component_default
 
 
 class LateClassTokenConfig(VitConfig):
@@ -31,7 +31,7 @@ class LateClassTokenConfig(VitConfig):
     itself. ``attention`` / ``mlp`` are shared by both stages, as in CaiT.
     """
 
-    cls_depth: int = 2
+    cls_depth: PositiveInt = 2
     class_block: ComponentSpec("block") = component_default(type="class-attention")
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.config import ComponentConfig
+from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
 
 class GeluTanh(nn.GELU):
@@ -32,10 +32,10 @@ class MlpConfig(ComponentConfig):
     """Two linear layers with an activation between (hidden width = ratio * dim)."""
 
     type: Literal["mlp"] = "mlp"
-    ratio: float = 4.0
-    hidden_dim: int | None = None
+    ratio: PositiveFloat = 4.0
+    hidden_dim: PositiveInt | None = None
     activation: Literal["gelu", "gelu-tanh", "relu", "silu", "hardswish"] = "gelu"
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     bias: bool = True
 
 

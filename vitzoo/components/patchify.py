@@ -9,7 +9,7 @@ from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import to_pair
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, SizeOrPair, SpecValueError
 
 
 class Patchifier(nn.Module):
@@ -40,7 +40,7 @@ class LinearPatchConfig(ComponentConfig):
     """Non-overlapping patches, each linearly projected (the original ViT patch embedding)."""
 
     type: Literal["linear"] = "linear"
-    patch_size: int | tuple[int, int] = 16
+    patch_size: SizeOrPair = 16
     bias: bool = True
 
     def check(self, image_size: Any = None, **_: Any) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, PositiveFloat, SpecValueError
 
 
 def resize_grid_embedding(
@@ -35,7 +35,7 @@ class LearnedPosConfig(ComponentConfig):
 
     type: Literal["learned"] = "learned"
     include_prefix: bool = True
-    init_std: float = 0.02
+    init_std: PositiveFloat = 0.02
 
 
 class LearnedPositions(nn.Module):
@@ -130,7 +130,7 @@ class SinCosConfig(ComponentConfig):
     """Fixed 2D (or 3D for video) sin-cos positions (SimpleViT); nothing to learn or resize."""
 
     type: Literal["sincos"] = "sincos"
-    temperature: float = 10000.0
+    temperature: PositiveFloat = 10000.0
     #: ``grid``: one sin-cos table per grid axis over the patch tokens (SimpleViT);
     #: ``sequence``: the 1D Transformer table over the whole sequence, prefix tokens included
     #: (T2T-ViT, CCT's "sine" option).

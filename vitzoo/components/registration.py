@@ -31,7 +31,7 @@ def register_positional_encodings(register: Any) -> None:
     register("learned", posenc.build_learned, posenc.LearnedPosConfig)
     register("sincos", posenc.build_sincos, posenc.SinCosConfig)
     register("none", posenc.build_none, posenc.NoPosConfig)
-    register("peg", conv.build_peg, conv.PegConfig, tags={"image"})
+    register("peg", conv.build_peg, conv.PegConfig, tags={"image"}, needs={"grid-2d", "fixed-grid"})
 
 
 @hookimpl
@@ -44,6 +44,7 @@ def register_attention(register: Any) -> None:
         windows.build_window_attention,
         windows.WindowAttentionConfig,
         tags={"image", "sdpa"},
+        needs={"grid-2d", "fixed-grid", "no-prefix-tokens"},
         example=grid_only_example(window_size=2, mode="block"),
     )
     register(
@@ -51,6 +52,7 @@ def register_attention(register: Any) -> None:
         spatial_attention.build_spatial_reduction,
         spatial_attention.SpatialReductionConfig,
         tags={"image", "sdpa"},
+        needs={"grid-2d", "fixed-grid"},
         example={"config": {"ratio": 2}},
     )
     register(
@@ -58,6 +60,7 @@ def register_attention(register: Any) -> None:
         spatial_attention.build_conv_projection,
         spatial_attention.ConvProjectionConfig,
         tags={"image", "sdpa"},
+        needs={"grid-2d", "fixed-grid"},
         example={"config": {"kernel_size": 3, "kv_stride": 2}},
     )
 
@@ -83,24 +86,33 @@ def register_blocks(register: Any) -> None:
 
 @hookimpl
 def register_pooling(register: Any) -> None:
-    register("cls", pooling.build_cls_pool, pooling.ClsPoolConfig)
-    register("mean", pooling.build_mean_pool, pooling.MeanPoolConfig)
+    register(
+        "cls",
+        pooling.build_cls_pool,
+        pooling.ClsPoolConfig,
+        needs={"class-token"},
+        offers={"pooled-vector"},
+    )
+    register("mean", pooling.build_mean_pool, pooling.MeanPoolConfig, offers={"pooled-vector"})
     register(
         "cls-dist",
         pooling.build_cls_dist_pool,
         pooling.ClsDistPoolConfig,
         tags={"distillation"},
+        needs={"class-token"},
+        offers={"pooled-pair"},
         example={"model": {"distillation_token": True, "head": {"type": "distillation"}}},
     )
 
 
 @hookimpl
 def register_heads(register: Any) -> None:
-    register("linear", heads.build_linear_head, heads.LinearHeadConfig)
+    register("linear", heads.build_linear_head, heads.LinearHeadConfig, needs={"pooled-vector"})
     register(
         "distillation",
         heads.build_distillation_head,
         heads.DistillationHeadConfig,
         tags={"distillation"},
+        needs={"pooled-pair"},
         example={"model": {"distillation_token": True, "pool": {"type": "cls-dist"}}},
     )

@@ -23,7 +23,7 @@ from torch import nn
 from vitzoo.components.attention import AttentionBase
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import FollowsGrid
-from vitzoo.config import ComponentConfig, SpecValueError
+from vitzoo.config import ComponentConfig, PositiveInt, Rate, SpecValueError
 
 
 def split_prefix(
@@ -44,10 +44,10 @@ def heads_of(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 class _GridAttentionConfig(ComponentConfig):
-    head_dim: int | None = None
+    head_dim: PositiveInt | None = None
     qkv_bias: bool = True
-    attn_drop: float = 0.0
-    proj_drop: float = 0.0
+    attn_drop: Rate = 0.0
+    proj_drop: Rate = 0.0
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if spatial_dims != 2:
@@ -58,7 +58,7 @@ class SpatialReductionConfig(_GridAttentionConfig):
     """Global attention with keys/values from a ratio x ratio strided-conv reduced map (PVT/GSA)."""
 
     type: Literal["spatial-reduction"] = "spatial-reduction"
-    ratio: int = 2
+    ratio: PositiveInt = 2
 
     def check(self, **context: Any) -> None:
         super().check(**context)
@@ -119,9 +119,9 @@ class ConvProjectionConfig(_GridAttentionConfig):
     """CvT attention: depthwise-conv + BatchNorm projections for q, k, v (k, v strided)."""
 
     type: Literal["conv-proj"] = "conv-proj"
-    kernel_size: int = 3
-    q_stride: int = 1
-    kv_stride: int = 2
+    kernel_size: PositiveInt = 3
+    q_stride: PositiveInt = 1
+    kv_stride: PositiveInt = 2
     #: Logit scale 1/sqrt(head_dim) ("head", the usual) or 1/sqrt(width) ("width": the CvT
     #: reference code scales by the full attention width).
     scale_by: Literal["head", "width"] = "head"

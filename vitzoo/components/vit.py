@@ -22,6 +22,11 @@ from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.config import (
     ComponentConfig,
     ComponentSpec,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Rate,
+    SizeOrPair,
     SpecValueError,
     check_child,
     component_default,
@@ -32,12 +37,12 @@ class VitConfig(ComponentConfig):
     """Vision Transformer (Dosovitskiy et al., 2021) assembled from registered parts."""
 
     type: Literal["vit"] = "vit"
-    image_size: int | tuple[int, int] = 224
-    in_chans: int = 3
-    num_classes: int = 1000
-    dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
+    image_size: SizeOrPair = 224
+    in_chans: PositiveInt = 3
+    num_classes: NonNegativeInt = 1000
+    dim: PositiveInt = 768
+    depth: PositiveInt = 12
+    num_heads: PositiveInt = 12
     patch: ComponentSpec("patchifier") = component_default(type="linear", patch_size=16)
     posenc: ComponentSpec("posenc") = component_default(type="learned")
     attention: ComponentSpec("attention") = component_default(type="mhsa")
@@ -47,12 +52,12 @@ class VitConfig(ComponentConfig):
     head: ComponentSpec("head") = component_default(type="linear")
     class_token: bool = True
     distillation_token: bool = False
-    register_tokens: int = 0
-    emb_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    patch_dropout: float = 0.0
+    register_tokens: NonNegativeInt = 0
+    emb_dropout: Rate = 0.0
+    drop_path_rate: Rate = 0.0
+    patch_dropout: Rate = 0.0
     final_norm: bool = True
-    norm_eps: float = 1e-6
+    norm_eps: PositiveFloat = 1e-6
     #: The final norm: LayerNorm (ViT) or RMSNorm (set the block's ``norm`` too for RMSNorm throughout).
     norm: NormKind = "layernorm"
     #: Accept any input size the patchifier divides, per call: positions are resampled to the

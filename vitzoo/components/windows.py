@@ -28,7 +28,7 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.layers import to_pair
-from vitzoo.config import SpecValueError
+from vitzoo.config import SizeOrPair, SpecValueError
 
 
 def window_partition(x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
@@ -123,7 +123,7 @@ class WindowAttentionConfig(MhsaConfig):
     """Attention inside local windows (block) or dilated grids, optional relative position bias."""
 
     type: Literal["window"] = "window"  # type: ignore[assignment]
-    window_size: int | tuple[int, int] = 7
+    window_size: SizeOrPair = 7
     mode: Literal["block", "grid"] = "block"
     relative_bias: bool = True
     #: When the grid does not tile into windows it is zero-padded; True masks the padded keys

@@ -46,7 +46,8 @@ def parametrize_with_checks(
             if is_slow(check) and not include_slow:
                 continue
             marks = []
-            reason = known.get(variant.id, {}).get(check.__name__)
+            declared = getattr(variant.entry, "known_failures", None) or {}
+            reason = known.get(variant.id, {}).get(check.__name__, declared.get(check.__name__))
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
             if is_slow(check):

@@ -64,7 +64,11 @@ def check_variant(
     """
     if on_fail not in ("raise", "collect"):
         raise ValueError(f"on_fail must be 'raise' or 'collect', got {on_fail!r}")
-    expected = dict(expected_failed_checks or {})
+    # the variant's own declaration (``known_failures=`` at registration) plus the caller's
+    expected = {
+        **dict(getattr(variant.entry, "known_failures", None) or {}),
+        **dict(expected_failed_checks or {}),
+    }
     results: list[CheckResult] = []
     for check in yield_checks(variant):
         name = check.__name__

@@ -7,18 +7,27 @@ heavier than pydantic because :mod:`vitzoo.spec` includes them in every root spe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vitzoo.config import SpecValueError
+from vitzoo.config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Rate,
+    SpecValueError,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrainConfig(_Section):
@@ -27,15 +36,25 @@ class TrainConfig(_Section):
     The loss (and label smoothing) belongs to the ``objective:`` section, not here.
     """
 
-    epochs: int = Field(default=10, description="Passes over the training set.")
-    batch_size: int = Field(default=64, description="Global batch size (split across processes).")
-    lr: float = Field(default=1e-3, description="Peak learning rate, reached after warmup.")
-    min_lr: float = Field(default=1e-5, description="Learning rate at the end of the cosine.")
-    warmup_epochs: float = Field(default=1.0, description="Linear warmup length, in epochs.")
-    weight_decay: float = Field(default=0.05, description="AdamW decay (not on norms/biases/pos).")
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = Field(default=1.0, description="Max gradient norm; null disables.")
-    seed: int = Field(default=0, description="Seeds init, data order and augmentation.")
+    epochs: PositiveInt = Field(default=10, description="Passes over the training set.")
+    batch_size: PositiveInt = Field(
+        default=64, description="Global batch size (split across processes)."
+    )
+    lr: PositiveFloat = Field(default=1e-3, description="Peak learning rate, reached after warmup.")
+    min_lr: NonNegativeFloat = Field(
+        default=1e-5, description="Learning rate at the end of the cosine."
+    )
+    warmup_epochs: NonNegativeFloat = Field(
+        default=1.0, description="Linear warmup length, in epochs."
+    )
+    weight_decay: NonNegativeFloat = Field(
+        default=0.05, description="AdamW decay (not on norms/biases/pos)."
+    )
+    betas: tuple[Rate, Rate] = (0.9, 0.999)
+    grad_clip: PositiveFloat | None = Field(
+        default=1.0, description="Max gradient norm; null disables."
+    )
+    seed: NonNegativeInt = Field(default=0, description="Seeds init, data order and augmentation.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         default="fp32",
         description="bf16 = autocast; fp16 = autocast plus a dynamic gradient scaler.",
@@ -48,18 +67,18 @@ class TrainConfig(_Section):
         description="Fine-tune from this checkpoint: head reset for a new class count, "
         "learned positions resampled for a new image size.",
     )
-    log_every: int = Field(default=20, description="Steps between plain-text log lines.")
-    accumulation_steps: int = Field(
+    log_every: PositiveInt = Field(default=20, description="Steps between plain-text log lines.")
+    accumulation_steps: PositiveInt = Field(
         default=1,
         description="Split every batch into this many micro-batches and sum their gradients "
         "before one optimiser step (same update, less activation memory).",
     )
-    ema_decay: float | None = Field(
+    ema_decay: Rate | None = Field(
         default=None,
         description="Keep an exponential moving average of the weights (e.g. 0.999); it is "
         "what validation scores and best.safetensors holds. null disables.",
     )
-    layer_decay: float | None = Field(
+    layer_decay: Annotated[PositiveFloat, Field(le=1.0)] | None = Field(
         default=None,
         description="Layer-wise learning-rate decay for fine-tuning (e.g. 0.75): layer l of L "
         "gets lr * decay**(L - l), the head the full rate. null disables.",
@@ -105,19 +124,19 @@ class DataConfig(_Section):
 
     train_split: str = Field(default="train", description="Sub-folder with <class>/<image>.")
     val_split: str = Field(default="val", description="Sub-folder used for validation.")
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    scale: tuple[float, float] = Field(
+    mean: tuple[FiniteFloat, ...] = IMAGENET_MEAN
+    std: tuple[PositiveFloat, ...] = IMAGENET_STD
+    scale: tuple[PositiveFloat, PositiveFloat] = Field(
         default=(0.08, 1.0), description="Random-resized-crop area range (fraction of image)."
     )
-    ratio: tuple[float, float] = Field(
+    ratio: tuple[PositiveFloat, PositiveFloat] = Field(
         default=(0.75, 4 / 3), description="Random-resized-crop aspect-ratio range."
     )
-    hflip: float = Field(default=0.5, description="Horizontal flip probability.")
-    eval_crop: float = Field(
+    hflip: Probability = Field(default=0.5, description="Horizontal flip probability.")
+    eval_crop: FiniteFloat = Field(
         default=1.0, description="Centre-crop fraction at evaluation (1.0 = resize whole image)."
     )
-    num_workers: int = Field(default=0, description="DataLoader worker processes.")
+    num_workers: NonNegativeInt = Field(default=0, description="DataLoader worker processes.")
     train_csv: str | None = Field(
         default=None,
         description="CSV of 'path,label' rows (relative to the CSV's folder) labelling the "
@@ -129,16 +148,18 @@ class DataConfig(_Section):
         description="'trivial': TrivialAugment (one random op, random strength per image); "
         "'rand': RandAugment (aug_ops ops at aug_magnitude).",
     )
-    aug_ops: int = Field(default=2, description="RandAugment: ops applied per image.")
-    aug_magnitude: float = Field(default=9.0, description="RandAugment strength, 0..30.")
-    color_jitter: float = Field(
+    aug_ops: NonNegativeInt = Field(default=2, description="RandAugment: ops applied per image.")
+    aug_magnitude: Annotated[NonNegativeFloat, Field(le=30.0)] = Field(
+        default=9.0, description="RandAugment strength, 0..30."
+    )
+    color_jitter: Probability = Field(
         default=0.0,
         description="Random brightness, contrast and saturation factor in [1-x, 1+x].",
     )
-    random_erasing: float = Field(
+    random_erasing: Probability = Field(
         default=0.0, description="Probability of erasing a random rectangle with noise."
     )
-    erasing_scale: tuple[float, float] = Field(
+    erasing_scale: tuple[Probability, Probability] = Field(
         default=(0.02, 1 / 3), description="Random-erasing area range (fraction of image)."
     )
     sampler: Literal["shuffle", "balanced"] = Field(

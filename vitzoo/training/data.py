@@ -50,6 +50,21 @@ def generator(*parts: int) -> torch.Generator:
 # --------------------------------------------------------------------------------------------
 # Reading images
 # --------------------------------------------------------------------------------------------
+def image_error(path: str | Path, exc: BaseException) -> str:
+    """A plain sentence for why ``path`` could not be read as an image (no ``[Errno 2]``)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {path}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, not an image"
+    if isinstance(exc, PermissionError):
+        return f"permission denied reading {path}"
+    if isinstance(exc, UnidentifiedImageError):
+        return f"{path} is not an image file Pillow can read (PNG, JPEG, ...)"
+    return f"cannot read {path} as an image ({type(exc).__name__}: {exc})"
+
+
 def open_image(path: str | Path, channels: int) -> Image.Image:
     """Decode ``path`` into an ``RGB`` (3 channels) or ``L`` (1 channel) image.
 

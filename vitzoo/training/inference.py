@@ -28,6 +28,7 @@ from vitzoo.training.data import (
     FolderDataset,
     ImageFolder,
     Transform,
+    image_error,
     is_clip,
     loader,
     open_image,
@@ -246,7 +247,7 @@ def predict(
             else:
                 img = open_image(path, transform.channels)
         except Exception as exc:  # Pillow raises many types for bad files
-            results.append({"image": str(path), "error": f"{type(exc).__name__}: {exc}"})
+            results.append({"image": str(path), "error": image_error(path, exc)})
             continue
         with torch.no_grad():
             logits = classification_logits(model(transform(img).unsqueeze(0).to(device)))

@@ -596,12 +596,15 @@ def train(
     """
     system = system or get_plugin_system()
     changes = dict(overrides or {})
+    sources = {k: f"--set {k}={v}" for k, v in changes.items()}
     if epochs is not None:
         changes["train.epochs"] = epochs
+        sources["train.epochs"] = f"--epochs {epochs}"
     if batch_size is not None:
         changes["train.batch_size"] = batch_size
+        sources["train.batch_size"] = f"--batch-size {batch_size}"
     name = Path(spec).stem if isinstance(spec, str | Path) else None
-    spec = resolve_spec(spec, changes, system=system)
+    spec = resolve_spec(spec, changes, system=system, sources=sources)
     run_dir = Path(out) if out is not None else Path("runs") / (name or spec.model.type)
 
     info = distributed.setup(spec.train.device)

@@ -23,14 +23,15 @@ from torch import nn
 import vitzoo
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.config import PositiveFloat
 
 
 class CosineAttentionConfig(MhsaConfig):
     """Multi-head attention on cosine similarities with a learned per-head temperature."""
 
     type: Literal["cosine"] = "cosine"
-    init_temperature: float = 10.0
-    max_temperature: float = 100.0
+    init_temperature: PositiveFloat = 10.0
+    max_temperature: PositiveFloat = 100.0
 
     @model_validator(mode="after")
     def _temperatures(self) -> CosineAttentionConfig:

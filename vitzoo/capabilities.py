@@ -1,0 +1,103 @@
+"""The capability vocabulary: what a registered part NEEDS from the model around it, and OFFERS.
+
+Free-form ``tags`` describe a registration for people (``vitzoo list``); capabilities are a small
+closed vocabulary the spec layer checks a whole spec against (:mod:`vitzoo.compat`), so that a
+spec combining parts that cannot work together is refused at validation with a sentence naming
+the part, instead of crashing inside torch. Plugins declare them at registration::
+
+    register("window", build, WindowAttentionConfig, needs={"grid-2d", "no-prefix-tokens"})
+
+Both keywords default to "derived from the tags" (:func:`needs_of`, :func:`offers_of`), so a
+third-party plugin that declares nothing keeps working and is simply checked less.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+
+class Capability(StrEnum):
+    """One word of the vocabulary (a ``str``, so plugins may pass plain strings)."""
+
+    #: The input is an image (B, C, H, W) / the part only works on images.
+    IMAGE = "image"
+    #: The input is a video or volume (B, C, T, H, W) / the part only works on those.
+    VIDEO = "video"
+    #: The tokens form a 2-D (h, w) grid the part folds back into a map (windows, convs).
+    GRID_2D = "grid-2d"
+    #: The part needs every grid token, in order: no patch dropout, no token merging.
+    FIXED_GRID = "fixed-grid"
+    #: The part cannot handle class / distillation / register tokens in the sequence.
+    NO_PREFIX_TOKENS = "no-prefix-tokens"
+    #: The part needs the model's class token (class-token pooling).
+    CLASS_TOKEN = "class-token"
+    #: Attention / block: accepts a key-padding token mask. Architecture: passes one to its
+    #: blocks, so it NEEDS parts that offer it.
+    TOKEN_MASK = "token-mask"
+    #: The model exposes a flat token sequence with ``embed`` / ``encode`` (masked-image
+    #: objectives need it).
+    TOKENS = "tokens"
+    #: The model returns hierarchical (B, C, H, W) feature maps.
+    FEATURE_MAPS = "feature-maps"
+    #: The encoder drops or merges tokens (the token grid changes inside the model).
+    DROPS_TOKENS = "drops-tokens"
+    #: Pooling gives one vector per image (B, D); a head needs that.
+    POOLED_VECTOR = "pooled-vector"
+    #: Pooling gives the class and distillation tokens (B, 2, D); a distillation head needs it.
+    POOLED_PAIR = "pooled-pair"
+
+
+VOCABULARY: frozenset[str] = frozenset(c.value for c in Capability)
+
+#: Words a part may NEED and what an architecture must OFFER (or its config must allow) for it.
+CONTEXT_WORDS = frozenset({"image", "video", "grid-2d"})
+
+
+def normalise(words: Any, *, where: str) -> frozenset[str]:
+    """Validate a ``needs=`` / ``offers=`` declaration (a word or an iterable of words)."""
+    from vitzoo.registry import RegistrationError
+    from vitzoo.suggest import did_you_mean
+
+    if words is None:
+        return frozenset()
+    if isinstance(words, str):
+        words = (words,)
+    out = set()
+    for word in words:
+        text = str(word.value if isinstance(word, Capability) else word)
+        if text not in VOCABULARY:
+            raise RegistrationError(
+                f"{where}: unknown capability {text!r}{did_you_mean(text, VOCABULARY)}; "
+                f"the vocabulary: {', '.join(sorted(VOCABULARY))}"
+            )
+        out.add(text)
+    return frozenset(out)
+
+
+def _derived(tags: Iterable[str], kind: str, direction: str) -> frozenset[str]:
+    """Sensible defaults from the older free-form tags, for plugins that declare nothing."""
+    tags = set(tags)
+    out: set[str] = set()
+    if kind == "architecture":
+        if direction == "offers":
+            out |= tags & {"image", "video", "tokens", "feature-maps", "drops-tokens"}
+            if "image" in tags:
+                out.add("grid-2d")
+        return frozenset(out)
+    if kind in ("attention", "block") and direction == "offers" and "mask" in tags:
+        out.add("token-mask")
+    if direction == "needs" and kind != "objective":
+        out |= tags & {"image", "video"}
+    return frozenset(out)
+
+
+def needs_of(entry: Any) -> frozenset[str]:
+    declared = getattr(entry, "needs", None)
+    return frozenset(declared) if declared else _derived(entry.tags, entry.kind, "needs")
+
+
+def offers_of(entry: Any) -> frozenset[str]:
+    declared = getattr(entry, "offers", None)
+    return frozenset(declared) if declared else _derived(entry.tags, entry.kind, "offers")
