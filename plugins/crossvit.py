@@ -46,7 +46,7 @@ class CrossVitBranch(BaseModel):
     #: The size this branch sees: the input is resized to it first (bicubic, align_corners
     #: false, as the official code / timm's ``img_scale``). None: the model's ``image_size``.
     #: The released models give the large branch 224 of a 240 input (197 positions).
-    image_size: int | tuple[int, int] | None = None
+    image_size: SizeOrPair | None = None
 
     def size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
         return image_size if self.image_size is None else to_pair(self.image_size)

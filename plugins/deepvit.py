@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 from vitzoo_plugins._catalogue import register_catalogue_presets
 
@@ -31,6 +30,7 @@ from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.head_mixing import HeadMix
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt
 
 TINY = TINY_VIT
 
@@ -46,7 +46,7 @@ class ReAttentionConfig(MhsaConfig):
     norm: Literal["batch", "layer", "none"] = "batch"
     #: Blocks before this (0-based) layer index use plain attention: no head mixing, no norm
     #: (the released DeepViT-S re-attends in its last 5 of 16 blocks, DeepViT-L in 12 of 32).
-    transform_from_layer: int = Field(0, ge=0)
+    transform_from_layer: NonNegativeInt = 0
     #: Multiply the re-mixed, normalised map by head_dim**-0.5 (the released DeepViT-S).
     transform_scale: bool = False
 
@@ -86,7 +86,7 @@ class DeepVitBlockConfig(PreNormBlockConfig):
     """The released DeepViT block: branches see ``scale_adjustment * x`` and are divided by it."""
 
     type: Literal["deepvit"] = "deepvit"  # type: ignore[assignment]
-    scale_adjustment: float = Field(1.0, gt=0.0)
+    scale_adjustment: PositiveFloat = 1.0
 
 
 class DeepVitBlock(PreNormBlock):
@@ -112,8 +112,8 @@ class DeepVitConvStemConfig(ComponentConfig):
     """DeepViT-S/L stem: conv7x7/2-BN-ReLU (64), conv3x3-BN-ReLU (64), conv (patch/2)/(patch/2)."""
 
     type: Literal["deepvit-conv-stem"] = "deepvit-conv-stem"
-    patch_size: int = 16
-    hidden_channels: int = Field(64, ge=1)
+    patch_size: PositiveInt = 16
+    hidden_channels: PositiveInt = 64
 
     def check(self, image_size: Any = None, **_: Any) -> None:
         if self.patch_size < 2 or self.patch_size % 2:

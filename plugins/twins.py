@@ -143,10 +143,10 @@ class TwinsPcpvtConfig(TwinsSvtConfig):
 
     type: Literal["twins-pcpvt"] = "twins-pcpvt"  # type: ignore[assignment]
     mode: Literal["svt", "pcpvt"] = "pcpvt"
-    dims: list[int] = [64, 128, 320, 512]
-    depths: list[int] = [3, 4, 6, 3]
-    num_heads: list[int] = [1, 2, 5, 8]
-    mlp_ratios: list[float] | None = [8.0, 8.0, 4.0, 4.0]
+    dims: list[PositiveInt] = [64, 128, 320, 512]
+    depths: list[PositiveInt] = [3, 4, 6, 3]
+    num_heads: list[PositiveInt] = [1, 2, 5, 8]
+    mlp_ratios: list[PositiveFloat] | None = [8.0, 8.0, 4.0, 4.0]
 
 
 def build_twins_pcpvt(config: TwinsPcpvtConfig, ctx: BuildContext) -> TwinsSvt:
