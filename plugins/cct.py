@@ -287,7 +287,9 @@ def register_patchifiers(register: Any) -> None:
         "conv-tokenizer",
         build_conv_tokenizer,
         ConvTokenizerConfig,
-        tags={"image"},
+        # No image/video tag (a tag becomes a need): it takes images (spatial_dims 2) and
+        # videos/volumes (3), and its check() matches spatial_dims to the host's input.
+        tags={"conv"},
         example={"config": {"kernel_size": 3, "stride": 2, "padding": 1, "hidden_channels": 16}},
     )
 

@@ -380,7 +380,7 @@ def test_cli_attention_layer_range_and_data_statistics(tmp_path: Path) -> None:
     result = run(
         "attention", str(spec_path), str(image), "-o", str(tmp_path / "o.png"), "--layer", "99"
     )
-    assert result.exit_code == 1 and "--layer 99 is out of range" in result.output
+    assert result.exit_code == 1 and "--layer: layer index 99 is out of range" in result.output
     model = vitzoo.build(str(spec_path))
     assert normalisation(str(spec_path), model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 

@@ -102,12 +102,12 @@ def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) 
     indices = None if asked is None else list(asked)
     with record_attention(model) as maps:
         final, outputs = model.forward_intermediates(x, indices=indices)  # type: ignore[operator]
-    # outputs come in model order whatever order was asked for: label each with the index the
-    # caller wrote for it (``layer-1`` is the last block's output)
+    # outputs come in the order asked for (vitzoo.components.features): label each with the
+    # index the caller wrote for it (``layer-1`` is the last block's output)
     names = (
         [f"layer{i}" for i in range(len(outputs))]
         if asked is None
-        else [f"layer{asked[r]}" for r in sorted(asked)]
+        else [f"layer{asked[r]}" for r in asked]
     )
     if len(names) != len(outputs):  # a model whose layers are not its ``blocks``
         names = [f"layer{i}" for i in range(len(outputs))]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import signal
 import threading
@@ -334,6 +335,16 @@ class _Run:
                 self.objective, device_ids=[self.info.device.index] if cuda else None
             )
 
+    def unwrap(self) -> None:
+        """Drop the DistributedDataParallel wrapper while the process group still exists.
+
+        Its reducer holds the gloo process group; freed after ``destroy_process_group`` (when
+        the run object is collected later), the group's destructor joins worker threads that
+        wait for the GIL the destructor holds, and the process never exits.
+        """
+        self.runner = self.objective
+        gc.collect()
+
     def lr(self, step: int) -> float:
         return lr_at(step, self.total_steps, self.warmup_steps, self.cfg)
 
@@ -609,6 +620,7 @@ def train(
 
     info = distributed.setup(spec.train.device)
     reporter = Reporter(console, enabled=info.is_main, log_every=spec.train.log_every)
+    run: _Run | None = None
     try:
         if not resume and (run_dir / LAST).exists():
             raise FileExistsError(
@@ -692,6 +704,8 @@ def train(
         return TrainResult(run_dir, run.history, classes, model, report)
     finally:
         reporter.end_epoch()
+        if run is not None:
+            run.unwrap()
         distributed.teardown(info)
 
 
