@@ -7,7 +7,7 @@ import json
 import shlex
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,24 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
             _fail(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(raw)
     return out
+
+
+def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--runtime`` and ``--precision``, shared by evaluate and predict."""
+    command = click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16"]),
+        default="fp32",
+        show_default=True,
+        help="bf16: weights cast once to bfloat16 (torch runtime).",
+    )(command)
+    return click.option(
+        "--runtime",
+        type=click.Choice(["torch", "onnxruntime"]),
+        default="torch",
+        show_default=True,
+        help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
+    )(command)
 
 
 @contextmanager
@@ -261,20 +279,7 @@ def _per_class_table(report: dict[str, Any]) -> Table:
 @click.option(
     "--strict-data", is_flag=True, help="Fail on unreadable images instead of skipping them."
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(["torch", "onnxruntime"]),
-    default="torch",
-    show_default=True,
-    help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="bf16: weights cast once to bfloat16 (torch runtime).",
-)
+@inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--confusion-png",
@@ -346,20 +351,7 @@ def evaluate(
     help="Classes to show per input (at least 1).",
 )
 @click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--runtime",
-    type=click.Choice(["torch", "onnxruntime"]),
-    default="torch",
-    show_default=True,
-    help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="bf16: weights cast once to bfloat16 (torch runtime).",
-)
+@inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(
     checkpoint: Path,
