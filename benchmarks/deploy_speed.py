@@ -7,6 +7,11 @@ Scenarios (``--scenario``):
   bf16 autocast, timm under bf16 autocast, and a bf16 matmul at the model's dominant GEMM shape.
 * ``small``: the small / conv-heavy presets (``--models``) at batch 16, float32: vitzoo and timm
   eager, and a float32 matmul at each model's dominant GEMM shape.
+* ``compile``: a training step (forward, cross-entropy, backward, AdamW) of small ViTs
+  (``--models``, presets or spec files; default the digits example and ViT-Ti/16), eager
+  against ``torch.compile`` -- what ``train.compile: true`` does to the trainer's step -- with
+  the compile time (the first compiled call, wall and CPU seconds incl. compile workers)
+  reported apart from the steady-state rate.
 
 Every workload of a scenario (models and matmul probes alike) is timed in one interleaved run
 with a rotating order (:func:`vitzoo.bench.timing.interleaved`, the method of
@@ -15,6 +20,7 @@ FLOPs come from :func:`vitzoo.bench.roofline.count_flops` on the vitzoo model.
 
     python benchmarks/deploy_speed.py --scenario small --threads 2 --repeats 5 --clock cpu
     python benchmarks/deploy_speed.py --scenario bf16 --device cuda --repeats 20 --iters 10
+    python benchmarks/deploy_speed.py --scenario compile --threads 2 --repeats 5 --clock cpu
 
 Needs timm next to vitzoo (``pip install -e .[bench,export]``, see benchmarks/README.md).
 """
@@ -22,9 +28,12 @@ Needs timm next to vitzoo (``pip install -e .[bench,export]``, see benchmarks/RE
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,10 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_peers import build_library_model  # noqa: E402
 
 from vitzoo.bench.roofline import MatmulProbe, count_flops  # noqa: E402
+from vitzoo.bench.runner import BenchOptions, TrainStep, model_flops  # noqa: E402
 from vitzoo.bench.timing import Spread, interleaved, rates  # noqa: E402
 from vitzoo.precision import for_inference  # noqa: E402
 
 SMALL = "mobilevit-xs,pit-ti,maxvit-t,twins-svt-s,levit-128s"
+#: Small ViTs for the compile scenario: the digits example (4 blocks, dim 64, 16 px) and ViT-Ti.
+COMPILE = str(Path(__file__).resolve().parent.parent / "examples" / "digits.yaml") + ",vit-ti16"
 
 
 def inference(model: Any, x: torch.Tensor, autocast: bool = False) -> Callable[[], None]:
@@ -54,12 +66,58 @@ def inference(model: Any, x: torch.Tensor, autocast: bool = False) -> Callable[[
     return run
 
 
+def seconds_now() -> tuple[float, float]:
+    """(wall, CPU) seconds; CPU includes finished child processes (inductor's compile workers)."""
+    t = os.times()
+    return time.perf_counter(), t.user + t.system + t.children_user + t.children_system
+
+
+def compile_workloads(
+    args: argparse.Namespace, preset: str, work: dict[str, Any], info: dict[str, dict]
+) -> None:
+    """Eager and compiled training steps of one model; the first compiled call is timed apart."""
+    device = torch.device(args.device)
+    model, size = build_library_model("vitzoo", preset)
+    model = model.to(device)
+    name = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    x = torch.randn(args.batch, *size, device=device)
+    flops = model_flops(model, x, train=True)
+    probe = f"matmul {name}"
+    if flops.dominant is not None:
+        work[probe] = MatmulProbe(flops.dominant, torch.float32, device)
+        info[probe] = {"shape": str(flops.dominant), "flops": flops.dominant.flops}
+    steps = {
+        f"eager {name}": TrainStep(model, x, BenchOptions(device=args.device)),
+        f"compiled {name}": TrainStep(
+            copy.deepcopy(model), x, BenchOptions(device=args.device, compile=True)
+        ),
+    }
+    for key, step in steps.items():
+        wall0, cpu0 = seconds_now()
+        step()  # eager: a first call; compiled: tracing + inductor compilation + the call
+        wall1, cpu1 = seconds_now()
+        work[key] = step
+        info[key] = {
+            "batch": args.batch,
+            "flops_per_image": flops.total / args.batch,
+            "probe": probe,
+            "first_call_s": {"wall": wall1 - wall0, "cpu": cpu1 - cpu0},
+        }
+        print(f"  first call {key}: {wall1 - wall0:.1f} s wall, {cpu1 - cpu0:.1f} CPU-s")
+
+
 def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict]]:
     """name -> workload, and name -> {batch, flops per image, matmul probe name} for the report."""
     device = torch.device(args.device)
     work: dict[str, Any] = {}
     info: dict[str, dict] = {}
-    presets = ["vit-s16"] if args.scenario in ("onnx", "bf16") else args.models.split(",")
+    if args.scenario == "compile":
+        for preset in (args.models or COMPILE).split(","):
+            compile_workloads(args, preset, work, info)
+        return work, info
+    presets = (
+        ["vit-s16"] if args.scenario in ("onnx", "bf16") else (args.models or SMALL).split(",")
+    )
     batch = 1 if args.scenario == "onnx" else args.batch
     for preset in presets:
         vz, size = build_library_model("vitzoo", preset)
@@ -105,8 +163,12 @@ def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--scenario", choices=["onnx", "bf16", "small"], required=True)
-    p.add_argument("--models", default=SMALL, help="presets for --scenario small")
+    p.add_argument("--scenario", choices=["onnx", "bf16", "small", "compile"], required=True)
+    p.add_argument(
+        "--models",
+        help=f"presets (or spec files) for --scenario small (default {SMALL}) or compile "
+        "(default: the digits example and vit-ti16)",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -172,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<28} {ips.median:8.2f} {unit} [{ips.min:.2f}-{ips.max:.2f}]  "
             f"{latency.median:8.1f} ms/call  {achieved:7.1f} GFLOP/s  {frac:5.0%} of matmul"
         )
+        if "first_call_s" in meta:
+            first = meta["first_call_s"]
+            print(f"  {'':<28} first call {first['wall']:.1f} s wall, {first['cpu']:.1f} CPU-s")
         report["results"][name] = {
+            **({"first_call_s": meta["first_call_s"]} if "first_call_s" in meta else {}),
             "batch": meta["batch"],
             "images_per_s": ips.as_dict(),
             "ms_per_call": latency.as_dict(),
@@ -180,9 +246,36 @@ def main(argv: list[str] | None = None) -> int:
             "achieved_gflops_per_s": achieved,
             "matmul_fraction": frac,
         }
+    report["ratios"] = ratios(report["results"])
+    for label, value in report["ratios"].items():
+        print(f"  {label:<44} {value:5.2f}x (medians)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+#: (numerator prefix, denominator prefix) pairs whose median throughputs are compared.
+RATIO_PAIRS = (
+    ("vitzoo ", "timm "),
+    ("compiled ", "eager "),
+    ("vitzoo bf16 weights", "timm autocast"),
+    ("vitzoo autocast", "timm autocast"),
+    ("vitzoo onnxruntime", "timm eager"),
+)
+
+
+def ratios(results: dict[str, dict]) -> dict[str, float]:
+    """Median images/s of each workload over its peer's: vitzoo / timm, compiled / eager."""
+    out = {}
+    for top, bottom in RATIO_PAIRS:
+        for name, row in results.items():
+            if not name.startswith(top) or "images_per_s" not in row:
+                continue
+            peer = bottom + name[len(top) :] if top.endswith(" ") else bottom
+            if peer in results and peer != name:
+                ips = row["images_per_s"]["median"] / results[peer]["images_per_s"]["median"]
+                out[f"{name} / {peer}"] = ips
+    return out
 
 
 if __name__ == "__main__":

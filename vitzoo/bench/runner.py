@@ -112,7 +112,7 @@ class Inference:
             self.fn(self.x)
 
 
-def _flops(model: nn.Module, x: torch.Tensor, train: bool, options: BenchOptions) -> FlopCount:
+def model_flops(model: nn.Module, x: torch.Tensor, train: bool) -> FlopCount:
     """FLOPs of one call on eager float32 (the same maths whatever the runtime or precision)."""
     if not train:
         return count_flops(lambda: model.eval()(x))
@@ -145,7 +145,7 @@ def bench_model(model: nn.Module, options: BenchOptions, *, label: str = "") -> 
     for mode, batch in modes:
         x = torch.randn(batch, *input_size, device=device)
         inputs[(mode, batch)] = x
-        flops[(mode, batch)] = _flops(model, x, mode == "train", options)
+        flops[(mode, batch)] = model_flops(model, x, mode == "train")
     model.eval()
     largest = flops[("infer", max(batches))]
     workloads: dict[str, Callable[[], None]] = {}
