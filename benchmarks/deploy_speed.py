@@ -7,6 +7,9 @@ Scenarios (``--scenario``):
   bf16 autocast, timm under bf16 autocast, and a bf16 matmul at the model's dominant GEMM shape.
 * ``small``: the small / conv-heavy presets (``--models``) at batch 16, float32: vitzoo and timm
   eager, and a float32 matmul at each model's dominant GEMM shape.
+* ``layout``: MaxViT-T (``--models``) as built (channels-last from the stem, issue 12) against
+  the same model run in the NCHW layout it had before (the stem without the channels-last copy)
+  and timm, float32 inference: the before/after of that change in one interleaved run.
 * ``compile``: a training step (forward, cross-entropy, backward, AdamW) of small ViTs
   (``--models``, presets or spec files; default the digits example and ViT-Ti/16), eager
   against ``torch.compile`` -- what ``train.compile: true`` does to the trainer's step -- with
@@ -33,7 +36,9 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,15 @@ def inference(model: Any, x: torch.Tensor, autocast: bool = False) -> Callable[[
             model(x)
 
     return run
+
+
+def nchw_variant(model: Any) -> Any:
+    """A copy of a staged model whose stem runs on the NCHW image (the pre-issue-12 layout)."""
+    from vitzoo.components.hierarchical import HierarchicalModel
+
+    variant = copy.deepcopy(model)
+    variant.run_stem = types.MethodType(HierarchicalModel.run_stem, variant)
+    return variant
 
 
 def seconds_now() -> tuple[float, float]:
@@ -115,8 +129,9 @@ def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
         for preset in (args.models or COMPILE).split(","):
             compile_workloads(args, preset, work, info)
         return work, info
+    default = "maxvit-t" if args.scenario == "layout" else SMALL
     presets = (
-        ["vit-s16"] if args.scenario in ("onnx", "bf16") else (args.models or SMALL).split(",")
+        ["vit-s16"] if args.scenario in ("onnx", "bf16") else (args.models or default).split(",")
     )
     batch = 1 if args.scenario == "onnx" else args.batch
     for preset in presets:
@@ -144,6 +159,11 @@ def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
             entries["vitzoo eager"] = inference(vz, x)
             if timm_model is not None:
                 entries["timm eager"] = inference(timm_model, x)
+        elif args.scenario == "layout":
+            entries[f"vitzoo {preset}"] = inference(vz, x)
+            entries[f"vitzoo-nchw {preset}"] = inference(nchw_variant(vz), x)
+            if timm_model is not None:
+                entries[f"timm {preset}"] = inference(timm_model, x)
         elif args.scenario == "bf16":
             import copy
 
@@ -163,10 +183,13 @@ def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--scenario", choices=["onnx", "bf16", "small", "compile"], required=True)
+    p.add_argument(
+        "--scenario", choices=["onnx", "bf16", "small", "layout", "compile"], required=True
+    )
     p.add_argument(
         "--models",
-        help=f"presets (or spec files) for --scenario small (default {SMALL}) or compile "
+        help=f"presets (or spec files) for --scenario small (default {SMALL}), layout "
+        "(default maxvit-t) or compile "
         "(default: the digits example and vit-ti16)",
     )
     p.add_argument("--batch", type=int, default=16)
@@ -183,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.scenario == "compile" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # A cold compile, as in a fresh training run: not inductor's cache of earlier runs.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="vitzoo-inductor-")
     work, info = scenario_workloads(args)
     times = interleaved(
         work,
@@ -257,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
 #: (numerator prefix, denominator prefix) pairs whose median throughputs are compared.
 RATIO_PAIRS = (
     ("vitzoo ", "timm "),
+    ("vitzoo ", "vitzoo-nchw "),
+    ("vitzoo-nchw ", "timm "),
     ("compiled ", "eager "),
     ("vitzoo bf16 weights", "timm autocast"),
     ("vitzoo autocast", "timm autocast"),

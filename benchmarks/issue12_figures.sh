@@ -20,6 +20,10 @@ for batch in 16 8; do
     --batch "$batch" --iters 2 "${common[@]}" --json "$out/small-b$batch.json"
   models="pit-ti,maxvit-t"  # batch 8 only for the two profiled in this round
 done
+for batch in 16 8; do
+  benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario layout --batch "$batch" \
+    --iters 1 "${common[@]}" --json "$out/layout-b$batch.json"
+done
 benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario bf16 --iters 2 "${common[@]}" \
   --json "$out/bf16.json"
 benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario compile --iters 3 "${common[@]}" \
