@@ -202,14 +202,7 @@ def issues_of(
 
 def to_issues(found: Found, positions: Positions, file: str) -> list[SpecIssue]:
     """Each problem at the line of its path (or of its nearest written parent)."""
-    issues = []
-    for loc, message, _ in found:
-        probe = loc
-        while probe and probe not in positions:
-            probe = probe[:-1]
-        line, col = positions.get(probe, (None, None))
-        issues.append(SpecIssue(".".join(str(p) for p in loc), message, file, line, col))
-    return issues
+    return [SpecIssue.at(loc, message, file, positions) for loc, message, _ in found]
 
 
 def spec_error_from(

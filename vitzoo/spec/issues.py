@@ -7,7 +7,9 @@ another's machinery to do so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,23 @@ class SpecIssue:
     file: str = "<spec>"
     line: int | None = None
     column: int | None = None
+
+    @classmethod
+    def at(
+        cls,
+        path: tuple[Any, ...],
+        message: str,
+        file: str = "<spec>",
+        positions: Mapping[tuple[Any, ...], tuple[int, int]] | None = None,
+    ) -> SpecIssue:
+        """The issue at spec ``path``, on the line of that path or of its nearest parent
+        written in the file (a default the user never wrote has no line of its own)."""
+        positions = positions or {}
+        probe = path
+        while probe and probe not in positions:
+            probe = probe[:-1]
+        line, col = positions.get(probe, (None, None))
+        return cls(".".join(str(p) for p in path), message, file, line, col)
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
