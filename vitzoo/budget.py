@@ -379,14 +379,12 @@ def check_budget(
     result = trial_build(registry, spec)
     path: tuple[Any, ...] = ("model",)
     if isinstance(result, SpecError):
-        issues = []
-        for issue in result.issues:
-            probe = tuple(issue.path.split("."))
-            while probe and probe not in (positions or {}):
-                probe = probe[:-1]
-            line, col = (positions or {}).get(probe, (None, None))
-            issues.append(SpecIssue(issue.path, issue.message, file, line, col))
-        raise SpecError(issues)
+        raise SpecError(
+            [
+                SpecIssue.at(tuple(issue.path.split(".")), issue.message, file, positions)
+                for issue in result.issues
+            ]
+        )
     if isinstance(result, TrialReport):
         problem = _expected_shape(spec, result)
         if problem is None:
@@ -394,9 +392,4 @@ def check_budget(
         path = ("model", "head")
     else:
         problem, path = result.message, result.path
-    probe = path
-    positions = positions or {}
-    while probe and probe not in positions:
-        probe = probe[:-1]
-    line, col = positions.get(probe, (None, None))
-    raise SpecError([SpecIssue(".".join(path), problem, file, line, col)])
+    raise SpecError([SpecIssue.at(path, problem, file, positions)])

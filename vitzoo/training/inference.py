@@ -20,8 +20,8 @@ from torch import nn
 
 from vitzoo.checkpoint import load, read_checkpoint
 from vitzoo.plugins import PluginSystem
+from vitzoo.spec.sections import DataConfig
 from vitzoo.training import distributed
-from vitzoo.training.config import DataConfig
 from vitzoo.training.data import (
     DataError,
     EpochBatches,

@@ -142,7 +142,7 @@ def data_overrides(pre: Preprocessing, data_section: Any) -> dict[str, Any]:
     Defaults rather than "fields set" decide, because a spec that went through a checkpoint or
     an override round trip has every field set.
     """
-    from vitzoo.training.config import DataConfig
+    from vitzoo.spec.sections import DataConfig
 
     default = DataConfig()
     out: dict[str, Any] = {}
