@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-#: Channel statistics used when the model's spec has no ``data:`` section (ImageNet's).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+# Channel statistics used when the model's spec has no ``data:`` section (ImageNet's).
+from vitzoo.weights.preprocessing import IMAGENET_MEAN as MEAN
+from vitzoo.weights.preprocessing import IMAGENET_STD as STD
 
 
 def load_model(source: str) -> Any:

@@ -21,9 +21,7 @@ from vitzoo.config import (
     Rate,
     SpecValueError,
 )
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vitzoo.weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 class _Section(BaseModel):

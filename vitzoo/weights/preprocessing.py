@@ -13,6 +13,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+#: ImageNet's channel statistics: the normalisation of ImageNet-trained weights, and vitzoo's
+#: default wherever a spec or a checkpoint says nothing else.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 PREPROCESSING_KEY = "vitzoo.preprocessing"
 CLASSES_KEY = "vitzoo.classes"
 
