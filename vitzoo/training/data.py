@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from vitzoo.training.augment import augment_after_normalise, augment_before_normalise
+from vitzoo.training.augment import augment_after_normalise, augment_before_normalise, random_box
 from vitzoo.training.config import DataConfig
 
 IMAGE_SUFFIXES = frozenset(
@@ -385,10 +385,6 @@ def frame_indices(
 # --------------------------------------------------------------------------------------------
 # Transforms (Pillow + torch; no torchvision)
 # --------------------------------------------------------------------------------------------
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=gen))
-
-
 def random_resized_crop_box(
     width: int,
     height: int,
@@ -396,18 +392,12 @@ def random_resized_crop_box(
     ratio: tuple[float, float],
     gen: torch.Generator,
 ) -> tuple[int, int, int, int]:
-    """A random box covering ``scale`` of the area with aspect ``ratio`` (Inception-style)."""
-    area = width * height
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        target = area * _uniform(gen, *scale)
-        aspect = math.exp(_uniform(gen, log_lo, log_hi))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            left = int(torch.randint(0, width - w + 1, (), generator=gen))
-            top = int(torch.randint(0, height - h + 1, (), generator=gen))
-            return left, top, left + w, top + h
+    """A random box covering ``scale`` of the area with aspect ``ratio`` (Inception-style),
+    as Pillow's ``(left, top, right, bottom)``."""
+    box = random_box((width, height), scale, ratio, gen)
+    if box is not None:
+        left, top, w, h = box
+        return left, top, left + w, top + h
     # Fall back to the largest centred box the ratio range allows.
     aspect = width / height
     if aspect < ratio[0]:
