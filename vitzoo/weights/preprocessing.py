@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# ImageNet's channel statistics (the default wherever a spec or checkpoint says nothing else)
+# are defined once, in the spec layer that uses them as the ``data:`` defaults.
+
 PREPROCESSING_KEY = "vitzoo.preprocessing"
 CLASSES_KEY = "vitzoo.classes"
 
