@@ -196,7 +196,7 @@ def _run_trial(registry: Any, spec: Any) -> TrialReport:
             raise BudgetExceeded("parameters", params, max_params, "VITZOO_MAX_PARAMS")
         objective = getattr(spec, "objective", None)
         if objective is not None:
-            from vitzoo.objectives.base import check_compatible
+            from vitzoo.objectives import check_compatible
 
             model.vitzoo_spec = spec
             check_compatible(objective, model, registry)  # what the built model really offers
