@@ -69,8 +69,9 @@ class DinoConfig(ObjectiveConfig):
     teacher_temp: PositiveFloat = Field(0.04, gt=0.0)
     center_momentum: Probability = Field(0.9, ge=0.0, lt=1.0)
     teacher_momentum: Probability = Field(0.996, ge=0.0, le=1.0)
-    global_crops: PositiveInt = Field(2, ge=1)
-    local_crops: NonNegativeInt = Field(8, ge=0)
+    #: views per image are bounded: each is a forward pass, and the papers use at most 2 + 10
+    global_crops: PositiveInt = Field(2, ge=1, le=16)
+    local_crops: NonNegativeInt = Field(8, ge=0, le=64)
     global_crop_scale: tuple[PositiveFloat, PositiveFloat] = (0.4, 1.0)
     local_crop_scale: tuple[PositiveFloat, PositiveFloat] = (0.05, 0.4)
     local_crop_size: PositiveInt | None = None
@@ -182,9 +183,14 @@ class DinoObjective(Objective):
             groups.setdefault(tuple(v.shape[1:]), []).append(i)
         for members in groups.values():
             result = fn(torch.cat([views[i] for i in members]))
-            parts = [r.chunk(len(members)) for r in result] if isinstance(result, tuple) else None
+            # split once per group (splitting per view made many crops quadratic)
+            if isinstance(result, tuple):
+                parts = [r.chunk(len(members)) for r in result]
+                pieces: list[Any] = [tuple(p[j] for p in parts) for j in range(len(members))]
+            else:
+                pieces = list(result.chunk(len(members)))
             for j, i in enumerate(members):
-                out[i] = tuple(p[j] for p in parts) if parts else result.chunk(len(members))[j]
+                out[i] = pieces[j]
         return out
 
     # -- losses -----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from vitzoo.training.progress import Reporter
 from vitzoo.training.state import TrainingState, restore_rng, rng_state, save_run_checkpoint
 
 
-def build_objective(
+def objective_for_run(
     spec: SpecBase,
     model: nn.Module,
     system: PluginSystem,
@@ -42,8 +42,7 @@ def build_objective(
     reporter: Reporter,
 ) -> nn.Module:
     """The spec's training objective around ``model`` (balanced class weights when asked)."""
-    extra = {} if class_weights is None else {"class_weights": class_weights}
-    objective = make_objective(spec, model, system, **extra)
+    objective = make_objective(spec, model, system, class_weights=class_weights)
     if class_weights is not None and getattr(objective, "class_weights", None) is None:
         reporter.log(
             f"[yellow]warning:[/] train.class_weights=balanced has no effect: objective "
@@ -125,7 +124,7 @@ class TrainingRun:
         model.to(info.device)
         if self.cfg.grad_checkpointing:
             model.set_grad_checkpointing(True)
-        self.objective = build_objective(spec, model, system, class_weights, reporter)
+        self.objective = objective_for_run(spec, model, system, class_weights, reporter)
         self.objective.to(info.device)
         self.optimizer = make_optimizer(self.objective, model, self.cfg)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.cfg.precision == "fp16")
