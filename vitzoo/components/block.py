@@ -24,7 +24,9 @@ class PreNormBlockConfig(ComponentConfig):
 
 
 class PreNormBlock(nn.Module):
-    """The standard ViT block. Drop-path rate comes from the architecture's per-layer schedule."""
+    """Pre-norm transformer block.
+
+    The standard ViT block. Drop-path rate comes from the architecture's per-layer schedule."""
 
     def __init__(self, config: PreNormBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -40,8 +42,3 @@ class PreNormBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), mask=mask)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
-
-
-def build_pre_norm_block(config: PreNormBlockConfig, ctx: BuildContext) -> PreNormBlock:
-    """Pre-norm transformer block."""
-    return PreNormBlock(config, ctx)

@@ -118,7 +118,9 @@ class VitConfig(ComponentConfig):
 
 
 class VisionTransformer(VitzooModel):
-    """A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
+    """Vision Transformer built from registered parts.
+
+    A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
 
     capabilities = frozenset({"tokens"})
 
@@ -342,6 +344,6 @@ def tokens_to_grid_map(tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Ten
     return tokens.transpose(1, 2).reshape(b, c, *grid)
 
 
-def build_vit(config: VitConfig, ctx: BuildContext) -> VisionTransformer:
-    """Vision Transformer built from registered parts."""
-    return VisionTransformer(config, ctx)
+#: The class itself is the factory (``register("vit", VisionTransformer, VitConfig)``); the old
+#: factory name stays for plugins and callers that import it.
+build_vit = VisionTransformer
