@@ -14,6 +14,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 
+from vitzoo.components.block import block_stack
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import grid_followers
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
@@ -153,19 +154,14 @@ class VisionTransformer(VitzooModel):
         self.pos_drop = nn.Dropout(config.emb_dropout)
 
         rates = drop_path_rates(config.drop_path_rate, config.depth)
-        self.blocks = nn.ModuleList(
-            base.build(
-                "block",
-                config.block,
-                grid=grid,
-                num_prefix_tokens=self.num_prefix_tokens,
-                layer_index=i,
-                depth=config.depth,
-                drop_path=rates[i],
-                attention=config.attention,
-                mlp=config.mlp,
-            )
-            for i in range(config.depth)
+        self.blocks = block_stack(
+            base,
+            config.block,
+            rates,
+            grid=grid,
+            num_prefix_tokens=self.num_prefix_tokens,
+            attention=config.attention,
+            mlp=config.mlp,
         )
         self.norm = (
             make_norm(config.norm, dim, config.norm_eps) if config.final_norm else nn.Identity()
