@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 
-from vitzoo.components.block import block_stack
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import init_vit_weights
 from vitzoo.components.model import run_block
@@ -71,14 +70,11 @@ class LateClassTokenTransformer(VisionTransformer):
         grid = self.patch.grid_for(self.input_size[1:])
         rates = config.class_drop_path_rates()
         base = ctx.replace(dim=dim, num_heads=config.num_heads, in_chans=config.in_chans)
-        self.class_blocks = block_stack(
+        self.class_blocks = self.stack_blocks(
             base,
             config.class_block,
             rates,
-            grid=grid,
-            num_prefix_tokens=self.num_prefix_tokens,
-            attention=config.attention,
-            mlp=config.mlp,
+            grid,
             first_layer=config.depth,
             depth=config.depth + config.cls_depth,
         )

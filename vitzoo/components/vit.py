@@ -154,15 +154,7 @@ class VisionTransformer(VitzooModel):
         self.pos_drop = nn.Dropout(config.emb_dropout)
 
         rates = drop_path_rates(config.drop_path_rate, config.depth)
-        self.blocks = block_stack(
-            base,
-            config.block,
-            rates,
-            grid=grid,
-            num_prefix_tokens=self.num_prefix_tokens,
-            attention=config.attention,
-            mlp=config.mlp,
-        )
+        self.blocks = self.stack_blocks(base, config.block, rates, grid)
         self.norm = (
             make_norm(config.norm, dim, config.norm_eps) if config.final_norm else nn.Identity()
         )
@@ -174,6 +166,27 @@ class VisionTransformer(VitzooModel):
         self.pool = self._head_ctx.build("pooling", config.pool)
         self.head = self._head_ctx.build("head", config.head, num_classes=config.num_classes)
         self._init_weights()
+
+    def stack_blocks(
+        self,
+        ctx: BuildContext,
+        spec: Any,
+        rates: list[float],
+        grid: tuple[int, ...],
+        **numbering: Any,
+    ) -> nn.ModuleList:
+        """:func:`~vitzoo.components.block.block_stack` over this model's tokens (its prefix
+        count, attention and MLP specs); ``numbering``: ``first_layer`` / ``depth``."""
+        return block_stack(
+            ctx,
+            spec,
+            rates,
+            grid=grid,
+            num_prefix_tokens=self.num_prefix_tokens,
+            attention=self.config.attention,
+            mlp=self.config.mlp,
+            **numbering,
+        )
 
     def _init_weights(self) -> None:
         self.apply(init_vit_weights)
