@@ -125,6 +125,8 @@ class MaxVitBlock(nn.Module):
 
 
 class MaxVit(HierarchicalModel):
+    """MaxViT (MBConv + block attention + grid attention)."""
+
     def __init__(self, config: MaxVitConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -179,11 +181,6 @@ class MaxVit(HierarchicalModel):
         self.init_tail(config, ctx, config.dims[-1])
 
 
-def build_maxvit(config: MaxVitConfig, ctx: BuildContext) -> MaxVit:
-    """MaxViT (MBConv + block attention + grid attention)."""
-    return MaxVit(config, ctx)
-
-
 TINY: dict[str, Any] = {
     "image_size": 32,
     "stem_dim": 16,
@@ -198,7 +195,7 @@ TINY: dict[str, Any] = {
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("maxvit", build_maxvit, MaxVitConfig, tags={"image", "feature-maps"}, example=TINY)
+    register("maxvit", MaxVit, MaxVitConfig, tags={"image", "feature-maps"}, example=TINY)
 
 
 @hookimpl

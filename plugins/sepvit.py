@@ -199,7 +199,10 @@ class SepVitConfig(ConvEmbedStagesConfig):
 
 
 class SepVit(HierarchicalModel):
-    """Stages of [conv embedding, DSSA blocks with a PEG after the first] -> norm -> head."""
+    """SepViT (depthwise separable self-attention).
+
+    Stages of [conv embedding, DSSA blocks with a PEG after the first] -> norm -> head.
+    """
 
     def __init__(self, config: SepVitConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -214,11 +217,6 @@ class SepVit(HierarchicalModel):
         return super().no_weight_decay() | {
             n for n, _ in self.named_parameters() if n.endswith("window_tokens")
         }
-
-
-def build_sepvit(config: SepVitConfig, ctx: BuildContext) -> SepVit:
-    """SepViT (depthwise separable self-attention)."""
-    return SepVit(config, ctx)
 
 
 TINY = {
@@ -245,7 +243,7 @@ def register_attention(register: Any) -> None:
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("sepvit", build_sepvit, SepVitConfig, tags={"image", "feature-maps"}, example=TINY)
+    register("sepvit", SepVit, SepVitConfig, tags={"image", "feature-maps"}, example=TINY)
 
 
 @hookimpl

@@ -77,7 +77,7 @@ def register_mlps(register: Any) -> None:
 
 @hookimpl
 def register_blocks(register: Any) -> None:
-    register("pre-norm", block.build_pre_norm_block, block.PreNormBlockConfig, tags={"mask"})
+    register("pre-norm", block.PreNormBlock, block.PreNormBlockConfig, tags={"mask"})
     # Shared by every late-class-token architecture (CaiT, XCiT): see components.late_class_token.
     register(
         "class-attention",
