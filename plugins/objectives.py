@@ -401,7 +401,7 @@ def transformer_stack(ctx: BuildContext, dim: int, depth: int, heads: int) -> nn
     """``depth`` standard pre-norm blocks built from the registered core components."""
     block_ctx = ctx.replace(dim=dim, num_heads=heads, attention=MhsaConfig(), mlp=MlpConfig())
     return nn.ModuleList(
-        block_ctx.build("block", PreNormBlockConfig(), layer_index=i, depth=depth)
+        block_ctx.build("block", PreNormBlockConfig(), layer_index=i)
         for i in range(depth)
     )
 

@@ -400,7 +400,6 @@ def build_stage_blocks(
             grid=tuple(grid),
             num_prefix_tokens=num_prefix_tokens,
             layer_index=sum(depths[:stage]) + j,
-            depth=sum(depths),
             drop_path=rate,
             attention=spec(j) if callable(spec) else spec,
             mlp=config.mlp if mlp is None else mlp,

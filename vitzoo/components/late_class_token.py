@@ -77,7 +77,6 @@ class LateClassTokenTransformer(VisionTransformer):
                 grid=grid,
                 num_prefix_tokens=self.num_prefix_tokens,
                 layer_index=config.depth + i,
-                depth=config.depth + config.cls_depth,
                 drop_path=rates[i],
                 attention=config.attention,
                 mlp=config.mlp,

@@ -127,9 +127,7 @@ class VisionTransformer(VitzooModel):
         self.config = config
         image_size = config.input_extent()
         dim = config.dim
-        base = ctx.replace(
-            dim=dim, num_heads=config.num_heads, in_chans=config.in_chans, image_size=image_size
-        )
+        base = ctx.replace(dim=dim, num_heads=config.num_heads, in_chans=config.in_chans)
 
         self.input_size = (config.in_chans, *image_size)
         self.patch = base.build("patchifier", config.patch)
@@ -158,7 +156,6 @@ class VisionTransformer(VitzooModel):
                 grid=grid,
                 num_prefix_tokens=self.num_prefix_tokens,
                 layer_index=i,
-                depth=config.depth,
                 drop_path=rates[i],
                 attention=config.attention,
                 mlp=config.mlp,
