@@ -24,6 +24,7 @@ from vitzoo import ComponentConfig, SpecValueError, hookimpl
 from vitzoo.components.attention import MhsaConfig
 from vitzoo.components.block import PreNormBlockConfig
 from vitzoo.components.context import BuildContext
+from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.layers import init_vit_weights
 from vitzoo.components.mlp import MlpConfig
 from vitzoo.components.posenc import sincos_table
@@ -48,15 +49,8 @@ from vitzoo.objectives.masking import (
     random_split,
 )
 
-TINY_VIT = {
-    "type": "vit",
-    "image_size": 32,
-    "dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "num_classes": 10,
-    "patch": {"type": "linear", "patch_size": 8},
-}
+#: The distillation example's teacher: the shared tiny ViT, one block deep.
+TINY_TEACHER = {"type": "vit", **TINY_VIT, "depth": 1}
 
 
 # ============================================================================================
@@ -401,8 +395,7 @@ def transformer_stack(ctx: BuildContext, dim: int, depth: int, heads: int) -> nn
     """``depth`` standard pre-norm blocks built from the registered core components."""
     block_ctx = ctx.replace(dim=dim, num_heads=heads, attention=MhsaConfig(), mlp=MlpConfig())
     return nn.ModuleList(
-        block_ctx.build("block", PreNormBlockConfig(), layer_index=i)
-        for i in range(depth)
+        block_ctx.build("block", PreNormBlockConfig(), layer_index=i) for i in range(depth)
     )
 
 
@@ -928,7 +921,7 @@ def register_objectives(register: Any) -> None:
         build_distillation,
         DistillationConfig,
         tags={"supervised", "teacher"},
-        example={"config": {"teacher": {"spec": {"model": TINY_VIT}}}},
+        example={"config": {"teacher": {"spec": {"model": TINY_TEACHER}}}},
     )
     register(
         "mae",

@@ -189,7 +189,13 @@ def choose_host(variant: Variant) -> str:
         return named
     if ("architecture", DEFAULT_HOST) in registry:
         return DEFAULT_HOST
-    for host in registry.names("architecture"):
+    # hosts that keep every token first: one that drops or merges tokens changes what the
+    # part sees, so it is the last resort
+    ranked = sorted(
+        registry.names("architecture"),
+        key=lambda n: ("drops-tokens" in offers_of(registry.get("architecture", n)), n),
+    )
+    for host in ranked:
         if host == DEFAULT_HOST or not _fits(variant, host, example):
             continue
         try:
