@@ -1,6 +1,6 @@
 """The tag vocabulary: every word a registration may put in ``tags=``, with what it means.
 
-Tags are for people (``vitzoo list``, ``vitzoo list --tag ...``) and for the conformance suite,
+Tags are for people (``vitzoo list`` shows them) and for the conformance suite,
 which reads a few of them to choose or skip checks. They are a declared vocabulary -- not free
 text -- so a typo (``tags={"feature-map"}``) is a :class:`~vitzoo.registry.RegistrationError`
 naming the plugin, the tag and the known tags, instead of a check that silently never runs.
