@@ -312,7 +312,7 @@ class CrossFormer(HierarchicalModel):
 
     def __init__(self, config: CrossFormerConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.patch = base.build("patchifier", config.patch, dim=config.dims[0])
         merges = [
             CrossScaleMerge(config.dims[i - 1], config.dims[i], config.merge_kernel_sizes[i - 1])

@@ -228,7 +228,6 @@ class CrossViT(VitzooModel):
                 dim=b.dim,
                 num_heads=config.num_heads,
                 in_chans=config.in_chans,
-                image_size=size,
                 num_prefix_tokens=1,
             )
             for b, size in zip(branches, self.branch_sizes, strict=True)
@@ -257,7 +256,6 @@ class CrossViT(VitzooModel):
                         config.block,
                         grid=grid,
                         layer_index=k * b.depth + i,
-                        depth=total,
                         drop_path=rates[min(k * b.depth + i, len(rates) - 1)],
                         attention=config.attention,
                         mlp=config.mlp,

@@ -165,7 +165,6 @@ class MaxVit(HierarchicalModel):
                         grid=(h, w),
                         num_prefix_tokens=0,
                         layer_index=sum(config.depths[:i]) + j,
-                        depth=sum(config.depths),
                         drop_path=rate,
                         attention=WindowAttentionConfig(
                             window_size=size, mode=mode, head_dim=config.head_dim

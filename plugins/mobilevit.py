@@ -168,7 +168,6 @@ class MobileVit(HierarchicalModel):
                         grid=(h // p, w // p),
                         num_prefix_tokens=0,
                         layer_index=sum(config.transformer_depths[:i]) + k,
-                        depth=sum(config.transformer_depths),
                         drop_path=rate,
                         attention=config.attention,
                         mlp=config.mlp,

@@ -123,7 +123,7 @@ class Nest(HierarchicalModel):
 
     def __init__(self, config: NestConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.stem = nn.Conv2d(
             config.in_chans, config.dims[0], config.patch_size, stride=config.patch_size
         )

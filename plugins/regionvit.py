@@ -188,7 +188,7 @@ class RegionVit(HierarchicalModel):
 
     def __init__(self, config: RegionVitConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         dim0, eps = config.dims[0], config.norm_eps
         if config.local_stem == "3conv":
             self.local_stem = nn.Sequential(

@@ -331,7 +331,7 @@ class ScalableVit(HierarchicalModel):
 
     def __init__(self, config: ScalableVitConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.stem = nn.Identity()
         self.stages = build_conv_embed_stages(
             base, config, attention=config.stage_attention, embed_norm_eps=config.norm_eps

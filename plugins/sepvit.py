@@ -206,7 +206,7 @@ class SepVit(HierarchicalModel):
 
     def __init__(self, config: SepVitConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.stem = nn.Identity()
         self.stages = build_conv_embed_stages(
             base, config, attention=config.block_attention, embed_norm_eps=1e-5

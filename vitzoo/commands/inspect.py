@@ -1,6 +1,6 @@
 """``vitzoo attention CKPT_OR_PRESET IMAGE -o overlay.png``: where does the class token look?
 
-The map comes from :func:`vitzoo.inspect` (so from any registered attention, with no patching):
+The map comes from :func:`vitzoo.inspect_forward` (so from any registered attention, with no patching):
 the class token's attention over the patches at one block (``--layer``, default the last), or
 the attention rollout (Abnar & Zuidema 2020) through the blocks up to that one (``--rollout``).
 A model without a class token (SimpleViT) shows the attention each patch receives, averaged over
@@ -184,7 +184,7 @@ def attention(
     import torch
     from PIL import Image
 
-    from vitzoo.introspection import inspect
+    from vitzoo.introspection import inspect_forward
     from vitzoo.training.data import image_error
 
     if not is_checkpoint(source):
@@ -212,7 +212,7 @@ def attention(
     channels, *size = model.input_size
     x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))
     with torch.no_grad():
-        seen = inspect(model, x)
+        seen = inspect_forward(model, x)
     grid = tuple(model.patch.grid_for(tuple(size)))
     maps = list(seen.attentions.values())
     heat = attention_grid(maps, int(model.num_prefix_tokens), grid, layer, rollout)

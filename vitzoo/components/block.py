@@ -55,18 +55,16 @@ def block_stack(
     attention: Any | Callable[[int], Any],
     mlp: Any,
     first_layer: int = 0,
-    depth: int | None = None,
 ) -> nn.ModuleList:
     """``len(rates)`` blocks built from the ``spec`` block, block ``i`` at drop-path ``rates[i]``.
 
-    Each block learns its place in the model from its context: it is layer ``first_layer + i`` of
-    ``depth`` (default: this stack alone), so a stack that continues another one (CaiT's
+    Each block learns its place in the model from its context: it is layer ``first_layer + i``,
+    so a stack that continues another one (CaiT's
     class-attention blocks after the patch blocks, a hierarchical model's later stages) numbers
     on instead of restarting at 0. The token mixer and channel mixer come from the ``attention``
     / ``mlp`` specs; ``attention`` may be a function of the block's index in the stack instead
     (stages that alternate two attentions).
     """
-    total = len(rates) if depth is None else depth
     return nn.ModuleList(
         ctx.build(
             "block",
@@ -74,7 +72,6 @@ def block_stack(
             grid=grid,
             num_prefix_tokens=num_prefix_tokens,
             layer_index=first_layer + i,
-            depth=total,
             drop_path=rate,
             attention=attention(i) if callable(attention) else attention,
             mlp=mlp,

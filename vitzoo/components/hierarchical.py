@@ -401,7 +401,6 @@ def build_stage_blocks(
         attention=spec,
         mlp=config.mlp if mlp is None else mlp,
         first_layer=sum(depths[:stage]),
-        depth=sum(depths),
     )
 
 

@@ -76,7 +76,6 @@ class LateClassTokenTransformer(VisionTransformer):
             rates,
             grid,
             first_layer=config.depth,
-            depth=config.depth + config.cls_depth,
         )
         self.class_blocks.apply(init_vit_weights)
 

@@ -130,9 +130,7 @@ class VisionTransformer(VitzooModel):
         self.config = config
         image_size = config.input_extent()
         dim = config.dim
-        base = ctx.replace(
-            dim=dim, num_heads=config.num_heads, in_chans=config.in_chans, image_size=image_size
-        )
+        base = ctx.replace(dim=dim, num_heads=config.num_heads, in_chans=config.in_chans)
 
         self.input_size = (config.in_chans, *image_size)
         self.patch = base.build("patchifier", config.patch)
@@ -173,10 +171,10 @@ class VisionTransformer(VitzooModel):
         spec: Any,
         rates: list[float],
         grid: tuple[int, ...],
-        **numbering: Any,
+        first_layer: int = 0,
     ) -> nn.ModuleList:
         """:func:`~vitzoo.components.block.block_stack` over this model's tokens (its prefix
-        count, attention and MLP specs); ``numbering``: ``first_layer`` / ``depth``."""
+        count, attention and MLP specs), numbered from ``first_layer``."""
         return block_stack(
             ctx,
             spec,
@@ -185,7 +183,7 @@ class VisionTransformer(VitzooModel):
             num_prefix_tokens=self.num_prefix_tokens,
             attention=self.config.attention,
             mlp=self.config.mlp,
-            **numbering,
+            first_layer=first_layer,
         )
 
     def _init_weights(self) -> None:
