@@ -1,4 +1,7 @@
-"""The shipped preset catalogue (``registry.yaml``), shared by the built-in plugin families.
+"""The shipped preset catalogue (``presets_catalogue.yaml``), shared by the built-in families.
+
+Named for what it is -- paper presets as data -- so it is not mistaken for the live registry
+(:mod:`vitzoo.registry`, what the loaded plugins registered).
 
 Each preset in the catalogue names the built-in plugin that owns it (``plugin: vit``); a family's
 ``register_presets`` hook registers exactly its own entries, so provenance in ``vitzoo list`` is
@@ -15,10 +18,14 @@ from typing import Any
 
 import yaml
 
+#: The catalogue file, shipped inside ``vitzoo_plugins`` (pyproject package-data).
+CATALOGUE_FILE = "presets_catalogue.yaml"
+
 
 @cache
 def catalogue() -> dict[str, dict[str, Any]]:
-    text = resources.files("vitzoo_plugins").joinpath("registry.yaml").read_text(encoding="utf-8")
+    path = resources.files("vitzoo_plugins").joinpath(CATALOGUE_FILE)
+    text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
     return dict(data.get("presets", {}))
 

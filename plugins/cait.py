@@ -76,12 +76,10 @@ class CaitConfig(LateClassTokenConfig):
 
 
 class Cait(LateClassTokenTransformer):
-    """The shared late-class-token model with CaiT's parts (see :class:`CaitConfig`)."""
+    """CaiT: class-attention image transformer.
 
-
-def build_cait(config: CaitConfig, ctx: BuildContext) -> Cait:
-    """CaiT: class-attention image transformer."""
-    return Cait(config, ctx)
+    The shared late-class-token model with CaiT's parts (see :class:`CaitConfig`).
+    """
 
 
 @hookimpl
@@ -97,7 +95,7 @@ def register_attention(register: Any) -> None:
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("cait", build_cait, CaitConfig, tags={"image", "tokens", "mask"}, example=TINY)
+    register("cait", Cait, CaitConfig, tags={"image", "tokens", "mask"}, example=TINY)
 
 
 @hookimpl

@@ -26,7 +26,7 @@ from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_def
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale, to_pair
 from vitzoo.components.patchify import Patchifier
-from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.components.vit import VisionTransformer, VitConfig
 from vitzoo.config import (
     NonNegativeInt,
     NonNegativeIntOrTuple,
@@ -238,6 +238,8 @@ class CctBlockConfig(ComponentConfig):
 
 
 class CctBlock(nn.Module):
+    """CCT encoder layer."""
+
     def __init__(self, config: CctBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
         dim = ctx.dim
@@ -252,11 +254,6 @@ class CctBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm1(x + self.drop_path(self.ls1(self.attn(self.pre_norm(x), mask=mask))))
         return x + self.drop_path(self.ls2(self.mlp(x)))
-
-
-def build_cct_block(config: CctBlockConfig, ctx: BuildContext) -> CctBlock:
-    """CCT encoder layer."""
-    return CctBlock(config, ctx)
 
 
 # -- the CCT architecture -----------------------------------------------------------------------
@@ -307,12 +304,12 @@ def register_pooling(register: Any) -> None:
 
 @hookimpl
 def register_blocks(register: Any) -> None:
-    register("cct", build_cct_block, CctBlockConfig, tags={"mask"}, example={"config": {}})
+    register("cct", CctBlock, CctBlockConfig, tags={"mask"}, example={"config": {}})
 
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("cct", build_vit, CctConfig, tags={"image", "tokens"}, example=TINY)
+    register("cct", VisionTransformer, CctConfig, tags={"image", "tokens"}, example=TINY)
 
 
 @hookimpl

@@ -305,11 +305,14 @@ class CrossFormerConfig(HierarchicalConfig):
 
 
 class CrossFormer(HierarchicalModel):
-    """Cross-scale embedding -> stages of [SDA, LDA, ...] blocks, cross-scale merges between."""
+    """CrossFormer (hierarchical, cross-scale attention).
+
+    Cross-scale embedding -> stages of [SDA, LDA, ...] blocks, cross-scale merges between.
+    """
 
     def __init__(self, config: CrossFormerConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.patch = base.build("patchifier", config.patch, dim=config.dims[0])
         merges = [
             CrossScaleMerge(config.dims[i - 1], config.dims[i], config.merge_kernel_sizes[i - 1])
@@ -327,11 +330,6 @@ class CrossFormer(HierarchicalModel):
     def run_stem(self, x: torch.Tensor) -> torch.Tensor:
         tokens, grid = self.patch(x)
         return tokens_to_map(tokens, grid)
-
-
-def build_crossformer(config: CrossFormerConfig, ctx: BuildContext) -> CrossFormer:
-    """CrossFormer (hierarchical, cross-scale attention)."""
-    return CrossFormer(config, ctx)
 
 
 TINY = {
@@ -374,7 +372,7 @@ def register_attention(register: Any) -> None:
 def register_architectures(register: Any) -> None:
     register(
         "crossformer",
-        build_crossformer,
+        CrossFormer,
         CrossFormerConfig,
         tags={"image", "feature-maps"},
         example=TINY,

@@ -203,7 +203,9 @@ CrossVitState = tuple[list[torch.Tensor], list[tuple[int, ...]]]
 
 
 class CrossViT(VitzooModel):
-    """Two-branch multi-scale ViT. ``forward_features`` returns both final class tokens,
+    """CrossViT dual-branch transformer.
+
+    Two-branch multi-scale ViT. ``forward_features`` returns both final class tokens,
     concatenated (B, small.dim + large.dim); ``forward_head`` splits them for the two heads."""
 
     def __init__(self, config: CrossVitConfig, ctx: BuildContext) -> None:
@@ -226,7 +228,6 @@ class CrossViT(VitzooModel):
                 dim=b.dim,
                 num_heads=config.num_heads,
                 in_chans=config.in_chans,
-                image_size=size,
                 num_prefix_tokens=1,
             )
             for b, size in zip(branches, self.branch_sizes, strict=True)
@@ -255,7 +256,6 @@ class CrossViT(VitzooModel):
                         config.block,
                         grid=grid,
                         layer_index=k * b.depth + i,
-                        depth=total,
                         drop_path=rates[min(k * b.depth + i, len(rates) - 1)],
                         attention=config.attention,
                         mlp=config.mlp,
@@ -357,11 +357,6 @@ class CrossViT(VitzooModel):
         return {n for n, _ in self.named_parameters() if "cls_tokens" in n or "pos_embed" in n}
 
 
-def build_crossvit(config: CrossVitConfig, ctx: BuildContext) -> CrossViT:
-    """CrossViT dual-branch transformer."""
-    return CrossViT(config, ctx)
-
-
 @hookimpl
 def register_patchifiers(register: Any) -> None:
     register(
@@ -377,7 +372,7 @@ def register_patchifiers(register: Any) -> None:
 def register_architectures(register: Any) -> None:
     register(
         "crossvit",
-        build_crossvit,
+        CrossViT,
         CrossVitConfig,
         tags={"image"},
         example={

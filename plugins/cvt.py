@@ -106,6 +106,8 @@ class CvtStage(nn.Module):
 
 
 class ConvolutionalVisionTransformer(HierarchicalModel):
+    """CvT (convolutional token embedding + convolutional projection attention)."""
+
     def __init__(self, config: CvtConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.stem = nn.Identity()
@@ -142,11 +144,6 @@ class ConvolutionalVisionTransformer(HierarchicalModel):
         return features[:, 0] if self.uses_cls else features.mean(dim=(-2, -1))
 
 
-def build_cvt(config: CvtConfig, ctx: BuildContext) -> ConvolutionalVisionTransformer:
-    """CvT (convolutional token embedding + convolutional projection attention)."""
-    return ConvolutionalVisionTransformer(config, ctx)
-
-
 TINY: dict[str, Any] = {
     "image_size": 32,
     "dims": [16, 32],
@@ -161,7 +158,13 @@ TINY: dict[str, Any] = {
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("cvt", build_cvt, CvtConfig, tags={"image", "feature-maps"}, example=TINY)
+    register(
+        "cvt",
+        ConvolutionalVisionTransformer,
+        CvtConfig,
+        tags={"image", "feature-maps"},
+        example=TINY,
+    )
 
 
 @hookimpl

@@ -29,7 +29,7 @@ from vitzoo.components.conv import ConvNormAct
 from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.head_mixing import HeadMix
 from vitzoo.components.patchify import Patchifier, check_divisible
-from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.components.vit import VisionTransformer, VitConfig
 from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt
 
 TINY = TINY_VIT
@@ -90,7 +90,9 @@ class DeepVitBlockConfig(PreNormBlockConfig):
 
 
 class DeepVitBlock(PreNormBlock):
-    """``x + f(norm(a x)) / a`` for both branches (a = ``scale_adjustment``): with a < 1 the
+    """DeepViT block with scale adjustment.
+
+    ``x + f(norm(a x)) / a`` for both branches (a = ``scale_adjustment``): with a < 1 the
     residual branches are amplified by 1/a and the norms see a smaller epsilon, relatively."""
 
     def __init__(self, config: DeepVitBlockConfig, ctx: BuildContext) -> None:
@@ -101,11 +103,6 @@ class DeepVitBlock(PreNormBlock):
         a = self.scale
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x * a), mask=mask))) / a
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x * a)))) / a
-
-
-def build_deepvit_block(config: DeepVitBlockConfig, ctx: BuildContext) -> DeepVitBlock:
-    """DeepViT block with scale adjustment."""
-    return DeepVitBlock(config, ctx)
 
 
 class DeepVitConvStemConfig(ComponentConfig):
@@ -174,7 +171,7 @@ def register_attention(register: Any) -> None:
 def register_blocks(register: Any) -> None:
     register(
         "deepvit",
-        build_deepvit_block,
+        DeepVitBlock,
         DeepVitBlockConfig,
         example={"config": {"scale_adjustment": 0.5}, "model": {}},
     )
@@ -193,7 +190,7 @@ def register_patchifiers(register: Any) -> None:
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("deepvit", build_vit, DeepVitConfig, tags={"image", "tokens"}, example=TINY)
+    register("deepvit", VisionTransformer, DeepVitConfig, tags={"image", "tokens"}, example=TINY)
 
 
 @hookimpl

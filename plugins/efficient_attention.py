@@ -206,7 +206,9 @@ class LinformerConfig(MhsaConfig):
 
 
 class LinformerAttention(MultiHeadAttention):
-    """Softmax attention of N queries over k projected keys/values (headwise-shared projections).
+    """Linformer low-rank attention.
+
+    Softmax attention of N queries over k projected keys/values (headwise-shared projections).
 
     The projections are (k, N) matrices, so the sequence length is fixed by the host's token grid
     (prefix tokens + grid cells). Masked keys are zeroed before the projection, so they do not
@@ -260,11 +262,6 @@ class LinformerAttention(MultiHeadAttention):
         return self.merge_heads(self.attend(q, k, v))
 
 
-def build_linformer(config: LinformerConfig, ctx: BuildContext) -> LinformerAttention:
-    """Linformer low-rank attention."""
-    return LinformerAttention(config, ctx)
-
-
 @hookimpl
 def register_attention(register: Any) -> None:
     register(
@@ -277,7 +274,7 @@ def register_attention(register: Any) -> None:
     # Fixed token count: not for hosts that drop or merge tokens.
     register(
         "linformer",
-        build_linformer,
+        LinformerAttention,
         LinformerConfig,
         tags={"mask", "linear-complexity", "fixed-length"},
         example={"config": {"proj_len": 8}},

@@ -95,7 +95,10 @@ class RopeAttentionConfig(MhsaConfig):
 
 
 class RopeAttention(MultiHeadAttention):
-    """:class:`MultiHeadAttention` whose queries and keys are rotated by their grid position."""
+    """Attention with 2-D rotary position embedding.
+
+    :class:`MultiHeadAttention` whose queries and keys are rotated by their grid position.
+    """
 
     def __init__(self, config: RopeAttentionConfig, ctx: BuildContext) -> None:
         super().__init__(ctx.dim, ctx.num_heads, config)
@@ -115,11 +118,6 @@ class RopeAttention(MultiHeadAttention):
         return self.rope(q), self.rope(k), v
 
 
-def build_rope_attention(config: RopeAttentionConfig, ctx: BuildContext) -> RopeAttention:
-    """Attention with 2-D rotary position embedding."""
-    return RopeAttention(config, ctx)
-
-
 @hookimpl
 def register_mlps(register: Any) -> None:
     register("swiglu", build_gated_mlp, SwigluConfig)
@@ -131,7 +129,7 @@ def register_attention(register: Any) -> None:
     # The rotation is defined on the patch grid, so the host keeps it fixed (no token dropping).
     register(
         "rope",
-        build_rope_attention,
+        RopeAttention,
         RopeAttentionConfig,
         tags={"image", "mask", "sdpa"},
         example={"config": {"rope": "mixed"}, "model": {"posenc": {"type": "none"}}},

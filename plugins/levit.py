@@ -221,6 +221,8 @@ class LevitConfig(HierarchicalConfig):
 
 
 class Levit(HierarchicalModel):
+    """LeViT (attention bias, BN-fused linear layers, distillation head)."""
+
     def __init__(self, config: LevitConfig, ctx: BuildContext) -> None:
         super().__init__()
         dims = config.dims
@@ -289,11 +291,6 @@ class Levit(HierarchicalModel):
         return self
 
 
-def build_levit(config: LevitConfig, ctx: BuildContext) -> Levit:
-    """LeViT (attention bias, BN-fused linear layers, distillation head)."""
-    return Levit(config, ctx)
-
-
 TINY: dict[str, Any] = {
     "image_size": 64,
     "dims": [32, 48],
@@ -308,7 +305,7 @@ TINY: dict[str, Any] = {
 def register_architectures(register: Any) -> None:
     register(
         "levit",
-        build_levit,
+        Levit,
         LevitConfig,
         tags={"image", "feature-maps", "distillation"},
         example=TINY,

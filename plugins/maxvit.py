@@ -125,6 +125,8 @@ class MaxVitBlock(nn.Module):
 
 
 class MaxVit(HierarchicalModel):
+    """MaxViT (MBConv + block attention + grid attention)."""
+
     def __init__(self, config: MaxVitConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -163,7 +165,6 @@ class MaxVit(HierarchicalModel):
                         grid=(h, w),
                         num_prefix_tokens=0,
                         layer_index=sum(config.depths[:i]) + j,
-                        depth=sum(config.depths),
                         drop_path=rate,
                         attention=WindowAttentionConfig(
                             window_size=size, mode=mode, head_dim=config.head_dim
@@ -192,11 +193,6 @@ class MaxVit(HierarchicalModel):
         return self.stem(x.contiguous(memory_format=torch.channels_last))
 
 
-def build_maxvit(config: MaxVitConfig, ctx: BuildContext) -> MaxVit:
-    """MaxViT (MBConv + block attention + grid attention)."""
-    return MaxVit(config, ctx)
-
-
 TINY: dict[str, Any] = {
     "image_size": 32,
     "stem_dim": 16,
@@ -211,7 +207,7 @@ TINY: dict[str, Any] = {
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("maxvit", build_maxvit, MaxVitConfig, tags={"image", "feature-maps"}, example=TINY)
+    register("maxvit", MaxVit, MaxVitConfig, tags={"image", "feature-maps"}, example=TINY)
 
 
 @hookimpl

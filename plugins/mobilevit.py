@@ -133,6 +133,8 @@ class MobileVitBlock(nn.Module):
 
 
 class MobileVit(HierarchicalModel):
+    """MobileViT (MV2 + MobileViT blocks)."""
+
     def __init__(self, config: MobileVitConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.stem = ConvNormAct(config.in_chans, config.stem_dim, 3, 2, activation="silu")
@@ -166,7 +168,6 @@ class MobileVit(HierarchicalModel):
                         grid=(h // p, w // p),
                         num_prefix_tokens=0,
                         layer_index=sum(config.transformer_depths[:i]) + k,
-                        depth=sum(config.transformer_depths),
                         drop_path=rate,
                         attention=config.attention,
                         mlp=config.mlp,
@@ -185,11 +186,6 @@ class MobileVit(HierarchicalModel):
         return self.expand(fmap)
 
 
-def build_mobilevit(config: MobileVitConfig, ctx: BuildContext) -> MobileVit:
-    """MobileViT (MV2 + MobileViT blocks)."""
-    return MobileVit(config, ctx)
-
-
 TINY: dict[str, Any] = {
     "image_size": 32,
     "stem_dim": 8,
@@ -206,9 +202,7 @@ TINY: dict[str, Any] = {
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register(
-        "mobilevit", build_mobilevit, MobileVitConfig, tags={"image", "feature-maps"}, example=TINY
-    )
+    register("mobilevit", MobileVit, MobileVitConfig, tags={"image", "feature-maps"}, example=TINY)
 
 
 @hookimpl

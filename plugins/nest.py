@@ -116,11 +116,14 @@ class NestLevel(nn.Module):
 
 
 class Nest(HierarchicalModel):
-    """Patch embedding -> NesT levels (local block transformers + aggregation) -> norm -> head."""
+    """NesT (nested hierarchical transformer).
+
+    Patch embedding -> NesT levels (local block transformers + aggregation) -> norm -> head.
+    """
 
     def __init__(self, config: NestConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.stem = nn.Conv2d(
             config.in_chans, config.dims[0], config.patch_size, stride=config.patch_size
         )
@@ -140,11 +143,6 @@ class Nest(HierarchicalModel):
         self.init_tail(config, base, config.dims[-1], map_norm_eps=config.norm_eps)
 
 
-def build_nest(config: NestConfig, ctx: BuildContext) -> Nest:
-    """NesT (nested hierarchical transformer)."""
-    return Nest(config, ctx)
-
-
 TINY = {
     "image_size": 32,
     "num_classes": 10,
@@ -159,7 +157,7 @@ TINY = {
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("nest", build_nest, NestConfig, tags={"image", "feature-maps"}, example=TINY)
+    register("nest", Nest, NestConfig, tags={"image", "feature-maps"}, example=TINY)
 
 
 @hookimpl

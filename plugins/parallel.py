@@ -19,7 +19,7 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
 from vitzoo.components.norms import NormKind, make_norm
-from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.components.vit import VisionTransformer, VitConfig
 from vitzoo.config import PositiveFloat, PositiveInt
 
 TINY = TINY_VIT
@@ -53,7 +53,10 @@ class _Branch(nn.Module):
 
 
 class ParallelBlock(nn.Module):
-    """Wider, shallower blocks: N attention branches then N MLP branches, each summed."""
+    """Parallel attention / MLP branches (Touvron et al. 2022).
+
+    Wider, shallower blocks: N attention branches then N MLP branches, each summed.
+    """
 
     def __init__(self, config: ParallelBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -72,11 +75,6 @@ class ParallelBlock(nn.Module):
         return x + self.drop_path(sum(b(x) for b in self.mlp_branches))
 
 
-def build_parallel_block(config: ParallelBlockConfig, ctx: BuildContext) -> ParallelBlock:
-    """Parallel attention / MLP branches (Touvron et al. 2022)."""
-    return ParallelBlock(config, ctx)
-
-
 class ParallelVitConfig(VitConfig):
     """ViT whose blocks run ``block.branches`` attention and MLP branches in parallel."""
 
@@ -88,7 +86,7 @@ class ParallelVitConfig(VitConfig):
 def register_blocks(register: Any) -> None:
     register(
         "parallel",
-        build_parallel_block,
+        ParallelBlock,
         ParallelBlockConfig,
         tags={"mask"},
         example={"config": {"branches": 2}},
@@ -97,4 +95,6 @@ def register_blocks(register: Any) -> None:
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("parallel-vit", build_vit, ParallelVitConfig, tags={"image", "tokens"}, example=TINY)
+    register(
+        "parallel-vit", VisionTransformer, ParallelVitConfig, tags={"image", "tokens"}, example=TINY
+    )

@@ -118,6 +118,8 @@ class PitStage(nn.Module):
 
 
 class PoolingVisionTransformer(HierarchicalModel):
+    """PiT (pooling-based ViT)."""
+
     num_prefix_tokens = 1
     global_pool_name = "token"
 
@@ -167,11 +169,6 @@ class PoolingVisionTransformer(HierarchicalModel):
         return features[:, 0]
 
 
-def build_pit(config: PitConfig, ctx: BuildContext) -> PoolingVisionTransformer:
-    """PiT (pooling-based ViT)."""
-    return PoolingVisionTransformer(config, ctx)
-
-
 TINY: dict[str, Any] = {
     "image_size": 32,
     "patch_size": 8,
@@ -185,7 +182,9 @@ TINY: dict[str, Any] = {
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("pit", build_pit, PitConfig, tags={"image", "feature-maps"}, example=TINY)
+    register(
+        "pit", PoolingVisionTransformer, PitConfig, tags={"image", "feature-maps"}, example=TINY
+    )
 
 
 @hookimpl

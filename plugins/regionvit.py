@@ -181,11 +181,14 @@ class RegionVitConfig(HierarchicalConfig):
 
 
 class RegionVit(HierarchicalModel):
-    """Local and regional stems -> R2L stages -> norm(regional tokens) -> mean -> head."""
+    """RegionViT (regional-to-local attention).
+
+    Local and regional stems -> R2L stages -> norm(regional tokens) -> mean -> head.
+    """
 
     def __init__(self, config: RegionVitConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         dim0, eps = config.dims[0], config.norm_eps
         if config.local_stem == "3conv":
             self.local_stem = nn.Sequential(
@@ -235,11 +238,6 @@ class RegionVit(HierarchicalModel):
         return {n for n, _ in self.named_parameters() if "relative_position" in n}
 
 
-def build_regionvit(config: RegionVitConfig, ctx: BuildContext) -> RegionVit:
-    """RegionViT (regional-to-local attention)."""
-    return RegionVit(config, ctx)
-
-
 TINY = {
     "image_size": 32,
     "num_classes": 10,
@@ -255,7 +253,7 @@ TINY = {
 def register_architectures(register: Any) -> None:
     register(
         "regionvit",
-        build_regionvit,
+        RegionVit,
         RegionVitConfig,
         tags={"image", "feature-maps"},
         example=TINY,

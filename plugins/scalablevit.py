@@ -324,21 +324,19 @@ class ScalableVitConfig(ConvEmbedStagesConfig):
 
 
 class ScalableVit(HierarchicalModel):
-    """Stages of [conv embedding, IWSA/SSA blocks with a PEG after the first] -> norm -> head."""
+    """ScalableViT (scalable self-attention + interactive window attention).
+
+    Stages of [conv embedding, IWSA/SSA blocks with a PEG after the first] -> norm -> head.
+    """
 
     def __init__(self, config: ScalableVitConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.stem = nn.Identity()
         self.stages = build_conv_embed_stages(
             base, config, attention=config.stage_attention, embed_norm_eps=config.norm_eps
         )
         self.init_tail(config, base, config.dims[-1], map_norm_eps=config.norm_eps)
-
-
-def build_scalable_vit(config: ScalableVitConfig, ctx: BuildContext) -> ScalableVit:
-    """ScalableViT (scalable self-attention + interactive window attention)."""
-    return ScalableVit(config, ctx)
 
 
 TINY = {
@@ -389,7 +387,7 @@ def register_heads(register: Any) -> None:
 def register_architectures(register: Any) -> None:
     register(
         "scalable-vit",
-        build_scalable_vit,
+        ScalableVit,
         ScalableVitConfig,
         tags={"image", "feature-maps"},
         example=TINY,

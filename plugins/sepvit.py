@@ -199,11 +199,14 @@ class SepVitConfig(ConvEmbedStagesConfig):
 
 
 class SepVit(HierarchicalModel):
-    """Stages of [conv embedding, DSSA blocks with a PEG after the first] -> norm -> head."""
+    """SepViT (depthwise separable self-attention).
+
+    Stages of [conv embedding, DSSA blocks with a PEG after the first] -> norm -> head.
+    """
 
     def __init__(self, config: SepVitConfig, ctx: BuildContext) -> None:
         super().__init__()
-        base = ctx.replace(in_chans=config.in_chans, image_size=config.image_hw)
+        base = ctx.replace(in_chans=config.in_chans)
         self.stem = nn.Identity()
         self.stages = build_conv_embed_stages(
             base, config, attention=config.block_attention, embed_norm_eps=1e-5
@@ -214,11 +217,6 @@ class SepVit(HierarchicalModel):
         return super().no_weight_decay() | {
             n for n, _ in self.named_parameters() if n.endswith("window_tokens")
         }
-
-
-def build_sepvit(config: SepVitConfig, ctx: BuildContext) -> SepVit:
-    """SepViT (depthwise separable self-attention)."""
-    return SepVit(config, ctx)
 
 
 TINY = {
@@ -245,7 +243,7 @@ def register_attention(register: Any) -> None:
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("sepvit", build_sepvit, SepVitConfig, tags={"image", "feature-maps"}, example=TINY)
+    register("sepvit", SepVit, SepVitConfig, tags={"image", "feature-maps"}, example=TINY)
 
 
 @hookimpl

@@ -31,7 +31,7 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.favor import linear_attention, positive_random_features
 from vitzoo.components.layers import to_pair
 from vitzoo.components.patchify import Patchifier
-from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.components.vit import VisionTransformer, VitConfig
 from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt
 
 TINY = {
@@ -227,7 +227,7 @@ def register_patchifiers(register: Any) -> None:
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("t2t-vit", build_vit, T2tVitConfig, tags={"image", "tokens"}, example=TINY)
+    register("t2t-vit", VisionTransformer, T2tVitConfig, tags={"image", "tokens"}, example=TINY)
 
 
 @hookimpl

@@ -78,7 +78,10 @@ class PatchMergerVitConfig(VitConfig):
 
 
 class PatchMergerViT(VisionTransformer):
-    """The ViT base whose token count drops to ``merge_tokens`` after one chosen block."""
+    """ViT with a PatchMerger (Renggli et al. 2022).
+
+    The ViT base whose token count drops to ``merge_tokens`` after one chosen block.
+    """
 
     def __init__(self, config: PatchMergerVitConfig, ctx: BuildContext) -> None:
         super().__init__(config, ctx)
@@ -111,11 +114,6 @@ class PatchMergerViT(VisionTransformer):
     def truncate_feature_layers(self, keep: int) -> None:
         super().truncate_feature_layers(keep)
         self.merger = nn.Identity()
-
-
-def build_patch_merger_vit(config: PatchMergerVitConfig, ctx: BuildContext) -> PatchMergerViT:
-    """ViT with a PatchMerger (Renggli et al. 2022)."""
-    return PatchMergerViT(config, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +239,10 @@ AtsState = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[int, ...
 
 
 class AtsViT(VisionTransformer):
-    """The ViT base with ATS in the layers that have a budget (weights identical to a plain ViT)."""
+    """ViT with adaptive token sampling (Fayyaz et al. 2022).
+
+    The ViT base with ATS in the layers that have a budget (weights identical to a plain ViT).
+    """
 
     def __init__(self, config: AtsVitConfig, ctx: BuildContext) -> None:
         super().__init__(config, ctx)
@@ -327,23 +328,18 @@ class AtsViT(VisionTransformer):
         self.budgets = self.budgets[:keep]
 
 
-def build_ats_vit(config: AtsVitConfig, ctx: BuildContext) -> AtsViT:
-    """ViT with adaptive token sampling (Fayyaz et al. 2022)."""
-    return AtsViT(config, ctx)
-
-
 @hookimpl
 def register_architectures(register: Any) -> None:
     register(
         "patch-merger-vit",
-        build_patch_merger_vit,
+        PatchMergerViT,
         PatchMergerVitConfig,
         tags={"image", "tokens", "mask", "drops-tokens"},
         example=TINY | {"merge_after": 0, "merge_tokens": 4},
     )
     register(
         "ats-vit",
-        build_ats_vit,
+        AtsViT,
         AtsVitConfig,
         tags={"image", "tokens", "mask", "drops-tokens"},
         example=TINY | {"max_tokens": [8, 4]},

@@ -113,6 +113,8 @@ class TwinsSvtConfig(HierarchicalConfig):
 
 
 class TwinsSvt(HierarchicalModel):
+    """Twins-SVT (locally-grouped + global sub-sampled attention, PEG)."""
+
     def __init__(self, config: TwinsSvtConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.stem = nn.Identity()
@@ -133,11 +135,6 @@ class TwinsSvt(HierarchicalModel):
         self.init_tail(config, ctx, config.dims[-1], map_norm_eps=1e-6)
 
 
-def build_twins_svt(config: TwinsSvtConfig, ctx: BuildContext) -> TwinsSvt:
-    """Twins-SVT (locally-grouped + global sub-sampled attention, PEG)."""
-    return TwinsSvt(config, ctx)
-
-
 class TwinsPcpvtConfig(TwinsSvtConfig):
     """Twins-PCPVT: PVT stages of global sub-sampled attention + PEG (defaults: PCPVT-S)."""
 
@@ -147,11 +144,6 @@ class TwinsPcpvtConfig(TwinsSvtConfig):
     depths: list[PositiveInt] = [3, 4, 6, 3]
     num_heads: list[PositiveInt] = [1, 2, 5, 8]
     mlp_ratios: list[PositiveFloat] | None = [8.0, 8.0, 4.0, 4.0]
-
-
-def build_twins_pcpvt(config: TwinsPcpvtConfig, ctx: BuildContext) -> TwinsSvt:
-    """Twins-PCPVT (PVT with conditional position encoding)."""
-    return TwinsSvt(config, ctx)
 
 
 TINY: dict[str, Any] = {
@@ -171,15 +163,15 @@ TINY_PCPVT: dict[str, Any] = {**TINY, "mlp_ratios": [2.0, 1.0]}
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register(
-        "twins-svt", build_twins_svt, TwinsSvtConfig, tags={"image", "feature-maps"}, example=TINY
-    )
+    register("twins-svt", TwinsSvt, TwinsSvtConfig, tags={"image", "feature-maps"}, example=TINY)
+    # the same model class: PCPVT is a configuration of it, so it names its own summary
     register(
         "twins-pcpvt",
-        build_twins_pcpvt,
+        TwinsSvt,
         TwinsPcpvtConfig,
         tags={"image", "feature-maps"},
         example=TINY_PCPVT,
+        summary="Twins-PCPVT (PVT with conditional position encoding).",
     )
 
 

@@ -343,9 +343,7 @@ class ViViT(VitzooModel):
         extent = config.input_extent()
         dim = config.dim
         self.input_size = (config.in_chans, *extent)
-        base = ctx.replace(
-            dim=dim, num_heads=config.num_heads, in_chans=config.in_chans, image_size=extent
-        )
+        base = ctx.replace(dim=dim, num_heads=config.num_heads, in_chans=config.in_chans)
         self.patch = base.build("patchifier", config.patch)
         self.grid = self.patch.grid_for(extent)
         self.frame_patch = extent[0] // self.grid[0]
@@ -365,7 +363,6 @@ class ViViT(VitzooModel):
                     block,
                     grid=self.grid,
                     layer_index=i,
-                    depth=depth,
                     drop_path=rates[i],
                     attention=config.attention,
                     mlp=config.mlp,
@@ -413,7 +410,6 @@ class ViViT(VitzooModel):
                 grid=grid,
                 num_prefix_tokens=1,
                 layer_index=start + i,
-                depth=len(rates),
                 drop_path=rates[start + i],
                 attention=c.attention,
                 mlp=c.mlp,

@@ -13,7 +13,7 @@ from vitzoo_plugins.vit_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.examples import TINY_VIT
-from vitzoo.components.vit import VitConfig, build_vit
+from vitzoo.components.vit import VisionTransformer, VitConfig
 
 TINY = TINY_VIT
 
@@ -44,9 +44,17 @@ class DeitConfig(VitConfig):
 
 @hookimpl
 def register_architectures(register: Any) -> None:
-    register("vit", build_vit, VitConfig, tags={"image", "tokens"}, example=TINY)
-    register("simple-vit", build_vit, SimpleVitConfig, tags={"image", "tokens"}, example=TINY)
-    register("deit", build_vit, DeitConfig, tags={"image", "tokens", "distillation"}, example=TINY)
+    register("vit", VisionTransformer, VitConfig, tags={"image", "tokens"}, example=TINY)
+    register(
+        "simple-vit", VisionTransformer, SimpleVitConfig, tags={"image", "tokens"}, example=TINY
+    )
+    register(
+        "deit",
+        VisionTransformer,
+        DeitConfig,
+        tags={"image", "tokens", "distillation"},
+        example=TINY,
+    )
 
 
 @hookimpl

@@ -122,7 +122,10 @@ class XcitBlockConfig(ComponentConfig):
 
 
 class XcitBlock(FollowsGrid, nn.Module):
-    """The XCiT layer. Prefix tokens (if any) skip the local patch interaction."""
+    """XCiT block (XCA + local patch interaction + MLP).
+
+    The XCiT layer. Prefix tokens (if any) skip the local patch interaction.
+    """
 
     def __init__(self, config: XcitBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -153,11 +156,6 @@ class XcitBlock(FollowsGrid, nn.Module):
             local = F.pad(local, (0, 0, p, 0))
         x = x + self.drop_path(self.ls3(local))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
-
-
-def build_xcit_block(config: XcitBlockConfig, ctx: BuildContext) -> XcitBlock:
-    """XCiT block (XCA + local patch interaction + MLP)."""
-    return XcitBlock(config, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +301,9 @@ class XcitClassAttentionConfig(ClassAttentionBlockConfig):
 
 
 class XcitClassAttentionBlock(ClassAttentionBlock):
-    """CaiT's class-attention parts (norms, class attention, MLP, LayerScale) in XCiT's order.
+    """XCiT's class-attention block (patch tokens updated, ``tokens_norm``).
+
+    CaiT's class-attention parts (norms, class attention, MLP, LayerScale) in XCiT's order.
 
     The reference sums the normalised stream with ``[mlp branch, patches]``, so the patch tokens
     leave the layer doubled; that is kept, because the next class-attention layer reads them.
@@ -323,13 +323,6 @@ class XcitClassAttentionBlock(ClassAttentionBlock):
             x = torch.cat([self.norm2(x[:, :1]), x[:, 1:]], dim=1)
         cls = self.ls2(self.mlp(x[:, :1]))
         return x + self.drop_path(torch.cat([cls, x[:, 1:]], dim=1))
-
-
-def build_xcit_class_attention(
-    config: XcitClassAttentionConfig, ctx: BuildContext
-) -> XcitClassAttentionBlock:
-    """XCiT's class-attention block (patch tokens updated, ``tokens_norm``)."""
-    return XcitClassAttentionBlock(config, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +364,9 @@ class XcitConfig(LateClassTokenConfig):
 
 
 class XCiT(LateClassTokenTransformer):
-    """Cross-covariance image transformer: the late-class-token (CaiT) model with XCiT's parts.
+    """XCiT (cross-covariance image transformer).
+
+    The late-class-token (CaiT) model with XCiT's parts.
 
     Not a "tokens" model for objectives: the local patch interaction needs the whole patch grid,
     so token dropping / masking objectives do not apply.
@@ -382,11 +377,6 @@ class XCiT(LateClassTokenTransformer):
     def no_weight_decay(self) -> set[str]:
         temperatures = {n for n, _ in self.named_parameters() if n.endswith("temperature")}
         return super().no_weight_decay() | temperatures
-
-
-def build_xcit(config: XcitConfig, ctx: BuildContext) -> XCiT:
-    """XCiT (cross-covariance image transformer)."""
-    return XCiT(config, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +393,7 @@ def register_attention(register: Any) -> None:
 def register_blocks(register: Any) -> None:
     register(
         "xcit",
-        build_xcit_block,
+        XcitBlock,
         XcitBlockConfig,
         tags={"mask"},
         needs={"grid-2d", "fixed-grid"},
@@ -411,7 +401,7 @@ def register_blocks(register: Any) -> None:
     )
     register(
         "xcit-class-attention",
-        build_xcit_class_attention,
+        XcitClassAttentionBlock,
         XcitClassAttentionConfig,
         tags={"mask"},
         example={"config": {}},
@@ -438,7 +428,7 @@ def register_positional_encodings(register: Any) -> None:
 def register_architectures(register: Any) -> None:
     register(
         "xcit",
-        build_xcit,
+        XCiT,
         XcitConfig,
         tags={"image"},
         example=TINY_VIT | {"cls_depth": 1, "patch": {"type": "xcit-stem", "patch_size": 8}},

@@ -1,6 +1,6 @@
 """Objectives: conformance on every compatible backbone, compatibility errors, and each
 objective's own contract (MAE's encoder sees fewer tokens, the distillation teacher is frozen and
-unsaved, DINO's EMA step), plus ``vitzoo.inspect`` and the ``attention`` command."""
+unsaved, DINO's EMA step), plus ``vitzoo.inspect_forward`` and the ``attention`` command."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def test_mae_norm_pix_targets_change_the_loss() -> None:
 # Masked patch prediction targets
 # --------------------------------------------------------------------------------------------
 def test_mpp_mean_colour_classes() -> None:
-    from vitzoo_plugins.objectives import mean_colour_classes
+    from vitzoo_plugins.objectives.masked_image import mean_colour_classes
 
     # two patches of 4 RGB pixels: mid grey, and pure red at the top of the range
     grey = torch.full((1, 1, 12), 0.5)
@@ -296,7 +296,7 @@ def test_inspect_leaves_outputs_unchanged(arch: str) -> None:
     x = batch(2)[0]
     with torch.no_grad():
         before = model(x)
-        seen = vitzoo.inspect(model, x)
+        seen = vitzoo.inspect_forward(model, x)
         after = model(x)
     torch.testing.assert_close(seen.output, before)
     torch.testing.assert_close(after, before)
@@ -309,7 +309,7 @@ def test_inspect_leaves_outputs_unchanged(arch: str) -> None:
 
 
 def test_inspect_selected_layers() -> None:
-    seen = vitzoo.inspect(tiny(depth=2).eval(), batch(1)[0], layers=[-1])
+    seen = vitzoo.inspect_forward(tiny(depth=2).eval(), batch(1)[0], layers=[-1])
     assert list(seen.intermediates) == ["layer-1"]
 
 
@@ -346,7 +346,7 @@ def test_inspect_hierarchical_model_gives_feature_maps() -> None:
     model = vitzoo.build({"model": {"type": entry.name, **entry.example}}, system=SYSTEM).eval()
     x = model.example_input(2)
     with torch.no_grad():
-        seen = vitzoo.inspect(model, x)
+        seen = vitzoo.inspect_forward(model, x)
         torch.testing.assert_close(seen.output, model(x))
     assert seen.intermediates
     assert all(t.ndim == 4 and t.shape[0] == 2 for t in seen.intermediates.values())

@@ -294,15 +294,15 @@ def test_schema_accepts_a_preset_with_a_model_without_type() -> None:
 def test_inspect_layers_are_labelled_as_asked_and_bounded() -> None:
     model = vitzoo.build({"model": {**TINY, "depth": 2}}).eval()
     x = torch.randn(1, 3, 32, 32)
-    seen = vitzoo.inspect(model, x, layers=[-1, 0])
+    seen = vitzoo.inspect_forward(model, x, layers=[-1, 0])
     _, outputs = model.forward_intermediates(x)
     assert set(seen.intermediates) == {"layer-1", "layer0"}
     torch.testing.assert_close(seen.intermediates["layer-1"], outputs[1], atol=1e-5, rtol=0)
     torch.testing.assert_close(seen.intermediates["layer0"], outputs[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="names layer 1 twice"):
-        vitzoo.inspect(model, x, layers=[1, -1])
+        vitzoo.inspect_forward(model, x, layers=[1, -1])
     with pytest.raises(ValueError, match="layer 99 is out of range"):
-        vitzoo.inspect(model, x, layers=[99])
+        vitzoo.inspect_forward(model, x, layers=[99])
 
 
 def test_known_failure_lives_with_the_variant() -> None:

@@ -5,6 +5,7 @@ Importing ``vitzoo`` is cheap: torch and the plugins load only when something ne
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 from typing import Any
 
@@ -27,9 +28,10 @@ _LAZY = {
     "VitzooModel": "vitzoo.components.model",
     "attention_maps": "vitzoo.introspection",
     "record_attention": "vitzoo.introspection",
-    "inspect": "vitzoo.introspection",
+    "inspect_forward": "vitzoo.introspection",
     "Inspection": "vitzoo.introspection",
     "build_objective": "vitzoo.objectives",
+    "ObjectiveContext": "vitzoo.objectives",
 }
 
 __all__ = [
@@ -43,7 +45,21 @@ __all__ = [
 ]
 
 
+#: Old public names -> (new name, why it changed); they still work, with a DeprecationWarning.
+_DEPRECATED = {
+    "inspect": ("inspect_forward", "it shadowed the standard library's inspect module"),
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new, why = _DEPRECATED[name]
+        warnings.warn(
+            f"vitzoo.{name} is deprecated, use vitzoo.{new} ({why})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(import_module(_LAZY[new]), new)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vitzoo' has no attribute {name!r}")

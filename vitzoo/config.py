@@ -26,22 +26,72 @@ MAX_INT = 2**31 - 1
 #: and friends finite. NaN and infinity are refused by ``allow_inf_nan=False`` on every base.
 MAX_FLOAT = 1e9
 
+
+class TypeBounds:
+    """The range a bounded type allows, checked so that a field's own narrower bounds still hold.
+
+    Why not ``Field(ge=1, le=MAX_INT)`` inside the ``Annotated`` type: pydantic folds all
+    ``ge``/``le`` constraints of a field into one, and the type's (inner) ones win, so
+    ``out_dim: PositiveInt = Field(65536, ge=2)`` would silently accept 1 and
+    ``Field(8, le=64)`` would accept 10^4. Checked after the field's own constraints, with
+    pydantic's own error types and messages, and written into the JSON Schema only where the
+    field does not state a tighter bound.
+    """
+
+    _CHECKS = (
+        ("ge", "minimum", "greater_than_equal", "greater than or equal to", lambda v, b: v >= b),
+        ("gt", "exclusiveMinimum", "greater_than", "greater than", lambda v, b: v > b),
+        ("le", "maximum", "less_than_equal", "less than or equal to", lambda v, b: v <= b),
+        ("lt", "exclusiveMaximum", "less_than", "less than", lambda v, b: v < b),
+    )
+
+    def __init__(self, **bounds: float) -> None:
+        self.bounds = bounds
+
+    def _check(self, value: Any) -> Any:
+        from pydantic_core import PydanticCustomError
+
+        for key, _, error, words, holds in self._CHECKS:
+            bound = self.bounds.get(key)
+            if bound is not None and not holds(value, bound):
+                raise PydanticCustomError(error, f"Input should be {words} {{{key}}}", {key: bound})
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
+        result = handler(schema)
+        for key, json_key, *_ in self._CHECKS:
+            if key in self.bounds:
+                result.setdefault(json_key, self.bounds[key])
+        return result
+
+
 #: Any integer; strict: ``'8'`` and ``true`` are refused instead of becoming 8 and 1.
-Int = Annotated[int, Strict(), Field(ge=-MAX_INT, le=MAX_INT)]
+Int = Annotated[int, Strict(), TypeBounds(ge=-MAX_INT, le=MAX_INT)]
 #: A size, a count or a kernel: 1, 2, 3, ...
-PositiveInt = Annotated[int, Strict(), Field(ge=1, le=MAX_INT)]
+PositiveInt = Annotated[int, Strict(), TypeBounds(ge=1, le=MAX_INT)]
 #: A count that may be zero (class count 0 = no classifier, register tokens, padding, ...).
-NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
+NonNegativeInt = Annotated[int, Strict(), TypeBounds(ge=0, le=MAX_INT)]
 #: A finite float (integers are accepted: ``ratio: 4`` means 4.0; booleans and strings are not).
-FiniteFloat = Annotated[float, Strict(), Field(ge=-MAX_FLOAT, le=MAX_FLOAT, allow_inf_nan=False)]
+FiniteFloat = Annotated[
+    float, Strict(), Field(allow_inf_nan=False), TypeBounds(ge=-MAX_FLOAT, le=MAX_FLOAT)
+]
 #: A finite float > 0 (ratios, learning rates, epsilons, temperatures).
-PositiveFloat = Annotated[float, Strict(), Field(gt=0.0, le=MAX_FLOAT, allow_inf_nan=False)]
+PositiveFloat = Annotated[
+    float, Strict(), Field(allow_inf_nan=False), TypeBounds(gt=0.0, le=MAX_FLOAT)
+]
 #: A finite float >= 0 (weight decay, loss weights, init scales).
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0.0, le=MAX_FLOAT, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[
+    float, Strict(), Field(allow_inf_nan=False), TypeBounds(ge=0.0, le=MAX_FLOAT)
+]
 #: A drop rate: 0 <= p < 1 (p = 1 would drop everything).
-Rate = Annotated[float, Strict(), Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+Rate = Annotated[float, Strict(), Field(allow_inf_nan=False), TypeBounds(ge=0.0, lt=1.0)]
 #: A probability: 0 <= p <= 1 (augmentation odds, mask ratios that may cover everything).
-Probability = Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Probability = Annotated[float, Strict(), Field(allow_inf_nan=False), TypeBounds(ge=0.0, le=1.0)]
 
 
 def _one_error(message: str) -> Any:

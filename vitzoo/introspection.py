@@ -91,12 +91,17 @@ def _normalise_layers(model: nn.Module, layers: list[int]) -> dict[int, int]:
     return out
 
 
-def inspect(model: nn.Module, x: torch.Tensor, layers: list[int] | None = None) -> Inspection:
+def inspect_forward(
+    model: nn.Module, x: torch.Tensor, layers: list[int] | None = None
+) -> Inspection:
     """Run ``model`` once on ``x`` and return its output, attention maps and per-layer outputs.
 
     Built on the model protocol (``forward_intermediates``, ``forward_head``) and
     :func:`record_attention`; nothing is patched, so the output equals ``model(x)``. ``layers``
     selects blocks/stages (negative indices count from the end; ``None``: all).
+
+    Named ``inspect_forward`` rather than ``inspect`` so it does not shadow the standard
+    library's module (``vitzoo.inspect`` remains, deprecated, as an alias).
     """
     asked = None if layers is None else _normalise_layers(model, layers)
     indices = None if asked is None else list(asked)

@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from vitzoo import hookspecs
+from vitzoo.hookspecs import ComponentRegister, ConverterRegister, PresetRegister
 from vitzoo.registry import (
     Entry,
     PresetEntry,
@@ -80,7 +81,8 @@ def _is_truthy(value: str | None) -> bool:
 
 def _register_callback(
     kind: str, plugin: str, staged: list[Entry | PresetEntry]
-) -> Callable[..., None]:
+) -> ComponentRegister | PresetRegister | ConverterRegister:
+    """The ``register`` a hook of ``kind`` is handed: it validates and stages each entry."""
     if kind == "preset":
 
         def register_preset(name: str, spec: Any, **options: Any) -> None:

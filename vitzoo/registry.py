@@ -16,6 +16,7 @@ from typing import Any, get_args
 from vitzoo.capabilities import normalise
 from vitzoo.config import ComponentConfig
 from vitzoo.suggest import did_you_mean
+from vitzoo.tags import check_tags
 
 #: Component kinds, in the order a ViT uses them, then whole architectures and the rest.
 COMPONENT_KINDS: tuple[str, ...] = (
@@ -219,14 +220,12 @@ def make_entry(
         raise RegistrationError(
             f"{where}: config {config.__name__} needs the field  type: Literal[{name!r}] = {name!r}"
         )
-    if isinstance(tags, str):
-        tags = (tags,)
     return Entry(
         kind=kind,
         name=name,
         factory=factory,
         config=config,
-        tags=frozenset(tags),
+        tags=check_tags(tags, where=where),
         summary=_summary_of(factory, summary) or _summary_of(config, ""),
         plugin=plugin,
         example=dict(example or {}),
@@ -286,7 +285,7 @@ def make_preset(
         expected_params=expected_params,
         summary=summary,
         plugin=plugin,
-        tags=frozenset((tags,) if isinstance(tags, str) else tags),
+        tags=check_tags(tags, where=where),
         aliases=aliases,
         expected_macs=expected_macs,
     )

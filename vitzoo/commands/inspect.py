@@ -1,6 +1,6 @@
 """``vitzoo attention CKPT_OR_PRESET IMAGE -o overlay.png``: where does the class token look?
 
-The map comes from :func:`vitzoo.inspect` (so from any registered attention, with no patching):
+The map comes from :func:`vitzoo.inspect_forward` (so from any registered attention, with no patching):
 the class token's attention over the patches at one block (``--layer``, default the last), or
 the attention rollout (Abnar & Zuidema 2020) through the blocks up to that one (``--rollout``).
 A model without a class token (SimpleViT) shows the attention each patch receives, averaged over
@@ -15,17 +15,16 @@ from typing import Any
 
 import click
 
-#: Channel statistics used when the model's spec has no ``data:`` section (ImageNet's).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from vitzoo.spec.sections import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_model(source: str) -> Any:
     """A checkpoint file (``vitzoo.save`` output) or anything ``vitzoo.build`` accepts."""
     import vitzoo
+    from vitzoo.spec import is_spec_file_name
 
     path = Path(source)
-    if path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}:
+    if path.is_file() and not is_spec_file_name(path):
         return vitzoo.load(path)
     if path.is_dir() or source.startswith("hf-hub:"):  # a Hugging Face model (folder / hub)
         return vitzoo.build(weights=source)
@@ -46,15 +45,15 @@ def normalisation(source: str, model: Any) -> tuple[tuple[float, ...], tuple[flo
     data = getattr(getattr(model, "vitzoo_spec", None), "data", None)  # what it was trained with
     if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
         return tuple(data.mean), tuple(data.std)
-    return MEAN, STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def image_tensor(
     image: Any,
     size: tuple[int, int],
     channels: int,
-    mean: tuple[float, ...] = MEAN,
-    std: tuple[float, ...] = STD,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> Any:
     """PIL image -> normalised (1, C, H, W) tensor at the model's input size."""
     import numpy as np
@@ -161,10 +160,12 @@ def overlay(image: Any, heat: Any, alpha: float, min_side: int = MIN_SIDE) -> An
 def is_checkpoint(source: str) -> bool:
     """Whether SOURCE names weights (a checkpoint file, a Hugging Face folder or hub id)
     rather than a preset or spec, whose weights are random."""
+    from vitzoo.spec import is_spec_file_name
+
     path = Path(source)
     if path.is_dir() or source.startswith("hf-hub:"):
         return True
-    return path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}
+    return path.is_file() and not is_spec_file_name(path)
 
 
 @click.command("attention")
@@ -183,7 +184,7 @@ def attention(
     import torch
     from PIL import Image
 
-    from vitzoo.introspection import inspect
+    from vitzoo.introspection import inspect_forward
     from vitzoo.training.data import image_error
 
     if not is_checkpoint(source):
@@ -211,7 +212,7 @@ def attention(
     channels, *size = model.input_size
     x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))
     with torch.no_grad():
-        seen = inspect(model, x)
+        seen = inspect_forward(model, x)
     grid = tuple(model.patch.grid_for(tuple(size)))
     maps = list(seen.attentions.values())
     heat = attention_grid(maps, int(model.num_prefix_tokens), grid, layer, rollout)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -24,7 +25,9 @@ class PreNormBlockConfig(ComponentConfig):
 
 
 class PreNormBlock(nn.Module):
-    """The standard ViT block. Drop-path rate comes from the architecture's per-layer schedule."""
+    """Pre-norm transformer block.
+
+    The standard ViT block. Drop-path rate comes from the architecture's per-layer schedule."""
 
     def __init__(self, config: PreNormBlockConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -42,6 +45,36 @@ class PreNormBlock(nn.Module):
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
-def build_pre_norm_block(config: PreNormBlockConfig, ctx: BuildContext) -> PreNormBlock:
-    """Pre-norm transformer block."""
-    return PreNormBlock(config, ctx)
+def block_stack(
+    ctx: BuildContext,
+    spec: Any,
+    rates: Sequence[float],
+    *,
+    grid: tuple[int, ...],
+    num_prefix_tokens: int,
+    attention: Any | Callable[[int], Any],
+    mlp: Any,
+    first_layer: int = 0,
+) -> nn.ModuleList:
+    """``len(rates)`` blocks built from the ``spec`` block, block ``i`` at drop-path ``rates[i]``.
+
+    Each block learns its place in the model from its context: it is layer ``first_layer + i``,
+    so a stack that continues another one (CaiT's
+    class-attention blocks after the patch blocks, a hierarchical model's later stages) numbers
+    on instead of restarting at 0. The token mixer and channel mixer come from the ``attention``
+    / ``mlp`` specs; ``attention`` may be a function of the block's index in the stack instead
+    (stages that alternate two attentions).
+    """
+    return nn.ModuleList(
+        ctx.build(
+            "block",
+            spec,
+            grid=grid,
+            num_prefix_tokens=num_prefix_tokens,
+            layer_index=first_layer + i,
+            drop_path=rate,
+            attention=attention(i) if callable(attention) else attention,
+            mlp=mlp,
+        )
+        for i, rate in enumerate(rates)
+    )

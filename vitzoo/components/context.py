@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -15,26 +15,36 @@ from vitzoo.registry import Registry
 class BuildContext:
     """Facts from the enclosing architecture, passed to every ``factory(config, ctx)``.
 
-    Factories read only what they need; architectures fill in what they know. ``build`` lets a
-    composite component (a block, a hierarchical stage) build its registered sub-components.
+    Factories read only what they need; architectures fill in what they know with
+    :meth:`replace` before building each part. ``build`` lets a composite component (a block, a
+    hierarchical stage) build its registered sub-components. Every field has a reader; a field
+    nobody reads does not belong here (give the part a config field instead).
     """
 
+    #: The live registry: what :meth:`build` looks parts up in (a host also reads a part's tags).
     registry: Registry
+    #: Token width at this point of the model (patchifiers project to it, blocks keep it).
     dim: int = 0
+    #: Attention heads for the attention built here.
     num_heads: int = 1
+    #: Input channels, for the patchifier / stem.
     in_chans: int = 3
-    image_size: tuple[int, ...] = ()
+    #: The (h, w) -- or (t, h, w) -- token grid the part sees (posencs, windowed attention).
     grid: tuple[int, ...] = ()
+    #: Class / distillation / register tokens in front of the grid tokens.
     num_prefix_tokens: int = 0
+    #: Classes the head predicts.
     num_classes: int = 0
+    #: Width of the pooled features a head / pooling receives.
     num_features: int = 0
+    #: Index of the block being built, counted over the whole model (DeepViT re-attends from a
+    #: given layer on).
     layer_index: int = 0
-    depth: int = 1
+    #: Stochastic-depth rate of the block being built.
     drop_path: float = 0.0
     #: Specs a block builds its token mixer and channel mixer from.
     attention: Any = None
     mlp: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> BuildContext:
         return dataclasses.replace(self, **changes)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vitzoo.components.block import block_stack
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import PEG
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
@@ -391,21 +392,15 @@ def build_stage_blocks(
     depths = config.depths
     spec = config.attention if attention is None else attention
     rates = drop_path_schedule(config.drop_path_rate, depths)[stage]
-    return nn.ModuleList(
-        ctx.build(
-            "block",
-            config.block,
-            dim=config.dims[stage],
-            num_heads=config.num_heads[stage],
-            grid=tuple(grid),
-            num_prefix_tokens=num_prefix_tokens,
-            layer_index=sum(depths[:stage]) + j,
-            depth=sum(depths),
-            drop_path=rate,
-            attention=spec(j) if callable(spec) else spec,
-            mlp=config.mlp if mlp is None else mlp,
-        )
-        for j, rate in enumerate(rates)
+    return block_stack(
+        ctx.replace(dim=config.dims[stage], num_heads=config.num_heads[stage]),
+        config.block,
+        rates,
+        grid=tuple(grid),
+        num_prefix_tokens=num_prefix_tokens,
+        attention=spec,
+        mlp=config.mlp if mlp is None else mlp,
+        first_layer=sum(depths[:stage]),
     )
 
 

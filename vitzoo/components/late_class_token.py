@@ -70,19 +70,12 @@ class LateClassTokenTransformer(VisionTransformer):
         grid = self.patch.grid_for(self.input_size[1:])
         rates = config.class_drop_path_rates()
         base = ctx.replace(dim=dim, num_heads=config.num_heads, in_chans=config.in_chans)
-        self.class_blocks = nn.ModuleList(
-            base.build(
-                "block",
-                config.class_block,
-                grid=grid,
-                num_prefix_tokens=self.num_prefix_tokens,
-                layer_index=config.depth + i,
-                depth=config.depth + config.cls_depth,
-                drop_path=rates[i],
-                attention=config.attention,
-                mlp=config.mlp,
-            )
-            for i in range(config.cls_depth)
+        self.class_blocks = self.stack_blocks(
+            base,
+            config.class_block,
+            rates,
+            grid,
+            first_layer=config.depth,
         )
         self.class_blocks.apply(init_vit_weights)
 

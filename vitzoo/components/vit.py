@@ -14,6 +14,7 @@ import torch
 from pydantic import model_validator
 from torch import nn
 
+from vitzoo.components.block import block_stack
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import grid_followers
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
@@ -118,7 +119,9 @@ class VitConfig(ComponentConfig):
 
 
 class VisionTransformer(VitzooModel):
-    """A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
+    """Vision Transformer built from registered parts.
+
+    A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
 
     capabilities = frozenset({"tokens"})
 
@@ -127,9 +130,7 @@ class VisionTransformer(VitzooModel):
         self.config = config
         image_size = config.input_extent()
         dim = config.dim
-        base = ctx.replace(
-            dim=dim, num_heads=config.num_heads, in_chans=config.in_chans, image_size=image_size
-        )
+        base = ctx.replace(dim=dim, num_heads=config.num_heads, in_chans=config.in_chans)
 
         self.input_size = (config.in_chans, *image_size)
         self.patch = base.build("patchifier", config.patch)
@@ -151,20 +152,7 @@ class VisionTransformer(VitzooModel):
         self.pos_drop = nn.Dropout(config.emb_dropout)
 
         rates = drop_path_rates(config.drop_path_rate, config.depth)
-        self.blocks = nn.ModuleList(
-            base.build(
-                "block",
-                config.block,
-                grid=grid,
-                num_prefix_tokens=self.num_prefix_tokens,
-                layer_index=i,
-                depth=config.depth,
-                drop_path=rates[i],
-                attention=config.attention,
-                mlp=config.mlp,
-            )
-            for i in range(config.depth)
-        )
+        self.blocks = self.stack_blocks(base, config.block, rates, grid)
         self.norm = (
             make_norm(config.norm, dim, config.norm_eps) if config.final_norm else nn.Identity()
         )
@@ -176,6 +164,27 @@ class VisionTransformer(VitzooModel):
         self.pool = self._head_ctx.build("pooling", config.pool)
         self.head = self._head_ctx.build("head", config.head, num_classes=config.num_classes)
         self._init_weights()
+
+    def stack_blocks(
+        self,
+        ctx: BuildContext,
+        spec: Any,
+        rates: list[float],
+        grid: tuple[int, ...],
+        first_layer: int = 0,
+    ) -> nn.ModuleList:
+        """:func:`~vitzoo.components.block.block_stack` over this model's tokens (its prefix
+        count, attention and MLP specs), numbered from ``first_layer``."""
+        return block_stack(
+            ctx,
+            spec,
+            rates,
+            grid=grid,
+            num_prefix_tokens=self.num_prefix_tokens,
+            attention=self.config.attention,
+            mlp=self.config.mlp,
+            first_layer=first_layer,
+        )
 
     def _init_weights(self) -> None:
         self.apply(init_vit_weights)
@@ -342,6 +351,6 @@ def tokens_to_grid_map(tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Ten
     return tokens.transpose(1, 2).reshape(b, c, *grid)
 
 
-def build_vit(config: VitConfig, ctx: BuildContext) -> VisionTransformer:
-    """Vision Transformer built from registered parts."""
-    return VisionTransformer(config, ctx)
+#: The class itself is the factory (``register("vit", VisionTransformer, VitConfig)``); the old
+#: factory name stays for plugins and callers that import it.
+build_vit = VisionTransformer

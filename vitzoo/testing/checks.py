@@ -219,10 +219,11 @@ def check_registration_metadata(variant: Variant) -> None:
         raise fail(variant, f"config {config.__name__}.type defaults to {default!r}")
 
 
-def check_builds_from_defaults(variant: Variant) -> None:
+def check_validates_from_defaults(variant: Variant) -> None:
     """The config with no overrides validates (architectures: as a whole spec, with its rules).
 
-    Full-size architectures are validated, not built (that is the presets' test, on meta).
+    Validated only, not built: full-size architectures are built by the presets' test (on
+    meta), and every tiny example is built by the model checks.
     """
     registry = variant.system.registry
     try:
@@ -246,7 +247,7 @@ def check_builds_from_defaults(variant: Variant) -> None:
 @register_check_generator("*")
 def yield_registration_checks(variant: Variant) -> Iterator[Check]:
     yield check_registration_metadata
-    yield check_builds_from_defaults
+    yield check_validates_from_defaults
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,12 +3,16 @@
 A variant knows how to make a CPU-tiny model that exercises it:
 
 * an **architecture** is built from its registration ``example`` (overrides of its config);
-* a **component** is slotted into a host model: by default the tiny ``vit`` (the ``vit``
-  architecture with its own ``example``), at the field its kind occupies (``attention`` ->
-  ``attention``, ``pooling`` -> ``pool``, ...), as ``{"type": name, **example["config"]}``.
-  ``example["model"]`` is merged into the host spec and may name another host ``type`` (a
-  tubelet patchifier needs a video model); ``example["field"]`` (a dotted path) places the
-  component somewhere else in the host when its kind's usual field is not where it belongs;
+* a **component** is slotted into a host model (a registered architecture built from its own
+  ``example``), at the field its kind occupies (``attention`` -> ``attention``, ``pooling`` ->
+  ``pool``, ...), as ``{"type": name, **example["config"]}``. ``example["model"]`` is merged
+  into the host spec and may name the host ``type`` (a tubelet patchifier needs a video
+  model); ``example["field"]`` (a dotted path) places the component somewhere else in the host
+  when its kind's usual field is not where it belongs. Without a named host the suite picks
+  one (:func:`choose_host`): :data:`DEFAULT_HOST` when it is registered, else the first
+  registered architecture whose config has the fields the example sets, which offers the
+  capabilities the component needs and which accepts it; when none can, the variant's model
+  checks are skipped with the reason (the core depends on no one plugin);
 * an **objective** gets the same tiny host model plus ``objective: {"type": name, **config}``
   in the spec, so objective checks (``vitzoo.testing.objective_checks``) start from a model.
 
@@ -23,10 +27,12 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from unittest import SkipTest
 
+from vitzoo.capabilities import CONTEXT_WORDS, needs_of, offers_of
 from vitzoo.plugins import PluginLoadError, PluginSystem, load_plugins
 from vitzoo.registry import COMPONENT_KINDS, Entry
-from vitzoo.spec import SpecBase, deep_merge, set_path, validate_spec
+from vitzoo.spec import SpecBase, SpecError, deep_merge, set_path, validate_spec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,8 +51,19 @@ HOST_FIELD: dict[str, str] = {
     "head": "head",
 }
 
-#: The architecture a component is slotted into unless its example names another.
+#: The host a component is slotted into when its example names none and this architecture is
+#: registered (the plain ViT: the conformance figures were established on it). A preference,
+#: not a dependency: without it :func:`choose_host` takes another architecture that fits.
 DEFAULT_HOST = "vit"
+
+
+class NoHostArchitecture(SkipTest):
+    """No registered architecture can host a component: its model checks do not apply here.
+
+    A :class:`unittest.SkipTest`, so pytest and :func:`vitzoo.testing.check_variant` report the
+    reason as a skip, not a failure (e.g. ``VITZOO_DISABLE_PLUGINS=vit`` with nothing else
+    that can hold a class-token pooling).
+    """
 
 
 class VariantError(LookupError):
@@ -78,30 +95,31 @@ class Variant:
 
     # -- specs ---------------------------------------------------------------------------
     def tiny_spec_data(self) -> dict[str, Any]:
-        """The CPU-tiny spec (a plain mapping) that exercises this variant."""
+        """The CPU-tiny spec (a plain mapping) that exercises this variant.
+
+        Raises :class:`NoHostArchitecture` (a skip) when the variant is a component or an
+        objective and no registered architecture can host it.
+        """
         example = dict(self.entry.example or {})
         if self.kind == "architecture":
             return {"model": {"type": self.name, **copy.deepcopy(example)}}
         if self.kind in HOST_FIELD or self.kind == "objective":
             _check_component_example(self, example)
-            model = self._host_model(example.get("model", {}))
-            own = {"type": self.name, **copy.deepcopy(dict(example.get("config", {})))}
-            if self.kind == "objective":
-                return {"model": model, "objective": own}
-            where = example.get("field", HOST_FIELD[self.kind])
-            return {"model": set_path(model, where, own)}
+            if "host" not in self._cache:
+                self._cache["host"] = choose_host(self)
+            return self._hosted_spec_data(self._cache["host"], example)
         raise VariantError(f"{self}: kind {self.kind!r} has no tiny model")
 
-    def _host_model(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        host = overrides.get("type", DEFAULT_HOST)
+    def _hosted_spec_data(self, host: str, example: Mapping[str, Any]) -> dict[str, Any]:
+        """This component (or objective) in the tiny ``host`` architecture."""
         registry = self.system.registry
-        if ("architecture", host) not in registry:
-            raise VariantError(
-                f"{self}: host architecture {host!r} is not registered; registered: "
-                f"{', '.join(registry.names('architecture')) or '(none)'}"
-            )
+        overrides = dict(example.get("model", {}))
         base = {"type": host, **copy.deepcopy(dict(registry.get("architecture", host).example))}
-        return deep_merge(base, overrides)
+        model = deep_merge(base, overrides)
+        own = {"type": self.name, **copy.deepcopy(dict(example.get("config", {})))}
+        if self.kind == "objective":
+            return {"model": model, "objective": own}
+        return {"model": set_path(model, example.get("field", HOST_FIELD[self.kind]), own)}
 
     def tiny_spec(self) -> SpecBase:
         """The validated tiny spec (cached: validation is the slow part of a build)."""
@@ -136,6 +154,60 @@ def _check_component_example(variant: Variant, example: Mapping[str, Any]) -> No
             f"{variant}: a component example has the keys 'config', 'model' and 'field'; "
             f"got unknown {sorted(unknown)}"
         )
+
+
+def _fits(variant: Variant, host: str, example: Mapping[str, Any]) -> bool:
+    """Whether ``host`` has the config fields the example sets and offers what the part needs."""
+    registry = variant.system.registry
+    arch = registry.get("architecture", host)
+    fields = set(arch.config.model_fields)
+    wanted = {k for k in example.get("model", {}) if k != "type"}
+    if variant.kind in HOST_FIELD:
+        wanted.add(str(example.get("field", HOST_FIELD[variant.kind])).split(".")[0])
+    context = needs_of(variant.entry) & CONTEXT_WORDS
+    return wanted <= fields and context <= offers_of(arch)
+
+
+def choose_host(variant: Variant) -> str:
+    """The architecture a component or objective variant is built into (see the module doc).
+
+    A host the example names is used as is (a missing one is a :class:`VariantError`: the
+    example is wrong, or its plugin's host is not installed). :data:`DEFAULT_HOST` is used
+    whenever it is registered, exactly as if named, so a mistake in the example still fails
+    there. Any other candidate must fit (:func:`_fits`) and accept the part (its tiny spec
+    validates), since the part's author did not choose it.
+    """
+    registry = variant.system.registry
+    example = dict(variant.entry.example or {})
+    named = example.get("model", {}).get("type")
+    if named is not None:
+        if ("architecture", named) not in registry:
+            raise VariantError(
+                f"{variant}: host architecture {named!r} is not registered; registered: "
+                f"{', '.join(registry.names('architecture')) or '(none)'}"
+            )
+        return named
+    if ("architecture", DEFAULT_HOST) in registry:
+        return DEFAULT_HOST
+    # hosts that keep every token first: one that drops or merges tokens changes what the
+    # part sees, so it is the last resort
+    ranked = sorted(
+        registry.names("architecture"),
+        key=lambda n: ("drops-tokens" in offers_of(registry.get("architecture", n)), n),
+    )
+    for host in ranked:
+        if host == DEFAULT_HOST or not _fits(variant, host, example):
+            continue
+        try:
+            validate_spec(registry, variant._hosted_spec_data(host, example), trial=False)
+        except SpecError:
+            continue
+        return host
+    needs = sorted(needs_of(variant.entry)) or ["nothing declared"]
+    raise NoHostArchitecture(
+        f"{variant.id}: no registered architecture can host it (it needs: {', '.join(needs)}; "
+        f"architectures: {', '.join(registry.names('architecture')) or '(none)'})"
+    )
 
 
 def plugin_system(*, strict: bool = True) -> PluginSystem:
