@@ -104,3 +104,45 @@ def test_levit_cached_bias_follows_loaded_weights() -> None:
         model.eval()
         fresh.load_state_dict(model.state_dict())
         torch.testing.assert_close(model(x), fresh(x), rtol=1e-5, atol=1e-9)
+
+
+def test_in_place_gelu_is_gelu_and_only_in_place_without_autograd():
+    from vitzoo.components.conv import InplaceGelu, make_activation
+
+    act = make_activation("gelu-tanh", inplace=True)
+    assert isinstance(act, InplaceGelu) and act.approximate == "tanh"
+    x = torch.randn(2, 3, 4, 4)
+    expected = torch.nn.functional.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        y = x.clone()
+        out = act(y)
+    assert out.data_ptr() == y.data_ptr() and torch.equal(out, expected)
+    leaf = x.clone().requires_grad_()
+    z = leaf * 1.0
+    out = act(z)
+    assert out.data_ptr() != z.data_ptr() and torch.equal(out, expected)
+    out.sum().backward()
+    ref = x.clone().requires_grad_()
+    torch.nn.functional.gelu(ref, approximate="tanh").sum().backward()
+    assert torch.equal(leaf.grad, ref.grad)
+
+
+def test_maxvit_channels_last_path_computes_the_nchw_function():
+    """MaxViT runs channels-last from its stem (speed); the function is the NCHW one."""
+    import types
+
+    from vitzoo.components.hierarchical import HierarchicalModel
+
+    torch.manual_seed(0)
+    spec = {"type": "maxvit", "image_size": 32, "stem_dim": 16, "dims": [16, 32],
+            "depths": [1, 1], "head_dim": 8, "window_size": 2, "grid_size": 2,
+            "num_classes": 5}  # fmt: skip
+    model = vitzoo.build({"model": spec}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast = model(x)
+        maps = model.forward_intermediates(x, intermediates_only=True)
+        model.run_stem = types.MethodType(HierarchicalModel.run_stem, model)
+        plain = model(x)
+    assert torch.allclose(fast, plain, atol=1e-6, rtol=0)
+    assert all(m.is_contiguous(memory_format=torch.channels_last) for m in maps)
