@@ -20,9 +20,11 @@ more than a map between them (PiT's class token) override :meth:`stage_map` / :m
 :meth:`run_stage`.
 
 :class:`HierarchicalConfig` holds the fields every staged architecture has and the spec-time
-helpers (:func:`check_stage_lists`, :func:`check_image_divisible`) that turn "depth tuple of the
-wrong length" or "image not divisible by window x stride" into a ``SpecValueError`` naming the
-field, never a shape error in forward.
+helpers (:meth:`HierarchicalConfig.check_stages` with :func:`check_stage_lists`,
+:func:`check_positive`, :func:`check_heads_divide`, :func:`check_multiples_of`, and
+:func:`check_image_divisible`) that turn "depth tuple of the wrong length" or "image not
+divisible by window x stride" into a ``SpecValueError`` naming the field, never a shape error in
+forward. Every staged plugin validates its stage lists through them.
 """
 
 from __future__ import annotations
@@ -86,20 +88,24 @@ class HierarchicalConfig(ComponentConfig):
         self,
         *,
         reference: str = "dims",
+        stages: Sequence[str] = ("depths", "num_heads"),
         lists: dict[str, Sequence[Any]] | None = None,
         positive: dict[str, Sequence[int] | int] | None = None,
         heads_divide: bool = True,
         distillation: bool = False,
     ) -> None:
-        """The common rules plus the per-stage ``dims`` / ``depths`` / ``num_heads`` rules.
+        """The common rules plus the per-stage list rules, in one call for every staged model.
 
-        ``lists``: further per-stage lists that must match ``reference`` in length; ``positive``:
-        further fields that must be positive integers. ``heads_divide``: ``num_heads`` must divide
-        ``dims`` stage by stage. ``distillation``: the model has a distillation token.
+        ``reference`` (default ``dims``) is the list that defines the number of stages;
+        ``stages``: the fields that are per-stage lists of positive integers (default ``depths``
+        and ``num_heads``). ``lists``: further per-stage lists that must match ``reference`` in
+        length; ``positive``: further fields that must be positive integers. ``heads_divide``:
+        ``num_heads`` must divide ``dims`` stage by stage. ``distillation``: the model has a
+        distillation token. Every error names the field (``depths``, ``num_heads.2``, ...).
         """
         self.check_common(distillation=distillation)
         ref = getattr(self, reference)
-        stages = {"depths": self.depths, "num_heads": self.num_heads}
+        stages = {name: getattr(self, name) for name in stages}
         check_stage_lists(len(ref), reference, **stages, **(lists or {}))
         check_positive(**{reference: ref}, **stages, **(positive or {}))
         if heads_divide:
@@ -151,6 +157,20 @@ def check_heads_divide(dims: Sequence[int], heads: Sequence[int], field: str = "
             allowed = [d for d in range(1, min(dim, 64) + 1) if dim % d == 0]
             raise SpecValueError(
                 f"{field}.{i}", f"{h} heads do not divide stage width {dim}; allowed: {allowed}"
+            )
+
+
+def check_multiples_of(
+    field: str, values: Sequence[int], divisor: int, divisor_name: str, why: str
+) -> None:
+    """Each stage's ``values[i]`` must be a multiple of ``divisor`` (a width split into heads of
+    a fixed size, ...); the error names ``field.i``, the divisor and why it must divide."""
+    for i, value in enumerate(values):
+        if value % divisor:
+            raise SpecValueError(
+                f"{field}.{i}",
+                f"{value} is not a multiple of {divisor_name}={divisor} ({why}); "
+                f"allowed: multiples of {divisor}",
             )
 
 
