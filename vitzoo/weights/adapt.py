@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from vitzoo.components.posenc import resize_grid_embedding
+from vitzoo.components.resize import resize_token_table
 from vitzoo.weights.converter import Conversion
 from vitzoo.weights.errors import WeightsError
 
@@ -116,10 +117,8 @@ def resample_table(
             break
     else:
         raise ValueError(f"no 2-D grid fits {n_src} -> {n_dst} positions")
-    rest = moved.shape[1:]
-    head, grid = moved[:prefix], moved[prefix:].reshape(1, n_src - prefix, -1)
-    grid = resize_grid_embedding(grid, old, new).reshape(n_dst - prefix, *rest)
-    return torch.cat([head, grid], dim=0).movedim(0, axis).contiguous()
+    table = resize_token_table(moved.reshape(1, n_src, -1), old, new, prefix)
+    return table.reshape(n_dst, *moved.shape[1:]).movedim(0, axis).contiguous()
 
 
 def adapt_input_channels(
@@ -138,6 +137,17 @@ def adapt_input_channels(
         out = weight.repeat(*[repeats if d == axis else 1 for d in range(weight.ndim)])
         out = out.narrow(axis, 0, target) * (source_chans / target)
     return out.to(tensor.dtype)
+
+
+def _kept_source_tensors(
+    conversion: Conversion, keys: list[str], target_shapes: Shapes
+) -> list[tuple[str, torch.Tensor]]:
+    """(key, source tensor) for each of ``keys`` the source has and the target model keeps."""
+    return [
+        (key, conversion.tensors[key])
+        for key in keys
+        if key in target_shapes and conversion.tensors.get(key) is not None
+    ]
 
 
 def apply_adaptations(
@@ -163,10 +173,7 @@ def apply_adaptations(
             )
         elif plan.field == "image_size":
             done = []
-            for key in touched:
-                tensor = conversion.tensors.get(key)
-                if key not in target_shapes or tensor is None:
-                    continue
+            for key, tensor in _kept_source_tensors(conversion, touched, target_shapes):
                 if not tensor.is_floating_point():  # index buffers: the model's own are right
                     del conversion.tensors[key]
                     conversion.kept_init[key] = "index buffer recomputed for the new image size"
@@ -191,10 +198,7 @@ def apply_adaptations(
                 )
         elif plan.field == "in_chans":
             done = []
-            for key in touched:
-                tensor = conversion.tensors.get(key)
-                if key not in target_shapes or tensor is None:
-                    continue
+            for key, tensor in _kept_source_tensors(conversion, touched, target_shapes):
                 conversion.tensors[key] = adapt_input_channels(
                     tensor, target_shapes[key], int(plan.source_value)
                 )
