@@ -22,11 +22,18 @@ from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.vit import (
     check_heads_divide_dim,
-    check_positive_ints,
     tokens_to_grid_map,
     trunk_context,
 )
-from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, Rate, SizeOrPair, check_child
+from vitzoo.config import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Rate,
+    SizeOrPair,
+    check_child,
+    check_positive,
+)
 
 
 class VivitConfig(ComponentConfig):
@@ -63,8 +70,13 @@ class VivitConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _rules(self) -> VivitConfig:
-        check_positive_ints(
-            self, "frames", "dim", "spatial_depth", "temporal_depth", "num_heads", "in_chans"
+        check_positive(
+            frames=self.frames,
+            dim=self.dim,
+            spatial_depth=self.spatial_depth,
+            temporal_depth=self.temporal_depth,
+            num_heads=self.num_heads,
+            in_chans=self.in_chans,
         )
         check_heads_divide_dim(self.dim, self.num_heads, self.attention)
         check_video_patch(self.patch)

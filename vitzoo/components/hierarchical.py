@@ -50,6 +50,7 @@ from vitzoo.config import (
     SizeOrPair,
     SpecValueError,
     check_child,
+    check_positive,  # staged plugins import it from here, beside the other stage checks
     component_default,
 )
 
@@ -69,8 +70,7 @@ class HierarchicalConfig(ComponentConfig):
 
     def check_common(self, *, distillation: bool = False) -> None:
         """Rules shared by every staged architecture (call from the subclass validator)."""
-        if self.in_chans < 1:
-            raise SpecValueError("in_chans", f"must be a positive integer, got {self.in_chans}")
+        check_positive(in_chans=self.in_chans)
         if self.num_classes < 0:
             raise SpecValueError("num_classes", "must be >= 0 (0 gives features, no classifier)")
         if not 0.0 <= self.drop_path_rate < 1.0:
@@ -126,15 +126,6 @@ def check_stage_lists(num_stages: int, reference: str, **lists: Sequence[Any]) -
                 f"has {len(values)} entries but {reference} defines {num_stages} stages; "
                 f"give exactly one value per stage",
             )
-
-
-def check_positive(**values: Sequence[int] | int) -> None:
-    for name, value in values.items():
-        items = list(value) if isinstance(value, Sequence) else [value]
-        for i, v in enumerate(items):
-            if v < 1:
-                where = f"{name}.{i}" if isinstance(value, Sequence) else name
-                raise SpecValueError(where, f"must be a positive integer, got {v}")
 
 
 def check_image_divisible(

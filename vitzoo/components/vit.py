@@ -29,6 +29,7 @@ from vitzoo.config import (
     SizeOrPair,
     SpecValueError,
     check_child,
+    check_positive,
     component_default,
 )
 
@@ -68,7 +69,9 @@ class VitConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VitConfig:
-        check_positive_ints(self, "in_chans", "dim", "depth", "num_heads")
+        check_positive(
+            in_chans=self.in_chans, dim=self.dim, depth=self.depth, num_heads=self.num_heads
+        )
         if self.num_classes < 0:
             raise SpecValueError("num_classes", "must be >= 0 (0 gives features, no classifier)")
         for name in ("emb_dropout", "drop_path_rate", "patch_dropout"):
@@ -102,14 +105,6 @@ class VitConfig(ComponentConfig):
 
 
 # -- the trunk's spec rules, shared by every model built like a ViT (the video models too) -----
-def check_positive_ints(config: ComponentConfig, *names: str) -> None:
-    """Each named size must be >= 1 (a plain message naming the field, whatever the type says)."""
-    for name in names:
-        value = getattr(config, name)
-        if value < 1:
-            raise SpecValueError(name, f"must be a positive integer, got {value}")
-
-
 def check_heads_divide_dim(dim: int, num_heads: int, attention: Any) -> None:
     """``num_heads`` must split ``dim`` evenly, unless the attention sets its own ``head_dim``."""
     if getattr(attention, "head_dim", None) is None and dim % num_heads:
