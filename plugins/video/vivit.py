@@ -107,8 +107,8 @@ def tubelet_mask(frame_mask: torch.Tensor, frame_patch: int) -> torch.Tensor:
 def mean_over_valid_tokens(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, N, D) -> (B, D): the mean over the tokens ``mask`` (B, N) marks real (all when None).
 
-    Padding (``mask`` False) is left out of the mean; contrast
-    :func:`vitzoo.objectives.masking` 's loss mean, which averages over the *masked* patches.
+    Padding (``mask`` False) is left out of the mean -- unlike the masked-image losses of
+    :mod:`vitzoo.objectives.masking`, which average over the *masked* patches.
     """
     if mask is None:
         return tokens.mean(dim=1)
