@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from vitzoo.precision import for_inference
-from vitzoo.training.data import FolderDataset, ImageFolder
+from vitzoo.training.data import FolderDataset, SampleIndex
 from vitzoo.training.inference import _eval_transform, load_classifier
 from vitzoo.training.objective import classification_logits
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the figures to this file")
     args = p.parse_args(argv)
     model, classes, data_cfg = load_classifier(args.checkpoint)
-    folder = ImageFolder.scan(args.data, classes, strict=True)
+    folder = SampleIndex.scan(args.data, classes, strict=True)
     dataset = FolderDataset(folder, _eval_transform(model, data_cfg), seed=0, strict=True)
     pairs = [dataset[i, 0] for i in range(len(dataset))]  # (index, epoch): eval transform
     images = torch.stack([x for x, _ in pairs])

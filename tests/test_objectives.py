@@ -181,7 +181,7 @@ def test_mae_norm_pix_targets_change_the_loss() -> None:
 # Masked patch prediction targets
 # --------------------------------------------------------------------------------------------
 def test_mpp_mean_colour_classes() -> None:
-    from vitzoo_plugins.objectives import mean_colour_classes
+    from vitzoo_plugins.objectives.masked_image import mean_colour_classes
 
     # two patches of 4 RGB pixels: mid grey, and pure red at the top of the range
     grey = torch.full((1, 1, 12), 0.5)

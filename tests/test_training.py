@@ -26,7 +26,7 @@ from vitzoo.plugins import get_registry
 from vitzoo.spec import SpecError, spec_to_dict, validate_spec
 from vitzoo.training import optim
 from vitzoo.training.config import TrainConfig
-from vitzoo.training.data import DataError, EpochBatches, ImageFolder, random_resized_crop_box
+from vitzoo.training.data import DataError, EpochBatches, SampleIndex, random_resized_crop_box
 from vitzoo.training.data import generator as seeded
 from vitzoo.training.trainer import train
 
@@ -117,11 +117,11 @@ def test_unreadable_images_are_skipped_by_path_or_fail_when_strict(tmp_path: Pat
     bad = root / "train" / "cat" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     (root / "train" / "dog" / "notes.txt").write_text("not an image, ignored by extension")
-    folder = ImageFolder.scan(root / "train")
+    folder = SampleIndex.scan(root / "train")
     assert [p for p, _ in folder.skipped] == [bad]
     assert len(folder) == 8
     with pytest.raises(DataError, match="broken.jpg"):
-        ImageFolder.scan(root / "train", strict=True)
+        SampleIndex.scan(root / "train", strict=True)
     result = train(TINY_SPEC, root, epochs=1, out=tmp_path / "run")
     assert result.history[0]["train_loss"] > 0
     runner = CliRunner()

@@ -24,11 +24,12 @@ from vitzoo.commands.train import resume_command
 from vitzoo.plugins import get_registry
 from vitzoo.training import augment, optim, plots
 from vitzoo.training.config import TrainConfig
-from vitzoo.training.data import DataError, EpochBatches, ImageFolder, balanced_weights
+from vitzoo.training.data import DataError, EpochBatches, SampleIndex, balanced_weights
 from vitzoo.training.data import generator as seeded
 from vitzoo.training.inference import evaluate
 from vitzoo.training.report import classification_report
-from vitzoo.training.trainer import TrainingInterrupted, _Run, class_loss_weights, train
+from vitzoo.training.run import TrainingRun
+from vitzoo.training.trainer import TrainingInterrupted, class_loss_weights, train
 
 
 def quiet() -> Console:
@@ -205,7 +206,7 @@ def test_balanced_class_weights_and_sampler(tmp_path: Path) -> None:
     root = make_dataset(tmp_path, per_class=4, odd_formats=False)
     for i in range(8):  # 12 cats, 4 dogs
         Image.new("RGB", (16, 16), (i, 0, 0)).save(root / "train" / "cat" / f"extra{i}.png")
-    folder = ImageFolder.scan(root / "train")
+    folder = SampleIndex.scan(root / "train")
     assert folder.class_counts() == [12, 4]
     assert class_loss_weights(folder).tolist() == pytest.approx([16 / 24, 16 / 8])
     drawn = [0, 0]
@@ -253,7 +254,7 @@ def test_a_csv_labelled_folder_trains_and_evaluates(data: Path, tmp_path: Path) 
     bad = tmp_path / "bad.csv"
     bad.write_text("images/x.png\n")
     with pytest.raises(DataError, match=r"bad.csv:1: expected 'path,label'"):
-        ImageFolder.from_csv(bad)
+        SampleIndex.from_csv(bad)
 
 
 # -- resume is bit-exact with every augmentation on, also after Ctrl-C mid-epoch -------------------
@@ -274,7 +275,7 @@ def test_resume_after_an_interrupt_mid_epoch_is_bit_exact(
         TINY_SPEC, data, epochs=3, out=tmp_path / "full", overrides=AUGMENTED, console=quiet()
     )
     trivial = {**AUGMENTED, "data.auto_augment": "trivial"}
-    real_step = _Run.train_step
+    real_step = TrainingRun.train_step
     calls = {"n": 0}
 
     def interrupted_step(self, images, targets):  # Ctrl-C arriving inside the 4th step
@@ -284,13 +285,13 @@ def test_resume_after_an_interrupt_mid_epoch_is_bit_exact(
             raise KeyboardInterrupt
         return real_step(self, images, targets)
 
-    monkeypatch.setattr(_Run, "train_step", interrupted_step)
+    monkeypatch.setattr(TrainingRun, "train_step", interrupted_step)
     with pytest.raises(TrainingInterrupted) as stop:
         train(
             TINY_SPEC, data, epochs=3, out=tmp_path / "part", overrides=AUGMENTED, console=quiet()
         )
     assert stop.value.saved and (stop.value.epoch, stop.value.epoch_step) == (1, 1)
-    monkeypatch.setattr(_Run, "train_step", real_step)
+    monkeypatch.setattr(TrainingRun, "train_step", real_step)
     resumed = train(
         TINY_SPEC,
         data,

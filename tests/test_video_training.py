@@ -15,7 +15,7 @@ from video_helpers import TINY_VIVIT, make_clip_dataset
 
 from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.train import predict as predict_cmd
-from vitzoo.training.data import ImageFolder, frame_indices, read_clip
+from vitzoo.training.data import SampleIndex, frame_indices, read_clip
 from vitzoo.training.data import generator as seeded
 from vitzoo.training.trainer import train
 
@@ -43,7 +43,7 @@ def test_frame_sampling_is_seeded_jittered_and_covers_the_clip() -> None:
 
 
 def test_every_clip_format_reads_the_same_frames(clips: Path) -> None:
-    folder = ImageFolder.scan(clips / "train", kind="clip")
+    folder = SampleIndex.scan(clips / "train", kind="clip")
     assert folder.classes == ["down", "left", "right", "up"] and len(folder) == 40
     kinds = {p.suffix or "dir" for p, _ in folder.samples}
     assert kinds == {".npy", ".npz", "dir"}
@@ -90,7 +90,7 @@ def test_video_files_decode_with_pyav(tmp_path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    folder = ImageFolder.scan(tmp_path, kind="clip")
+    folder = SampleIndex.scan(tmp_path, kind="clip")
     assert [p.name for p, _ in folder.samples] == ["clip.npy", "clip.mp4"]
     frames = read_clip(path, 4, 1, None, False)
     brightest = [int(np.asarray(f).mean(axis=0).argmax()) for f in frames]

@@ -30,6 +30,7 @@ _LAZY = {
     "inspect": "vitzoo.introspection",
     "Inspection": "vitzoo.introspection",
     "build_objective": "vitzoo.objectives",
+    "ObjectiveContext": "vitzoo.objectives",
 }
 
 __all__ = [

@@ -4,7 +4,9 @@ Why: a spec can be well-typed and still not run -- a padding larger than half it
 width that a grouped convolution cannot split, a head that returns the wrong shape, or simply a
 model of 10^13 parameters. The meta device makes the real build nearly free (tensors have shapes
 but no storage), so validation builds the model there, counts its parameters, runs one forward
-pass (eval mode) on a batch of two and measures the activations it creates. Anything over the
+pass (eval mode) on a batch of two and measures the activations it creates; a spec with an
+objective also has the objective built around it and one training step's forward run (an
+objective can be far larger than its backbone). Anything over the
 budget, and anything that fails, becomes a :class:`~vitzoo.spec.SpecError` at a spec path instead of a crash
 (or a hang, or an exhausted machine) later.
 
@@ -13,8 +15,8 @@ The budget is set by environment variables (documented in the README):
 * ``VITZOO_MAX_PARAMS`` -- parameters (default 5e9, above the largest ViT presets);
 * ``VITZOO_MAX_ACTIVATIONS`` -- elements created by a batch-1 forward pass (default 2e10,
   about 80 GB in float32);
-* ``VITZOO_MAX_TENSORS`` -- tensors created while building (default 200000: a depth of a million
-  blocks is refused in seconds instead of hanging);
+* ``VITZOO_MAX_TENSORS`` -- tensors created while building, and by one objective step (default
+  200000: a depth of a million blocks is refused in seconds instead of hanging);
 * ``VITZOO_TRIAL_BUILD=0`` turns the trial build off (specs are then only type-checked).
 
 Values accept ``5e9``-style floats; ``0`` or ``off`` disables that one limit.
@@ -40,18 +42,41 @@ _CACHE_SIZE = 512
 class BudgetExceeded(RuntimeError):
     """Raised inside the trial when a limit is passed (so the build stops at once)."""
 
-    def __init__(self, what: str, count: int, limit: int, variable: str) -> None:
+    def __init__(
+        self, what: str, count: int, limit: int, variable: str, part: str = "model"
+    ) -> None:
         super().__init__(what)
         self.what, self.count, self.limit, self.variable = what, count, limit, variable
+        #: the spec section to blame: ``model``, or ``objective`` when the objective adds it
+        self.part = part
 
 
 @dataclass(frozen=True)
 class TrialReport:
-    """What the trial build measured (``None``: the meta device could not run that part)."""
+    """What the trial build measured (``None``: the meta device could not run that part).
+
+    ``params`` counts the model and what its objective adds (heads, decoders, EMA teachers);
+    ``activations`` is the larger of the model's eval forward and the objective's training
+    step, per image. Where the meta device stopped early (data-dependent code),
+    ``activations`` is what was counted up to that point -- a lower bound -- and
+    ``activations_complete`` is False.
+    """
 
     params: int
     activations: int | None
     output_shape: tuple[int, ...] | None
+    activations_complete: bool = True
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A plain sentence saying why a validated spec cannot be built, and where to blame it."""
+
+    message: str
+    path: tuple[str, ...] = ("model",)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _limit(variable: str, default: int) -> int | None:
@@ -88,6 +113,29 @@ def _is_meta_limitation(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError) or "meta" in text or "data-dependent" in text
 
 
+def _scalar_reads() -> dict[Any, Any]:
+    """Stand-ins for reading a number out of a meta tensor, used only to *count* a training step.
+
+    Objectives draw random scalars (a mixup weight, a crop's size and offset, a flip) with
+    ``float(torch.rand(()))`` and the like, which the meta device cannot answer. For counting the
+    tensors a step creates, any plausible draw will do: 0.5 for a float, 0 for an index, True for
+    a condition (so a distribution's argument check passes). Never used to decide whether a
+    spec is valid -- a step that still fails is simply not counted.
+    """
+    import torch
+
+    return {
+        torch.Tensor.item: 0.5,
+        torch.Tensor.__float__: 0.5,
+        torch.Tensor.__int__: 0,
+        torch.Tensor.__index__: 0,
+        torch.Tensor.__bool__: True,
+    }
+
+
+_SCALAR_READS: dict[Any, Any] = {}
+
+
 def _run_trial(registry: Any, spec: Any) -> TrialReport:
     import torch
     from torch.overrides import TorchFunctionMode
@@ -106,8 +154,12 @@ def _run_trial(registry: Any, spec: Any) -> TrialReport:
             self.elements = 0
             self.tensors = 0
             self.limit: tuple[str, int | None, str] | None = None
+            #: answer scalar reads of meta tensors with stand-ins (see _SCALAR_READS)
+            self.stand_ins = False
 
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
+            if self.stand_ins and func in _SCALAR_READS and args and args[0].is_meta:
+                return _SCALAR_READS[func]
             out = func(*args, **(kwargs or {}))
             if func is torch.nn.functional.scaled_dot_product_attention and len(args) >= 2:
                 # the fused kernel hides the (B, H, N, N) matrix; its cost is still there
@@ -126,7 +178,8 @@ def _run_trial(registry: Any, spec: Any) -> TrialReport:
                         )
                     shown = max_params if max_params else limit
                     raise BudgetExceeded(what, self.elements, shown, variable)
-                if what == "parameters" and max_tensors and self.tensors > max_tensors:
+                counts_tensors = what == "parameters" or self.stand_ins  # a build, or a step
+                if counts_tensors and max_tensors and self.tensors > max_tensors:
                     raise BudgetExceeded("tensors", self.tensors, max_tensors, "VITZOO_MAX_TENSORS")
             return out
 
@@ -143,7 +196,7 @@ def _run_trial(registry: Any, spec: Any) -> TrialReport:
             raise BudgetExceeded("parameters", params, max_params, "VITZOO_MAX_PARAMS")
         objective = getattr(spec, "objective", None)
         if objective is not None:
-            from vitzoo.objectives.base import check_compatible
+            from vitzoo.objectives import check_compatible
 
             model.vitzoo_spec = spec
             check_compatible(objective, model, registry)  # what the built model really offers
@@ -154,21 +207,98 @@ def _run_trial(registry: Any, spec: Any) -> TrialReport:
         acts_limit = None if max_acts is None else TRIAL_BATCH * max_acts
         counter.elements, counter.tensors = 0, 0
         counter.limit = ("activations", acts_limit, "VITZOO_MAX_ACTIVATIONS")
+        complete, shape = True, None
         try:
             with counter, torch.no_grad():
                 out = model.eval()(x)
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         except BudgetExceeded:
             raise
         except Exception as exc:
-            if _is_meta_limitation(exc):
-                return TrialReport(params, None, None)
-            raise
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-    return TrialReport(params, counter.elements // TRIAL_BATCH, shape)
+            if not _is_meta_limitation(exc):
+                raise
+            complete = False  # what was counted before the meta device stopped is a lower bound
+        activations = counter.elements // TRIAL_BATCH
+        if objective is not None:
+            limits = (build_limit, max_params, acts_limit)
+            params, step = _objective_trial(registry, objective, model, x, counter, limits)
+            activations = max(activations, step or 0)
+    return TrialReport(params, activations, shape, complete)
 
 
-def trial_build(registry: Any, spec: Any) -> TrialReport | str:
-    """The trial's report, or a plain sentence saying why the spec cannot be built (cached)."""
+class _TrialSystem:
+    """The little of a plugin system an objective factory reads: the registry it builds from."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self.failed: list[Any] = []
+
+
+def _objective_trial(
+    registry: Any,
+    objective: Any,
+    model: Any,
+    images: Any,
+    counter: Any,
+    limits: tuple[int | None, int | None, int | None],
+) -> tuple[int, int | None]:
+    """Build the objective around the meta model and run one training step's forward on meta.
+
+    Why: an objective can be far larger than its backbone (a DINO head of 65536 prototypes,
+    a paper-size MAE decoder, an EMA teacher doubling everything, many local crops), so a
+    budget that counted only the model would let a validated spec exhaust the machine. Returns
+    the parameters of model + objective (shared tensors once) and the step's activations per
+    image (``None`` where the meta device cannot run the step). Only a passed budget refuses
+    the spec here: any other failure is left for the real build to report, as before.
+    """
+    import torch
+
+    from vitzoo.objectives import build_objective
+
+    build_limit, max_params, acts_limit = limits
+    _SCALAR_READS.update(_SCALAR_READS or _scalar_reads())
+    counter.elements, counter.tensors = 0, 0
+    counter.limit = ("parameters", build_limit, "VITZOO_MAX_PARAMS")
+    try:
+        with counter:
+            built = build_objective(objective, model.train(), system=_TrialSystem(registry))
+    except BudgetExceeded as exc:
+        exc.part = "objective"
+        raise
+    except Exception:
+        return sum(p.numel() for p in model.parameters()), None
+    tensors = {id(t): t for t in (*model.parameters(), *built.parameters(), *built.buffers())}
+    params = sum(t.numel() for t in tensors.values())
+    if max_params is not None and params > max_params:
+        raise BudgetExceeded("parameters", params, max_params, "VITZOO_MAX_PARAMS", "objective")
+    batch = images.shape[0]
+    labels = torch.zeros(batch, dtype=torch.long)
+    counter.elements, counter.tensors = 0, 0
+    counter.limit = ("activations", acts_limit, "VITZOO_MAX_ACTIVATIONS")
+    counter.stand_ins = True
+    try:
+        with counter, _nonzero_as_upper_bound():
+            built.train()(images, labels)
+    except BudgetExceeded as exc:
+        exc.part = "objective"
+        raise
+    except Exception:
+        return params, None
+    finally:
+        counter.stand_ins = False
+    return params, counter.elements // batch
+
+
+def _nonzero_as_upper_bound() -> Any:
+    """Let ``nonzero`` (boolean masks) run on meta, counting every element as selected."""
+    from torch.fx.experimental import _config
+
+    return _config.patch(meta_nonzero_assume_all_nonzero=True)
+
+
+def trial_build(registry: Any, spec: Any) -> TrialReport | Refusal | Any:
+    """The trial's report, a :class:`Refusal` saying why the spec cannot be built, or the
+    SpecError a nested spec raised (cached)."""
     from vitzoo.spec import SpecError, spec_to_yaml
 
     limits = tuple(
@@ -180,20 +310,24 @@ def trial_build(registry: Any, spec: Any) -> TrialReport | str:
         _cache.move_to_end(key)
         return _cache[key]
     try:
-        result: TrialReport | str = _run_trial(registry, spec)
+        result: TrialReport | Refusal | SpecError = _run_trial(registry, spec)
     except SpecError as exc:
         result = exc
     except BudgetExceeded as exc:
         name = {
-            "tensors": "tensors created while building",
+            "tensors": "tensors created while building"
+            if exc.part == "model"
+            else "tensors created while building it or running one training step",
             "activations": "activation elements per image",
         }.get(exc.what, exc.what)
-        result = (
-            f"this model needs more than {_human(exc.limit)} {name} "
+        what = "this model" if exc.part == "model" else "this model with its objective"
+        result = Refusal(
+            f"{what} needs more than {_human(exc.limit)} {name} "
             f"(counted {_human(exc.count)} before stopping); refused to protect the machine. "
             "Shrink the sizes, "
             f"or raise the budget with the environment variable {exc.variable}=N "
-            f"(0 turns the limit off)"
+            f"(0 turns the limit off)",
+            (exc.part,),
         )
     except (
         RuntimeError,
@@ -204,7 +338,7 @@ def trial_build(registry: Any, spec: Any) -> TrialReport | str:
         AssertionError,
     ) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
-        result = (
+        result = Refusal(
             f"these settings validate but the model cannot be built or run with them "
             f"(a trial build on the meta device failed: {message[:300]})"
         )
@@ -245,24 +379,17 @@ def check_budget(
     result = trial_build(registry, spec)
     path: tuple[Any, ...] = ("model",)
     if isinstance(result, SpecError):
-        issues = []
-        for issue in result.issues:
-            probe = tuple(issue.path.split("."))
-            while probe and probe not in (positions or {}):
-                probe = probe[:-1]
-            line, col = (positions or {}).get(probe, (None, None))
-            issues.append(SpecIssue(issue.path, issue.message, file, line, col))
-        raise SpecError(issues)
+        raise SpecError(
+            [
+                SpecIssue.at(tuple(issue.path.split(".")), issue.message, file, positions)
+                for issue in result.issues
+            ]
+        )
     if isinstance(result, TrialReport):
         problem = _expected_shape(spec, result)
         if problem is None:
             return result
         path = ("model", "head")
     else:
-        problem = result
-    probe = path
-    positions = positions or {}
-    while probe and probe not in positions:
-        probe = probe[:-1]
-    line, col = positions.get(probe, (None, None))
-    raise SpecError([SpecIssue(".".join(path), problem, file, line, col)])
+        problem, path = result.message, result.path
+    raise SpecError([SpecIssue.at(path, problem, file, positions)])

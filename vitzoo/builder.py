@@ -14,22 +14,16 @@ from vitzoo.spec import (
     SpecBase,
     SpecError,
     SpecIssue,
-    parse_yaml,
-    set_path,
+    apply_overrides,
+    blame_overrides,
+    is_spec_file_name,
+    read_spec_file,
     spec_to_dict,
     validate_spec,
 )
 from vitzoo.suggest import did_you_mean
 
 SpecSource = SpecBase | Mapping[str, Any] | str | Path
-
-
-def override_path(key: str) -> str:
-    """``num_classes`` means ``model.num_classes``; dotted keys are taken as full spec paths."""
-    key = key.replace("__", ".")
-    if "." in key or key in {"model", "objective", "preset", "train", "data"}:
-        return key
-    return f"model.{key}"
 
 
 def resolve_spec(
@@ -57,16 +51,9 @@ def resolve_spec(
         data = dict(source)
     else:
         path = Path(source)
-        is_file_like = isinstance(source, Path) or str(source).endswith((".yaml", ".yml", ".json"))
-        if path.is_file() or is_file_like:
+        if path.is_file() or isinstance(source, Path) or is_spec_file_name(path):
             file = str(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SpecError(
-                    [SpecIssue("", f"cannot read spec file: {exc.strerror}", file)]
-                ) from None
-            data = parse_yaml(text, file)
+            text, data = read_spec_file(path)
         elif ("preset", str(source)) in registry:
             data = {"preset": str(source)}
         else:
@@ -81,40 +68,11 @@ def resolve_spec(
                     )
                 ]
             )
-    for key, value in (overrides or {}).items():
-        if not isinstance(data, dict):
-            break
-        data = set_path(data, override_path(key), value)
+    data = apply_overrides(data, overrides)
     try:
         return validate_spec(registry, data, file=file, text=text, failed_plugins=failed)
     except SpecError as exc:
         raise blame_overrides(exc, overrides or {}, sources or {}) from None
-
-
-def blame_overrides(
-    exc: SpecError, overrides: Mapping[str, Any], sources: Mapping[str, str]
-) -> SpecError:
-    """Issues at an overridden path name the override (a CLI flag), not a line of the file."""
-    if not overrides:
-        return exc
-    labels = {
-        override_path(key): sources.get(key) or f"override {override_path(key)}={value!r}"
-        for key, value in overrides.items()
-    }
-    issues = []
-    for issue in exc.issues:
-        label = next(
-            (
-                lab
-                for path, lab in labels.items()
-                if issue.path == path or issue.path.startswith(path + ".")
-            ),
-            None,
-        )
-        if label is not None:
-            issue = SpecIssue(issue.path, issue.message, label)
-        issues.append(issue)
-    return SpecError(issues)
 
 
 def build_from_spec(spec: SpecBase, *, system: PluginSystem | None = None) -> nn.Module:

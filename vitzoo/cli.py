@@ -12,16 +12,15 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from vitzoo.commands.common import fail_plainly, parse_sets, set_option
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import KINDS, PresetEntry, name_matches
 from vitzoo.suggest import did_you_mean
@@ -51,17 +50,6 @@ def human_count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return str(n)
-
-
-def parse_sets(values: Iterable[str]) -> dict[str, Any]:
-    """``--set model.dim=384`` -> {"model.dim": 384} (values parsed as YAML scalars)."""
-    overrides: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return overrides
 
 
 def _debugging(ctx: click.Context | None) -> bool:
@@ -101,11 +89,6 @@ class VitzooGroup(click.Group):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place every command's errors meet
             report_error(exc, ctx)
-
-
-def _set_items(values: Iterable[str]) -> list[tuple[str, str]]:
-    """(key, the flag's text) for each ``--set KEY=VALUE`` (so errors can quote the flag)."""
-    return [(item.partition("=")[0].strip(), item) for item in values]
 
 
 @click.group(cls=VitzooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -318,13 +301,7 @@ def objective_params(spec: Any) -> int | None:
 
 @cli.command("build")
 @click.argument("source")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a field, e.g. model.num_classes=10.",
-)
+@set_option("Override a field, e.g. model.num_classes=10.")
 @click.option(
     "--output",
     "-o",
@@ -361,7 +338,7 @@ def build_command(
     """
     from vitzoo.builder import build_from_spec, resolve_spec
     from vitzoo.checkpoint import CheckpointError, save
-    from vitzoo.spec import SpecError
+    from vitzoo.spec import SpecError, assignment_sources
 
     metadata: dict[str, str] = {}
     try:
@@ -377,9 +354,7 @@ def build_command(
             )
             model, metadata = loaded.model, loaded.metadata()
         else:
-            spec = resolve_spec(
-                source, parse_sets(sets), sources={k: f"--set {s}" for k, s in _set_items(sets)}
-            )
+            spec = resolve_spec(source, parse_sets(sets), sources=assignment_sources(sets))
             section = getattr(spec, "weights", None)
             if section is not None:
                 from vitzoo.weights.load import load_pretrained
@@ -393,8 +368,7 @@ def build_command(
     except SpecError as exc:
         fail_with_spec_error(exc)
     except CheckpointError as exc:
-        err.print(f"error: {' '.join(str(exc).split())}", markup=False, highlight=False)
-        sys.exit(2)
+        fail_plainly(str(exc))
     info = summarise(model, forward=not no_forward)
     built_spec = model.vitzoo_spec  # also when the spec came with the weights
     info["gmacs"] = spec_gmacs(built_spec)

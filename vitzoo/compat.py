@@ -249,12 +249,4 @@ def check_spec_compatibility(
     found = problems(registry, spec)
     if not found:
         return
-    positions = positions or {}
-    issues = []
-    for path, message in found:
-        probe = path
-        while probe and probe not in positions:
-            probe = probe[:-1]
-        line, col = positions.get(probe, (None, None))
-        issues.append(SpecIssue(".".join(str(p) for p in path), message, file, line, col))
-    raise SpecError(issues)
+    raise SpecError([SpecIssue.at(path, message, file, positions) for path, message in found])

@@ -79,7 +79,11 @@ def register_architectures(register: Any) -> None:
 
 @hookspec
 def register_objectives(register: Any) -> None:
-    """Register training objectives (the ``objective.type`` of a spec)."""
+    """Register training objectives (the ``objective.type`` of a spec).
+
+    Their factories are called ``factory(config, octx)`` with a
+    :class:`vitzoo.objectives.ObjectiveContext` (the model being trained, class weights, ...).
+    """
 
 
 @hookspec

@@ -7,15 +7,31 @@ accuracy-sensitive reductions still accumulate in float32 because torch's CPU an
 for ``layer_norm``, ``softmax`` and fused attention compute bf16 inputs in float32 internally
 (their *opmath* type) and round only the result. Top-1 agreement with float32 is measured in
 benchmarks/README.md (bf16 inference).
+
+Training (and scoring during training) does use autocast -- the float32 master weights are what
+the optimiser updates -- and :func:`autocast` is its one set-up.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
 #: Values of ``--precision``.
 PRECISIONS = ("fp32", "bf16")
+
+#: Autocast's compute type for each mixed-precision setting of ``train.precision``.
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to bf16 / fp16 on ``device``'s type; nothing for ``fp32``."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 class Bf16Inference(nn.Module):

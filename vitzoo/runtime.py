@@ -95,7 +95,7 @@ def deployed(model: nn.Module, *, runtime: str = "torch", precision: str = "fp32
 def load_onnx(path: str | Path, *, system: Any = None) -> tuple[OnnxRuntimeModule, Any]:
     """An exported ``.onnx`` file in ONNX Runtime, and the spec its metadata carries (or None)."""
     from vitzoo.export import CLASSES_KEY, SPEC_KEY
-    from vitzoo.spec import parse_yaml, validate_spec
+    from vitzoo.spec import load_spec_text
 
     session = OnnxRuntimeModule(Path(path))
     spec = None
@@ -105,7 +105,7 @@ def load_onnx(path: str | Path, *, system: Any = None) -> tuple[OnnxRuntimeModul
             from vitzoo.plugins import get_plugin_system
 
             system = get_plugin_system()
-        spec = validate_spec(system.registry, parse_yaml(text), text=text, file=str(path))
+        spec = load_spec_text(system.registry, text, file=str(path))
     session.vitzoo_spec = spec
     classes = json.loads(session.metadata.get(CLASSES_KEY, "null"))
     session.num_classes = len(classes) if classes else None

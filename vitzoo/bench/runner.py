@@ -20,7 +20,7 @@ from torch import nn
 
 from vitzoo.bench.roofline import FlopCount, MatmulProbe, count_flops
 from vitzoo.bench.timing import Spread, interleaved, peak_memory_mib, percentile, rates
-from vitzoo.precision import PRECISIONS, for_inference
+from vitzoo.precision import PRECISIONS, autocast, for_inference
 from vitzoo.runtime import RUNTIMES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -92,11 +92,11 @@ class TrainStep:
         classes = int(getattr(model, "num_classes", 0) or 1)
         self.y = torch.randint(0, classes, (x.shape[0],), device=x.device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        self.amp = options.precision == "bf16"
-        self.device_type = torch.device(options.device).type
+        self.precision = options.precision
+        self.device = torch.device(options.device)
 
     def __call__(self) -> None:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.precision):
             loss = logits_loss(self.step_fn(self.x), self.y)
         loss.backward()
         self.optimizer.step()

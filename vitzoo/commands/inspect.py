@@ -15,17 +15,16 @@ from typing import Any
 
 import click
 
-#: Channel statistics used when the model's spec has no ``data:`` section (ImageNet's).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from vitzoo.spec.sections import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_model(source: str) -> Any:
     """A checkpoint file (``vitzoo.save`` output) or anything ``vitzoo.build`` accepts."""
     import vitzoo
+    from vitzoo.spec import is_spec_file_name
 
     path = Path(source)
-    if path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}:
+    if path.is_file() and not is_spec_file_name(path):
         return vitzoo.load(path)
     if path.is_dir() or source.startswith("hf-hub:"):  # a Hugging Face model (folder / hub)
         return vitzoo.build(weights=source)
@@ -46,15 +45,15 @@ def normalisation(source: str, model: Any) -> tuple[tuple[float, ...], tuple[flo
     data = getattr(getattr(model, "vitzoo_spec", None), "data", None)  # what it was trained with
     if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
         return tuple(data.mean), tuple(data.std)
-    return MEAN, STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def image_tensor(
     image: Any,
     size: tuple[int, int],
     channels: int,
-    mean: tuple[float, ...] = MEAN,
-    std: tuple[float, ...] = STD,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> Any:
     """PIL image -> normalised (1, C, H, W) tensor at the model's input size."""
     import numpy as np
@@ -161,10 +160,12 @@ def overlay(image: Any, heat: Any, alpha: float, min_side: int = MIN_SIDE) -> An
 def is_checkpoint(source: str) -> bool:
     """Whether SOURCE names weights (a checkpoint file, a Hugging Face folder or hub id)
     rather than a preset or spec, whose weights are random."""
+    from vitzoo.spec import is_spec_file_name
+
     path = Path(source)
     if path.is_dir() or source.startswith("hf-hub:"):
         return True
-    return path.is_file() and path.suffix not in {".yaml", ".yml", ".json"}
+    return path.is_file() and not is_spec_file_name(path)
 
 
 @click.command("attention")

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vitzoo.commands.common import parse_sets, set_option
 from vitzoo.terminal import make_console
 
 
@@ -33,17 +33,6 @@ def _fail_with(exc: BaseException) -> None:
     if isinstance(exc, SpecError | CheckpointError):
         raise exc
     _fail(str(exc))
-
-
-def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
-    """``--set train.lr=3e-4`` -> ``{"train.lr": 0.0003}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            _fail(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(raw)
-    return out
 
 
 def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -147,13 +136,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option(
     "--strict-data", is_flag=True, help="Fail on the first unreadable image instead of skipping it."
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any spec field, e.g. --set train.lr=3e-4 --set model.depth=6.",
-)
+@set_option("Override any spec field, e.g. --set train.lr=3e-4 --set model.depth=6.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the final metrics and per-class report as JSON."
 )
@@ -189,7 +172,7 @@ def train(
             out=out,
             resume=resume,
             strict_data=strict_data,
-            overrides=_parse_sets(sets),
+            overrides=parse_sets(sets),
             console=console,
         )
     except TrainingInterrupted as stop:

@@ -7,22 +7,15 @@ a hub name missing offline) is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
+from vitzoo.commands.common import fail_plainly, parse_sets, set_option
+
 FORMATS = ("vitzoo", "timm", "official", "hf")
-
-
-def fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(
-        f"error: {' '.join(message.split())}", markup=False, highlight=False
-    )
-    sys.exit(2)
 
 
 def weights_errors() -> tuple[type[BaseException], ...]:
@@ -32,21 +25,13 @@ def weights_errors() -> tuple[type[BaseException], ...]:
     return (CheckpointError, SpecError)
 
 
-def parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
-    from vitzoo.cli import parse_sets as parse
-
-    return parse(values)
-
-
 @click.command("convert")
 @click.argument("source")
 @click.option("--preset", "preset", default=None, help="Preset or spec file the weights fill.")
 @click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default=None, help="Override detection."
 )
-@click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Adapt, e.g. num_classes=2."
-)
+@set_option("Adapt, e.g. num_classes=2.")
 @click.option("--no-strict", is_flag=True, help="Load what fits and report the rest.")
 @click.option(
     "--output",
@@ -80,8 +65,7 @@ def convert(
             log=lambda line: console.print(escape(line), highlight=False),
         )
     except weights_errors() as exc:
-        fail(str(exc))
-        return
+        fail_plainly(str(exc))
     conv = loaded.conversion
     console.print(
         f"wrote {escape(str(output))}: {loaded.spec.model.type} from {loaded.source.format} "

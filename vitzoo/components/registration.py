@@ -1,4 +1,8 @@
-"""The core plugin: registers the default components through the same hooks as any plugin."""
+"""The core plugin: registers the default components through the same hooks as any plugin.
+
+It also registers the ``supervised`` objective, the trainer's default, so that training a
+classifier never depends on a plugin being installed or enabled.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from vitzoo.components import (
 )
 from vitzoo.components.examples import grid_only_example
 from vitzoo.hookspecs import hookimpl
+from vitzoo.objectives.supervised import SupervisedConfig, SupervisedObjective
 
 
 @hookimpl
@@ -115,4 +120,15 @@ def register_heads(register: Any) -> None:
         tags={"distillation"},
         needs={"pooled-pair"},
         example={"model": {"distillation_token": True, "pool": {"type": "cls-dist"}}},
+    )
+
+
+@hookimpl
+def register_objectives(register: Any) -> None:
+    register(
+        "supervised",
+        SupervisedObjective,
+        SupervisedConfig,
+        tags={"supervised"},
+        example={"config": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}},
     )

@@ -1,7 +1,8 @@
 """Training objectives: the contract between a built model, a loss, and the training loop.
 
 An objective wraps a built vitzoo model and turns a batch into a scalar loss. Objectives are
-registered by plugins (``register_objectives``) and chosen in a spec under ``objective:``::
+registered through ``register_objectives`` (``supervised`` by the core itself, the others by the
+built-in ``objectives`` plugin or any other) and chosen in a spec under ``objective:``::
 
     model: {preset: vit-s16}            # or any model spec
     objective: {type: mae, mask_ratio: 0.75}
@@ -10,9 +11,12 @@ Contract (what ``vitzoo train`` relies on)
 ------------------------------------------
 * Registration: ``register(name, factory, ConfigClass, tags=..., summary=...)`` where
   ``ConfigClass`` subclasses :class:`ObjectiveConfig` (``type: Literal[name] = name``) and
-  ``factory(config, ctx) -> Objective``. ``ctx`` is a :class:`~vitzoo.BuildContext` whose
-  ``extra`` holds ``"model"`` (the built model being trained) and ``"system"`` (the plugin
-  system, to build teachers) plus anything the caller passed to :func:`build_objective`.
+  ``factory(config, octx) -> Objective`` -- an :class:`Objective` subclass whose constructor
+  takes ``(config, octx)`` is such a factory (its docstring's first line is the summary).
+  ``octx`` is an :class:`ObjectiveContext`: ``octx.model`` (the built model being trained),
+  ``octx.system`` (the plugin system, to build teachers; ``octx.registry`` its registry),
+  ``octx.class_weights`` and ``octx.teacher`` (what the caller passed to
+  :func:`build_objective`, else ``None``).
 * ``ObjectiveConfig.requires_any`` lists model capabilities of which the model must have at least
   one (``{"tokens"}`` for MAE/SimMIM/MPP/MP3); empty means any model. ``excludes`` lists
   architecture tags it cannot work with (``"drops-tokens"``: encoders that merge or drop tokens
@@ -24,7 +28,8 @@ Contract (what ``vitzoo train`` relies on)
   are added, and MP3 leave positions out), ``model.encode(tokens, mask=None)``,
   ``model.num_prefix_tokens`` and ``model.patch.grid_for``; every other objective uses only
   ``forward_features`` / ``forward_head(pre_logits=True)``.
-* Build: ``objective = build_objective(spec_or_config, model, system=None, **extra)``.
+* Build: ``objective = build_objective(spec_or_config, model, system=None, class_weights=None,
+  teacher=None)``; a spec without ``objective:`` trains with ``supervised``.
 * Train step::
 
       objective.train()
@@ -42,23 +47,23 @@ Contract (what ``vitzoo train`` relies on)
 * ``metrics`` are detached floats-as-tensors with stable names (``"loss"`` always present) for
   logging.
 
-Shared maths used by several objectives (random masking, pixel targets, EMA) lives in
-:mod:`vitzoo.objectives.masking` and :mod:`vitzoo.objectives.base`.
+Layout: :mod:`~vitzoo.objectives.base` (the classes above), :mod:`~vitzoo.objectives.context`
+(:class:`ObjectiveContext`), :mod:`~vitzoo.objectives.build` (:func:`build_objective`),
+:mod:`~vitzoo.objectives.supervised` (the core's objective) and
+:mod:`~vitzoo.objectives.masking` (random masking, pixel targets, EMA: maths several objectives
+share).
 """
 
 from __future__ import annotations
 
-from vitzoo.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    build_objective,
-    check_compatible,
-)
+from vitzoo.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from vitzoo.objectives.build import build_objective, check_compatible
+from vitzoo.objectives.context import ObjectiveContext
 
 __all__ = [
     "Objective",
     "ObjectiveConfig",
+    "ObjectiveContext",
     "ObjectiveOutput",
     "build_objective",
     "check_compatible",

@@ -1,20 +1,18 @@
-"""The objective base class, its config base, and :func:`build_objective`.
+"""The objective base class, its config base, and the output every training step returns.
 
-See :mod:`vitzoo.objectives` for the contract. This module knows no objective by name: the
-objectives themselves are registered by plugins.
+See :mod:`vitzoo.objectives` for the contract. This module knows no objective by name; how an
+objective is found and built is in :mod:`vitzoo.objectives.build`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from vitzoo.components.context import BuildContext
 from vitzoo.config import ComponentConfig, SpecValueError
 
 #: Capability words that describe how a model exposes its features (see ``VitzooModel``).
@@ -77,6 +75,11 @@ def make_output(loss: torch.Tensor, **metrics: torch.Tensor | float) -> Objectiv
     return ObjectiveOutput(loss=loss, metrics=logged)
 
 
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of rows whose arg-max is the target (a metric several objectives log)."""
+    return (logits.argmax(dim=-1) == targets).float().mean()
+
+
 class Objective(nn.Module):
     """A training wrapper around ``model`` (the thing being trained, reachable as ``.model``).
 
@@ -107,74 +110,3 @@ class Objective(nn.Module):
     def extract_encoder(self) -> nn.Module:
         """The trained model alone, as the plain classifier its spec describes."""
         return self.model
-
-
-def model_capabilities(model: nn.Module) -> frozenset[str]:
-    return frozenset(getattr(model, "capabilities", frozenset()))
-
-
-def check_compatible(config: ObjectiveConfig, model: nn.Module, registry: Any = None) -> None:
-    """Build-time check that ``model`` offers what the objective needs (clear error if not)."""
-    from vitzoo.spec import SpecError, SpecIssue
-
-    tags = set(model_capabilities(model))
-    spec = getattr(model, "vitzoo_spec", None)
-    if spec is not None and registry is not None and ("architecture", spec.model.type) in registry:
-        tags |= registry.get("architecture", spec.model.type).tags - CAPABILITY_WORDS
-    reason = config.incompatibility(tags, decided=True)
-    if reason:
-        raise SpecError([SpecIssue("objective.type", f"{reason} ({type(model).__name__})")])
-
-
-def _objective_config(source: Any, model: nn.Module, system: Any) -> ObjectiveConfig:
-    from vitzoo.spec import SpecBase, resolved_config, spec_error_from
-
-    if source is None:
-        spec = getattr(model, "vitzoo_spec", None)
-        source = getattr(spec, "objective", None) or {"type": "supervised"}
-    if isinstance(source, SpecBase):
-        source = getattr(source, "objective", None) or {"type": "supervised"}
-    if isinstance(source, ObjectiveConfig):
-        return source
-    if isinstance(source, str):
-        source = {"type": source}
-    if not isinstance(source, Mapping) or "type" not in source:
-        raise TypeError(
-            "build_objective expects a spec, an objective config, a mapping with 'type', "
-            f"or an objective name; got {type(source).__name__}"
-        )
-    registry = system.registry
-    if ("objective", source["type"]) not in registry:
-        raise KeyError(
-            f"objective.type: unknown objective {source['type']!r}; registered: "
-            f"{', '.join(registry.names('objective')) or '(none)'}"
-        )
-    cls = resolved_config(registry, "objective", source["type"])
-    try:
-        return cls.model_validate(dict(source))
-    except ValidationError as exc:
-        raise spec_error_from(exc, dict(source), file="<objective>") from None
-
-
-def build_objective(source: Any, model: nn.Module, system: Any = None, **extra: Any) -> Objective:
-    """Build the objective ``source`` describes around ``model``.
-
-    ``source``: a root spec (its ``objective`` section), an objective config, a mapping such as
-    ``{"type": "mae", "mask_ratio": 0.75}``, an objective name, or ``None`` (the model's own
-    spec's objective, else ``supervised``). ``extra`` reaches the factory as ``ctx.extra``
-    (e.g. ``teacher=`` a ready module for distillation).
-    """
-    from vitzoo.plugins import get_plugin_system
-
-    system = system or get_plugin_system()
-    config = _objective_config(source, model, system)
-    check_compatible(config, model, system.registry)
-    entry = system.registry.get("objective", config.type)  # type: ignore[attr-defined]
-    ctx = BuildContext(registry=system.registry, extra={"model": model, "system": system, **extra})
-    objective = entry.factory(config, ctx)
-    if not isinstance(objective, Objective):
-        raise TypeError(
-            f"objective {config.type!r} factory returned {type(objective).__name__}, "  # type: ignore[attr-defined]
-            "not a vitzoo.objectives.Objective"
-        )
-    return objective

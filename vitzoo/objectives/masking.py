@@ -57,8 +57,11 @@ def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
-def masked_mean(values: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """Mean of per-patch ``values`` (B, N) over the masked patches only."""
+def mean_over_masked(values: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Mean of per-patch ``values`` (B, N) over the masked patches only (the ones to predict).
+
+    One scalar over the whole batch, so each masked patch counts the same whatever its sample.
+    """
     weights = masked.to(values.dtype)
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
 

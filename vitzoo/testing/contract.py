@@ -270,9 +270,11 @@ def run_accepted(system: Any, spec: Any) -> Outcome:
     from vitzoo.builder import build_from_spec
 
     report = trial_build(system.registry, spec)
-    if isinstance(report, TrialReport):
-        if report.params > RUN_MAX_PARAMS or (report.activations or 0) > RUN_MAX_ACTIVATIONS:
-            return Outcome("accepted-large", f"{report.params} params")
+    if not isinstance(report, TrialReport):
+        raise ContractViolation(f"validation accepted a spec its own trial build refused: {report}")
+    # activations may be a lower bound (meta stopped early): still enough to skip huge runs
+    if report.params > RUN_MAX_PARAMS or (report.activations or 0) > RUN_MAX_ACTIVATIONS:
+        return Outcome("accepted-large", f"{report.params} params")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_from_spec(spec, system=system)

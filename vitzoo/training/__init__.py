@@ -1,7 +1,8 @@
 """Training, evaluation and prediction from a spec.
 
-``vitzoo.training.config`` (the ``train:``/``data:`` spec sections) is imported by the spec
-module and stays light; everything else here imports torch and is loaded on demand.
+The ``train:``/``data:`` spec sections are defined by the spec layer
+(:mod:`vitzoo.spec.sections`; ``vitzoo.training.config`` re-exports them); everything here
+imports torch and is loaded on demand.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "TrainConfig": "vitzoo.training.config",
-    "DataConfig": "vitzoo.training.config",
+    "TrainConfig": "vitzoo.spec.sections",
+    "DataConfig": "vitzoo.spec.sections",
     "train": "vitzoo.training.trainer",
     "TrainResult": "vitzoo.training.trainer",
     "evaluate": "vitzoo.training.inference",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from vitzoo.training.config import DataConfig
+from vitzoo.spec.sections import DataConfig
 
 #: Greyscale weights (ITU-R 601-2 luma, as Pillow's ``convert("L")``).
 LUMA = (0.299, 0.587, 0.114)
@@ -33,8 +33,44 @@ def _rand(gen: torch.Generator) -> float:
     return float(torch.rand((), generator=gen))
 
 
+def _uniform(gen: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * _rand(gen)
+
+
 def _signed(value: float, gen: torch.Generator) -> float:
     return -value if _rand(gen) < 0.5 else value
+
+
+def random_box(
+    extent: tuple[int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    gen: torch.Generator,
+    *,
+    smaller: bool = False,
+    tries: int = 10,
+) -> tuple[int, int, int, int] | None:
+    """A random box inside ``extent = (a, b)``: ``(start_a, start_b, size_a, size_b)``.
+
+    Its area is a uniform fraction in ``scale`` of the extent's and its side ratio
+    ``size_a / size_b`` log-uniform in ``ratio`` (Inception's random-resized-crop rule, which
+    random erasing shares); a draw that does not fit is redrawn, up to ``tries`` times, then
+    ``None``. ``smaller`` asks for a box strictly smaller than the extent on both sides.
+    """
+    a, b = extent
+    area = a * b
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    margin = 1 if smaller else 0
+    for _ in range(tries):
+        target = area * _uniform(gen, *scale)
+        aspect = math.exp(_uniform(gen, log_lo, log_hi))
+        size_a = round(math.sqrt(target * aspect))
+        size_b = round(math.sqrt(target / aspect))
+        if 0 < size_a <= a - margin and 0 < size_b <= b - margin:
+            start_a = int(torch.randint(0, a - size_a + 1, (), generator=gen))
+            start_b = int(torch.randint(0, b - size_b + 1, (), generator=gen))
+            return start_a, start_b, size_a, size_b
+    return None
 
 
 def greyscale(img: torch.Tensor) -> torch.Tensor:
@@ -235,21 +271,17 @@ def random_erasing(
     if probability <= 0 or _rand(gen) >= probability:
         return img
     h, w = img.shape[-2:]
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        area = h * w * (scale[0] + (scale[1] - scale[0]) * _rand(gen))
-        aspect = math.exp(log_lo + (log_hi - log_lo) * _rand(gen))
-        eh, ew = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < eh < h and 0 < ew < w:
-            top = int(torch.randint(0, h - eh + 1, (), generator=gen))
-            left = int(torch.randint(0, w - ew + 1, (), generator=gen))
-            out = img.clone()
-            noise_shape = (*img.shape[:-2], eh, ew)
-            out[..., top : top + eh, left : left + ew] = torch.randn(
-                noise_shape, generator=gen, dtype=img.dtype
-            )
-            return out
-    return img
+    # Ratio is height / width here (timm's convention for erasing), so heights go first.
+    box = random_box((h, w), scale, ratio, gen, smaller=True)
+    if box is None:
+        return img
+    top, left, eh, ew = box
+    out = img.clone()
+    noise_shape = (*img.shape[:-2], eh, ew)
+    out[..., top : top + eh, left : left + ew] = torch.randn(
+        noise_shape, generator=gen, dtype=img.dtype
+    )
+    return out
 
 
 def augment_before_normalise(

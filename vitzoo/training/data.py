@@ -14,13 +14,14 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from vitzoo.training.augment import augment_after_normalise, augment_before_normalise
-from vitzoo.training.config import DataConfig
+from vitzoo.spec.sections import DataConfig
+from vitzoo.training.augment import augment_after_normalise, augment_before_normalise, random_box
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -127,8 +128,7 @@ def check_clip(path: Path) -> str | None:
             with np.load(path) as archive:
                 if not archive.files:
                     return "empty .npz archive"
-                key = "frames" if "frames" in archive.files else archive.files[0]
-                return _array_problem(archive[key].shape)
+                return _array_problem(archive[_frames_key(archive)].shape)
         if path.stat().st_size == 0:
             return "empty file"
     except Exception as exc:  # numpy raises many types for bad files; all mean "unusable"
@@ -136,10 +136,20 @@ def check_clip(path: Path) -> str | None:
     return None
 
 
+def _frames_key(archive: np.lib.npyio.NpzFile) -> str:
+    """The array of a ``.npz`` clip: the one named ``frames``, else the first."""
+    return "frames" if "frames" in archive.files else archive.files[0]
+
+
 def _array_problem(shape: tuple[int, ...]) -> str | None:
     if len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4)):
         return None if shape[0] > 0 else "no frames"
     return f"array of shape {tuple(shape)} is not (T, H, W) or (T, H, W, C) with C in 1, 3, 4"
+
+
+def check_sample(path: Path, kind: str) -> str | None:
+    """Why ``path`` cannot be used as a ``kind`` (``"image"`` / ``"clip"``) sample, or ``None``."""
+    return check_image(path) if kind == "image" else check_clip(path)
 
 
 def frame_files(folder: Path) -> list[Path]:
@@ -151,8 +161,12 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 @dataclass
-class ImageFolder:
-    """``root/<class>/<file>`` with class names sorted (or a CSV table); bad files skipped.
+class SampleIndex:
+    """The labelled files of one split: ``(path, label)`` pairs, found by scanning
+    ``root/<class>/<file>`` (class names sorted) or read from a CSV table; bad files skipped.
+
+    Only paths and labels -- nothing is decoded here; :class:`FolderDataset` is the torch
+    ``Dataset`` that reads and transforms the samples an index lists.
 
     ``kind`` is ``"image"`` (files, searched recursively) or ``"clip"`` (each entry of a class
     folder is one clip: a folder of frames, a ``.npy``/``.npz`` array, or a video file).
@@ -176,7 +190,7 @@ class ImageFolder:
         *,
         strict: bool = False,
         kind: str = "image",
-    ) -> ImageFolder:
+    ) -> SampleIndex:
         root = Path(root)
         what = "<image>" if kind == "image" else "<clip>"
         if not root.is_dir():
@@ -201,7 +215,7 @@ class ImageFolder:
                 continue
             before = len(samples)
             for path in _candidates(folder, kind):
-                problem = check_image(path) if kind == "image" else check_clip(path)
+                problem = check_sample(path, kind)
                 if problem is None:
                     samples.append((path, label))
                 elif strict:
@@ -222,7 +236,7 @@ class ImageFolder:
         *,
         strict: bool = False,
         kind: str = "image",
-    ) -> ImageFolder:
+    ) -> SampleIndex:
         """``path,label`` rows (a ``path,label`` header is optional); paths are relative to the
         CSV's folder. Classes are the sorted distinct labels of the training table."""
         csv_path = Path(csv_path)
@@ -259,7 +273,7 @@ class ImageFolder:
             if not path.exists():
                 problem = "no such file"
             else:
-                problem = check_image(path) if kind == "image" else check_clip(path)
+                problem = check_sample(path, kind)
             if problem is None:
                 samples.append((path, index[label]))
             elif strict:
@@ -328,8 +342,7 @@ def clip_length(path: Path) -> int:
         return int(np.load(path, mmap_mode="r").shape[0])
     if suffix == ".npz":
         with np.load(path) as archive:
-            key = "frames" if "frames" in archive.files else archive.files[0]
-            return int(archive[key].shape[0])
+            return int(archive[_frames_key(archive)].shape[0])
     return len(_video_frames(path))
 
 
@@ -347,8 +360,7 @@ def read_clip(
         array = np.load(path, mmap_mode="r")
     elif suffix == ".npz":
         with np.load(path) as archive:
-            key = "frames" if "frames" in archive.files else archive.files[0]
-            array = archive[key]
+            array = archive[_frames_key(archive)]
     else:
         array = np.stack(_video_frames(path))
     return _array_frames(array, frame_indices(len(array), frames, gen, jitter), channels)
@@ -373,10 +385,6 @@ def frame_indices(
 # --------------------------------------------------------------------------------------------
 # Transforms (Pillow + torch; no torchvision)
 # --------------------------------------------------------------------------------------------
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=gen))
-
-
 def random_resized_crop_box(
     width: int,
     height: int,
@@ -384,18 +392,12 @@ def random_resized_crop_box(
     ratio: tuple[float, float],
     gen: torch.Generator,
 ) -> tuple[int, int, int, int]:
-    """A random box covering ``scale`` of the area with aspect ``ratio`` (Inception-style)."""
-    area = width * height
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        target = area * _uniform(gen, *scale)
-        aspect = math.exp(_uniform(gen, log_lo, log_hi))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            left = int(torch.randint(0, width - w + 1, (), generator=gen))
-            top = int(torch.randint(0, height - h + 1, (), generator=gen))
-            return left, top, left + w, top + h
+    """A random box covering ``scale`` of the area with aspect ``ratio`` (Inception-style),
+    as Pillow's ``(left, top, right, bottom)``."""
+    box = random_box((width, height), scale, ratio, gen)
+    if box is not None:
+        left, top, w, h = box
+        return left, top, left + w, top + h
     # Fall back to the largest centred box the ratio range allows.
     aspect = width / height
     if aspect < ratio[0]:
@@ -412,6 +414,27 @@ def centre_crop_box(width: int, height: int, fraction: float) -> tuple[int, int,
     w, h = max(1, round(width * fraction)), max(1, round(height * fraction))
     left, top = (width - w) // 2, (height - h) // 2
     return left, top, left + w, top + h
+
+
+class ModelInput(NamedTuple):
+    """What the data must deliver to a model: ``frames`` per clip is ``None`` for an image model."""
+
+    channels: int
+    height: int
+    width: int
+    frames: int | None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> ModelInput | None:
+        """From ``model.input_size``: ``(C, H, W)`` or ``(C, T, H, W)``; ``None`` for neither."""
+        size = tuple(getattr(model, "input_size", ()))
+        if len(size) == 4:
+            channels, frames, height, width = size
+            return cls(channels, height, width, frames)
+        if len(size) == 3:
+            channels, height, width = size
+            return cls(channels, height, width, None)
+        return None
 
 
 @dataclass(frozen=True)
@@ -476,7 +499,7 @@ def _per_channel(values: tuple[float, ...], channels: int) -> torch.Tensor:
 # Datasets and batching
 # --------------------------------------------------------------------------------------------
 class FolderDataset(torch.utils.data.Dataset):
-    """Decoded, transformed samples of an :class:`ImageFolder`.
+    """Decoded, transformed samples of a :class:`SampleIndex`.
 
     Items are ``(index, epoch)`` pairs so the augmentation generator is a pure function of the
     sample and the epoch, whichever process or worker loads it. A file that passed the scan but
@@ -486,7 +509,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        folder: ImageFolder,
+        folder: SampleIndex,
         transform: Transform,
         *,
         seed: int,
@@ -585,7 +608,7 @@ class EpochBatches(torch.utils.data.Sampler):
                 yield [(i, self.epoch) for i in mine[start : start + local]]
 
 
-def balanced_weights(folder: ImageFolder) -> torch.Tensor:
+def balanced_weights(folder: SampleIndex) -> torch.Tensor:
     """Per-sample weights that make every (non-empty) class equally likely to be drawn."""
     counts = folder.class_counts()
     return torch.tensor([1.0 / counts[label] for _, label in folder.samples], dtype=torch.float64)

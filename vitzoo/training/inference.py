@@ -7,7 +7,6 @@ checkpoint's own ``data:`` section and the model's input size.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -20,13 +19,15 @@ from torch import nn
 
 from vitzoo.checkpoint import load, read_checkpoint
 from vitzoo.plugins import PluginSystem
+from vitzoo.precision import autocast
+from vitzoo.spec.sections import DataConfig
 from vitzoo.training import distributed
-from vitzoo.training.config import DataConfig
 from vitzoo.training.data import (
     DataError,
     EpochBatches,
     FolderDataset,
-    ImageFolder,
+    ModelInput,
+    SampleIndex,
     Transform,
     image_error,
     is_clip,
@@ -37,14 +38,6 @@ from vitzoo.training.data import (
 from vitzoo.training.objective import classification_logits
 from vitzoo.training.report import classification_report
 from vitzoo.training.state import CLASSES_KEY, class_names
-
-
-def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast for ``bf16`` / ``fp16``; nothing for ``fp32``."""
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision in dtypes:
-        return torch.autocast(device_type=device.type, dtype=dtypes[precision])
-    return contextlib.nullcontext()
 
 
 def evaluate_model(
@@ -72,7 +65,7 @@ def evaluate_model(
     loss_sum = torch.zeros(1, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    with torch.no_grad(), precision_context(device, precision):
+    with torch.no_grad(), autocast(device, precision):
         for images, targets in loader(dataset, sampler, num_workers):
             logits = classification_logits(model(images.to(device))).float().cpu()
             loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
@@ -142,14 +135,13 @@ def is_video_model(model: nn.Module) -> bool:
 
 
 def _eval_transform(model: nn.Module, data_cfg: DataConfig) -> Transform:
-    size = tuple(model.input_size)
-    if len(size) == 4:  # (C, T, H, W)
-        channels, _, height, width = size
-    elif len(size) == 3:
-        channels, height, width = size
-    else:
-        raise ValueError(f"expected an image (C, H, W) or video (C, T, H, W) model, got {size}")
-    return Transform((height, width), channels, data_cfg, train=False)
+    shape = ModelInput.of(model)
+    if shape is None:
+        raise ValueError(
+            "expected an image (C, H, W) or video (C, T, H, W) model, got "
+            f"{tuple(model.input_size)}"
+        )
+    return Transform((shape.height, shape.width), shape.channels, data_cfg, train=False)
 
 
 def _frames(model: nn.Module) -> int | None:
@@ -194,17 +186,17 @@ def find_split(
     *,
     strict: bool,
     kind: str,
-) -> ImageFolder:
+) -> SampleIndex:
     """The labelled samples ``evaluate`` scores (see :func:`evaluate` for the rules)."""
     if root.is_file() and root.suffix.lower() == ".csv":
-        return ImageFolder.from_csv(root, classes, strict=strict, kind=kind)
+        return SampleIndex.from_csv(root, classes, strict=strict, kind=kind)
     if split is None and data_cfg.val_csv and (root / data_cfg.val_csv).is_file():
-        return ImageFolder.from_csv(root / data_cfg.val_csv, classes, strict=strict, kind=kind)
+        return SampleIndex.from_csv(root / data_cfg.val_csv, classes, strict=strict, kind=kind)
     if split is not None:
         if (root / split).is_dir():
-            return ImageFolder.scan(root / split, classes, strict=strict, kind=kind)
+            return SampleIndex.scan(root / split, classes, strict=strict, kind=kind)
         if (root / f"{split}.csv").is_file():
-            return ImageFolder.from_csv(root / f"{split}.csv", classes, strict=strict, kind=kind)
+            return SampleIndex.from_csv(root / f"{split}.csv", classes, strict=strict, kind=kind)
         if not root.is_dir():
             raise DataError(f"{root}: no such dataset folder")
         present = sorted(
@@ -213,7 +205,7 @@ def find_split(
         raise DataError(f"no split {split!r} in {root} (sub-folders: {present or 'none'})")
     if (root / data_cfg.val_split).is_dir():
         root = root / data_cfg.val_split
-    return ImageFolder.scan(root, classes, strict=strict, kind=kind)
+    return SampleIndex.scan(root, classes, strict=strict, kind=kind)
 
 
 def predict(

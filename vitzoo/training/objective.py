@@ -1,8 +1,8 @@
 """Where ``vitzoo train`` gets its loss: the spec's registered objective (the one place to change).
 
-Objectives follow the contract in :mod:`vitzoo.objectives` and are registered by plugins (the
-built-in ``objectives`` plugin provides ``supervised``: cross-entropy with label smoothing,
-mixup/cutmix). A spec without an ``objective:`` section trains with ``supervised`` defaults.
+Objectives follow the contract in :mod:`vitzoo.objectives`. A spec without an ``objective:``
+section trains with ``supervised`` defaults (cross-entropy with label smoothing, mixup/cutmix),
+which the core registers itself, so training never depends on a plugin being enabled.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vitzoo.objectives import Objective, build_objective
+from vitzoo.objectives.build import DEFAULT_OBJECTIVE
 
 
 def classification_logits(output: Any) -> torch.Tensor:
@@ -22,16 +23,13 @@ def classification_logits(output: Any) -> torch.Tensor:
     return output
 
 
-def make_objective(spec: Any, model: nn.Module, system: Any, **extra: Any) -> Objective:
-    """The objective the spec names, else ``supervised``; a clear error if none is registered.
+def make_objective(
+    spec: Any, model: nn.Module, system: Any, *, class_weights: torch.Tensor | None = None
+) -> Objective:
+    """The objective the spec names, else ``supervised``.
 
-    ``extra`` reaches the objective's factory (``class_weights=`` a per-class tensor).
+    ``class_weights`` (one per class, for ``train.class_weights: balanced``) reach objectives
+    that weight their loss by class; the others ignore them.
     """
-    configured = getattr(spec, "objective", None)
-    if configured is None and ("objective", "supervised") not in system.registry:
-        failed = ", ".join(r.name for r in system.failed) or "none"
-        raise ValueError(
-            "objective: the spec names no objective and no plugin registers 'supervised' "
-            f"(is the built-in 'objectives' plugin disabled? failed plugins: {failed})"
-        )
-    return build_objective(configured or "supervised", model, system=system, **extra)
+    configured = getattr(spec, "objective", None) or DEFAULT_OBJECTIVE
+    return build_objective(configured, model, system=system, class_weights=class_weights)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from vitzoo.training.config import TrainConfig
+from vitzoo.spec.sections import TrainConfig
 
 
 def param_groups(

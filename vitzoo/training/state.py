@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -166,9 +166,15 @@ def save_run_checkpoint(
     return last
 
 
-def read_run_checkpoint(
-    run_dir: Path,
-) -> tuple[dict[str, torch.Tensor], dict[str, str], TrainingState]:
+class RunCheckpoint(NamedTuple):
+    """What ``--resume`` reads: the model's tensors and metadata, and the training state."""
+
+    weights: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    state: TrainingState
+
+
+def read_run_checkpoint(run_dir: Path) -> RunCheckpoint:
     """Model tensors + metadata of ``RUN/last.safetensors`` and the training state it names."""
     last = run_dir / LAST
     if not last.is_file():
@@ -206,7 +212,7 @@ def read_run_checkpoint(
         ema={k: v for k, v in state_tensors.items() if k.startswith("ema.")} or None,
         ema_updates=int(progress.get("ema_updates", 0)),
     )
-    return tensors, metadata, state
+    return RunCheckpoint(tensors, metadata, state)
 
 
 def class_names(metadata: dict[str, str], num_classes: int) -> list[str]:

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# ImageNet's channel statistics (the default wherever a spec or checkpoint says nothing else)
+# are defined once, in the spec layer that uses them as the ``data:`` defaults.
+
 PREPROCESSING_KEY = "vitzoo.preprocessing"
 CLASSES_KEY = "vitzoo.classes"
 
@@ -142,7 +145,7 @@ def data_overrides(pre: Preprocessing, data_section: Any) -> dict[str, Any]:
     Defaults rather than "fields set" decide, because a spec that went through a checkpoint or
     an override round trip has every field set.
     """
-    from vitzoo.training.config import DataConfig
+    from vitzoo.spec.sections import DataConfig
 
     default = DataConfig()
     out: dict[str, Any] = {}

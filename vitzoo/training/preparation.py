@@ -1,0 +1,178 @@
+"""What a training run starts from: the data's splits, the batch size, the model and its inputs.
+
+Each function is one step of :func:`vitzoo.training.trainer.train`'s set-up and returns named
+results, so the trainer reads as the list of those steps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from rich.markup import escape
+from torch import nn
+
+from vitzoo.builder import build_from_spec, resolve_spec
+from vitzoo.checkpoint import CheckpointError
+from vitzoo.plugins import PluginSystem
+from vitzoo.spec import SpecBase, spec_to_dict
+from vitzoo.training.data import DataError, FolderDataset, ModelInput, SampleIndex, Transform
+from vitzoo.training.progress import Reporter
+
+
+class Splits(NamedTuple):
+    """The training samples and, when the data has one, the validation samples."""
+
+    train: SampleIndex
+    val: SampleIndex | None
+
+
+class BuiltModel(NamedTuple):
+    """The model and the spec it was built from (the class count and, when fine-tuning, the
+    weights' normalisation may differ from the spec asked for)."""
+
+    spec: SpecBase
+    model: nn.Module
+
+
+def data_kind(spec: SpecBase) -> str:
+    """``"clip"`` for a video model (its spec has ``frames``), else ``"image"``."""
+    return "clip" if getattr(spec.model, "frames", None) else "image"
+
+
+def _scan_split(
+    data_dir: Path,
+    split: str,
+    csv_name: str | None,
+    classes: list[str] | None,
+    strict: bool,
+    kind: str,
+) -> SampleIndex:
+    if csv_name:
+        return SampleIndex.from_csv(data_dir / csv_name, classes, strict=strict, kind=kind)
+    return SampleIndex.scan(data_dir / split, classes, strict=strict, kind=kind)
+
+
+def scan_data(data_dir: Path, spec: SpecBase, strict: bool, reporter: Reporter) -> Splits:
+    """The training samples and, if present, the validation samples (same class order).
+
+    Class folders, or ``data.train_csv`` / ``data.val_csv`` tables; image files, or clips for a
+    video model. One class is refused (a one-class classifier scores 100% and learns nothing);
+    classes without a usable file are named in a warning.
+    """
+    cfg, kind = spec.data, data_kind(spec)
+    train_index = _scan_split(data_dir, cfg.train_split, cfg.train_csv, None, strict, kind)
+    if len(train_index.classes) < 2:
+        raise DataError(
+            f"{train_index.root}: only one class ({train_index.classes[0]!r}); a classifier "
+            "needs at least two"
+        )
+    val_index = None
+    val_root = data_dir / (cfg.val_csv or cfg.val_split)
+    if val_root.exists():
+        val_index = _scan_split(
+            data_dir, cfg.val_split, cfg.val_csv, train_index.classes, strict, kind
+        )
+    else:
+        reporter.log(f"no validation split at {escape(str(val_root))}; training metrics only")
+    for index in (train_index, val_index):
+        if index is None:
+            continue
+        for path, problem in index.skipped:
+            reporter.log(
+                f"[yellow]skipped unreadable {kind}[/] {escape(str(path))}: {escape(problem)}"
+            )
+        for name in index.empty:
+            reporter.log(
+                f"[yellow]warning:[/] class folder {escape(str(index.root / name))} holds no "
+                f"usable {kind}s"
+            )
+    return Splits(train_index, val_index)
+
+
+def global_batch_size(requested: int, images: int, world: int, multiple: int = 1) -> int:
+    """The batch every step uses: at most the dataset, and split evenly across processes
+    (and, with gradient accumulation, into ``multiple`` equal micro-batches on each)."""
+    if requested % world:
+        raise ValueError(f"train.batch_size={requested} must be divisible by the {world} processes")
+    unit = world * multiple
+    size = min(requested, images)
+    size -= size % unit
+    if size < unit:
+        raise DataError(
+            f"{images} training images cannot fill a batch on {world} processes x {multiple} "
+            "micro-batches"
+        )
+    return size
+
+
+def class_loss_weights(index: SampleIndex) -> torch.Tensor:
+    """``N / (classes * count)`` per class (sklearn's 'balanced'); 0 for a class with none."""
+    counts = index.class_counts()
+    total, n = sum(counts), len(counts)
+    return torch.tensor([total / (n * c) if c else 0.0 for c in counts], dtype=torch.float32)
+
+
+def build_model(
+    spec: SpecBase,
+    num_classes: int,
+    system: PluginSystem,
+    reporter: Reporter,
+    *,
+    use_init_from: bool = True,
+) -> BuiltModel:
+    """The model for ``num_classes`` classes, starting from ``train.init_from`` when set.
+
+    Fine-tuning builds the model with the checkpoint's class count, loads it (learned positions
+    resample to a new image size on load), then resets the head for the data's classes.
+    """
+    if getattr(spec.model, "num_classes", num_classes) != num_classes:
+        reporter.log(
+            f"model.num_classes={spec.model.num_classes} -> {num_classes} (the data has "
+            f"{num_classes} classes)"
+        )
+        spec = resolve_spec(spec, {"model.num_classes": num_classes}, system=system)
+    source = spec.train.init_from
+    if source is None or not use_init_from:
+        return BuiltModel(spec, build_from_spec(spec, system=system))
+    from vitzoo.weights.load import fine_tune_start
+
+    # Any weights source (vitzoo/timm checkpoint, HF folder, hf-hub:...): head reset for the
+    # data's classes, positions resampled, the weights' normalisation adopted (one line each).
+    spec, model = fine_tune_start(spec, system=system, log=lambda line: reporter.log(escape(line)))
+    reporter.log(f"fine-tuning from {escape(str(source))}")
+    return BuiltModel(spec, model)
+
+
+def check_same_model(spec: SpecBase, metadata: Mapping[str, str], run_dir: Path) -> None:
+    """Resuming with another model spec cannot work: say which fields differ."""
+    stored = json.loads(metadata.get("vitzoo.spec", "{}")).get("model", {})
+    current = spec_to_dict(spec)["model"]
+    changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    if changed:
+        raise CheckpointError(
+            f"{run_dir}: the spec's model differs from the run's in {changed}; resume with the "
+            "spec (and --set options) the run was started with"
+        )
+
+
+def model_input(model: nn.Module, kind: str = "image") -> ModelInput:
+    """``(C, H, W, T)`` the data must deliver: ``T`` is ``None`` for an image model."""
+    shape = ModelInput.of(model)
+    if shape is not None and (shape.frames is not None) == (kind == "clip"):
+        return shape
+    raise ValueError(
+        f"vitzoo train reads {'clip' if kind == 'clip' else 'image'} folders for this spec; "
+        f"the model expects input {tuple(getattr(model, 'input_size', ()))}"
+    )
+
+
+def make_dataset(
+    index: SampleIndex, spec: SpecBase, shape: ModelInput, *, train: bool, strict: bool
+) -> FolderDataset:
+    """The decoded, transformed samples of ``index`` at the model's input size."""
+    transform = Transform((shape.height, shape.width), shape.channels, spec.data, train=train)
+    return FolderDataset(index, transform, seed=spec.train.seed, strict=strict, frames=shape.frames)
