@@ -25,7 +25,6 @@ from vitzoo import ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.examples import grid_only_example
-from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     ChannelLayerNorm,
     HierarchicalConfig,
@@ -38,7 +37,11 @@ from vitzoo.components.hierarchical import (
 from vitzoo.components.layers import to_pair
 from vitzoo.components.patchify import Patchifier
 from vitzoo.components.relative_position import DynamicPositionBias
-from vitzoo.components.windows import WindowAttention, WindowAttentionConfig, require_grid_only
+from vitzoo.components.windows import (
+    GridBoundAttentionChecks,
+    WindowAttention,
+    WindowAttentionConfig,
+)
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, check_child
 
 
@@ -132,7 +135,7 @@ class CrossScaleMerge(nn.Module):
 
 
 # -- long-short distance attention -------------------------------------------------------------
-class LsdaConfig(MhsaConfig):
+class LsdaConfig(GridBoundAttentionChecks, MhsaConfig):
     """Long-short distance attention with dynamic position bias (CrossFormer).
 
     ``short`` (SDA): attention inside adjacent ``group_size`` x ``group_size`` windows (the whole
@@ -148,19 +151,11 @@ class LsdaConfig(MhsaConfig):
     #: DPB MLP width = stage width // this (CrossFormer: dim // 4 passed on, // 4 again).
     position_bias_reduction: PositiveInt = 16
 
-    def check(
-        self,
-        class_token: bool = False,
-        distillation_token: bool = False,
-        grid: Sequence[int] | None = None,
-        dynamic_img_size: bool = False,
-        **_: Any,
-    ) -> None:
+    def check_fields(self) -> None:
         check_positive(group_size=self.group_size, interval=self.interval)
-        require_grid_only("lsda", class_token, distillation_token)
-        refuse_dynamic_grid("lsda", dynamic_img_size)
-        if grid is not None:
-            self.check_grid(grid, "group_size" if self.mode == "short" else "interval")
+
+    def check_grid_fit(self, grid: Sequence[int]) -> None:
+        self.check_grid(grid, "group_size" if self.mode == "short" else "interval")
 
     def group_for(self, grid: Sequence[int]) -> tuple[int, int]:
         """The (h, w) token group one attention runs over on a stage ``grid``."""

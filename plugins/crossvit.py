@@ -33,7 +33,15 @@ from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.vit import tokens_to_grid_map
-from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, Rate, SizeOrPair, check_child
+from vitzoo.config import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Rate,
+    SizeOrPair,
+    check_child,
+    check_positive,
+)
 
 
 class CrossVitBranch(BaseModel):
@@ -76,9 +84,12 @@ class CrossVitConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _rules(self) -> CrossVitConfig:
-        for name in ("num_heads", "multi_scale_blocks", "cross_depth", "in_chans"):
-            if getattr(self, name) < 1:
-                raise SpecValueError(name, f"must be a positive integer, got {getattr(self, name)}")
+        check_positive(
+            num_heads=self.num_heads,
+            multi_scale_blocks=self.multi_scale_blocks,
+            cross_depth=self.cross_depth,
+            in_chans=self.in_chans,
+        )
         if "patch_size" not in type(self.patch).model_fields:
             raise SpecValueError(
                 "patch.type", "CrossViT sets each branch's patch size; the patchifier needs one"

@@ -33,8 +33,7 @@ from vitzoo.components.conv import ConvNormAct, fuse_batchnorm, fuse_conv_bn
 from vitzoo.components.hierarchical import (
     HierarchicalConfig,
     HierarchicalModel,
-    check_positive,
-    check_stage_lists,
+    check_multiples_of,
     conv_out,
     drop_path_schedule,
     map_to_tokens,
@@ -203,18 +202,16 @@ class LevitConfig(HierarchicalConfig):
 
     @model_validator(mode="after")
     def _rules(self) -> LevitConfig:
-        self.check_common(distillation=True)
-        check_stage_lists(len(self.dims), "dims", depths=self.depths, num_heads=self.num_heads)
-        check_positive(
-            dims=self.dims, depths=self.depths, num_heads=self.num_heads, key_dim=self.key_dim
+        self.check_stages(
+            positive=dict(key_dim=self.key_dim), heads_divide=False, distillation=True
         )
-        for i, dim in enumerate(self.dims[:-1]):
-            if dim % self.key_dim:
-                raise SpecValueError(
-                    f"dims.{i}",
-                    f"{dim} is not a multiple of key_dim={self.key_dim} (shrinking attention "
-                    f"uses dim // key_dim heads); allowed: multiples of {self.key_dim}",
-                )
+        check_multiples_of(
+            "dims",
+            self.dims[:-1],
+            self.key_dim,
+            "key_dim",
+            "shrinking attention uses dim // key_dim heads",
+        )
         if min(self.image_hw) < 16:
             raise SpecValueError("image_size", "LeViT's stem has stride 16; allowed: >= 16")
         return self

@@ -37,15 +37,14 @@ from vitzoo.components.hierarchical import (
     HierarchicalConfig,
     HierarchicalModel,
     check_image_divisible,
-    check_positive,
-    check_stage_lists,
+    check_multiples_of,
     drop_path_schedule,
     map_to_tokens,
     tokens_to_map,
 )
 from vitzoo.components.layers import maybe_drop_path
 from vitzoo.components.windows import WindowAttentionConfig
-from vitzoo.config import PositiveFloat, PositiveInt, SpecValueError
+from vitzoo.config import PositiveFloat, PositiveInt
 
 
 class MaxVitConfig(HierarchicalConfig):
@@ -73,23 +72,17 @@ class MaxVitConfig(HierarchicalConfig):
 
     @model_validator(mode="after")
     def _rules(self) -> MaxVitConfig:
-        self.check_common()
-        check_stage_lists(len(self.dims), "dims", depths=self.depths)
-        check_positive(
-            dims=self.dims,
-            depths=self.depths,
-            stem_dim=self.stem_dim,
-            head_dim=self.head_dim,
-            window_size=self.window_size,
-            grid_size=self.grid_size,
+        self.check_stages(
+            stages=("depths",),
+            positive=dict(
+                stem_dim=self.stem_dim,
+                head_dim=self.head_dim,
+                window_size=self.window_size,
+                grid_size=self.grid_size,
+            ),
+            heads_divide=False,  # heads = dim / head_dim
         )
-        for i, dim in enumerate(self.dims):
-            if dim % self.head_dim:
-                raise SpecValueError(
-                    f"dims.{i}",
-                    f"{dim} is not a multiple of head_dim={self.head_dim} (heads = dim / head_dim); "
-                    f"allowed: multiples of {self.head_dim}",
-                )
+        check_multiples_of("dims", self.dims, self.head_dim, "head_dim", "heads = dim / head_dim")
         cell = math.lcm(self.window_size, self.grid_size)
         check_image_divisible(
             self.image_size,

@@ -28,8 +28,6 @@ from vitzoo.components.hierarchical import (
     HierarchicalConfig,
     HierarchicalModel,
     check_image_divisible,
-    check_positive,
-    check_stage_lists,
     drop_path_schedule,
 )
 from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, SizeOrPair, SpecValueError
@@ -58,23 +56,19 @@ class MobileVitConfig(HierarchicalConfig):
 
     @model_validator(mode="after")
     def _rules(self) -> MobileVitConfig:
-        self.check_common()
-        check_stage_lists(
-            len(self.channels),
-            "channels",
-            mv2_blocks=self.mv2_blocks,
-            strides=self.strides,
-            transformer_dims=self.transformer_dims,
-            transformer_depths=self.transformer_depths,
-        )
-        check_positive(
-            channels=self.channels,
-            mv2_blocks=self.mv2_blocks,
-            strides=self.strides,
-            stem_dim=self.stem_dim,
-            patch_size=self.patch_size,
-            num_heads=self.num_heads,
-            final_dim=self.final_dim,
+        self.check_stages(
+            reference="channels",
+            stages=("mv2_blocks", "strides"),
+            lists=dict(
+                transformer_dims=self.transformer_dims, transformer_depths=self.transformer_depths
+            ),
+            positive=dict(
+                stem_dim=self.stem_dim,
+                patch_size=self.patch_size,
+                num_heads=self.num_heads,
+                final_dim=self.final_dim,
+            ),
+            heads_divide=False,  # one num_heads for every stage
         )
         stride = 2
         for i, (d, n, s) in enumerate(

@@ -28,15 +28,14 @@ from vitzoo.components.attention import AttentionBase, MhsaConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
 from vitzoo.components.examples import grid_only_example
-from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
 )
 from vitzoo.components.windows import (
+    GridBoundAttentionChecks,
     WindowAttention,
     WindowAttentionConfig,
-    require_grid_only,
     require_tiling,
     window_reverse,
 )
@@ -44,7 +43,7 @@ from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
 
 # -- scalable self-attention -------------------------------------------------------------------
-class SsaConfig(ComponentConfig):
+class SsaConfig(GridBoundAttentionChecks, ComponentConfig):
     """Scalable self-attention: K, V from a ``reduction``-downsampled, ``channel_ratio``-wide map."""
 
     type: Literal["ssa"] = "ssa"
@@ -54,26 +53,19 @@ class SsaConfig(ComponentConfig):
     attn_drop: Rate = 0.0
     proj_drop: Rate = 0.0
 
-    def check(
-        self,
-        class_token: bool = False,
-        distillation_token: bool = False,
-        dim: int | None = None,
-        num_heads: int | None = None,
-        grid: Sequence[int] | None = None,
-        dynamic_img_size: bool = False,
-        **_: Any,
-    ) -> None:
+    def check(self, dim: int | None = None, num_heads: int | None = None, **context: Any) -> None:
+        super().check(**context)
+        if dim is not None and num_heads is not None:
+            self.check_width(dim, num_heads, "channel_ratio")
+
+    def check_fields(self) -> None:
         check_positive(reduction=self.reduction)
         if self.channel_ratio <= 0:
             raise SpecValueError("channel_ratio", f"must be positive, got {self.channel_ratio}")
-        require_grid_only("ssa", class_token, distillation_token)
-        refuse_dynamic_grid("ssa", dynamic_img_size)
-        if grid is not None:
-            step = (self.reduction, self.reduction)
-            require_tiling(grid, step, f"ssa reduction {self.reduction}", field="reduction")
-        if dim is not None and num_heads is not None:
-            self.check_width(dim, num_heads, "channel_ratio")
+
+    def check_grid_fit(self, grid: Sequence[int]) -> None:
+        step = (self.reduction, self.reduction)
+        require_tiling(grid, step, f"ssa reduction {self.reduction}", field="reduction")
 
     def scaled_dim(self, dim: int) -> int:
         return int(dim * self.channel_ratio)
@@ -141,30 +133,22 @@ def build_ssa(config: SsaConfig, ctx: BuildContext) -> ScalableSelfAttention:
 
 
 # -- interactive window self-attention ---------------------------------------------------------
-class IwsaConfig(MhsaConfig):
+class IwsaConfig(GridBoundAttentionChecks, MhsaConfig):
     """Window attention plus a local interactive module (depthwise 3x3 conv over the values)."""
 
     type: Literal["iwsa"] = "iwsa"  # type: ignore[assignment]
     window_size: PositiveInt = 7
 
-    def check(
-        self,
-        class_token: bool = False,
-        distillation_token: bool = False,
-        grid: Sequence[int] | None = None,
-        dynamic_img_size: bool = False,
-        **_: Any,
-    ) -> None:
+    def check_fields(self) -> None:
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError(
                 "head_dim", "iwsa adds LIM(values) at the model width, so heads split it evenly"
             )
-        require_grid_only("iwsa", class_token, distillation_token)
-        refuse_dynamic_grid("iwsa", dynamic_img_size)
-        if grid is not None:
-            window = (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
-            require_tiling(grid, window, f"iwsa windows of {self.window_size}")
+
+    def check_grid_fit(self, grid: Sequence[int]) -> None:
+        window = (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
+        require_tiling(grid, window, f"iwsa windows of {self.window_size}")
 
 
 class InteractiveWindowAttention(WindowAttention):

@@ -34,14 +34,13 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
 from vitzoo.components.examples import grid_only_example
-from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
 )
 from vitzoo.components.resize import resize_per_window_table
 from vitzoo.components.windows import (
-    require_grid_only,
+    GridBoundAttentionChecks,
     require_tiling,
     window_partition,
     window_reverse,
@@ -49,21 +48,14 @@ from vitzoo.components.windows import (
 from vitzoo.config import PositiveFloat, PositiveInt
 
 
-class DssaConfig(MhsaConfig):
+class DssaConfig(GridBoundAttentionChecks, MhsaConfig):
     """Depthwise separable self-attention: window attention with window tokens, then attention
     among windows driven by those tokens (SepViT)."""
 
     type: Literal["dssa"] = "dssa"  # type: ignore[assignment]
     window_size: PositiveInt = 7
 
-    def check(
-        self,
-        class_token: bool = False,
-        distillation_token: bool = False,
-        grid: Sequence[int] | None = None,
-        dynamic_img_size: bool = False,
-        **_: Any,
-    ) -> None:
+    def check_fields(self) -> None:
         check_positive(window_size=self.window_size)
         if self.head_dim is not None:
             raise SpecValueError("head_dim", "dssa splits the model width evenly over heads")
@@ -71,10 +63,9 @@ class DssaConfig(MhsaConfig):
             raise SpecValueError(
                 "head_merge", "dssa merges heads in its own layout; allowed: head-major"
             )
-        require_grid_only("dssa", class_token, distillation_token)
-        refuse_dynamic_grid("dssa", dynamic_img_size)
-        if grid is not None:
-            require_tiling(grid, self.window_for(grid), f"dssa windows of {self.window_size}")
+
+    def check_grid_fit(self, grid: Sequence[int]) -> None:
+        require_tiling(grid, self.window_for(grid), f"dssa windows of {self.window_size}")
 
     def window_for(self, grid: Sequence[int]) -> tuple[int, int]:
         return (min(self.window_size, grid[0]), min(self.window_size, grid[1]))

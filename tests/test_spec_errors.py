@@ -33,6 +33,7 @@ TINY = {
     "num_classes": 3,
     "patch": {"type": "linear", "patch_size": 8},
 }
+DINO = {"type": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "local_crops": 2}
 VIDEO = {"image_size": 16, "frames": 4, "dim": 32, "num_heads": 2, "num_classes": 3}
 
 
@@ -113,6 +114,28 @@ REJECTED = {
     "dim 1e6": (tiny(dim=1_000_000, num_heads=1), "VITZOO_MAX_PARAMS"),
     "depth 1e6": (tiny(depth=1_000_000), "VITZOO_MAX_TENSORS"),
     "register tokens 1e6": (tiny(register_tokens=1_000_000), "VITZOO_MAX_ACTIVATIONS"),
+    # the objective is budgeted with its model (these validated, then exhausted memory)
+    "dino hidden 1e6": (
+        {**tiny(num_classes=0), "objective": {**DINO, "hidden_dim": 1_000_000}},
+        "objective: this model with its objective needs more than 5B parameters",
+    ),
+    "dino crop size 1e5": (
+        {**tiny(num_classes=0), "objective": {**DINO, "local_crop_size": 100_000}},
+        "objective: this model with its objective needs more than 20B activation elements",
+    ),
+    "mae decoder depth 1e5": (
+        {**tiny(num_classes=0), "objective": {"type": "mae", "decoder_depth": 100_000}},
+        "objective: this model with its objective needs more than",
+    ),
+    # a field's own bounds hold inside the bounded types (they were silently widened)
+    "dino 65 local crops": (
+        {**tiny(num_classes=0), "objective": {**DINO, "local_crops": 65}},
+        "objective.local_crops: must be less than or equal to 64",
+    ),
+    "dino out_dim 1": (
+        {**tiny(num_classes=0), "objective": {**DINO, "out_dim": 1}},
+        "objective.out_dim: must be greater than or equal to 2",
+    ),
     "image 2**63": (tiny(image_size=2**63), "model.image_size"),
     "deit pool cls": (
         {"model": {**TINY, "type": "deit", "pool": {"type": "cls"}}},

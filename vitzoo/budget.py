@@ -133,6 +133,7 @@ def _scalar_reads() -> dict[Any, Any]:
     }
 
 
+#: ``Tensor`` method -> the stand-in answer (see :func:`_scalar_reads`).
 _SCALAR_READS: dict[Any, Any] = {}
 
 
@@ -256,7 +257,8 @@ def _objective_trial(
     from vitzoo.objectives import build_objective
 
     build_limit, max_params, acts_limit = limits
-    _SCALAR_READS.update(_SCALAR_READS or _scalar_reads())
+    if not _SCALAR_READS:  # filled on first use: building it imports torch
+        _SCALAR_READS.update(_scalar_reads())
     counter.elements, counter.tensors = 0, 0
     counter.limit = ("parameters", build_limit, "VITZOO_MAX_PARAMS")
     try:

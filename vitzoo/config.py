@@ -11,6 +11,7 @@ that kind (see :mod:`vitzoo.spec`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -208,3 +209,18 @@ def check_child(child: Any, name: str, **context: Any) -> None:
         check(**context)
     except SpecValueError as exc:
         raise exc.under(name) from None
+
+
+def check_positive(**values: Sequence[int] | int) -> None:
+    """Each named size (an int, or a per-stage / per-axis list of ints) must be >= 1.
+
+    The one spec-time "positive integer" rule with a plain message naming the field (``depth``,
+    ``depths.2``): configs call it for their sizes even where the field's type bounds them
+    already, so a config built with ``model_construct`` or by a subclass fails just as clearly.
+    """
+    for name, value in values.items():
+        items = list(value) if isinstance(value, Sequence) else [value]
+        for i, v in enumerate(items):
+            if v < 1:
+                where = f"{name}.{i}" if isinstance(value, Sequence) else name
+                raise SpecValueError(where, f"must be a positive integer, got {v}")

@@ -20,9 +20,11 @@ more than a map between them (PiT's class token) override :meth:`stage_map` / :m
 :meth:`run_stage`.
 
 :class:`HierarchicalConfig` holds the fields every staged architecture has and the spec-time
-helpers (:func:`check_stage_lists`, :func:`check_image_divisible`) that turn "depth tuple of the
-wrong length" or "image not divisible by window x stride" into a ``SpecValueError`` naming the
-field, never a shape error in forward.
+helpers (:meth:`HierarchicalConfig.check_stages` with :func:`check_stage_lists`,
+:func:`check_positive`, :func:`check_heads_divide`, :func:`check_multiples_of`, and
+:func:`check_image_divisible`) that turn "depth tuple of the wrong length" or "image not
+divisible by window x stride" into a ``SpecValueError`` naming the field, never a shape error in
+forward. Every staged plugin validates its stage lists through them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from vitzoo.config import (
     SizeOrPair,
     SpecValueError,
     check_child,
+    check_positive,  # staged plugins import it from here, beside the other stage checks
     component_default,
 )
 
@@ -68,8 +71,7 @@ class HierarchicalConfig(ComponentConfig):
 
     def check_common(self, *, distillation: bool = False) -> None:
         """Rules shared by every staged architecture (call from the subclass validator)."""
-        if self.in_chans < 1:
-            raise SpecValueError("in_chans", f"must be a positive integer, got {self.in_chans}")
+        check_positive(in_chans=self.in_chans)
         if self.num_classes < 0:
             raise SpecValueError("num_classes", "must be >= 0 (0 gives features, no classifier)")
         if not 0.0 <= self.drop_path_rate < 1.0:
@@ -87,20 +89,24 @@ class HierarchicalConfig(ComponentConfig):
         self,
         *,
         reference: str = "dims",
+        stages: Sequence[str] = ("depths", "num_heads"),
         lists: dict[str, Sequence[Any]] | None = None,
         positive: dict[str, Sequence[int] | int] | None = None,
         heads_divide: bool = True,
         distillation: bool = False,
     ) -> None:
-        """The common rules plus the per-stage ``dims`` / ``depths`` / ``num_heads`` rules.
+        """The common rules plus the per-stage list rules, in one call for every staged model.
 
-        ``lists``: further per-stage lists that must match ``reference`` in length; ``positive``:
-        further fields that must be positive integers. ``heads_divide``: ``num_heads`` must divide
-        ``dims`` stage by stage. ``distillation``: the model has a distillation token.
+        ``reference`` (default ``dims``) is the list that defines the number of stages;
+        ``stages``: the fields that are per-stage lists of positive integers (default ``depths``
+        and ``num_heads``). ``lists``: further per-stage lists that must match ``reference`` in
+        length; ``positive``: further fields that must be positive integers. ``heads_divide``:
+        ``num_heads`` must divide ``dims`` stage by stage. ``distillation``: the model has a
+        distillation token. Every error names the field (``depths``, ``num_heads.2``, ...).
         """
         self.check_common(distillation=distillation)
         ref = getattr(self, reference)
-        stages = {"depths": self.depths, "num_heads": self.num_heads}
+        stages = {name: getattr(self, name) for name in stages}
         check_stage_lists(len(ref), reference, **stages, **(lists or {}))
         check_positive(**{reference: ref}, **stages, **(positive or {}))
         if heads_divide:
@@ -123,15 +129,6 @@ def check_stage_lists(num_stages: int, reference: str, **lists: Sequence[Any]) -
             )
 
 
-def check_positive(**values: Sequence[int] | int) -> None:
-    for name, value in values.items():
-        items = list(value) if isinstance(value, Sequence) else [value]
-        for i, v in enumerate(items):
-            if v < 1:
-                where = f"{name}.{i}" if isinstance(value, Sequence) else name
-                raise SpecValueError(where, f"must be a positive integer, got {v}")
-
-
 def check_image_divisible(
     image_size: Any, divisor: int, why: str, field: str = "image_size"
 ) -> None:
@@ -152,6 +149,20 @@ def check_heads_divide(dims: Sequence[int], heads: Sequence[int], field: str = "
             allowed = [d for d in range(1, min(dim, 64) + 1) if dim % d == 0]
             raise SpecValueError(
                 f"{field}.{i}", f"{h} heads do not divide stage width {dim}; allowed: {allowed}"
+            )
+
+
+def check_multiples_of(
+    field: str, values: Sequence[int], divisor: int, divisor_name: str, why: str
+) -> None:
+    """Each stage's ``values[i]`` must be a multiple of ``divisor`` (a width split into heads of
+    a fixed size, ...); the error names ``field.i``, the divisor and why it must divide."""
+    for i, value in enumerate(values):
+        if value % divisor:
+            raise SpecValueError(
+                f"{field}.{i}",
+                f"{value} is not a multiple of {divisor_name}={divisor} ({why}); "
+                f"allowed: multiples of {divisor}",
             )
 
 

@@ -21,7 +21,13 @@ from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import init_vit_weights
 from vitzoo.components.model import run_block
 from vitzoo.components.vit import VisionTransformer, VitConfig
-from vitzoo.config import ComponentSpec, PositiveInt, SpecValueError, component_default
+from vitzoo.config import (
+    ComponentSpec,
+    PositiveInt,
+    SpecValueError,
+    check_positive,
+    component_default,
+)
 
 
 class LateClassTokenConfig(VitConfig):
@@ -44,8 +50,7 @@ class LateClassTokenConfig(VitConfig):
             raise SpecValueError(
                 "distillation_token", f"not supported by {self.type}; allowed: false"
             )
-        if self.cls_depth < 1:
-            raise SpecValueError("cls_depth", f"must be a positive integer, got {self.cls_depth}")
+        check_positive(cls_depth=self.cls_depth)
         return self
 
     def class_drop_path_rates(self) -> list[float]:

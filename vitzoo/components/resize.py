@@ -81,12 +81,16 @@ def resize_blocked_map(
     return window_partition(full.contiguous(), block).reshape(1, -1, block[0] * block[1], dim)
 
 
-def _resize_token_table(
+def resize_token_table(
     tensor: torch.Tensor,
     old_grid: Sequence[int],
     new_grid: Sequence[int],
     prefix: int,
 ) -> torch.Tensor:
+    """Resample a (1, prefix + prod(old_grid), C) position table to ``new_grid``: the patch part
+    on its grid (:func:`~vitzoo.components.posenc.resize_grid_embedding`), the ``prefix``
+    entries (class / distillation tokens) kept as they are. Both ``set_input_size`` and weight
+    adaptation (:mod:`vitzoo.weights.adapt`) resample absolute tables with it."""
     head, patches = tensor[:, :prefix], tensor[:, prefix:]
     return torch.cat([head, resize_grid_embedding(patches, tuple(old_grid), tuple(new_grid))], 1)
 
@@ -105,7 +109,7 @@ def resize_tensor(
     old_grid = tuple(getattr(old_module, "grid", ()) or ())
     new_grid = tuple(getattr(new_module, "grid", ()) or ())
     if isinstance(old_module, LearnedPositions) and attr == "pos_embed":
-        return _resize_token_table(tensor, old_module.grid, new_module.grid, old_module.num_prefix)
+        return resize_token_table(tensor, old_module.grid, new_module.grid, old_module.num_prefix)
     if attr == "relative_position_bias_table" and hasattr(old_module, "window"):
         return resize_relative_position_table(
             tensor, to_pair(old_module.window), to_pair(new_module.window)
@@ -121,7 +125,7 @@ def resize_tensor(
     ):
         prefix = tensor.shape[1] - math.prod(old_grid)
         if prefix >= 0 and shape[1] - math.prod(new_grid) == prefix:
-            return _resize_token_table(tensor, old_grid, new_grid, prefix)
+            return resize_token_table(tensor, old_grid, new_grid, prefix)
     if (
         tensor.ndim == 2
         and len(old_grid) == 2

@@ -23,7 +23,7 @@ from torch import nn
 from vitzoo.components.attention import AttentionBase
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import FollowsGrid
-from vitzoo.config import ComponentConfig, PositiveInt, Rate, SpecValueError
+from vitzoo.config import ComponentConfig, PositiveInt, Rate, SpecValueError, check_positive
 
 
 def split_prefix(
@@ -62,8 +62,7 @@ class SpatialReductionConfig(_GridAttentionConfig):
 
     def check(self, **context: Any) -> None:
         super().check(**context)
-        if self.ratio < 1:
-            raise SpecValueError("ratio", f"must be a positive integer, got {self.ratio}")
+        check_positive(ratio=self.ratio)
 
 
 class SpatialReductionAttention(FollowsGrid, AttentionBase):

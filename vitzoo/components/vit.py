@@ -30,6 +30,7 @@ from vitzoo.config import (
     SizeOrPair,
     SpecValueError,
     check_child,
+    check_positive,
     component_default,
 )
 
@@ -69,14 +70,9 @@ class VitConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VitConfig:
-        for name, value in (
-            ("in_chans", self.in_chans),
-            ("dim", self.dim),
-            ("depth", self.depth),
-            ("num_heads", self.num_heads),
-        ):
-            if value < 1:
-                raise SpecValueError(name, f"must be a positive integer, got {value}")
+        check_positive(
+            in_chans=self.in_chans, dim=self.dim, depth=self.depth, num_heads=self.num_heads
+        )
         if self.num_classes < 0:
             raise SpecValueError("num_classes", "must be >= 0 (0 gives features, no classifier)")
         for name in ("emb_dropout", "drop_path_rate", "patch_dropout"):
@@ -84,12 +80,8 @@ class VitConfig(ComponentConfig):
                 raise SpecValueError(name, f"must be in [0, 1), got {getattr(self, name)}")
         if self.register_tokens < 0:
             raise SpecValueError("register_tokens", "must be >= 0")
-        context = dict(
-            image_size=self.input_extent(),
-            in_chans=self.in_chans,
-            dim=self.dim,
-            num_heads=self.num_heads,
-            spatial_dims=len(self.input_extent()),
+        context = trunk_context(
+            self,
             class_token=self.class_token,
             distillation_token=self.distillation_token,
             dynamic_img_size=self.dynamic_img_size,
@@ -101,12 +93,7 @@ class VitConfig(ComponentConfig):
             context["grid"] = token_grid(self.input_extent())
         for child in ("posenc", "attention", "mlp", "block", "pool", "head"):
             check_child(getattr(self, child), child, **context)
-        if self.head_dim_is_implicit and self.dim % self.num_heads:
-            raise SpecValueError(
-                "num_heads",
-                f"num_heads={self.num_heads} does not divide dim={self.dim}; allowed: "
-                f"{[h for h in range(1, min(self.dim, 64) + 1) if self.dim % h == 0]}",
-            )
+        check_heads_divide_dim(self.dim, self.num_heads, self.attention)
         return self
 
     @property
@@ -116,6 +103,32 @@ class VitConfig(ComponentConfig):
     def input_extent(self) -> tuple[int, ...]:
         """The extent the patchifier tiles: (H, W) for images; video configs add frames (T, H, W)."""
         return to_pair(self.image_size)
+
+
+# -- the trunk's spec rules, shared by every model built like a ViT (the video models too) -----
+def check_heads_divide_dim(dim: int, num_heads: int, attention: Any) -> None:
+    """``num_heads`` must split ``dim`` evenly, unless the attention sets its own ``head_dim``."""
+    if getattr(attention, "head_dim", None) is None and dim % num_heads:
+        raise SpecValueError(
+            "num_heads",
+            f"num_heads={num_heads} does not divide dim={dim}; allowed: "
+            f"{[h for h in range(1, min(dim, 64) + 1) if dim % h == 0]}",
+        )
+
+
+def trunk_context(config: Any, **facts: Any) -> dict[str, Any]:
+    """What a ViT-like trunk tells its children's ``check``: the extent it tiles, its width and
+    heads (plus ``facts`` such as its prefix tokens). ``config`` has ``input_extent()``,
+    ``in_chans``, ``dim`` and ``num_heads``."""
+    extent = config.input_extent()
+    return dict(
+        image_size=extent,
+        in_chans=config.in_chans,
+        dim=config.dim,
+        num_heads=config.num_heads,
+        spatial_dims=len(extent),
+        **facts,
+    )
 
 
 class VisionTransformer(VitzooModel):

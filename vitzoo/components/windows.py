@@ -26,7 +26,7 @@ from torch import nn
 
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
-from vitzoo.components.grid import FollowsGrid
+from vitzoo.components.grid import FollowsGrid, refuse_dynamic_grid
 from vitzoo.components.layers import to_pair
 from vitzoo.config import SizeOrPair, SpecValueError
 
@@ -117,6 +117,40 @@ def require_tiling(
             f"size); allowed: image sizes whose patch grid sides are multiples of "
             f"{step[0]}x{step[1]}",
         )
+
+
+class GridBoundAttentionChecks:
+    """Spec-time ``check`` of attentions fitted to the build-time patch grid (CrossFormer's
+    ``lsda``, ScalableViT's ``ssa`` / ``iwsa``, SepViT's ``dssa``).
+
+    They all take the same context and apply the same rules in the same order: their own fields
+    (:meth:`check_fields`), no prefix tokens in the host (:func:`require_grid_only`), no
+    ``dynamic_img_size`` (:func:`~vitzoo.components.grid.refuse_dynamic_grid`), and -- where the
+    host knows its patch grid -- that their windows / groups / reduction tile it
+    (:meth:`check_grid_fit`). Mix it in before the config base; messages name the attention by
+    its registered ``type``.
+    """
+
+    def check(
+        self,
+        class_token: bool = False,
+        distillation_token: bool = False,
+        grid: Sequence[int] | None = None,
+        dynamic_img_size: bool = False,
+        **_: Any,
+    ) -> None:
+        self.check_fields()
+        require_grid_only(self.type, class_token, distillation_token)  # type: ignore[attr-defined]
+        refuse_dynamic_grid(self.type, dynamic_img_size)  # type: ignore[attr-defined]
+        if grid is not None:
+            self.check_grid_fit(grid)
+
+    def check_fields(self) -> None:
+        """Rules on the config's own fields, before the host rules (default: none)."""
+
+    def check_grid_fit(self, grid: Sequence[int]) -> None:
+        """Raise a ``SpecValueError`` when the attention does not tile the patch ``grid``."""
+        raise NotImplementedError
 
 
 class WindowAttentionConfig(MhsaConfig):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from vitzoo.components.posenc import resize_grid_embedding
+from vitzoo.components.resize import resize_token_table
 from vitzoo.weights.converter import Conversion
 from vitzoo.weights.errors import WeightsError
 
@@ -116,10 +117,8 @@ def resample_table(
             break
     else:
         raise ValueError(f"no 2-D grid fits {n_src} -> {n_dst} positions")
-    rest = moved.shape[1:]
-    head, grid = moved[:prefix], moved[prefix:].reshape(1, n_src - prefix, -1)
-    grid = resize_grid_embedding(grid, old, new).reshape(n_dst - prefix, *rest)
-    return torch.cat([head, grid], dim=0).movedim(0, axis).contiguous()
+    table = resize_token_table(moved.reshape(1, n_src, -1), old, new, prefix)
+    return table.reshape(n_dst, *moved.shape[1:]).movedim(0, axis).contiguous()
 
 
 def adapt_input_channels(
@@ -138,6 +137,17 @@ def adapt_input_channels(
         out = weight.repeat(*[repeats if d == axis else 1 for d in range(weight.ndim)])
         out = out.narrow(axis, 0, target) * (source_chans / target)
     return out.to(tensor.dtype)
+
+
+def _kept_source_tensors(
+    conversion: Conversion, keys: list[str], target_shapes: Shapes
+) -> list[tuple[str, torch.Tensor]]:
+    """(key, source tensor) for each of ``keys`` the source has and the target model keeps."""
+    return [
+        (key, conversion.tensors[key])
+        for key in keys
+        if key in target_shapes and conversion.tensors.get(key) is not None
+    ]
 
 
 def apply_adaptations(
@@ -161,47 +171,57 @@ def apply_adaptations(
                 f"head re-initialised: {plan.source_value} -> {plan.target_value} classes "
                 f"({', '.join(k for k in touched if k in target_shapes) or 'no classifier'})"
             )
-        elif plan.field == "image_size":
-            done = []
-            for key in touched:
-                tensor = conversion.tensors.get(key)
-                if key not in target_shapes or tensor is None:
-                    continue
-                if not tensor.is_floating_point():  # index buffers: the model's own are right
-                    del conversion.tensors[key]
-                    conversion.kept_init[key] = "index buffer recomputed for the new image size"
-                    continue
-                try:
-                    conversion.tensors[key] = resample_table(
-                        tensor,
-                        target_shapes[key],
-                        _as_pair(plan.source_value),
-                        _as_pair(plan.target_value),
-                    )
-                except ValueError as exc:
-                    raise WeightsError(
-                        f"cannot resample {key} {tuple(tensor.shape)} -> {target_shapes[key]} "
-                        f"for image size {plan.target_value}: {exc}"
-                    ) from None
-                done.append(f"{key} {tuple(tensor.shape)} -> {tuple(target_shapes[key])}")
+        else:  # image_size / in_chans: rewrite each tensor the source has and the target keeps
+            rewrite = _REWRITES[plan.field]
+            done = [
+                note
+                for key, tensor in _kept_source_tensors(conversion, touched, target_shapes)
+                if (note := rewrite(conversion, plan, key, tensor, target_shapes[key]))
+            ]
             if done:
-                log(
-                    f"position tables resampled for image size {plan.source_value} -> "
-                    f"{plan.target_value}: {'; '.join(done)}"
-                )
-        elif plan.field == "in_chans":
-            done = []
-            for key in touched:
-                tensor = conversion.tensors.get(key)
-                if key not in target_shapes or tensor is None:
-                    continue
-                conversion.tensors[key] = adapt_input_channels(
-                    tensor, target_shapes[key], int(plan.source_value)
-                )
-                done.append(key)
-            how = "summed over channels" if plan.target_value == 1 else "repeated and scaled"
-            if done:
-                log(
-                    f"input layer adapted {plan.source_value} -> {plan.target_value} channels "
-                    f"({how}): {', '.join(done)}"
-                )
+                log(_adaptation_note(plan, done))
+
+
+def _resample_position_table(
+    conversion: Conversion, plan: Adaptation, key: str, tensor: torch.Tensor, shape: tuple[int, ...]
+) -> str | None:
+    """A new image size: resample a position table; an index buffer is the model's own."""
+    if not tensor.is_floating_point():
+        del conversion.tensors[key]
+        conversion.kept_init[key] = "index buffer recomputed for the new image size"
+        return None
+    try:
+        conversion.tensors[key] = resample_table(
+            tensor, shape, _as_pair(plan.source_value), _as_pair(plan.target_value)
+        )
+    except ValueError as exc:
+        raise WeightsError(
+            f"cannot resample {key} {tuple(tensor.shape)} -> {shape} "
+            f"for image size {plan.target_value}: {exc}"
+        ) from None
+    return f"{key} {tuple(tensor.shape)} -> {tuple(shape)}"
+
+
+def _adapt_first_layer(
+    conversion: Conversion, plan: Adaptation, key: str, tensor: torch.Tensor, shape: tuple[int, ...]
+) -> str:
+    """A new channel count: the first layer's weights summed or repeated-and-scaled."""
+    conversion.tensors[key] = adapt_input_channels(tensor, shape, int(plan.source_value))
+    return key
+
+
+_REWRITES = {"image_size": _resample_position_table, "in_chans": _adapt_first_layer}
+
+
+def _adaptation_note(plan: Adaptation, done: list[str]) -> str:
+    """The one log line of an image-size or channel adaptation."""
+    if plan.field == "image_size":
+        return (
+            f"position tables resampled for image size {plan.source_value} -> "
+            f"{plan.target_value}: {'; '.join(done)}"
+        )
+    how = "summed over channels" if plan.target_value == 1 else "repeated and scaled"
+    return (
+        f"input layer adapted {plan.source_value} -> {plan.target_value} channels "
+        f"({how}): {', '.join(done)}"
+    )
