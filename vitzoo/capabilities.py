@@ -57,23 +57,15 @@ CONTEXT_WORDS = frozenset({"image", "video", "grid-2d"})
 
 def normalise(words: Any, *, where: str) -> frozenset[str]:
     """Validate a ``needs=`` / ``offers=`` declaration (a word or an iterable of words)."""
-    from vitzoo.registry import RegistrationError
-    from vitzoo.suggest import did_you_mean
+    from vitzoo.suggest import check_declared_words
 
-    if words is None:
-        return frozenset()
-    if isinstance(words, str):
-        words = (words,)
-    out = set()
-    for word in words:
-        text = str(word.value if isinstance(word, Capability) else word)
-        if text not in VOCABULARY:
-            raise RegistrationError(
-                f"{where}: unknown capability {text!r}{did_you_mean(text, VOCABULARY)}; "
-                f"the vocabulary: {', '.join(sorted(VOCABULARY))}"
-            )
-        out.add(text)
-    return frozenset(out)
+    return check_declared_words(
+        words,
+        VOCABULARY,
+        noun="capability",
+        where=where,
+        reference="their meanings: vitzoo.capabilities.Capability",
+    )
 
 
 def _derived(tags: Iterable[str], kind: str, direction: str) -> frozenset[str]:

@@ -54,20 +54,8 @@ def check_tags(tags: Any, *, where: str) -> frozenset[str]:
 
     ``where`` names the registration (``plugin 'x' registering attention 'y'``) for the error.
     """
-    from vitzoo.registry import RegistrationError
-    from vitzoo.suggest import did_you_mean
+    from vitzoo.suggest import check_declared_words
 
-    if tags is None:
-        return frozenset()
-    if isinstance(tags, str):
-        tags = (tags,)
-    out = set()
-    for tag in tags:
-        if not isinstance(tag, str) or tag not in KNOWN_TAGS:
-            hint = did_you_mean(tag, KNOWN_TAGS) if isinstance(tag, str) else ""
-            raise RegistrationError(
-                f"{where}: unknown tag {tag!r}{hint}; known tags: {', '.join(sorted(KNOWN_TAGS))} "
-                "(the vocabulary, with meanings: vitzoo.tags.TAGS)"
-            )
-        out.add(tag)
-    return frozenset(out)
+    return check_declared_words(
+        tags, KNOWN_TAGS, noun="tag", where=where, reference="their meanings: vitzoo.tags.TAGS"
+    )
