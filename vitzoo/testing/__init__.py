@@ -20,8 +20,8 @@ shares the name of the ``variants`` function; the checks load on first use::
 from __future__ import annotations
 
 import sys
-from importlib import import_module
-from typing import Any
+
+from vitzoo.lazy import lazy_attributes
 
 if "pytest" in sys.modules:  # readable assert failures inside checks when run under pytest
     sys.modules["pytest"].register_assert_rewrite("vitzoo.testing.checks")
@@ -43,8 +43,4 @@ _LAZY = {
 __all__ = ["VARIANT_KINDS", "Variant", "VariantError", "variants", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vitzoo.testing' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -7,8 +7,7 @@ imports torch and is loaded on demand.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from vitzoo.lazy import lazy_attributes
 
 _LAZY = {
     "TrainConfig": "vitzoo.spec.sections",
@@ -24,8 +23,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vitzoo.training' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -11,8 +11,7 @@ section without pulling in torch or the plugin system.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from vitzoo.lazy import lazy_attributes
 
 _LAZY = {
     "Concat": "vitzoo.weights.rules",
@@ -42,8 +41,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vitzoo.weights' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
