@@ -4,7 +4,9 @@ Scenarios (``--scenario``):
 
 * ``onnx``: ViT-S/16 at batch 1 (latency): vitzoo in ONNX Runtime, vitzoo eager, timm eager.
 * ``bf16``: ViT-S/16 at batch 16: vitzoo with bf16 weights (``--precision bf16``), vitzoo under
-  bf16 autocast, timm under bf16 autocast, and a bf16 matmul at the model's dominant GEMM shape.
+  bf16 autocast, timm under bf16 autocast, and a bf16 matmul at the model's dominant GEMM shape;
+  ``--compiled`` adds the bf16-weights model through ``torch.compile`` with inductor's weight
+  freezing (constant-folded weights, bias/GELU fused into the GEMMs), compiled before timing.
 * ``small``: the small / conv-heavy presets (``--models``) at batch 16, float32: vitzoo and timm
   eager, and a float32 matmul at each model's dominant GEMM shape.
 * ``layout``: MaxViT-T (``--models``) as built (channels-last from the stem, issue 12) against
@@ -67,6 +69,29 @@ def inference(model: Any, x: torch.Tensor, autocast: bool = False) -> Callable[[
             torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast),
         ):
             model(x)
+
+    return run
+
+
+def frozen_compiled(model: Any, x: torch.Tensor) -> Callable[[], None]:
+    """Inference through ``torch.compile`` with inductor's freezing, compiled (and timed) here.
+
+    Freezing treats the weights as constants, which lets inductor fold the bf16 weights and fuse
+    the bias add and GELU into the GEMM epilogues -- the elementwise passes that bound the
+    eager bf16 path (issue 12's profile). The compile is done before the interleaved timing.
+    """
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    compiled = torch.compile(model)
+    start = time.perf_counter()
+    with torch.no_grad():
+        compiled(x)
+    print(f"  compiled bf16 model in {time.perf_counter() - start:.1f} s (wall)")
+
+    def run() -> None:
+        with torch.no_grad():
+            compiled(x)
 
     return run
 
@@ -168,6 +193,10 @@ def scenario_workloads(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
             import copy
 
             entries["vitzoo bf16 weights"] = inference(for_inference(copy.deepcopy(vz), "bf16"), x)
+            if args.compiled:
+                entries["vitzoo bf16 compiled"] = frozen_compiled(
+                    for_inference(copy.deepcopy(vz), "bf16"), x
+                )
             entries["vitzoo autocast"] = inference(vz, x, autocast=True)
             if timm_model is not None:
                 entries["timm autocast"] = inference(timm_model, x, autocast=True)
@@ -193,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         "(default: the digits example and vit-ti16)",
     )
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--compiled", action="store_true", help="bf16: add torch.compile with weight freezing"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--repeats", type=int, default=5)
@@ -287,6 +319,8 @@ RATIO_PAIRS = (
     ("vitzoo-nchw ", "timm "),
     ("compiled ", "eager "),
     ("vitzoo bf16 weights", "timm autocast"),
+    ("vitzoo bf16 compiled", "timm autocast"),
+    ("vitzoo bf16 compiled", "vitzoo bf16 weights"),
     ("vitzoo autocast", "timm autocast"),
     ("vitzoo onnxruntime", "timm eager"),
 )

@@ -24,7 +24,7 @@ for batch in 16 8; do
   benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario layout --batch "$batch" \
     --iters 1 "${common[@]}" --json "$out/layout-b$batch.json"
 done
-benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario bf16 --iters 2 "${common[@]}" \
+benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario bf16 --compiled --iters 2 "${common[@]}" \
   --json "$out/bf16.json"
 benchmarks/peer_python.sh benchmarks/deploy_speed.py --scenario compile --iters 3 "${common[@]}" \
   --json "$out/compile.json"
