@@ -27,9 +27,9 @@ from vitzoo_plugins.cait_weights import CONVERTERS
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.head_mixing import HeadMix
 from vitzoo.components.late_class_token import LateClassTokenConfig, LateClassTokenTransformer
+from vitzoo.registration_examples import TINY_VIT
 
 TINY = TINY_VIT | {"cls_depth": 1}
 

@@ -24,7 +24,6 @@ from vitzoo_plugins._catalogue import register_catalogue_presets
 from vitzoo import ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig
 from vitzoo.components.context import BuildContext
-from vitzoo.components.examples import grid_only_example
 from vitzoo.components.hierarchical import (
     ChannelLayerNorm,
     HierarchicalConfig,
@@ -43,6 +42,7 @@ from vitzoo.components.windows import (
     WindowAttentionConfig,
 )
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, check_child
+from vitzoo.registration_examples import grid_only_example
 
 
 # -- cross-scale embedding ---------------------------------------------------------------------

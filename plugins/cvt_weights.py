@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vitzoo.errors import WeightsError
 from vitzoo.weights import Rename, WeightConverter
-from vitzoo.weights.errors import WeightsError
 from vitzoo.weights.hf_config import hf_num_classes
 
 _STAGE = r"cvt\.encoder\.stages\.(\d+)\."

@@ -26,11 +26,11 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.block import PreNormBlock, PreNormBlockConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import ConvNormAct
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.head_mixing import HeadMix
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.components.vit import VisionTransformer, VitConfig
 from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt
+from vitzoo.registration_examples import TINY_VIT
 
 TINY = TINY_VIT
 

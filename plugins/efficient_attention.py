@@ -38,7 +38,7 @@ from vitzoo.components.favor import (
     positive_random_features,
 )
 from vitzoo.components.grid import refuse_dynamic_grid
-from vitzoo.components.resize import resize_map
+from vitzoo.components.resample import resize_map
 from vitzoo.config import PositiveInt
 
 

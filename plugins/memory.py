@@ -20,11 +20,11 @@ from torch import nn
 
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.context import BuildContext
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.heads import linear_or_identity
 from vitzoo.components.model import VitzooModel
 from vitzoo.components.vit import VisionTransformer, VitConfig, tokens_to_grid_map
 from vitzoo.config import NonNegativeInt, PositiveInt
+from vitzoo.registration_examples import TINY_VIT
 
 
 class MemoryVitConfig(ComponentConfig):
@@ -61,8 +61,6 @@ class MemoryVit(VitzooModel):
     Build it from a spec (``memory-vit``) or wrap an existing, trained model with
     :meth:`from_base`; several adapters may wrap the same base object.
     """
-
-    capabilities = frozenset()
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vitzoo.errors import WeightsError
 from vitzoo.weights import Concat, Rename, WeightConverter
-from vitzoo.weights.errors import WeightsError
 from vitzoo.weights.hf_config import hf_num_classes
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"

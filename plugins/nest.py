@@ -29,7 +29,7 @@ from vitzoo.components.hierarchical import (
     build_stage_blocks,
     check_image_divisible,
 )
-from vitzoo.components.resize import resize_blocked_map
+from vitzoo.components.resample import resize_blocked_map
 from vitzoo.components.windows import window_partition, window_reverse
 from vitzoo.config import PositiveFloat, PositiveInt
 

@@ -16,11 +16,11 @@ from torch import nn
 
 from vitzoo import ComponentConfig, ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.context import BuildContext
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
 from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.components.vit import VisionTransformer, VitConfig
 from vitzoo.config import PositiveFloat, PositiveInt
+from vitzoo.registration_examples import TINY_VIT
 
 TINY = TINY_VIT
 

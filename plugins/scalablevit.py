@@ -27,7 +27,6 @@ from vitzoo import ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import AttentionBase, MhsaConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
-from vitzoo.components.examples import grid_only_example
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
@@ -40,6 +39,7 @@ from vitzoo.components.windows import (
     window_reverse,
 )
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
+from vitzoo.registration_examples import grid_only_example
 
 
 # -- scalable self-attention -------------------------------------------------------------------

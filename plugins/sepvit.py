@@ -33,12 +33,11 @@ from vitzoo import ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.downsample import ConvEmbedStagesConfig, build_conv_embed_stages
-from vitzoo.components.examples import grid_only_example
 from vitzoo.components.hierarchical import (
     HierarchicalModel,
     check_positive,
 )
-from vitzoo.components.resize import resize_per_window_table
+from vitzoo.components.resample import resize_per_window_table
 from vitzoo.components.windows import (
     GridBoundAttentionChecks,
     require_tiling,
@@ -46,6 +45,7 @@ from vitzoo.components.windows import (
     window_reverse,
 )
 from vitzoo.config import PositiveFloat, PositiveInt
+from vitzoo.registration_examples import grid_only_example
 
 
 class DssaConfig(GridBoundAttentionChecks, MhsaConfig):

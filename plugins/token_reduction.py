@@ -25,10 +25,10 @@ from vitzoo import ComponentSpec, SpecValueError, component_default, hookimpl
 from vitzoo.components.attention import MhsaConfig
 from vitzoo.components.block import PreNormBlock, PreNormBlockConfig
 from vitzoo.components.context import BuildContext
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.model import run_block
 from vitzoo.components.vit import VisionTransformer, VitConfig, tokens_to_grid_map
 from vitzoo.config import NonNegativeInt, PositiveInt
+from vitzoo.registration_examples import TINY_VIT
 
 TINY = TINY_VIT
 

@@ -12,8 +12,8 @@ from vitzoo_plugins._catalogue import register_catalogue_presets
 from vitzoo_plugins.vit_weights import CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.vit import VisionTransformer, VitConfig
+from vitzoo.registration_examples import TINY_VIT
 
 TINY = TINY_VIT
 

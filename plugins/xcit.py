@@ -37,7 +37,6 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.class_attention import ClassAttentionBlock, ClassAttentionBlockConfig
 from vitzoo.components.context import BuildContext
 from vitzoo.components.conv import ConvNormAct
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.grid import FollowsGrid
 from vitzoo.components.late_class_token import LateClassTokenConfig, LateClassTokenTransformer
 from vitzoo.components.layers import (
@@ -46,6 +45,7 @@ from vitzoo.components.layers import (
 )
 from vitzoo.components.patchify import Patchifier, check_divisible
 from vitzoo.config import PositiveFloat, PositiveInt
+from vitzoo.registration_examples import TINY_VIT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,11 +368,10 @@ class XCiT(LateClassTokenTransformer):
 
     The late-class-token (CaiT) model with XCiT's parts.
 
-    Not a "tokens" model for objectives: the local patch interaction needs the whole patch grid,
-    so token dropping / masking objectives do not apply.
+    Not a "tokens" model for objectives (its registration does not declare it): the local
+    patch interaction needs the whole patch grid, so token dropping / masking objectives do not
+    apply.
     """
-
-    capabilities = frozenset()
 
     def no_weight_decay(self) -> set[str]:
         temperatures = {n for n, _ in self.named_parameters() if n.endswith("temperature")}

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import vitzoo
-from vitzoo.components.examples import TINY_VIT
 from vitzoo.components.features import FeatureExtractor, FeatureIndexError, resolve_feature_indices
 from vitzoo.plugins import get_plugin_system
+from vitzoo.registration_examples import TINY_VIT
 from vitzoo.spec import SpecError
 
 VIT = {"type": "vit", **TINY_VIT, "depth": 3}

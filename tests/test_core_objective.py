@@ -1,6 +1,6 @@
 """The trainer's default objective belongs to the core: no plugin is needed to train a classifier.
 
-``supervised`` is registered by the core plugin itself (see ``vitzoo.components.registration``),
+``supervised`` is registered by the core plugin itself (see ``vitzoo.core_plugin``),
 so a spec without an ``objective:`` section builds and trains with the built-in ``objectives``
 plugin disabled.
 """

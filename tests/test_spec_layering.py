@@ -15,7 +15,6 @@ from click.testing import CliRunner
 
 import vitzoo.spec
 import vitzoo.training
-import vitzoo.training.config
 from vitzoo.cli import cli
 from vitzoo.commands.train import train as train_cmd
 from vitzoo.spec import OverrideSyntaxError, parse_assignments
@@ -34,9 +33,7 @@ def test_importing_the_spec_does_not_import_the_trainer() -> None:
 
 
 def test_the_training_names_are_the_spec_sections() -> None:
-    """``vitzoo.training.config`` and ``vitzoo.training`` keep working, as aliases."""
-    assert vitzoo.training.config.TrainConfig is vitzoo.spec.TrainConfig
-    assert vitzoo.training.config.DataConfig is vitzoo.spec.DataConfig
+    """``vitzoo.training.TrainConfig`` is the spec's section, not a copy."""
     assert vitzoo.training.TrainConfig is vitzoo.spec.TrainConfig
 
 

@@ -22,8 +22,8 @@ from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.commands.train import resume_command
 from vitzoo.plugins import get_registry
+from vitzoo.spec import TrainConfig
 from vitzoo.training import augment, optim, plots
-from vitzoo.training.config import TrainConfig
 from vitzoo.training.data import DataError, EpochBatches, SampleIndex, balanced_weights
 from vitzoo.training.data import generator as seeded
 from vitzoo.training.inference import evaluate

@@ -170,7 +170,7 @@ def test_full_size_hf_layouts_fill_the_presets_exactly(config_cls, model_cls, pr
     """transformers' default configs are the released base models (ViT-B/16, DeiT-B distilled,
     CvT-13, MobileViT-S): built on the meta device, every tensor maps onto the vitzoo preset
     with equal shapes (the README table's preset <-> Hugging Face rows)."""
-    from vitzoo.weights.apply import converters_for
+    from vitzoo.weights.selection import converters_for
 
     config = getattr(transformers, config_cls)(num_labels=1000)
     with torch.device("meta"):

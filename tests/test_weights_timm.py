@@ -288,7 +288,7 @@ def test_full_size_release_maps_onto_its_preset(
     device: nothing is allocated). The tiny fixtures prove the function; this proves the
     presets are the released models' shapes."""
     from vitzoo.weights import converters_for
-    from vitzoo.weights.apply import raise_for_problems, target_shapes
+    from vitzoo.weights.converter import raise_for_problems, target_shapes
 
     converter = next(c for c in converters_for() if c.name == converter_name)
     layout = released_layouts()[converter.source][released]

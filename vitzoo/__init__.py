@@ -15,12 +15,13 @@ from vitzoo.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build": "vitzoo.builder",
+    "build": "vitzoo.api",
     "resolve_spec": "vitzoo.builder",
     "save": "vitzoo.checkpoint",
     "load": "vitzoo.checkpoint",
-    "CheckpointError": "vitzoo.checkpoint",
-    "SpecError": "vitzoo.spec",
+    "CheckpointError": "vitzoo.errors",
+    "SpecError": "vitzoo.errors",
+    "WeightsError": "vitzoo.errors",
     "get_registry": "vitzoo.plugins",
     "get_plugin_system": "vitzoo.plugins",
     "load_plugins": "vitzoo.plugins",

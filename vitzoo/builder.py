@@ -1,29 +1,86 @@
-"""Spec -> nn.Module: the only place that turns specs into modules."""
+"""Spec -> nn.Module: resolve a spec once, build it, rebuild it for another input size.
+
+Resolving is three steps, each owned by its layer: the spec layer validates the fields
+(:mod:`vitzoo.spec`), the whole-spec rules check that the parts fit together
+(:mod:`vitzoo.rules`), and the trial build on the meta device checks that the result builds,
+runs and fits the machine (:mod:`vitzoo.trial`). :func:`resolve` runs them once and returns what
+the trial learned (parameters, output shape, MACs when asked) with the spec, so callers do not
+build again to find out. :func:`build_from_spec` is the only place a spec becomes a module.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from vitzoo.components.context import BuildContext
+from vitzoo.components.model import install_rebuilder, reference_tensor
+from vitzoo.components.resample import adapt_state_dict
 from vitzoo.plugins import PluginSystem, get_plugin_system
-from vitzoo.spec import (
-    SpecBase,
-    SpecError,
-    SpecIssue,
-    apply_overrides,
-    blame_overrides,
-    is_spec_file_name,
-    read_spec_file,
-    spec_to_dict,
-    validate_spec,
-)
-from vitzoo.suggest import did_you_mean
+from vitzoo.rules import check_rules
+from vitzoo.spec import SpecBase
+from vitzoo.spec.sources import SpecSource, validate_source
+from vitzoo.spec.yaml_source import key_positions
+from vitzoo.trial import TrialReport, check_trial
 
-SpecSource = SpecBase | Mapping[str, Any] | str | Path
+__all__ = [
+    "Resolved",
+    "SpecSource",
+    "build_from_spec",
+    "current_spec",
+    "rebuild_for_input_size",
+    "resolve",
+    "resolve_spec",
+]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A spec that validated, passed the whole-spec rules and the trial build, and what the
+    trial measured (``None`` where no trial ran: a registered preset used as is, a spec
+    object passed without changes, or ``VITZOO_TRIAL_BUILD=0``)."""
+
+    spec: SpecBase
+    report: TrialReport | None = None
+
+
+def _is_plain_preset(data: Any) -> bool:
+    """A registered preset without model changes: the preset tests build and run those."""
+    return isinstance(data, Mapping) and "preset" in data and "model" not in data
+
+
+def resolve(
+    source: SpecSource,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    system: PluginSystem | None = None,
+    sources: Mapping[str, str] | None = None,
+    macs: bool = False,
+) -> Resolved:
+    """Turn a spec object, mapping, preset name or YAML path (+ overrides) into a resolved spec.
+
+    A problem in an overridden field is blamed on the override, not on the file: ``sources``
+    names where each override came from (``{"train.lr": "--set train.lr=-1"}``). ``macs=True``
+    asks the trial build to count multiply-accumulates too (it then runs for plain presets as
+    well, which are otherwise trusted: the preset tests build and run every one).
+    """
+    system = system or get_plugin_system()
+    if isinstance(source, SpecBase) and not overrides and not macs:
+        return Resolved(source)
+    failed = [r.name for r in system.failed]
+    spec, read = validate_source(
+        source, system.registry, overrides, failed_plugins=failed, sources=sources
+    )
+    positions = key_positions(read.text)
+    if _is_plain_preset(read.data) and not macs:
+        return Resolved(spec)
+    check_rules(system.registry, spec, file=read.file, positions=positions)
+    report = check_trial(system, spec, file=read.file, positions=positions, macs=macs)
+    return Resolved(spec, report)
 
 
 def resolve_spec(
@@ -33,110 +90,17 @@ def resolve_spec(
     system: PluginSystem | None = None,
     sources: Mapping[str, str] | None = None,
 ) -> SpecBase:
-    """Turn a spec object, mapping, preset name or YAML path (+ overrides) into a valid spec.
-
-    A problem in an overridden field is blamed on the override, not on the file: ``sources``
-    names where each override came from (``{"train.lr": "--set train.lr=-1"}``); by default the
-    override itself is named.
-    """
-    system = system or get_plugin_system()
-    registry = system.registry
-    failed = [r.name for r in system.failed]
-    file, text = "<spec>", None
-    if isinstance(source, SpecBase):
-        if not overrides:
-            return source
-        data: Any = spec_to_dict(source)
-    elif isinstance(source, Mapping):
-        data = dict(source)
-    else:
-        path = Path(source)
-        if path.is_file() or isinstance(source, Path) or is_spec_file_name(path):
-            file = str(path)
-            text, data = read_spec_file(path)
-        elif ("preset", str(source)) in registry:
-            data = {"preset": str(source)}
-        else:
-            presets = ", ".join(registry.names("preset")) or "(none)"
-            hint = did_you_mean(str(source), [*registry.names("preset"), *registry.aliases()])
-            raise SpecError(
-                [
-                    SpecIssue(
-                        "",
-                        f"{source!r} is neither a spec file nor a registered preset{hint}; "
-                        f"presets: {presets}",
-                    )
-                ]
-            )
-    data = apply_overrides(data, overrides)
-    try:
-        return validate_spec(registry, data, file=file, text=text, failed_plugins=failed)
-    except SpecError as exc:
-        raise blame_overrides(exc, overrides or {}, sources or {}) from None
+    """:func:`resolve`, for callers that want only the spec (``vitzoo.resolve_spec``)."""
+    return resolve(source, overrides, system=system, sources=sources).spec
 
 
 def build_from_spec(spec: SpecBase, *, system: PluginSystem | None = None) -> nn.Module:
-    """Build the model a validated spec describes; the spec is kept on ``model.vitzoo_spec``."""
+    """Build the model a resolved spec describes; the spec is kept on ``model.vitzoo_spec``."""
     system = system or get_plugin_system()
     entry = system.registry.get("architecture", spec.model.type)
     model = entry.factory(spec.model, BuildContext(registry=system.registry))
     model.vitzoo_spec = spec
     return model
-
-
-def build(
-    source: SpecSource | None = None,
-    *,
-    weights: str | Path | None = None,
-    system: PluginSystem | None = None,
-    features_only: bool = False,
-    out_indices: int | list[int] | tuple[int, ...] | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Build a model from a preset name, YAML path, mapping or spec, with field overrides.
-
-    ``vitzoo.build("deit-s", num_classes=10)`` sets ``model.num_classes``; dotted keys such as
-    ``**{"model.patch.patch_size": 8}`` reach nested fields. ``weights=`` (or a spec's
-    ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
-    Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
-    own spec is used) and the weights adapt to overridden classes / image size / channels.
-    ``features_only=True`` gives a backbone for dense prediction instead
-    (:class:`~vitzoo.components.features.FeatureExtractor`): ``forward(x)`` returns the
-    (B, C, H, W) maps of the ``out_indices`` layers (an int: the last n; default: all),
-    ``feature_info`` describes them, unused tail layers and the head are gone.
-    """
-    if out_indices is not None and not features_only:
-        raise TypeError("out_indices selects feature maps; pass features_only=True with it")
-    model = _build_model(source, weights, system, overrides)
-    if not features_only:
-        return model
-    from vitzoo.components.features import FeatureExtractor
-
-    return FeatureExtractor(model, out_indices)
-
-
-def _build_model(
-    source: SpecSource | None,
-    weights: str | Path | None,
-    system: PluginSystem | None,
-    overrides: Mapping[str, Any],
-) -> nn.Module:
-    if source is None and weights is None:
-        raise TypeError("build() needs a preset, spec or weights source")
-    spec = None if source is None else resolve_spec(source, overrides, system=system)
-    section = getattr(spec, "weights", None) if spec is not None else None
-    if weights is None and section is None:
-        return build_from_spec(spec, system=system)
-    from vitzoo.weights.load import load_pretrained
-
-    return load_pretrained(
-        weights if weights is not None else section.source,
-        spec,
-        overrides=overrides if spec is None else None,
-        format=None if weights is not None else section.format,
-        strict=True if weights is not None else section.strict,
-        system=system,
-    ).model
 
 
 def current_spec(model: nn.Module) -> SpecBase:
@@ -150,3 +114,36 @@ def current_spec(model: nn.Module) -> SpecBase:
             update={"model": spec.model.model_copy(update={"num_classes": num_classes})}
         )
     return spec
+
+
+def rebuild_for_input_size(
+    model: nn.Module,
+    img_size: Any,
+    system: Any = None,
+    spec_overrides: dict[str, Any] | None = None,
+) -> None:
+    """``VitzooModel.set_input_size`` (see there): resolve the spec at the new size, build it,
+    and load the old weights with grid-shaped tables resampled
+    (:func:`~vitzoo.components.resample.adapt_state_dict`); device, dtype, mode, grad
+    checkpointing and pruning are kept."""
+    size = [int(img_size)] * 2 if isinstance(img_size, int) else [int(s) for s in img_size]
+    spec = current_spec(model)
+    parent = f"model.{model.image_size_field}".rpartition(".")[0]
+    changes = {f"{parent}.{key}": value for key, value in (spec_overrides or {}).items()}
+    changes[f"model.{model.image_size_field}"] = size
+    new_spec = resolve_spec(spec, changes, system=system)
+    reference = reference_tensor(model)
+    with torch.random.fork_rng(devices=[]):
+        fresh = build_from_spec(new_spec, system=system)
+    if reference is not None:
+        fresh = fresh.to(device=reference.device, dtype=reference.dtype)
+    pruned = model.__dict__.get("_pruned")
+    if pruned is not None:
+        fresh.prune_intermediate_layers(*pruned)
+    fresh.load_state_dict(adapt_state_dict(model, fresh), strict=True)
+    fresh.train(model.training)
+    fresh.grad_checkpointing = model.grad_checkpointing
+    model.__dict__.update(fresh.__dict__)
+
+
+install_rebuilder(rebuild_for_input_size)

@@ -1,11 +1,14 @@
 """The capability vocabulary: what a registered part NEEDS from the model around it, and OFFERS.
 
 Free-form ``tags`` describe a registration for people (``vitzoo list``); capabilities are a small
-closed vocabulary the spec layer checks a whole spec against (:mod:`vitzoo.compat`), so that a
-spec combining parts that cannot work together is refused at validation with a sentence naming
-the part, instead of crashing inside torch. Plugins declare them at registration::
+closed vocabulary that every part -- component, architecture and objective alike -- declares at
+registration, and that one checker reads: :func:`unmet` says which needs a host's offers leave
+open. The whole-spec rules (:mod:`vitzoo.rules`), the objective builder and the conformance suite
+all ask it, so a spec combining parts that cannot work together is refused at resolution with a
+sentence naming the part, instead of crashing inside torch::
 
     register("window", build, WindowAttentionConfig, needs={"grid-2d", "no-prefix-tokens"})
+    register("mae", MaeObjective, MaeConfig, needs={"image", "tokens", "fixed-grid"})
 
 Both keywords default to "derived from the tags" (:func:`needs_of`, :func:`offers_of`), so a
 third-party plugin that declares nothing keeps working and is simply checked less.
@@ -16,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
+
+from vitzoo.suggest import check_declared_words
 
 
 class Capability(StrEnum):
@@ -41,6 +46,9 @@ class Capability(StrEnum):
     TOKENS = "tokens"
     #: The model returns hierarchical (B, C, H, W) feature maps.
     FEATURE_MAPS = "feature-maps"
+    #: ``forward_features`` gives one feature per patch or map location (implied by ``tokens``
+    #: and ``feature-maps``); region-level objectives (EsViT) need it.
+    SPATIAL_FEATURES = "spatial-features"
     #: The encoder drops or merges tokens (the token grid changes inside the model).
     DROPS_TOKENS = "drops-tokens"
     #: Pooling gives one vector per image (B, D); a head needs that.
@@ -53,12 +61,25 @@ VOCABULARY: frozenset[str] = frozenset(c.value for c in Capability)
 
 #: Words a part may NEED and what an architecture must OFFER (or its config must allow) for it.
 CONTEXT_WORDS = frozenset({"image", "video", "grid-2d"})
+#: What a host model offers its parts and objectives, checked by :func:`unmet`.
+HOST_WORDS = frozenset({*CONTEXT_WORDS, "tokens", "feature-maps", "spatial-features"})
+
+#: How each word reads in a sentence ("objective 'mae' needs ...").
+PHRASES = {
+    "image": "image input (B, C, H, W)",
+    "video": "video input (B, C, T, H, W)",
+    "grid-2d": "a 2-D (h, w) token grid",
+    "tokens": "a model with capability tokens (a flat token sequence with embed / encode)",
+    "feature-maps": "a model with capability feature-maps ((B, C, H, W) stage outputs)",
+    "spatial-features": (
+        "a model with capability spatial-features (one feature per patch or map location)"
+    ),
+    "fixed-grid": "every patch token of the grid, in order",
+}
 
 
 def normalise(words: Any, *, where: str) -> frozenset[str]:
     """Validate a ``needs=`` / ``offers=`` declaration (a word or an iterable of words)."""
-    from vitzoo.suggest import check_declared_words
-
     return check_declared_words(
         words,
         VOCABULARY,
@@ -91,5 +112,29 @@ def needs_of(entry: Any) -> frozenset[str]:
 
 
 def offers_of(entry: Any) -> frozenset[str]:
+    """What a registered part offers; ``tokens`` and ``feature-maps`` imply spatial features."""
     declared = getattr(entry, "offers", None)
-    return frozenset(declared) if declared else _derived(entry.tags, entry.kind, "offers")
+    words = frozenset(declared) if declared else _derived(entry.tags, entry.kind, "offers")
+    if words & {"tokens", "feature-maps"}:
+        words |= {"spatial-features"}
+    return words
+
+
+def unmet(needs: frozenset[str], offers: frozenset[str]) -> list[str]:
+    """The words of ``needs`` that a host offering ``offers`` leaves open, sorted.
+
+    The one capability checker: host words (:data:`HOST_WORDS`) must be offered, and
+    ``fixed-grid`` is open when the host drops or merges tokens. A host that declares neither
+    image nor video input declared nothing about itself (an older third-party plugin) and is
+    trusted. Words that depend on a part's place in a spec (prefix tokens, pooled shapes) are
+    the whole-spec rules' business (:mod:`vitzoo.rules`).
+    """
+    declared = bool(offers & {"image", "video"})
+    open_words = [w for w in needs & HOST_WORDS if declared and w not in offers]
+    if "fixed-grid" in needs and "drops-tokens" in offers:
+        open_words.append("fixed-grid")
+    return sorted(open_words)
+
+
+def phrase(word: str) -> str:
+    return PHRASES.get(word, word)

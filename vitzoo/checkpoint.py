@@ -1,7 +1,8 @@
 """Checkpoints: safetensors weights with the spec in the metadata, so a file rebuilds itself.
 
 Loading never unpickles anything. Writes go to a temporary file that is renamed into place, so
-an interrupted save leaves the previous checkpoint intact.
+an interrupted save leaves the previous checkpoint intact. :func:`read_safetensors` is the one
+reader of safetensors files (weight sources read theirs through it too).
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from vitzoo import __version__
 from vitzoo.builder import build_from_spec, current_spec
+from vitzoo.errors import CheckpointError
+from vitzoo.formats import FORMAT_KEY, SPEC_KEY, VERSION_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecError, spec_to_dict, validate_spec
 
 FORMAT_VERSION = "1"
-SPEC_KEY = "vitzoo.spec"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not match its spec."""
 
 
 def atomic_save_tensors(
@@ -55,11 +54,9 @@ def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | No
     """Write ``model``'s weights and spec to ``path`` (safetensors), atomically."""
     spec = current_spec(model)
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
-    from vitzoo import __version__
-
     meta = {
-        "vitzoo.format": FORMAT_VERSION,
-        "vitzoo.version": __version__,
+        FORMAT_KEY: FORMAT_VERSION,
+        VERSION_KEY: __version__,
         SPEC_KEY: json.dumps(spec_to_dict(spec)),
         **_preprocessing_metadata(model),
         **(metadata or {}),
@@ -68,18 +65,29 @@ def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | No
     return Path(path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, with clear errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+def read_safetensors(
+    path: str | Path, *, error: type[Exception] = CheckpointError
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; an unreadable file raises ``error`` with one
+    plain line (weight sources pass :class:`~vitzoo.errors.WeightsError`)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise error(
+            f"{path}: not a readable safetensors file ({reason}); truncated or not weights?"
+        ) from None
     return tensors, metadata
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint file, with clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return read_safetensors(path)
 
 
 def load(
@@ -98,12 +106,12 @@ def load(
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: the stored spec is not valid JSON ({exc})") from None
     try:
+        # validation only: the stored spec was resolved (rules, trial build) when it was made
         spec = validate_spec(
             system.registry,
             data,
             file=f"{path}[spec]",
             failed_plugins=[r.name for r in system.failed],
-            trial=False,  # the stored spec was built once; loading builds it for real
         )
     except SpecError as exc:
         raise CheckpointError(f"{path}: the stored spec is no longer valid here:\n{exc}") from None

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from vitzoo.commands.common import fail_plainly, parse_sets, set_option
+from vitzoo.formats import WEIGHT_FORMATS
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import KINDS, PresetEntry, name_matches
 from vitzoo.suggest import did_you_mean
@@ -266,39 +267,6 @@ def summarise(model: Any, forward: bool) -> dict[str, Any]:
     return info
 
 
-def spec_gmacs(spec: Any) -> float | None:
-    """GMACs of one forward at the spec's input size, counted on a meta-device twin of the model
-    (no memory, no compute), or None where the model cannot run on meta."""
-    import torch
-
-    from vitzoo.builder import build_from_spec
-    from vitzoo.flops import count_macs
-
-    try:
-        with torch.device("meta"):
-            return round(count_macs(build_from_spec(spec)) / 1e9, 3)
-    except Exception:  # counting is a courtesy: never let it break `vitzoo build`
-        return None
-
-
-def objective_params(spec: Any) -> int | None:
-    """Trainable parameters of the spec's objective with its model (MAE: encoder + decoder),
-    built on the meta device; None without an objective or where it cannot be built there."""
-    if getattr(spec, "objective", None) is None:
-        return None
-    import torch
-
-    from vitzoo.builder import build_from_spec
-    from vitzoo.objectives import build_objective
-
-    try:
-        with torch.device("meta"):
-            objective = build_objective(spec, build_from_spec(spec))
-            return sum(p.numel() for p in objective.trainable_parameters())
-    except Exception:  # a courtesy line in the summary: never let it break `vitzoo build`
-        return None
-
-
 @cli.command("build")
 @click.argument("source")
 @set_option("Override a field, e.g. model.num_classes=10.")
@@ -318,7 +286,7 @@ def objective_params(spec: Any) -> int | None:
 @click.option(
     "--format",
     "weights_format",
-    type=click.Choice(("vitzoo", "timm", "official", "hf")),
+    type=click.Choice(WEIGHT_FORMATS),
     default=None,
     help="Override the detected --weights format.",
 )
@@ -336,15 +304,15 @@ def build_command(
 
     With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files).
     """
-    from vitzoo.builder import build_from_spec, resolve_spec
+    from vitzoo.builder import build_from_spec, resolve
     from vitzoo.checkpoint import CheckpointError, save
     from vitzoo.spec import SpecError, assignment_sources
+    from vitzoo.weights.load import load_pretrained
 
     metadata: dict[str, str] = {}
+    report = None
     try:
         if weights is not None or source.startswith("hf-hub:"):
-            from vitzoo.weights.load import load_pretrained
-
             loaded = load_pretrained(
                 weights or source,
                 None if source == "-" or weights is None else source,
@@ -354,11 +322,14 @@ def build_command(
             )
             model, metadata = loaded.model, loaded.metadata()
         else:
-            spec = resolve_spec(source, parse_sets(sets), sources=assignment_sources(sets))
+            # resolved once: the trial build already counts parameters, MACs and what an
+            # objective adds, so the summary needs no second build
+            resolved = resolve(
+                source, parse_sets(sets), sources=assignment_sources(sets), macs=True
+            )
+            spec, report = resolved.spec, resolved.report
             section = getattr(spec, "weights", None)
             if section is not None:
-                from vitzoo.weights.load import load_pretrained
-
                 loaded = load_pretrained(
                     section.source, spec, format=section.format, strict=section.strict
                 )
@@ -371,11 +342,13 @@ def build_command(
         fail_plainly(str(exc))
     info = summarise(model, forward=not no_forward)
     built_spec = model.vitzoo_spec  # also when the spec came with the weights
-    info["gmacs"] = spec_gmacs(built_spec)
-    with_objective = objective_params(built_spec)
-    if with_objective is not None:
-        info["objective"] = built_spec.objective.type
-        info["objective_trainable_params"] = with_objective
+    if report is None:  # weights gave the spec: resolve it (no second real build)
+        report = resolve(built_spec, macs=True).report
+    info["gmacs"] = None if report is None or report.macs is None else round(report.macs / 1e9, 3)
+    if getattr(built_spec, "objective", None) is not None and report is not None:
+        if report.objective_trainable is not None:
+            info["objective"] = built_spec.objective.type
+            info["objective_trainable_params"] = report.objective_trainable
     if output is not None:
         save(model, output, metadata=metadata)
         info["checkpoint"] = str(output)

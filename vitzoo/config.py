@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WrapValidator
 
+from vitzoo.errors import SpecValueError
+
 # --------------------------------------------------------------------------------------------
 # Bounded, strict, finite number types shared by every config
 # --------------------------------------------------------------------------------------------
@@ -117,11 +119,6 @@ SizeOrPair = Annotated[
     PositiveInt | tuple[PositiveInt, PositiveInt],
     _one_error("expected a positive integer or a pair [h, w] of positive integers"),
 ]
-#: Like :data:`SizeOrPair` but zero is allowed (paddings, offsets).
-NonNegativeIntOrPair = Annotated[
-    NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt],
-    _one_error("expected an integer >= 0 or a pair [h, w] of integers >= 0"),
-]
 
 #: One positive size for every axis, or one per axis: ``3`` or ``[1, 3, 3]``.
 PositiveIntOrTuple = Annotated[
@@ -182,22 +179,6 @@ def component_default(**values: Any) -> Any:
     config class is registered under that name once plugins have loaded.
     """
     return Field(default=dict(values), validate_default=True)
-
-
-class SpecValueError(ValueError):
-    """A cross-field rule failed; ``path`` points at the offending field, relative to the config.
-
-    Raised from a config's validators or :meth:`check` so that the error is reported at the field
-    the user has to change (``model.patch.patch_size``), not at the enclosing model.
-    """
-
-    def __init__(self, path: str | tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.path: tuple[str | int, ...] = tuple(path.split(".")) if isinstance(path, str) else path
-        self.message = message
-
-    def under(self, *prefix: str | int) -> SpecValueError:
-        return SpecValueError((*prefix, *self.path), self.message)
 
 
 def check_child(child: Any, name: str, **context: Any) -> None:

@@ -20,6 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitzoo.errors import ExportError
+from vitzoo.formats import CLASSES_KEY, INPUT_SIZE_KEY, SPEC_KEY
+
 #: Export format -> the file suffix it is written with.
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torch-export": ".pt2"}
 #: Batch of the example input traced for export: 2, not 1, because torch.export specialises a
@@ -28,13 +31,6 @@ EXPORT_BATCH = 2
 #: The name of the input in an exported ONNX graph.
 INPUT_NAME = "images"
 #: Metadata keys, in the ONNX ``metadata_props`` and as ``extra_files`` of a ``.pt2``.
-SPEC_KEY = "vitzoo.spec"
-CLASSES_KEY = "vitzoo.classes"
-INPUT_SIZE_KEY = "vitzoo.input_size"
-
-
-class ExportError(Exception):
-    """A model that cannot be exported, or an export extra that is not installed (plain text)."""
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:

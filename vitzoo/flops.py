@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from vitzoo.builder import build_from_spec, resolve
+
 
 def count_macs(model: nn.Module, x: torch.Tensor | None = None) -> int:
     """MACs of ``model(x)`` in eval mode; ``x`` defaults to one example input of the model."""
@@ -34,12 +36,13 @@ def count_macs(model: nn.Module, x: torch.Tensor | None = None) -> int:
 
 
 def preset_macs(source: Any, **overrides: Any) -> int:
-    """MACs of a preset / spec at its own input size, built and counted on the meta device."""
-    from vitzoo.builder import build
-
+    """MACs of a preset / spec at its own input size, counted on the meta device: by the trial
+    build that resolving the spec runs anyway, or (trial turned off) by a meta build here."""
+    resolved = resolve(source, overrides, macs=True)
+    if resolved.report is not None and resolved.report.macs is not None:
+        return resolved.report.macs
     with torch.device("meta"):
-        model = build(source, **overrides)
-        return count_macs(model)
+        return count_macs(build_from_spec(resolved.spec))
 
 
 def format_gmacs(macs: int) -> str:

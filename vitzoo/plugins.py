@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from vitzoo import hookspecs
+from vitzoo.errors import PluginLoadError
 from vitzoo.hookspecs import ComponentRegister, ConverterRegister, PresetRegister
 from vitzoo.registry import (
     Entry,
@@ -34,7 +35,7 @@ from vitzoo.registry import (
 
 ENTRY_POINT_GROUP = "vitzoo"
 CORE_PLUGIN = "core"
-CORE_MODULE = "vitzoo.components.registration"
+CORE_MODULE = "vitzoo.core_plugin"
 
 
 @dataclass
@@ -49,10 +50,6 @@ class PluginRecord:
     status: str = "ok"  # "ok" | "failed" | "disabled"
     error: str = ""
     counts: dict[str, int] = field(default_factory=dict)
-
-
-class PluginLoadError(RuntimeError):
-    """Raised in strict mode when a plugin fails to load or register."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ conformance suite) only reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,6 +16,7 @@ from typing import Any, get_args
 
 from vitzoo.capabilities import normalise
 from vitzoo.config import ComponentConfig
+from vitzoo.errors import RegistrationError
 from vitzoo.suggest import did_you_mean
 from vitzoo.tags import check_tags
 
@@ -31,10 +33,6 @@ COMPONENT_KINDS: tuple[str, ...] = (
 KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset", "converter")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-
-
-class RegistrationError(ValueError):
-    """A plugin registered something invalid (bad name, bad config class, duplicate)."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +179,7 @@ class Registry:
                 )
 
     def converters(self) -> list[Any]:
-        """Every registered :class:`vitzoo.weights.WeightConverter`, by name."""
+        """Every registered weight converter (:class:`vitzoo.weights.WeightConverter`), by name."""
         return list(self.entries("converter"))
 
     def remove_plugin(self, plugin: str) -> None:
@@ -236,20 +234,24 @@ def make_entry(
 
 
 def make_converter(plugin: str, converter: Any) -> Any:
-    """Validate a registered weight converter and stamp it with the plugin that provided it."""
-    from dataclasses import replace
+    """Validate a registered weight converter and stamp it with the plugin that provided it.
 
-    from vitzoo.weights.converter import WeightConverter
-
+    Checked by what the loaders use (a frozen dataclass with a name, architectures, and
+    ``recognises`` / ``convert``), not by its class: the registry sits below the weights layer
+    and must not import it.
+    """
     name = getattr(converter, "name", "?")
     where = f"plugin {plugin!r} registering converter {name!r}"
-    if not isinstance(converter, WeightConverter):
+    usable = dataclasses.is_dataclass(converter) and not isinstance(converter, type)
+    for method in ("recognises", "convert"):
+        usable = usable and callable(getattr(converter, method, None))
+    if not usable or not hasattr(converter, "plugin"):
         raise RegistrationError(f"{where}: register a vitzoo.weights.WeightConverter")
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.match(name):
         raise RegistrationError(f"{where}: names are lowercase-kebab (regex {_NAME.pattern})")
-    if not converter.architectures:
+    if not getattr(converter, "architectures", ()):
         raise RegistrationError(f"{where}: architectures must name at least one model type")
-    return replace(converter, plugin=plugin)
+    return dataclasses.replace(converter, plugin=plugin)
 
 
 def make_preset(

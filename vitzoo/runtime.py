@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitzoo.errors import RuntimeUnavailable
+from vitzoo.formats import CLASSES_KEY, INPUT_SIZE_KEY, SPEC_KEY
+
 #: Values of ``--runtime``.
 RUNTIMES = ("torch", "onnxruntime")
-
-
-class RuntimeUnavailable(Exception):
-    """ONNX Runtime missing or a file it cannot load (a plain message for the CLI)."""
 
 
 def require_onnxruntime() -> Any:
@@ -60,7 +59,6 @@ class OnnxRuntimeModule(nn.Module):
 
     @property
     def input_size(self) -> tuple[int, ...]:
-        from vitzoo.export import INPUT_SIZE_KEY
 
         return tuple(json.loads(self.metadata.get(INPUT_SIZE_KEY, "[]")))
 
@@ -94,7 +92,6 @@ def deployed(model: nn.Module, *, runtime: str = "torch", precision: str = "fp32
 
 def load_onnx(path: str | Path, *, system: Any = None) -> tuple[OnnxRuntimeModule, Any]:
     """An exported ``.onnx`` file in ONNX Runtime, and the spec its metadata carries (or None)."""
-    from vitzoo.export import CLASSES_KEY, SPEC_KEY
     from vitzoo.spec import load_spec_text
 
     session = OnnxRuntimeModule(Path(path))

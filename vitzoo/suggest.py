@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from vitzoo.errors import RegistrationError
+
 
 def closest(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
     """The registered name / field closest to ``word`` (difflib ratio >= ``cutoff``), or None."""
@@ -35,8 +37,6 @@ def check_declared_words(
     naming the registration (``where``), the word, a did-you-mean and the known words.
     Enum members count by their ``value``.
     """
-    from vitzoo.registry import RegistrationError
-
     if words is None:
         return frozenset()
     if isinstance(words, str):

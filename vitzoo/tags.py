@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitzoo.suggest import check_declared_words
+
 #: Every known tag -> one line saying what it means.
 TAGS: dict[str, str] = {
     # -- what the part works on (also read as capabilities when none are declared) --------------
@@ -54,8 +56,6 @@ def check_tags(tags: Any, *, where: str) -> frozenset[str]:
 
     ``where`` names the registration (``plugin 'x' registering attention 'y'``) for the error.
     """
-    from vitzoo.suggest import check_declared_words
-
     return check_declared_words(
         tags, KNOWN_TAGS, noun="tag", where=where, reference="their meanings: vitzoo.tags.TAGS"
     )

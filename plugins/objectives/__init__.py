@@ -31,10 +31,11 @@ from vitzoo_plugins.objectives.self_distillation import (
 )
 
 from vitzoo import hookimpl
-from vitzoo.components.examples import TINY_VIT
+from vitzoo.registration_examples import TINY_VIT
 
 #: Per-patch objectives need a single-image token model on a fixed patch grid.
 TOKEN_MODEL_NEEDS = {"image", "tokens", "fixed-grid"}
+SPATIAL_MODEL_NEEDS = {"image", "spatial-features"}
 MASKED_IMAGE_TAGS = {"self-supervised", "masked-image"}
 
 #: A one-block tiny ViT teacher, so the distillation example builds in milliseconds.
@@ -80,16 +81,17 @@ def register_objectives(register: Any) -> None:
         tags={"self-supervised", "needs-mask"},
         needs=TOKEN_MODEL_NEEDS,
     )
-    for name, cls, config, method in (
-        ("dino", DinoObjective, DinoConfig, "DINO (Caron et al. 2021)"),
-        ("esvit", EsVitObjective, EsVitConfig, "EsViT (Li et al. 2022)"),
+    for name, cls, config, method, needs in (
+        ("dino", DinoObjective, DinoConfig, "DINO (Caron et al. 2021)", {"image"}),
+        # region-level matching needs one feature per patch or map location
+        ("esvit", EsVitObjective, EsVitConfig, "EsViT (Li et al. 2022)", SPATIAL_MODEL_NEEDS),
     ):
         register(
             name,
             cls,
             config,
             tags={"self-supervised", "ema"},
-            needs={"image"},
+            needs=needs,
             summary=paper_head_summary(method),
             example=SSL_HEAD,
         )

@@ -70,7 +70,7 @@ class DistillationConfig(SupervisedConfig):
 
 def build_teacher(source: TeacherSource, system: Any) -> nn.Module:
     """Build (or load) the teacher described by ``source`` through the normal spec machinery."""
-    from vitzoo.builder import build
+    from vitzoo.api import build
     from vitzoo.checkpoint import load
 
     if source.checkpoint is not None:

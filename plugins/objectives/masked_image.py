@@ -9,7 +9,7 @@ backbone works; the masking maths they share is in :mod:`vitzoo.objectives.maski
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +90,6 @@ class MaeConfig(ObjectiveConfig):
     """MAE (He et al. 2021): encode visible patches only, reconstruct masked pixels with a decoder."""
 
     type: Literal["mae"] = "mae"
-    requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
-    excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
     mask_ratio: Rate = Field(0.75, ge=0.0, lt=1.0)
     decoder_dim: PositiveInt = Field(512, ge=1)
     decoder_depth: PositiveInt = Field(8, ge=1)
@@ -169,8 +167,6 @@ class SimMimConfig(ObjectiveConfig):
     """
 
     type: Literal["simmim"] = "simmim"
-    requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
-    excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
     mask_ratio: Rate = Field(0.6, gt=0.0, lt=1.0)
 
 
@@ -209,8 +205,6 @@ class MppConfig(ObjectiveConfig):
     """
 
     type: Literal["mpp"] = "mpp"
-    requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
-    excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
     mask_prob: Rate = Field(0.5, gt=0.0, lt=1.0)
     mask_token_prob: Probability = Field(0.8, ge=0.0, le=1.0)
     random_token_prob: Probability = Field(0.1, ge=0.0, le=1.0)
@@ -288,8 +282,6 @@ class Mp3Config(ObjectiveConfig):
     """
 
     type: Literal["mp3"] = "mp3"
-    requires_any: ClassVar[frozenset[str]] = frozenset({"tokens"})
-    excludes: ClassVar[frozenset[str]] = frozenset({"drops-tokens"})
     mask_ratio: Rate = Field(0.75, ge=0.0, lt=1.0)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +260,6 @@ class EsVitConfig(DinoConfig):
     """
 
     type: Literal["esvit"] = "esvit"  # type: ignore[assignment]
-    requires_any: ClassVar[frozenset[str]] = frozenset({"tokens", "feature-maps"})
     region_weight: NonNegativeFloat = Field(1.0, ge=0.0)
 
 

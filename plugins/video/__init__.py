@@ -24,8 +24,8 @@ from vitzoo_plugins.video.vit3d import SimpleVit3dConfig, Vit3dConfig
 from vitzoo_plugins.video.vivit import ViViT, VivitConfig
 
 from vitzoo import hookimpl
-from vitzoo.components.examples import GRID_ONLY_HOST
 from vitzoo.components.vit import VisionTransformer
+from vitzoo.registration_examples import GRID_ONLY_HOST
 
 #: A tiny video host for the conformance suite: 4 frames of 32x32, tubelets 2x8x8.
 TINY_VIDEO = {

@@ -20,14 +20,11 @@ from torch import nn
 
 from vitzoo.bench.roofline import FlopCount, MatmulProbe, count_flops
 from vitzoo.bench.timing import Spread, interleaved, peak_memory_mib, percentile, rates
+from vitzoo.errors import BenchError
 from vitzoo.precision import PRECISIONS, autocast, for_inference
 from vitzoo.runtime import RUNTIMES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-class BenchError(ValueError):
-    """An option combination that cannot be benchmarked (plain message for the CLI)."""
 
 
 @dataclass(frozen=True)

@@ -51,19 +51,6 @@ def call_times(
     return times
 
 
-def time_calls(
-    fn: Workload, iters: int, device: str | torch.device = "cpu", clock: str = "wall"
-) -> float:
-    """Seconds for ``iters`` back-to-back calls (one synchronisation at each end)."""
-    now = clock_of(clock)
-    sync(device)
-    start = now()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return now() - start
-
-
 def interleaved(
     workloads: Mapping[str, Workload],
     *,

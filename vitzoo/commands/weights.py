@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vitzoo.commands.common import fail_plainly, parse_sets, set_option
-
-FORMATS = ("vitzoo", "timm", "official", "hf")
+from vitzoo.formats import WEIGHT_FORMATS
 
 
 def weights_errors() -> tuple[type[BaseException], ...]:
@@ -29,7 +28,7 @@ def weights_errors() -> tuple[type[BaseException], ...]:
 @click.argument("source")
 @click.option("--preset", "preset", default=None, help="Preset or spec file the weights fill.")
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None, help="Override detection."
+    "--format", "fmt", type=click.Choice(WEIGHT_FORMATS), default=None, help="Override detection."
 )
 @set_option("Adapt, e.g. num_classes=2.")
 @click.option("--no-strict", is_flag=True, help="Load what fits and report the rest.")

@@ -23,11 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitzoo.errors import FeatureIndexError
+
 IndexSpec = int | Sequence[int] | None
-
-
-class FeatureIndexError(ValueError):
-    """A feature index request that names no layer, or names one twice."""
 
 
 def resolve_feature_indices(indices: IndexSpec, count: int) -> list[int]:

@@ -11,7 +11,8 @@ protocol around those stages, which lives here once:
   are the stages, each giving its (B, C, H, W) map;
 * ``forward_head`` = pool (global average by default) + norm + optional pre-logits + head, where
   the head is any registered head (a distillation head gets the pooled vector twice);
-* ``reset_classifier``, ``input_size``, ``capabilities = {"feature-maps"}``.
+* ``reset_classifier``, ``input_size`` (architectures built on it declare the ``feature-maps``
+  capability at registration).
 
 A subclass builds ``self.stem`` and ``self.stages`` (an ``nn.ModuleList``, usually of
 :class:`TokenStage` with blocks from :func:`build_stage_blocks`) and ends with
@@ -201,8 +202,6 @@ _NORMS = {
 
 class HierarchicalModel(VitzooModel):
     """Model protocol for staged backbones (see the module docstring)."""
-
-    capabilities = frozenset({"feature-maps"})
 
     def init_tail(
         self,

@@ -7,7 +7,7 @@ as soon as it implements it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -21,6 +21,19 @@ from vitzoo.components.features import (
 )
 
 OutputFormat = Literal["NCHW", "NLC"]
+
+#: ``rebuild(model, img_size, system, spec_overrides)``: rebuilds a model from its spec for a new
+#: input size. Rebuilding means resolving and building a spec, which the builder -- a layer
+#: above this one -- does; it installs itself here when imported (every model with a spec was
+#: built by it), so this module never imports upwards.
+Rebuilder = Callable[[nn.Module, Any, Any, "dict[str, Any] | None"], None]
+_rebuilder: Rebuilder | None = None
+
+
+def install_rebuilder(rebuild: Rebuilder) -> None:
+    """Let ``set_input_size`` rebuild models through ``rebuild`` (called by the builder)."""
+    global _rebuilder
+    _rebuilder = rebuild
 
 
 class VitzooModel(nn.Module):
@@ -41,9 +54,6 @@ class VitzooModel(nn.Module):
     num_prefix_tokens: int = 0
     #: Expected input without the batch axis: (C, H, W) for images, (C, T, H, W) for video.
     input_size: tuple[int, ...] = ()
-    #: What objectives may rely on: "tokens" (a flat token sequence with embed/encode),
-    #: "feature-maps" (hierarchical stages returning (B, C, H, W)).
-    capabilities: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,7 +103,7 @@ class VitzooModel(nn.Module):
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if global_pool is not None:
             self.set_global_pool(global_pool)
-        reference = _reference_tensor(self.get_classifier(), self)
+        reference = reference_tensor(self.get_classifier(), self)
         head = self.build_classifier(num_classes)
         if reference is not None:
             head = head.to(device=reference.device, dtype=reference.dtype)
@@ -186,7 +196,7 @@ class VitzooModel(nn.Module):
 
     def _measure_feature_info(self) -> FeatureInfo:
         names = self.feature_layer_names()
-        reference = _reference_tensor(self)
+        reference = reference_tensor(self)
         device = reference.device if reference is not None else None
         dtype = reference.dtype if reference is not None and reference.is_floating_point() else None
         was_training = self.training
@@ -245,14 +255,14 @@ class VitzooModel(nn.Module):
         The spec is re-validated with the new size, so a size the architecture cannot take
         (windows that do not tile it) is a ``SpecError`` saying which sizes work; then the model
         is rebuilt and loads its own weights, position tables and relative-position tables
-        resampled to the new grids (:mod:`vitzoo.components.resize`). Device, dtype, mode,
+        resampled to the new grids (:mod:`vitzoo.components.resample`). Device, dtype, mode,
         ``reset_classifier`` changes and pruning are kept. ``spec_overrides`` change other
         config fields at the same time -- the window sizes a new size needs, e.g.
         ``set_input_size(64, window_size=4)``; relative-position tables follow. ``system``: the
         plugin system that built the model (default: the global one). Forward hooks on
         submodules do not survive.
         """
-        from vitzoo.components.resize import rebuild_for_input_size
+        from vitzoo.components.resample import rebuild_for_input_size
 
         rebuild_for_input_size(self, img_size, system, spec_overrides)
 
@@ -372,7 +382,7 @@ def parameter_layers(model: nn.Module) -> tuple[dict[str, int], int]:
     return layers, last
 
 
-def _reference_tensor(*modules: nn.Module) -> torch.Tensor | None:
+def reference_tensor(*modules: nn.Module) -> torch.Tensor | None:
     """The first floating-point parameter or buffer of ``modules`` (for device and dtype)."""
     for module in modules:
         for tensor in (*module.parameters(), *module.buffers()):

@@ -96,10 +96,6 @@ class VitConfig(ComponentConfig):
         check_heads_divide_dim(self.dim, self.num_heads, self.attention)
         return self
 
-    @property
-    def head_dim_is_implicit(self) -> bool:
-        return getattr(self.attention, "head_dim", None) is None
-
     def input_extent(self) -> tuple[int, ...]:
         """The extent the patchifier tiles: (H, W) for images; video configs add frames (T, H, W)."""
         return to_pair(self.image_size)
@@ -134,9 +130,8 @@ def trunk_context(config: Any, **facts: Any) -> dict[str, Any]:
 class VisionTransformer(VitzooModel):
     """Vision Transformer built from registered parts.
 
-    A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``."""
-
-    capabilities = frozenset({"tokens"})
+    A flat-token ViT. Public hooks for objectives: ``embed``, ``encode``, ``forward_head``
+    (architectures built on it declare the ``tokens`` capability at registration)."""
 
     def __init__(self, config: VitConfig, ctx: BuildContext) -> None:
         super().__init__()

@@ -17,12 +17,13 @@ Contract (what ``vitzoo train`` relies on)
   ``octx.system`` (the plugin system, to build teachers; ``octx.registry`` its registry),
   ``octx.class_weights`` and ``octx.teacher`` (what the caller passed to
   :func:`build_objective`, else ``None``).
-* ``ObjectiveConfig.requires_any`` lists model capabilities of which the model must have at least
-  one (``{"tokens"}`` for MAE/SimMIM/MPP/MP3); empty means any model. ``excludes`` lists
-  architecture tags it cannot work with (``"drops-tokens"``: encoders that merge or drop tokens
-  give no per-patch output). Incompatible pairs are rejected when the spec is validated (from the
-  architecture's registration tags, by a root-spec validator in :mod:`vitzoo.spec`) and again
-  when the objective is built (from ``model.capabilities``), naming ``objective.type``.
+* What an objective needs from its model is declared at registration with ``needs=``, in the
+  capability vocabulary every part uses (:mod:`vitzoo.capabilities`): ``{"image", "tokens",
+  "fixed-grid"}`` for MAE/SimMIM/MPP/MP3 (flat tokens, one output per patch, so no encoder that
+  drops or merges tokens), ``{"image", "spatial-features"}`` for EsViT. The one checker
+  (:func:`vitzoo.capabilities.unmet`) rejects an incompatible pair when the spec is resolved
+  (:mod:`vitzoo.rules`) and again when the objective is built around a model (its
+  architecture's declared offers), naming ``objective.type``.
 * Flat-token objectives use only ``model.embed(x, patch_transform=None, positions=True)``
   (the two keyword hooks let SimMIM/MPP swap patch embeddings for mask tokens before positions
   are added, and MP3 leave positions out), ``model.encode(tokens, mask=None)``,

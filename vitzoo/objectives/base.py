@@ -8,55 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from vitzoo.config import ComponentConfig, SpecValueError
-
-#: Capability words that describe how a model exposes its features (see ``VitzooModel``).
-CAPABILITY_WORDS: frozenset[str] = frozenset({"tokens", "feature-maps"})
+from vitzoo.config import ComponentConfig
 
 
 class ObjectiveConfig(ComponentConfig):
     """Base of every objective config.
 
-    ``requires_any``: the model must have at least one of these capabilities (empty: any model).
-    ``excludes``: architecture tags the objective cannot work with (``"drops-tokens"``: encoders
-    that merge or drop tokens cannot give per-patch predictions).
+    What an objective needs from its model (``tokens`` for masked-image objectives, image input,
+    a fixed patch grid) is declared at registration with ``needs=``, like every other part's
+    needs, and checked by the one capability checker (:func:`vitzoo.capabilities.unmet`).
     """
-
-    requires_any: ClassVar[frozenset[str]] = frozenset()
-    excludes: ClassVar[frozenset[str]] = frozenset()
-
-    def incompatibility(self, tags: Any, *, decided: bool) -> str | None:
-        """Why a model with these tags/capabilities cannot serve this objective, or ``None``.
-
-        ``decided``: the tags are known to describe the model completely (build time); at spec
-        time an architecture without capability tags is left to the build-time check.
-        """
-        tags = set(tags)
-        known = CAPABILITY_WORDS & tags
-        if self.requires_any and (known or decided) and not (self.requires_any & known):
-            return (
-                f"objective {self.type!r} needs a model with capability "  # type: ignore[attr-defined]
-                f"{' or '.join(sorted(self.requires_any))}; the model has "
-                f"{sorted(known) or '(none)'}"
-            )
-        clash = self.excludes & tags
-        if clash:
-            return (
-                f"objective {self.type!r} cannot train a model tagged "  # type: ignore[attr-defined]
-                f"{sorted(clash)} (its encoder does not return one token per patch)"
-            )
-        return None
-
-    def check(self, architecture: str = "", architecture_tags: Any = (), **_: Any) -> None:
-        """Spec-time compatibility, from the architecture's registration tags."""
-        reason = self.incompatibility(architecture_tags, decided=False)
-        if reason:
-            raise SpecValueError("type", f"{reason} (model.type {architecture!r})")
 
 
 @dataclass

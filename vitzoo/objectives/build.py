@@ -14,33 +14,45 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from vitzoo.objectives.base import CAPABILITY_WORDS, Objective, ObjectiveConfig
+from vitzoo.capabilities import needs_of, offers_of, phrase, unmet
+from vitzoo.errors import SpecError, SpecIssue
+from vitzoo.objectives.base import Objective, ObjectiveConfig
 from vitzoo.objectives.context import ObjectiveContext
+from vitzoo.plugins import get_plugin_system
+from vitzoo.spec import SpecBase, resolved_config, spec_error_from
 
 #: What a spec without an ``objective:`` section trains with (registered by the core itself).
 DEFAULT_OBJECTIVE = "supervised"
 
 
-def model_capabilities(model: nn.Module) -> frozenset[str]:
-    return frozenset(getattr(model, "capabilities", frozenset()))
+def check_compatible(config: ObjectiveConfig, model: nn.Module, registry: Any) -> None:
+    """Build-time check that ``model`` offers what the objective needs (a clear error if not).
 
-
-def check_compatible(config: ObjectiveConfig, model: nn.Module, registry: Any = None) -> None:
-    """Build-time check that ``model`` offers what the objective needs (clear error if not)."""
-    from vitzoo.spec import SpecError, SpecIssue
-
-    tags = set(model_capabilities(model))
+    The model's offers are its architecture's registered ones; a model built without a vitzoo
+    spec declares nothing and is trusted (the objective fails on its own terms if it must).
+    """
     spec = getattr(model, "vitzoo_spec", None)
-    if spec is not None and registry is not None and ("architecture", spec.model.type) in registry:
-        tags |= registry.get("architecture", spec.model.type).tags - CAPABILITY_WORDS
-    reason = config.incompatibility(tags, decided=True)
-    if reason:
-        raise SpecError([SpecIssue("objective.type", f"{reason} ({type(model).__name__})")])
+    if spec is None or ("architecture", spec.model.type) not in registry:
+        return
+    offers = offers_of(registry.get("architecture", spec.model.type))
+    if getattr(spec.model, "patch_dropout", 0) > 0:
+        offers |= {"drops-tokens"}
+    needs = needs_of(registry.get("objective", config.type))  # type: ignore[attr-defined]
+    missing = unmet(needs, offers)
+    if missing:
+        wanted = "; ".join(phrase(w) for w in missing)
+        raise SpecError(
+            [
+                SpecIssue(
+                    "objective.type",
+                    f"objective {config.type!r} needs {wanted}; model.type "  # type: ignore[attr-defined]
+                    f"{spec.model.type!r} ({type(model).__name__}) does not offer it",
+                )
+            ]
+        )
 
 
 def _objective_config(source: Any, model: nn.Module, system: Any) -> ObjectiveConfig:
-    from vitzoo.spec import SpecBase, resolved_config, spec_error_from
-
     if source is None:
         spec = getattr(model, "vitzoo_spec", None)
         source = getattr(spec, "objective", None) or {"type": DEFAULT_OBJECTIVE}
@@ -83,8 +95,6 @@ def build_objective(
     spec's objective, else ``supervised``). ``class_weights`` (one per class) and ``teacher``
     (a ready module for distillation) reach the factory on its :class:`ObjectiveContext`.
     """
-    from vitzoo.plugins import get_plugin_system
-
     system = system or get_plugin_system()
     config = _objective_config(source, model, system)
     check_compatible(config, model, system.registry)

@@ -1,6 +1,6 @@
 """The ``supervised`` objective: classification, the core's own and the trainer's default.
 
-It lives in the core (registered by :mod:`vitzoo.components.registration`, not by a plugin), so a
+It lives in the core (registered by :mod:`vitzoo.core_plugin`, not by a plugin), so a
 spec without an ``objective:`` section trains even with every plugin objective disabled.
 """
 

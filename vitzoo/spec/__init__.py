@@ -9,7 +9,7 @@ One module per job:
 * :mod:`~vitzoo.spec.overrides` layers a ``preset:`` and ``KEY=VALUE`` overrides over a spec;
 * :mod:`~vitzoo.spec.yaml_source` reads, parses and writes spec text;
 * :mod:`~vitzoo.spec.errors` turns pydantic errors into ``file:line:col  path: message`` lines
-  (:mod:`~vitzoo.spec.issues` holds the :class:`SpecError` they are raised as);
+  (:mod:`vitzoo.errors` holds the :class:`SpecError` they are raised as);
 * :mod:`~vitzoo.spec.validate` ties them together: ``validate_spec``, ``load_spec_file``.
 
 The spec layer imports nothing from :mod:`vitzoo.training`: the trainer reads specs, it does
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from vitzoo.errors import SpecError, SpecIssue
 from vitzoo.spec.errors import allowed_fields, allowed_types, spec_error_from
-from vitzoo.spec.issues import SpecError, SpecIssue
 from vitzoo.spec.model import SpecBase, spec_json_schema, spec_model
 from vitzoo.spec.overrides import (
     OverrideSyntaxError,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from vitzoo.config import SpecValueError
-from vitzoo.spec.issues import SpecError, SpecIssue
+from vitzoo.errors import SpecError, SpecIssue
 from vitzoo.spec.yaml_source import Positions, key_positions
 from vitzoo.suggest import did_you_mean
 

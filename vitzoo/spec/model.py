@@ -2,8 +2,8 @@
 
 ``spec_model(registry)`` is built once per registry version: ``model`` is the union of every
 registered architecture config, ``objective`` of every objective, ``train`` / ``data`` /
-``weights`` are fixed sections. It expands a ``preset:`` before validating, and rejects an
-objective that the chosen architecture cannot serve.
+``weights`` are fixed sections. It expands a ``preset:`` before validating. Whether the chosen
+objective suits the chosen architecture is a whole-spec rule (:mod:`vitzoo.rules`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from vitzoo.config import check_child
 from vitzoo.registry import Registry
 from vitzoo.spec.overrides import expand_preset
-from vitzoo.spec.sections import DataConfig, TrainConfig
+from vitzoo.spec.sections import DataConfig, TrainConfig, WeightsSection
 from vitzoo.spec.unions import registry_version, resolver
-from vitzoo.weights.section import WeightsSection
 
 
 class SpecBase(BaseModel):
@@ -74,20 +72,7 @@ def spec_model(registry: Registry) -> type[SpecBase]:
             return expand_preset(registry, data)
         return data
 
-    def _check_objective(self: Any) -> Any:
-        """An objective may need a model capability (MAE needs flat tokens): reject bad pairs."""
-        objective = getattr(self, "objective", None)
-        if objective is not None:
-            entry = registry.get("architecture", self.model.type)
-            check_child(
-                objective, "objective", architecture=entry.name, architecture_tags=entry.tags
-            )
-        return self
-
-    validators = {
-        "expand_preset": model_validator(mode="before")(classmethod(_expand)),
-        "check_objective": model_validator(mode="after")(_check_objective),
-    }
+    validators = {"expand_preset": model_validator(mode="before")(classmethod(_expand))}
     model = create_model(
         "Spec", __base__=SpecBase, __validators__=validators, **_root_fields(registry)
     )

@@ -15,16 +15,12 @@ from typing import Any
 import yaml
 
 from vitzoo.config import SpecValueError
+from vitzoo.errors import OverrideSyntaxError, SpecError, SpecIssue
 from vitzoo.registry import Registry
-from vitzoo.spec.issues import SpecError, SpecIssue
 from vitzoo.suggest import did_you_mean
 
 #: Root sections an override key may start with; any other bare key means ``model.<key>``.
 ROOT_SECTIONS = frozenset({"model", "objective", "preset", "train", "data"})
-
-
-class OverrideSyntaxError(ValueError):
-    """A ``KEY=VALUE`` assignment that cannot be read (no ``=``, no key, or unparsable YAML)."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``train:`` and ``data:`` sections of a spec.
+"""The ``train:``, ``data:`` and ``weights:`` sections of a spec.
 
 Plain pydantic models with defaults, so a spec without these sections still validates, and a
 checkpoint's stored spec records exactly how its weights were trained. They live in the spec
@@ -9,7 +9,7 @@ They import nothing heavier than pydantic.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +23,7 @@ from vitzoo.config import (
     Rate,
     SpecValueError,
 )
+from vitzoo.formats import WeightFormat
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -199,3 +200,22 @@ class DataConfig(_Section):
         if not 0 < self.erasing_scale[0] <= self.erasing_scale[1] < 1:
             raise SpecValueError("erasing_scale", "need 0 < min <= max < 1")
         return self
+
+
+class WeightsSection(BaseModel):
+    """``weights: hf-hub:google/vit-base-patch16-224`` or ``{source: ..., format: ..., strict: ...}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(
+        description="vitzoo/timm checkpoint file, Hugging Face model folder, or hf-hub:ORG/NAME."
+    )
+    format: WeightFormat | None = Field(default=None, description="Override format detection.")
+    strict: bool = Field(
+        default=True, description="Every tensor used and filled, or an error listing the rest."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"source": data} if isinstance(data, str) else data

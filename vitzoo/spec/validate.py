@@ -3,7 +3,9 @@
 The entry points: :func:`validate_spec` (a mapping), :func:`load_spec_text` (YAML text) and
 :func:`load_spec_file` (a file). The root class comes from :mod:`vitzoo.spec.model`, the error
 lines from :mod:`vitzoo.spec.errors`; what is added here is the repair loop that finds the
-problems pydantic hides behind a first one, and the whole-spec checks after a success.
+problems pydantic hides behind a first one. Validation checks fields and each config's own
+cross-field rules; it builds nothing. Whether the parts of a valid spec work together, and
+whether it builds and runs, is decided above this layer (:func:`vitzoo.builder.resolve`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from vitzoo.config import SpecValueError
+from vitzoo.errors import SpecError, SpecIssue
 from vitzoo.registry import Registry
 from vitzoo.spec.errors import Found, issues_of, to_issues
-from vitzoo.spec.issues import SpecError, SpecIssue
 from vitzoo.spec.model import SpecBase, spec_model
 from vitzoo.spec.overrides import expand_preset
 from vitzoo.spec.yaml_source import key_positions, parse_yaml, read_spec_file
@@ -86,11 +88,6 @@ def _issues_behind(model: type[BaseModel], data: Any, found: Found, failed: list
     return extra
 
 
-def _is_plain_preset(data: Mapping[str, Any]) -> bool:
-    """A registered preset without model changes: the preset tests build and run those."""
-    return "preset" in data and "model" not in data
-
-
 def validate_spec(
     registry: Registry,
     data: Any,
@@ -98,16 +95,13 @@ def validate_spec(
     file: str = "<spec>",
     text: str | None = None,
     failed_plugins: list[str] | None = None,
-    trial: bool = True,
 ) -> SpecBase:
     """Validate ``data`` against everything registered; every problem is reported at once.
 
     Pydantic skips a config's cross-field rules when one of its fields is already wrong, so a
     typo would hide an indivisible patch size. After a failed validation the faulty fields are
     left out (their defaults stand in) and validation runs again, up to ``_REPAIR_ROUNDS`` times,
-    collecting the new problems. A spec that validates is then checked as a whole: parts that
-    cannot work together (:mod:`vitzoo.compat`) and sizes past the budget with a trial build on
-    the meta device (:mod:`vitzoo.budget`; ``trial=False`` skips that build).
+    collecting the new problems.
     """
     if not isinstance(data, Mapping):
         raise SpecError(
@@ -116,7 +110,6 @@ def validate_spec(
     model = spec_model(registry)
     positions = key_positions(text)
     failed = failed_plugins or []
-    given = data
     try:
         data = expand_preset(registry, data)  # here too, so error paths follow the merged data
         spec = _validate_once(model, data)
@@ -124,13 +117,6 @@ def validate_spec(
         found = issues_of(exc, data, failed_plugins=failed, root=model)
         found += _issues_behind(model, data, found, failed)
         raise SpecError(to_issues(found, positions, file)) from None
-    if trial and not _is_plain_preset(given):
-        from vitzoo.compat import check_spec_compatibility
-
-        check_spec_compatibility(registry, spec, data=data, file=file, positions=positions)
-        from vitzoo.budget import check_budget
-
-        check_budget(registry, spec, file=file, positions=positions)
     return spec
 
 

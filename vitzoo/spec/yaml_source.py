@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from vitzoo.spec.issues import SpecError, SpecIssue
+from vitzoo.errors import SpecError, SpecIssue
 
 #: File names with these endings are spec files (anything else may be a checkpoint or preset).
 SPEC_FILE_SUFFIXES = frozenset({".yaml", ".yml", ".json"})

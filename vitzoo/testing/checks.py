@@ -229,7 +229,7 @@ def check_validates_from_defaults(variant: Variant) -> None:
     try:
         if variant.kind == "architecture":
             # full size: type-checked only (a trial build of every default costs minutes)
-            validate_spec(registry, {"model": {"type": variant.name}}, trial=False)
+            validate_spec(registry, {"model": {"type": variant.name}})
         else:
             # fields without a default (an objective's teacher) come from the example
             config = resolved_config(registry, variant.kind, variant.name)
@@ -802,7 +802,7 @@ def check_rejects_indivisible_size(variant: Variant) -> None:
     data["model"]["image_size"] = bad
     try:
         # the component's own rule must catch it (the trial build's message is generic)
-        validate_spec(variant.system.registry, data, trial=False)
+        validate_spec(variant.system.registry, data)
     except SpecError:
         return
     except Exception as exc:

@@ -1,5 +1,5 @@
-"""The spec contract as a check: "a spec that validates builds and runs; one that does not gets
-a plain error".
+"""The spec contract as a check: "a spec that resolves builds and runs; one that does not gets
+a plain error" (resolving = validation, the whole-spec rules and the trial build).
 
 :func:`mutate` turns a registered example into a plausible or an invalid neighbour (a size
 halved, a rate set to 1, a component swapped for another registered one, a typo'd key, a string
@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from vitzoo.spec import SpecError, SpecIssue, validate_spec
+from vitzoo.builder import resolve_spec
+from vitzoo.errors import SpecError, SpecIssue
 
 #: Top-level spec sections an issue path may start with.
 SECTIONS = ("model", "objective", "train", "data", "preset", "weights")
@@ -266,12 +267,12 @@ def run_accepted(system: Any, spec: Any) -> Outcome:
     """Build the spec for real (CPU) and hold it to the "runs" half of the contract."""
     import torch
 
-    from vitzoo.budget import TRIAL_BATCH, TrialReport, trial_build
     from vitzoo.builder import build_from_spec
+    from vitzoo.trial import TRIAL_BATCH, TrialReport, trial_build
 
-    report = trial_build(system.registry, spec)
+    report = trial_build(system, spec)
     if not isinstance(report, TrialReport):
-        raise ContractViolation(f"validation accepted a spec its own trial build refused: {report}")
+        raise ContractViolation(f"resolution accepted a spec its own trial build refused: {report}")
     # activations may be a lower bound (meta stopped early): still enough to skip huge runs
     if report.params > RUN_MAX_PARAMS or (report.activations or 0) > RUN_MAX_ACTIVATIONS:
         return Outcome("accepted-large", f"{report.params} params")
@@ -318,7 +319,7 @@ def check_contract(system: Any, data: Mapping[str, Any]) -> Outcome:
     """Hold one spec (a mapping, as YAML gives it) to the contract; raise ContractViolation."""
     where = f"\n--- the spec ---\n{_as_yaml(data)}"
     try:
-        spec = validate_spec(system.registry, data, failed_plugins=[r.name for r in system.failed])
+        spec = resolve_spec(data, system=system)
     except SpecError as exc:
         for issue in exc.issues:
             reason = _plain_issue(issue, data)

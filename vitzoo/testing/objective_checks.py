@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from vitzoo.capabilities import needs_of, offers_of, unmet
 from vitzoo.objectives import Objective, build_objective
-from vitzoo.objectives.base import CAPABILITY_WORDS
 from vitzoo.plugins import PluginSystem
 from vitzoo.spec import SpecBase, SpecError, validate_spec
 from vitzoo.testing.checks import Check, register_check_generator, seeded
@@ -96,16 +96,12 @@ def _tiny_architecture(entry: Any, system: PluginSystem) -> dict[str, Any]:
 
 
 def compatible(objective_entry: Any, architecture_entry: Any) -> bool:
-    """Image architectures whose tags meet ``requires_any`` and avoid ``excludes``."""
-    tags = set(architecture_entry.tags)
-    caps = CAPABILITY_WORDS & tags
-    if "image" not in tags or not caps:
+    """Image architectures with spatial features that offer what the objective needs (the one
+    capability checker, :func:`vitzoo.capabilities.unmet`, decides)."""
+    offers = offers_of(architecture_entry)
+    if "image" not in offers or "spatial-features" not in offers:
         return False
-    config = objective_entry.config
-    if tags & getattr(config, "excludes", frozenset()):
-        return False
-    needed = getattr(config, "requires_any", frozenset())
-    return not needed or bool(needed & caps)
+    return not unmet(needs_of(objective_entry), offers)
 
 
 def objective_cases(

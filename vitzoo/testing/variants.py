@@ -124,14 +124,13 @@ class Variant:
     def tiny_spec(self) -> SpecBase:
         """The validated tiny spec (cached: validation is the slow part of a build)."""
         if "spec" not in self._cache:
-            # trial=False: each check builds the model itself and names what is wrong in its
-            # own words; the trial build is held to its contract by check_spec_mutations
+            # validation only: each check builds the model itself and names what is wrong in
+            # its own words; the trial build is held to its contract by check_spec_mutations
             self._cache["spec"] = validate_spec(
                 self.system.registry,
                 self.tiny_spec_data(),
                 file=f"<{self.id} example>",
                 failed_plugins=[r.name for r in self.system.failed],
-                trial=False,
             )
         return self._cache["spec"]
 
@@ -199,7 +198,7 @@ def choose_host(variant: Variant) -> str:
         if host == DEFAULT_HOST or not _fits(variant, host, example):
             continue
         try:
-            validate_spec(registry, variant._hosted_spec_data(host, example), trial=False)
+            validate_spec(registry, variant._hosted_spec_data(host, example))
         except SpecError:
             continue
         return host

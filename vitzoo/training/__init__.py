@@ -1,7 +1,7 @@
 """Training, evaluation and prediction from a spec.
 
 The ``train:``/``data:`` spec sections are defined by the spec layer
-(:mod:`vitzoo.spec.sections`; ``vitzoo.training.config`` re-exports them); everything here
+(:mod:`vitzoo.spec.sections`; ``vitzoo.training`` names them too); everything here
 imports torch and is loaded on demand.
 """
 

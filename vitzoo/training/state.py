@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from vitzoo.checkpoint import CheckpointError, atomic_save_tensors, read_checkpoint, save
+from vitzoo.formats import CLASSES_KEY
 
-CLASSES_KEY = "vitzoo.classes"
 EPOCH_KEY = "vitzoo.train.epoch"
 STATE_KEY = "vitzoo.train.state_file"
 STEP_KEY = "vitzoo.train.step"

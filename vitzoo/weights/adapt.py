@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from vitzoo.components.posenc import resize_grid_embedding
-from vitzoo.components.resize import resize_token_table
+from vitzoo.components.resample import resize_token_table
+from vitzoo.errors import WeightsError
 from vitzoo.weights.converter import Conversion
-from vitzoo.weights.errors import WeightsError
 
 ADAPTABLE = ("num_classes", "image_size", "in_chans")
 Shapes = dict[str, tuple[int, ...]]

@@ -1,5 +1,6 @@
-"""A weight converter (data: rules plus how to read the source's config) and the one engine
-that applies any converter's rules with strict accounting of every tensor on both sides.
+"""A weight converter (data: rules plus how to read the source's config), the one engine that
+applies any converter's rules with strict accounting of every tensor on both sides, and the
+strict load of its result into a model.
 
 The engine knows no family: plugins register :class:`WeightConverter` objects through the
 ``register_weight_converters`` hook, next to the architecture they convert into.
@@ -10,10 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
+from torch import nn
 
+from vitzoo.errors import WeightsError
+from vitzoo.formats import SOURCE_KINDS, SourceKind
 from vitzoo.weights.rules import (
     AnyRule,
     Concat,
@@ -25,9 +29,6 @@ from vitzoo.weights.rules import (
     apply_ops,
     expand_target,
 )
-
-SourceKind = Literal["timm", "hf", "official"]
-SOURCE_KINDS: tuple[str, ...] = ("timm", "hf", "official")
 
 #: detect(tensors, config) -> True when this converter recognises the checkpoint.
 Detector = Callable[[Mapping[str, torch.Tensor], Mapping[str, Any]], bool]
@@ -212,3 +213,43 @@ def apply_rules(
         else:
             out.missing_target.append(target)
     return out
+
+
+def target_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def raise_for_problems(
+    conversion: Conversion, shapes: Mapping[str, Any], where: str, hint: str = ""
+) -> None:
+    """One :class:`~vitzoo.errors.WeightsError` listing every accounting problem (``hint``,
+    e.g. which family the checkpoint looks like, is added at the end)."""
+    problems = conversion.problems(shapes)
+    if problems:
+        raise WeightsError(
+            f"{where}: weights do not match the model; " + "; ".join(problems) + hint
+        )
+
+
+def load_converted(
+    model: nn.Module,
+    conversion: Conversion,
+    *,
+    strict: bool = True,
+    where: str = "checkpoint",
+    hint: str = "",
+) -> Conversion:
+    """Load already-converted tensors, strictly (every tensor, both sides) unless told not to."""
+    shapes = target_shapes(model)
+    if strict:
+        raise_for_problems(conversion, shapes, where, hint)
+    fitting = {
+        k: v
+        for k, v in conversion.tensors.items()
+        if k in shapes and tuple(v.shape) == tuple(shapes[k])
+    }
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, tensor in fitting.items():
+            own[key].copy_(tensor.to(dtype=own[key].dtype))
+    return conversion

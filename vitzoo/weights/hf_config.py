@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo.weights.errors import WeightsError
+from vitzoo.errors import WeightsError
 
 #: transformers ``hidden_act`` names -> vitzoo MLP activations computing the same function.
 HF_ACTIVATIONS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vitzoo.weights.errors import WeightsError
+from vitzoo.errors import WeightsError
 
 #: Files a vitzoo load can use; everything else in a repository is not fetched.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "pytorch_model.bin"]

@@ -3,18 +3,22 @@
 ``vitzoo.build(P, weights=S)``, a spec's ``weights:`` section, ``vitzoo build --weights``,
 ``vitzoo convert`` and ``train.init_from`` all call :func:`load_pretrained`:
 
-1. read the source (:mod:`~vitzoo.weights.sources`) and find its spec: stored (vitzoo), derived
-   from ``config.json`` by the converter (Hugging Face, timm hub folders), or the one the caller
-   names (plain timm / official state dicts say nothing about their model);
-2. the *target* spec is the caller's (preset / spec + overrides) or the source's + overrides;
-3. convert against a meta-device build of the target with the source's class count, image size
-   and channels (strict accounting of every tensor), then adapt to the target
-   (:mod:`~vitzoo.weights.adapt`) and load into the real model;
+1. read the source (:mod:`~vitzoo.weights.sources`) and find its spec
+   (:mod:`~vitzoo.weights.source_spec`): stored (vitzoo), derived from ``config.json`` by the
+   converter (Hugging Face, timm hub folders), or the one the caller names (plain timm /
+   official state dicts say nothing about their model);
+2. the *target* spec is the caller's (preset / spec + overrides) or the source's + overrides,
+   resolved once (validation, whole-spec rules, trial build);
+3. build the target once, convert the source against the model the checkpoint was made for
+   (the target with the source's class count, image size and channels; a meta-device build
+   only where those differ) with strict accounting of every tensor, adapt to the target
+   (:mod:`~vitzoo.weights.adapt`) and load;
 4. carry preprocessing (mean/std, interpolation, crop, input size, class names) along.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,14 +29,24 @@ import torch
 from torch import nn
 
 from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
+from vitzoo.checkpoint import save
+from vitzoo.errors import SpecError, WeightsError
+from vitzoo.formats import WEIGHTS_CONVERTER_KEY, WEIGHTS_SOURCE_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
-from vitzoo.spec import SpecBase, SpecError, spec_to_dict
+from vitzoo.spec import SpecBase, spec_to_dict
+from vitzoo.spec.sources import validate_source
 from vitzoo.weights import preprocessing as prep
-from vitzoo.weights.adapt import ADAPTABLE, apply_adaptations, plan_adaptations
-from vitzoo.weights.apply import converters_for, load_converted, pick_converter, raise_for_problems
-from vitzoo.weights.converter import Conversion, WeightConverter, apply_rules
-from vitzoo.weights.errors import WeightsError
+from vitzoo.weights.adapt import ADAPTABLE, Shapes, apply_adaptations, plan_adaptations
+from vitzoo.weights.converter import (
+    Conversion,
+    WeightConverter,
+    apply_rules,
+    load_converted,
+    raise_for_problems,
+)
 from vitzoo.weights.rules import Rename
+from vitzoo.weights.selection import family_hint, pick_converter
+from vitzoo.weights.source_spec import preprocessing_of, source_spec
 from vitzoo.weights.sources import WeightsSource, read_source
 
 logger = logging.getLogger("vitzoo.weights")
@@ -56,106 +70,9 @@ class Pretrained:
         """Checkpoint metadata recording where the weights came from and how to feed them."""
         return {
             **self.preprocessing.to_metadata(),
-            "vitzoo.weights.source": self.source.location,
-            "vitzoo.weights.converter": self.converter,
+            WEIGHTS_SOURCE_KEY: self.source.location,
+            WEIGHTS_CONVERTER_KEY: self.converter,
         }
-
-
-def _hf_converter(
-    src: WeightsSource, architecture: str | None, system: PluginSystem
-) -> WeightConverter:
-    model_type = str(src.config.get("model_type", ""))
-    found = [
-        c for c in converters_for(architecture, "hf", system=system) if model_type in c.config_names
-    ]
-    if found:
-        return found[0]
-    others = [c for c in converters_for(None, "hf", system=system) if model_type in c.config_names]
-    if others and architecture is not None:
-        families = ", ".join(sorted({a for c in others for a in c.architectures}))
-        raise WeightsError(
-            f"{src.location}: this Hugging Face {model_type!r} model is a {families} checkpoint, "
-            f"not {architecture!r}"
-        )
-    known = sorted({n for c in converters_for(None, "hf", system=system) for n in c.config_names})
-    raise WeightsError(
-        f"{src.location}: no converter for Hugging Face model_type {model_type!r}; "
-        f"supported: {', '.join(known) or '(none)'}"
-    )
-
-
-def _timm_hub_converter(src: WeightsSource, system: PluginSystem) -> WeightConverter | None:
-    arch = str(src.config.get("architecture", ""))
-    for c in converters_for(None, "timm", system=system):
-        if c.spec_from_config and any(arch.startswith(n) for n in c.config_names):
-            return c
-    return None
-
-
-def _source_spec(
-    src: WeightsSource, architecture: str | None, system: PluginSystem
-) -> tuple[dict[str, Any] | None, WeightConverter | None]:
-    """The source's own spec mapping (None when it has none) and the converter that gave it."""
-    if src.format == "vitzoo":
-        return src.stored_spec, None
-    if src.format == "hf":
-        converter = _hf_converter(src, architecture, system)
-        if converter.spec_from_config is None:
-            raise WeightsError(
-                f"{src.location}: converter {converter.name!r} cannot derive a spec from "
-                f"config.json; pass a preset"
-            )
-        config = {**src.config, "_preprocessor": src.preprocessor}
-        data = dict(converter.spec_from_config(config))
-        size = prep.from_hf(src.config, src.preprocessor).input_size
-        if size and "image_size" not in src.config and "model" in data:
-            # Families whose config.json has no image size (CvT): the processor's says it.
-            data["model"] = {**data["model"], "image_size": list(size[1:])}
-        return data, converter
-    if src.config.get("architecture"):
-        converter = _timm_hub_converter(src, system)
-        if converter is not None and converter.spec_from_config is not None:
-            return dict(converter.spec_from_config(src.config)), converter
-        return _timm_preset_spec(src, system)
-    return None, None
-
-
-def _timm_preset_spec(
-    src: WeightsSource, system: PluginSystem
-) -> tuple[dict[str, Any] | None, WeightConverter | None]:
-    """A timm hub folder names its model (``architecture``); a converter's ``equivalents`` say
-    which vitzoo preset that is. The class count comes from the folder's config."""
-    arch = str(src.config["architecture"]).split(".")[0]
-    for converter in converters_for(None, "timm", system=system):
-        for preset, name in converter.equivalents:
-            if name == arch:
-                data: dict[str, Any] = {"preset": preset}
-                if "num_classes" in src.config:
-                    data["model"] = {"num_classes": int(src.config["num_classes"])}
-                spec = _validate(data, src.location, system, {})
-                return {"model": spec_to_dict(spec)["model"]}, converter
-    return None, None
-
-
-def _meta_shapes(
-    base: SpecBase, model_fields: Mapping[str, Any], system: PluginSystem
-) -> dict[str, tuple[int, ...]]:
-    data = spec_to_dict(base)
-    data["model"] = dict(model_fields)
-    data["weights"] = None
-    spec = resolve_spec(data, system=system)
-    with torch.device("meta"):
-        model = build_from_spec(spec, system=system)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _preprocessing_of(src: WeightsSource) -> prep.Preprocessing:
-    if src.format == "vitzoo":
-        return prep.Preprocessing.from_metadata(src.metadata)
-    if src.format == "hf":
-        return prep.from_hf(src.config, src.preprocessor)
-    cfg = src.config.get("pretrained_cfg")
-    return prep.from_timm(cfg, src.config) if isinstance(cfg, Mapping) else prep.Preprocessing()
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -185,15 +102,118 @@ def spec_differences(source_model: Mapping[str, Any], target_model: Mapping[str,
     return out
 
 
-def _validate(
-    data: Any, where: str, system: PluginSystem, overrides: Mapping[str, Any]
-) -> SpecBase:
+def _resolve(data: Any, where: str, system: PluginSystem, overrides: Mapping[str, Any]) -> SpecBase:
+    """The fully resolved spec (validation, rules, trial build) of the model to build."""
     try:
         return resolve_spec(data, overrides, system=system)
     except SpecError as exc:
         raise WeightsError(
             f"{where}: the spec for these weights is not valid here:\n{exc}"
         ) from None
+
+
+class _Shapes:
+    """State-dict shapes of the target model with some model fields changed, built on the meta
+    device only for field sets not seen yet (the target itself is the real model's)."""
+
+    def __init__(self, target: SpecBase, real: nn.Module, system: PluginSystem) -> None:
+        self.target, self.system = target, system
+        target_model = spec_to_dict(target)["model"]
+        self._known = {self._key(target_model): _state_shapes(real)}
+
+    @staticmethod
+    def _key(model_fields: Mapping[str, Any]) -> str:
+        return json.dumps(model_fields, sort_keys=True, default=str)
+
+    def __call__(self, model_fields: Mapping[str, Any]) -> Shapes:
+        key = self._key(model_fields)
+        if key not in self._known:
+            data = {**spec_to_dict(self.target), "model": dict(model_fields), "weights": None}
+            spec, _ = validate_source(data, self.system.registry)  # fields only: a known spec
+            with torch.device("meta"):
+                self._known[key] = _state_shapes(build_from_spec(spec, system=self.system))
+        return self._known[key]
+
+
+def _state_shapes(model: nn.Module) -> Shapes:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _target_spec(
+    src: WeightsSource,
+    requested: SpecBase | None,
+    source_data: Mapping[str, Any] | None,
+    system: PluginSystem,
+    overrides: Mapping[str, Any],
+) -> SpecBase:
+    """The spec to build: the caller's, or the source's own (+ overrides); never ``weights:``."""
+    if requested is None:
+        if source_data is None:
+            raise WeightsError(
+                f"{src.location}: a {src.format} state dict does not say which model it holds; "
+                f"name one (vitzoo build PRESET --weights ..., vitzoo convert --preset PRESET)"
+            )
+        requested = _resolve(source_data, src.location, system, overrides)
+    if getattr(requested, "weights", None) is not None:
+        requested = requested.model_copy(update={"weights": None})
+    return requested
+
+
+def _check_source_model(
+    src: WeightsSource,
+    source_data: Mapping[str, Any] | None,
+    target: SpecBase,
+    requested: bool,
+    system: PluginSystem,
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    """The source's model fields, after checking it is the target's family (and saying where
+    the caller's spec departs from the one the weights were made for)."""
+    source_model = dict(source_data["model"]) if source_data else {}
+    target_model = spec_to_dict(target)["model"]
+    if source_model and source_model.get("type") != target_model["type"]:
+        raise WeightsError(
+            f"{src.location}: this checkpoint holds a {source_model.get('type')!r} model, not "
+            f"{target_model['type']!r}; build that family (or drop the preset)"
+        )
+    if requested and source_model:
+        try:
+            stored, _ = validate_source(source_data, system.registry)  # defaults filled in
+        except SpecError as exc:
+            raise WeightsError(
+                f"{src.location}: the stored spec is not valid here:\n{exc}"
+            ) from None
+        differences = spec_differences(spec_to_dict(stored)["model"], target_model)
+        if differences:
+            note(
+                f"note: these weights were made with {', '.join(differences[:6])}"
+                f"{' ...' if len(differences) > 6 else ''}; the given spec wins"
+            )
+    return source_model
+
+
+def _convert(
+    src: WeightsSource,
+    converter: WeightConverter | None,
+    architecture: str,
+    fitted_shapes: Shapes,
+    system: PluginSystem,
+) -> tuple[Conversion, str, str]:
+    """(conversion against the fitted shapes, converter name, hint for load errors)."""
+    if src.format == "vitzoo":
+        return apply_rules(IDENTITY, src.tensors, fitted_shapes), "vitzoo", ""
+    kinds = SOURCE_KINDS_FOR_FORMAT.get(src.format, (src.format,))
+    if converter is None:
+        converter = pick_converter(
+            architecture, kinds, src.tensors, src.config, system=system, where=src.location
+        )
+    elif architecture not in converter.architectures:
+        raise WeightsError(
+            f"{src.location}: converter {converter.name!r} fills "
+            f"{', '.join(converter.architectures)}, not {architecture!r}"
+        )
+    hint = family_hint(architecture, kinds, src.tensors, src.config, system=system)
+    return converter.convert(src.tensors, fitted_shapes), converter.name, hint
 
 
 def load_pretrained(
@@ -220,87 +240,50 @@ def load_pretrained(
         (log or logger.info)(line)
 
     src = read_source(source, format)
-    where = src.location
-    requested = None if spec is None else _validate(spec, where, system, overrides or {})
-    source_data, converter = _source_spec(
+    requested = None if spec is None else _resolve(spec, src.location, system, overrides or {})
+    source_data, converter = source_spec(
         src, requested.model.type if requested is not None else None, system
     )
-    if requested is None:
-        if source_data is None:
-            raise WeightsError(
-                f"{where}: a {src.format} state dict does not say which model it holds; "
-                f"name one (vitzoo build PRESET --weights ..., vitzoo convert --preset PRESET)"
-            )
-        target = _validate(source_data, where, system, overrides or {})
-    else:
-        target = requested
-    target = target.model_copy(update={"weights": None}) if hasattr(target, "weights") else target
-
-    source_model = dict(source_data["model"]) if source_data else {}
+    target = _target_spec(src, requested, source_data, system, overrides or {})
+    source_model = _check_source_model(
+        src, source_data, target, requested is not None, system, note
+    )
     target_model = spec_to_dict(target)["model"]
-    if source_model and source_model.get("type") != target_model["type"]:
-        raise WeightsError(
-            f"{where}: this checkpoint holds a {source_model.get('type')!r} model, not "
-            f"{target_model['type']!r}; build that family (or drop the preset)"
-        )
-    if requested is not None and source_model:
-        resolved_source = spec_to_dict(_validate(source_data, where, system, {}))["model"]
-        differences = spec_differences(resolved_source, target_model)
-        if differences:
-            note(
-                f"note: these weights were made with {', '.join(differences[:6])}"
-                f"{' ...' if len(differences) > 6 else ''}; the given spec wins"
-            )
     # The model the checkpoint was made for: the target with the source's adaptable fields.
-    fitted = dict(target_model)
-    for name in ADAPTABLE:
-        if name in source_model and name in fitted:
-            fitted[name] = source_model[name]
-
-    def shapes_of(model_fields: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-        return _meta_shapes(target, model_fields, system)
-
-    fitted_shapes = shapes_of(fitted)
-    if src.format == "vitzoo":
-        rules, name = IDENTITY, "vitzoo"
-        conversion = apply_rules(rules, src.tensors, fitted_shapes)
-    else:
-        if converter is None:
-            kinds = SOURCE_KINDS_FOR_FORMAT.get(src.format, (src.format,))
-            converter = pick_converter(
-                target_model["type"], kinds, src.tensors, src.config, system=system, where=where
-            )
-        elif target_model["type"] not in converter.architectures:
-            raise WeightsError(
-                f"{where}: converter {converter.name!r} fills {', '.join(converter.architectures)}"
-                f", not {target_model['type']!r}"
-            )
-        name = converter.name
-        conversion = converter.convert(src.tensors, fitted_shapes)
-    if strict:
-        raise_for_problems(conversion, fitted_shapes, where)
-
+    fitted = {k: source_model.get(k, v) if k in ADAPTABLE else v for k, v in target_model.items()}
     model = build_from_spec(target, system=system)
-    final_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes_of = _Shapes(target, model, system)
+    fitted_shapes = shapes_of(fitted)
+    conversion, name, hint = _convert(src, converter, target_model["type"], fitted_shapes, system)
+    if strict:
+        raise_for_problems(conversion, fitted_shapes, src.location, hint)
+    final_shapes = shapes_of(target_model)
     plans = plan_adaptations(fitted, target_model, shapes_of)
     apply_adaptations(conversion, plans, final_shapes, note)
     conversion.refit(final_shapes)
-    load_converted(model, conversion, strict=strict, where=where)
+    load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
     if not strict:
         left = conversion.problems(final_shapes)
         if left:
             note(f"loaded what fits (strict=False); not loaded: {'; '.join(left)}")
+    pre = _preprocessing(src, model, preprocessing, plans)
+    model.vitzoo_spec = target
+    model.vitzoo_preprocessing = pre
+    return Pretrained(model, target, pre, conversion, src, name, notes)
 
-    pre = (preprocessing or prep.Preprocessing()).merged(_preprocessing_of(src))
+
+def _preprocessing(
+    src: WeightsSource, model: nn.Module, given: prep.Preprocessing | None, plans: list[Any]
+) -> prep.Preprocessing:
+    """The caller's preprocessing over the source's, at the built model's input size; class
+    names are dropped when the head was re-initialised for another class count."""
+    pre = (given or prep.Preprocessing()).merged(preprocessing_of(src))
     classes_changed = any(p.field == "num_classes" for p in plans)
-    pre = replace(
+    return replace(
         pre,
         input_size=tuple(getattr(model, "input_size", ()) or ()) or pre.input_size,
         class_names=None if classes_changed else pre.class_names,
     )
-    model.vitzoo_spec = target
-    model.vitzoo_preprocessing = pre
-    return Pretrained(model, target, pre, conversion, src, name, notes)
 
 
 def convert_checkpoint(
@@ -311,8 +294,6 @@ def convert_checkpoint(
 ) -> Pretrained:
     """Load ``source`` and write a self-describing vitzoo checkpoint (weights + spec +
     preprocessing) to ``output``."""
-    from vitzoo.checkpoint import save
-
     loaded = load_pretrained(source, spec, **options)
     save(loaded.model, output, metadata=loaded.metadata())
     return loaded

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vitzoo.formats import CLASSES_KEY, PREPROCESSING_KEY
+
 # ImageNet's channel statistics (the default wherever a spec or checkpoint says nothing else)
 # are defined once, in the spec layer that uses them as the ``data:`` defaults.
 
-PREPROCESSING_KEY = "vitzoo.preprocessing"
-CLASSES_KEY = "vitzoo.classes"
 
 #: PIL resample codes as HF stores them in preprocessor_config.json.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}

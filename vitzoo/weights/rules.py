@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -160,25 +159,3 @@ class KeepInit:
 
 Rule = Rename | Concat | Split | Unused
 AnyRule = Rule | KeepInit
-
-
-def expand(match: re.Match[str], template: str) -> str:
-    return match.expand(template)
-
-
-def describe(rule: Any) -> str:
-    """One line per rule, for ``vitzoo list --kind converter`` style listings."""
-    if isinstance(rule, Rename):
-        if callable(rule.target):
-            what = (rule.target.__doc__ or rule.target.__name__).strip().splitlines()[0]
-            return f"{rule.pattern} -> ({what})"
-        return f"{rule.pattern} -> {rule.target}"
-    if isinstance(rule, Concat):
-        return f"concat({', '.join(rule.sources)}) -> {rule.target}"
-    if isinstance(rule, Split):
-        return f"split({rule.pattern}) -> {', '.join(rule.targets)}"
-    if isinstance(rule, Unused):
-        return f"unused {rule.pattern}: {rule.reason}"
-    if isinstance(rule, KeepInit):
-        return f"keep-init {rule.pattern}: {rule.reason}"
-    return repr(rule)

@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from vitzoo.weights.errors import WeightsError
+from vitzoo.checkpoint import read_safetensors
+from vitzoo.errors import WeightsError
+from vitzoo.formats import HUB_PREFIX, SPEC_KEY, WEIGHT_FORMATS
 
-FORMATS: tuple[str, ...] = ("vitzoo", "timm", "official", "hf")
-SPEC_KEY = "vitzoo.spec"
-HUB_PREFIX = "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 #: Keys under which training scripts nest the state dict (official DeiT/CaiT: "model").
@@ -59,19 +57,6 @@ class WeightsSource:
             raise WeightsError(
                 f"{self.location}: the stored spec is not valid JSON ({exc})"
             ) from None
-
-
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise WeightsError(
-            f"{path}: not a readable safetensors file ({reason}); truncated or not weights?"
-        ) from None
-    return tensors, metadata
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -114,14 +99,14 @@ def read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if path.suffix == ".safetensors":
-        return read_safetensors(path)
+        return read_safetensors(path, error=WeightsError)
     if path.suffix in PICKLE_SUFFIXES:
         return read_pickle_state_dict(path), {}
     with path.open("rb") as handle:  # unknown suffix: sniff (safetensors starts with a length)
         head = handle.read(16)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return read_pickle_state_dict(path), {}
-    return read_safetensors(path)
+    return read_safetensors(path, error=WeightsError)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -165,8 +150,10 @@ def read_folder(folder: Path, format: str | None) -> WeightsSource:
 
 def read_source(source: str | Path, format: str | None = None) -> WeightsSource:
     """Read ``source`` (file, folder or ``hf-hub:NAME``); detect its format unless given."""
-    if format is not None and format not in FORMATS:
-        raise WeightsError(f"unknown weights format {format!r}; allowed: {', '.join(FORMATS)}")
+    if format is not None and format not in WEIGHT_FORMATS:
+        raise WeightsError(
+            f"unknown weights format {format!r}; allowed: {', '.join(WEIGHT_FORMATS)}"
+        )
     text = str(source)
     if text.startswith(HUB_PREFIX):
         from vitzoo.weights.hub import resolve_hub

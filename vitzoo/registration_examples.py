@@ -1,4 +1,8 @@
-"""Registration ``example=`` building blocks shared by the built-in plugins.
+"""Registration ``example=`` building blocks shared by the built-in plugins (plain data).
+
+An ``example=`` is part of a registration (like its tags): the small overrides that make a
+CPU-cheap instance of the registered part. It lives beside the registry rather than in the
+component library, which it does not describe, or in the test suite, which only reads it.
 
 The conformance suite builds every registered thing from its example (see
 :mod:`vitzoo.testing.variants`). Several families register the same tiny flat ViT as their

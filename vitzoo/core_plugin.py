@@ -1,7 +1,9 @@
 """The core plugin: registers the default components through the same hooks as any plugin.
 
 It also registers the ``supervised`` objective, the trainer's default, so that training a
-classifier never depends on a plugin being installed or enabled.
+classifier never depends on a plugin being installed or enabled. It sits above the component
+library and the objectives (it imports both), not inside either: :mod:`vitzoo.plugins` loads it
+by name (``CORE_MODULE``), first and strictly, the way it loads every plugin by entry point.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from vitzoo.components import (
     spatial_attention,
     windows,
 )
-from vitzoo.components.examples import grid_only_example
 from vitzoo.hookspecs import hookimpl
 from vitzoo.objectives.supervised import SupervisedConfig, SupervisedObjective
+from vitzoo.registration_examples import grid_only_example
 
 
 @hookimpl

@@ -1,5 +1,11 @@
 """The trial build: a validated spec is built and run once on the meta device before it is accepted.
 
+Part of resolving a spec (:func:`vitzoo.builder.resolve`): validation checks fields, the
+whole-spec rules (:mod:`vitzoo.rules`) check that the parts fit together, and this module checks
+that the result builds, runs and fits the machine -- and reports what it measured (parameters,
+activations, output shape, multiply-accumulates when asked), so callers need not build again to
+learn it.
+
 Why: a spec can be well-typed and still not run -- a padding larger than half its kernel, a
 width that a grouped convolution cannot split, a head that returns the wrong shape, or simply a
 model of 10^13 parameters. The meta device makes the real build nearly free (tensors have shapes
@@ -24,11 +30,20 @@ Values accept ``5e9``-style floats; ``0`` or ``off`` disables that one limit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from vitzoo.components.context import BuildContext
+from vitzoo.errors import SpecError, SpecIssue
+from vitzoo.objectives import build_objective
+from vitzoo.spec import spec_to_yaml
 
 DEFAULT_MAX_PARAMS = 5_000_000_000
 DEFAULT_MAX_ACTIVATIONS = 20_000_000_000
@@ -56,16 +71,22 @@ class TrialReport:
     """What the trial build measured (``None``: the meta device could not run that part).
 
     ``params`` counts the model and what its objective adds (heads, decoders, EMA teachers);
-    ``activations`` is the larger of the model's eval forward and the objective's training
-    step, per image. Where the meta device stopped early (data-dependent code),
-    ``activations`` is what was counted up to that point -- a lower bound -- and
-    ``activations_complete`` is False.
+    ``model_params`` the model alone. ``activations`` is the larger of the model's eval forward
+    and the objective's training step, per image. Where the meta device stopped early
+    (data-dependent code), ``activations`` is what was counted up to that point -- a lower
+    bound -- and ``activations_complete`` is False. ``macs`` (multiply-accumulates of one
+    image's forward, as torch's flop counter counts them) is measured only when asked;
+    ``objective_trainable`` is what the objective's optimiser would update (model + heads,
+    frozen teachers excluded), for specs with an objective.
     """
 
     params: int
     activations: int | None
     output_shape: tuple[int, ...] | None
     activations_complete: bool = True
+    model_params: int | None = None
+    macs: int | None = None
+    objective_trainable: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,79 +134,68 @@ def _is_meta_limitation(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError) or "meta" in text or "data-dependent" in text
 
 
-def _scalar_reads() -> dict[Any, Any]:
-    """Stand-ins for reading a number out of a meta tensor, used only to *count* a training step.
-
-    Objectives draw random scalars (a mixup weight, a crop's size and offset, a flip) with
-    ``float(torch.rand(()))`` and the like, which the meta device cannot answer. For counting the
-    tensors a step creates, any plausible draw will do: 0.5 for a float, 0 for an index, True for
-    a condition (so a distribution's argument check passes). Never used to decide whether a
-    spec is valid -- a step that still fails is simply not counted.
-    """
-    import torch
-
-    return {
-        torch.Tensor.item: 0.5,
-        torch.Tensor.__float__: 0.5,
-        torch.Tensor.__int__: 0,
-        torch.Tensor.__index__: 0,
-        torch.Tensor.__bool__: True,
-    }
+#: Stand-ins for reading a number out of a meta tensor, used only to *count* a training step.
+#: Objectives draw random scalars (a mixup weight, a crop's size and offset, a flip) with
+#: ``float(torch.rand(()))`` and the like, which the meta device cannot answer. For counting the
+#: tensors a step creates, any plausible draw will do: 0.5 for a float, 0 for an index, True for
+#: a condition (so a distribution's argument check passes). Never used to decide whether a
+#: spec is valid -- a step that still fails is simply not counted.
+_SCALAR_READS: dict[Any, Any] = {
+    torch.Tensor.item: 0.5,
+    torch.Tensor.__float__: 0.5,
+    torch.Tensor.__int__: 0,
+    torch.Tensor.__index__: 0,
+    torch.Tensor.__bool__: True,
+}
 
 
-#: ``Tensor`` method -> the stand-in answer (see :func:`_scalar_reads`).
-_SCALAR_READS: dict[Any, Any] = {}
+class _Counter(TorchFunctionMode):
+    """Counts the elements and tensors every torch call creates; stops past a limit."""
+
+    def __init__(self, max_params: int | None, max_tensors: int | None) -> None:
+        super().__init__()
+        self.max_params, self.max_tensors = max_params, max_tensors
+        self.elements = 0
+        self.tensors = 0
+        self.limit: tuple[str, int | None, str] | None = None
+        #: answer scalar reads of meta tensors with stand-ins (see _SCALAR_READS)
+        self.stand_ins = False
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
+        if self.stand_ins and func in _SCALAR_READS and args and args[0].is_meta:
+            return _SCALAR_READS[func]
+        out = func(*args, **(kwargs or {}))
+        if func is torch.nn.functional.scaled_dot_product_attention and len(args) >= 2:
+            # the fused kernel hides the (B, H, N, N) matrix; its cost is still there
+            q, k = args[0], args[1]
+            self.elements += q.shape[:-1].numel() * k.shape[-2]
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.elements += t.numel()
+                self.tensors += 1
+        if self.limit is not None:
+            self._enforce(*self.limit)
+        return out
+
+    def _enforce(self, what: str, limit: int | None, variable: str) -> None:
+        if limit is not None and self.elements > limit:
+            if what == "activations":  # counted for the trial batch, reported per image
+                raise BudgetExceeded(
+                    what, self.elements // TRIAL_BATCH, limit // TRIAL_BATCH, variable
+                )
+            shown = self.max_params if self.max_params else limit
+            raise BudgetExceeded(what, self.elements, shown, variable)
+        counts_tensors = what == "parameters" or self.stand_ins  # a build, or a step
+        if counts_tensors and self.max_tensors and self.tensors > self.max_tensors:
+            raise BudgetExceeded("tensors", self.tensors, self.max_tensors, "VITZOO_MAX_TENSORS")
 
 
-def _run_trial(registry: Any, spec: Any) -> TrialReport:
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    from vitzoo.components.context import BuildContext
-
+def _run_trial(system: Any, spec: Any, macs: bool) -> TrialReport:
+    registry = system.registry
     max_params = _limit("VITZOO_MAX_PARAMS", DEFAULT_MAX_PARAMS)
     max_acts = _limit("VITZOO_MAX_ACTIVATIONS", DEFAULT_MAX_ACTIVATIONS)
-    max_tensors = _limit("VITZOO_MAX_TENSORS", DEFAULT_MAX_TENSORS)
-
-    class Counter(TorchFunctionMode):
-        """Counts the elements and tensors every torch call creates; stops past a limit."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.elements = 0
-            self.tensors = 0
-            self.limit: tuple[str, int | None, str] | None = None
-            #: answer scalar reads of meta tensors with stand-ins (see _SCALAR_READS)
-            self.stand_ins = False
-
-        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
-            if self.stand_ins and func in _SCALAR_READS and args and args[0].is_meta:
-                return _SCALAR_READS[func]
-            out = func(*args, **(kwargs or {}))
-            if func is torch.nn.functional.scaled_dot_product_attention and len(args) >= 2:
-                # the fused kernel hides the (B, H, N, N) matrix; its cost is still there
-                q, k = args[0], args[1]
-                self.elements += q.shape[:-1].numel() * k.shape[-2]
-            for t in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(t, torch.Tensor):
-                    self.elements += t.numel()
-                    self.tensors += 1
-            if self.limit is not None:
-                what, limit, variable = self.limit
-                if limit is not None and self.elements > limit:
-                    if what == "activations":  # counted for the trial batch, reported per image
-                        raise BudgetExceeded(
-                            what, self.elements // TRIAL_BATCH, limit // TRIAL_BATCH, variable
-                        )
-                    shown = max_params if max_params else limit
-                    raise BudgetExceeded(what, self.elements, shown, variable)
-                counts_tensors = what == "parameters" or self.stand_ins  # a build, or a step
-                if counts_tensors and max_tensors and self.tensors > max_tensors:
-                    raise BudgetExceeded("tensors", self.tensors, max_tensors, "VITZOO_MAX_TENSORS")
-            return out
-
+    counter = _Counter(max_params, _limit("VITZOO_MAX_TENSORS", DEFAULT_MAX_TENSORS))
     entry = registry.get("architecture", spec.model.type)
-    counter = Counter()
     # parameters are a fraction of what a build creates (init temporaries double it at most)
     build_limit = None if max_params is None else 3 * max_params
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
@@ -195,82 +205,89 @@ def _run_trial(registry: Any, spec: Any) -> TrialReport:
         params = sum(p.numel() for p in model.parameters())
         if max_params is not None and params > max_params:
             raise BudgetExceeded("parameters", params, max_params, "VITZOO_MAX_PARAMS")
-        objective = getattr(spec, "objective", None)
-        if objective is not None:
-            from vitzoo.objectives import check_compatible
-
-            model.vitzoo_spec = spec
-            check_compatible(objective, model, registry)  # what the built model really offers
+        model.vitzoo_spec = spec
         input_size = tuple(getattr(model, "input_size", ()) or ())
         if not input_size:
-            return TrialReport(params, None, None)
+            return TrialReport(params, None, None, model_params=params)
         x = torch.empty(TRIAL_BATCH, *input_size)
         acts_limit = None if max_acts is None else TRIAL_BATCH * max_acts
         counter.elements, counter.tensors = 0, 0
         counter.limit = ("activations", acts_limit, "VITZOO_MAX_ACTIVATIONS")
-        complete, shape = True, None
-        try:
-            with counter, torch.no_grad():
-                out = model.eval()(x)
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-        except BudgetExceeded:
-            raise
-        except Exception as exc:
-            if not _is_meta_limitation(exc):
-                raise
-            complete = False  # what was counted before the meta device stopped is a lower bound
+        shape, complete, counted_macs = _eval_forward(model, x, counter, macs)
         activations = counter.elements // TRIAL_BATCH
+        report = TrialReport(params, activations, shape, complete, params, counted_macs)
+        objective = getattr(spec, "objective", None)
         if objective is not None:
             limits = (build_limit, max_params, acts_limit)
-            params, step = _objective_trial(registry, objective, model, x, counter, limits)
-            activations = max(activations, step or 0)
-    return TrialReport(params, activations, shape, complete)
+            total, step, trainable = _objective_trial(system, objective, model, x, counter, limits)
+            report = replace(
+                report,
+                params=total,
+                activations=max(activations, step or 0),
+                objective_trainable=trainable,
+            )
+    return report
 
 
-class _TrialSystem:
-    """The little of a plugin system an objective factory reads: the registry it builds from."""
+def _eval_forward(
+    model: Any, x: Any, counter: Any, macs: bool
+) -> tuple[tuple[int, ...] | None, bool, int | None]:
+    """One eval forward on meta under the counter: (output shape, complete?, MACs per image).
 
-    def __init__(self, registry: Any) -> None:
-        self.registry = registry
-        self.failed: list[Any] = []
+    MACs are counted by torch's own flop counter (one multiply-accumulate is two FLOPs), with
+    grad mode on: torch's module tracker, which the counter uses, fails on some staged models
+    under ``no_grad`` (on meta, grad mode costs nothing).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = FlopCounterMode(display=False) if macs else None
+    grad = torch.enable_grad() if macs else torch.no_grad()
+    try:
+        with counter, grad, flops if flops is not None else contextlib.nullcontext():
+            out = model.eval()(x)
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        if not _is_meta_limitation(exc):
+            raise
+        return None, False, None  # counted before the meta device stopped: a lower bound
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    counted = flops.get_total_flops() // 2 // TRIAL_BATCH if flops is not None else None
+    return shape, True, counted
 
 
 def _objective_trial(
-    registry: Any,
+    system: Any,
     objective: Any,
     model: Any,
     images: Any,
     counter: Any,
     limits: tuple[int | None, int | None, int | None],
-) -> tuple[int, int | None]:
+) -> tuple[int, int | None, int | None]:
     """Build the objective around the meta model and run one training step's forward on meta.
 
     Why: an objective can be far larger than its backbone (a DINO head of 65536 prototypes,
     a paper-size MAE decoder, an EMA teacher doubling everything, many local crops), so a
     budget that counted only the model would let a validated spec exhaust the machine. Returns
-    the parameters of model + objective (shared tensors once) and the step's activations per
-    image (``None`` where the meta device cannot run the step). Only a passed budget refuses
-    the spec here: any other failure is left for the real build to report, as before.
+    the parameters of model + objective (shared tensors once), the step's activations per
+    image (``None`` where the meta device cannot run the step) and the objective's trainable
+    parameters. Only a passed budget refuses the spec here: any other failure is left for the
+    real build to report, as before.
     """
-    import torch
-
-    from vitzoo.objectives import build_objective
-
     build_limit, max_params, acts_limit = limits
-    if not _SCALAR_READS:  # filled on first use: building it imports torch
-        _SCALAR_READS.update(_scalar_reads())
     counter.elements, counter.tensors = 0, 0
     counter.limit = ("parameters", build_limit, "VITZOO_MAX_PARAMS")
     try:
         with counter:
-            built = build_objective(objective, model.train(), system=_TrialSystem(registry))
+            built = build_objective(objective, model.train(), system=system)
     except BudgetExceeded as exc:
         exc.part = "objective"
         raise
     except Exception:
-        return sum(p.numel() for p in model.parameters()), None
+        return sum(p.numel() for p in model.parameters()), None, None
     tensors = {id(t): t for t in (*model.parameters(), *built.parameters(), *built.buffers())}
     params = sum(t.numel() for t in tensors.values())
+    trainable = sum(p.numel() for p in built.trainable_parameters())
     if max_params is not None and params > max_params:
         raise BudgetExceeded("parameters", params, max_params, "VITZOO_MAX_PARAMS", "objective")
     batch = images.shape[0]
@@ -285,10 +302,10 @@ def _objective_trial(
         exc.part = "objective"
         raise
     except Exception:
-        return params, None
+        return params, None, trainable
     finally:
         counter.stand_ins = False
-    return params, counter.elements // batch
+    return params, counter.elements // batch, trainable
 
 
 def _nonzero_as_upper_bound() -> Any:
@@ -298,23 +315,19 @@ def _nonzero_as_upper_bound() -> Any:
     return _config.patch(meta_nonzero_assume_all_nonzero=True)
 
 
-def trial_build(registry: Any, spec: Any) -> TrialReport | Refusal | Any:
-    """The trial's report, a :class:`Refusal` saying why the spec cannot be built, or the
-    SpecError a nested spec raised (cached)."""
-    from vitzoo.spec import SpecError, spec_to_yaml
-
+def trial_build(system: Any, spec: Any, *, macs: bool = False) -> TrialReport | Refusal:
+    """The trial's report, or a :class:`Refusal` saying why the spec cannot be built (cached
+    per registry version, budget and spec)."""
     limits = tuple(
         os.environ.get(v, "")
         for v in ("VITZOO_MAX_PARAMS", "VITZOO_MAX_ACTIVATIONS", "VITZOO_MAX_TENSORS")
     )
-    key = (getattr(registry, "version", None), limits, spec_to_yaml(spec))
+    key = (getattr(system.registry, "version", None), limits, macs, spec_to_yaml(spec))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
     try:
-        result: TrialReport | Refusal | SpecError = _run_trial(registry, spec)
-    except SpecError as exc:
-        result = exc
+        result: TrialReport | Refusal = _run_trial(system, spec, macs)
     except BudgetExceeded as exc:
         name = {
             "tensors": "tensors created while building"
@@ -366,27 +379,20 @@ def _expected_shape(spec: Any, report: TrialReport) -> str | None:
     return None
 
 
-def check_budget(
-    registry: Any,
+def check_trial(
+    system: Any,
     spec: Any,
     *,
     file: str = "<spec>",
     positions: Mapping[tuple[Any, ...], tuple[int, int]] | None = None,
+    macs: bool = False,
 ) -> TrialReport | None:
-    """Raise a SpecError (at ``model``) if the trial build fails or passes the budget."""
-    from vitzoo.spec import SpecError, SpecIssue
-
+    """The trial's report; a SpecError (at ``model``, or the part to blame) if the trial build
+    fails or passes the budget. ``None`` when ``VITZOO_TRIAL_BUILD=0`` turned the trial off."""
     if not trial_enabled():
         return None
-    result = trial_build(registry, spec)
+    result = trial_build(system, spec, macs=macs)
     path: tuple[Any, ...] = ("model",)
-    if isinstance(result, SpecError):
-        raise SpecError(
-            [
-                SpecIssue.at(tuple(issue.path.split(".")), issue.message, file, positions)
-                for issue in result.issues
-            ]
-        )
     if isinstance(result, TrialReport):
         problem = _expected_shape(spec, result)
         if problem is None:

@@ -1,10 +1,10 @@
-"""Another input size for a built model: re-validate the spec, rebuild, carry the weights over.
+"""Resampling grid-shaped tensors to another input size: position tables, relative-offset tables,
+per-window tables -- pure functions of tensors and grids.
 
-Rebuilding from the spec is the one way that is right for every architecture at once: each
-constructor already derives its stage grids, window sizes and position tables from
-``image_size``, and each config already refuses, at spec time, sizes its windows cannot tile.
-What is left is carrying the weights across: most tensors keep their shape; the few whose shape
-follows the grid are resampled here by rules keyed on what the tensor *is*:
+``set_input_size`` rebuilds a model from its spec (:mod:`vitzoo.builder`; each constructor
+derives its grids, windows and tables from ``image_size``) and carries the weights across with
+:func:`adapt_state_dict`: most tensors keep their shape; the few whose shape follows the grid are
+resampled here by rules keyed on what the tensor *is*:
 
 * learned absolute positions (``LearnedPositions``): the patch part is resampled on its grid
   with :func:`vitzoo.components.posenc.resize_grid_embedding`, prefix positions kept;
@@ -31,10 +31,8 @@ from torch import nn
 
 from vitzoo.components.layers import to_pair
 from vitzoo.components.posenc import LearnedPositions, resize_grid_embedding
-
-
-class InputSizeError(ValueError):
-    """A tensor whose shape depends on the input size and that no rule can resample."""
+from vitzoo.components.windows import window_partition, window_reverse
+from vitzoo.errors import InputSizeError
 
 
 def resize_relative_position_table(
@@ -73,8 +71,6 @@ def resize_blocked_map(
 ) -> torch.Tensor:
     """Resample (1, blocks, bh*bw, C) -- a map split into blocks (NesT's positions) -- to another
     grid: blocks put back together, the map resampled, and split again."""
-    from vitzoo.components.windows import window_partition, window_reverse
-
     dim = tensor.shape[-1]
     full = window_reverse(tensor.reshape(-1, block[0] * block[1], dim), block, old_grid)
     full = resize_map(full.permute(0, 3, 1, 2), new_grid).permute(0, 2, 3, 1)
@@ -156,33 +152,3 @@ def adapt_state_dict(old: nn.Module, new: nn.Module) -> dict[str, torch.Tensor]:
             key, old_modules[owner], new_modules[owner], tensor, want.shape
         ).to(want.dtype)
     return state
-
-
-def rebuild_for_input_size(
-    model: nn.Module,
-    img_size: Any,
-    system: Any = None,
-    spec_overrides: dict[str, Any] | None = None,
-) -> None:
-    """Implementation of ``VitzooModel.set_input_size`` (see there)."""
-    from vitzoo.builder import build_from_spec, current_spec, resolve_spec
-    from vitzoo.components.model import _reference_tensor
-
-    size = [int(img_size)] * 2 if isinstance(img_size, int) else [int(s) for s in img_size]
-    spec = current_spec(model)
-    parent = f"model.{model.image_size_field}".rpartition(".")[0]
-    changes = {f"{parent}.{key}": value for key, value in (spec_overrides or {}).items()}
-    changes[f"model.{model.image_size_field}"] = size
-    new_spec = resolve_spec(spec, changes, system=system)
-    reference = _reference_tensor(model)
-    with torch.random.fork_rng(devices=[]):
-        fresh = build_from_spec(new_spec, system=system)
-    if reference is not None:
-        fresh = fresh.to(device=reference.device, dtype=reference.dtype)
-    pruned = model.__dict__.get("_pruned")
-    if pruned is not None:
-        fresh.prune_intermediate_layers(*pruned)
-    fresh.load_state_dict(adapt_state_dict(model, fresh), strict=True)
-    fresh.train(model.training)
-    fresh.grad_checkpointing = model.grad_checkpointing
-    model.__dict__.update(fresh.__dict__)

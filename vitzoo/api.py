@@ -1,0 +1,69 @@
+"""The public entry point ``vitzoo.build``: a model from a preset, spec or weights source.
+
+It sits above the builder and the weight loaders because it offers both: a spec is resolved and
+built by :mod:`vitzoo.builder`; a spec with weights (``weights=`` or a ``weights:`` section) goes
+through :func:`vitzoo.weights.load.load_pretrained`, which resolves and builds it the same way and
+then loads and adapts the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
+from vitzoo.components.features import FeatureExtractor
+from vitzoo.plugins import PluginSystem
+from vitzoo.weights.load import load_pretrained
+
+
+def build(
+    source: SpecSource | None = None,
+    *,
+    weights: str | Path | None = None,
+    system: PluginSystem | None = None,
+    features_only: bool = False,
+    out_indices: int | list[int] | tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a model from a preset name, YAML path, mapping or spec, with field overrides.
+
+    ``vitzoo.build("deit-s", num_classes=10)`` sets ``model.num_classes``; dotted keys such as
+    ``**{"model.patch.patch_size": 8}`` reach nested fields. ``weights=`` (or a spec's
+    ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
+    Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
+    own spec is used) and the weights adapt to overridden classes / image size / channels.
+    ``features_only=True`` gives a backbone for dense prediction instead
+    (:class:`~vitzoo.components.features.FeatureExtractor`): ``forward(x)`` returns the
+    (B, C, H, W) maps of the ``out_indices`` layers (an int: the last n; default: all),
+    ``feature_info`` describes them, unused tail layers and the head are gone.
+    """
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices selects feature maps; pass features_only=True with it")
+    model = _build_model(source, weights, system, overrides)
+    return FeatureExtractor(model, out_indices) if features_only else model
+
+
+def _build_model(
+    source: SpecSource | None,
+    weights: str | Path | None,
+    system: PluginSystem | None,
+    overrides: Mapping[str, Any],
+) -> nn.Module:
+    if source is None and weights is None:
+        raise TypeError("build() needs a preset, spec or weights source")
+    spec = None if source is None else resolve_spec(source, overrides, system=system)
+    section = getattr(spec, "weights", None) if spec is not None else None
+    if weights is None and section is None:
+        return build_from_spec(spec, system=system)
+    return load_pretrained(
+        weights if weights is not None else section.source,
+        spec,
+        overrides=overrides if spec is None else None,
+        format=None if weights is not None else section.format,
+        strict=True if weights is not None else section.strict,
+        system=system,
+    ).model
