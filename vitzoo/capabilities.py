@@ -120,6 +120,19 @@ def offers_of(entry: Any) -> frozenset[str]:
     return words
 
 
+def offers_of_model(model: Any, registry: Any) -> frozenset[str] | None:
+    """What a built model offers: its architecture's registered offers (plus ``drops-tokens``
+    under patch dropout), read through the spec it was built from; ``None`` for a model built
+    without a vitzoo spec, which declares nothing."""
+    spec = getattr(model, "vitzoo_spec", None)
+    if spec is None or ("architecture", spec.model.type) not in registry:
+        return None
+    offers = offers_of(registry.get("architecture", spec.model.type))
+    if getattr(spec.model, "patch_dropout", 0) > 0:
+        offers |= {"drops-tokens"}
+    return offers
+
+
 def unmet(needs: frozenset[str], offers: frozenset[str]) -> list[str]:
     """The words of ``needs`` that a host offering ``offers`` leaves open, sorted.
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from vitzoo.capabilities import offers_of_model
+from vitzoo.plugins import get_registry
 from vitzoo.spec.sections import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -204,10 +206,11 @@ def attention(
     except Exception as exc:  # Pillow raises many types for bad files
         raise click.ClickException(image_error(image_path, exc)) from None
     model = load_model(source).eval()
-    if "tokens" not in getattr(model, "capabilities", frozenset()):
+    offers = offers_of_model(model, get_registry()) or frozenset()
+    if "tokens" not in offers:
         raise click.ClickException(
-            f"attention overlays need a flat-token model; {type(model).__name__} has "
-            f"capabilities {sorted(getattr(model, 'capabilities', ())) or '(none)'}"
+            f"attention overlays need a flat-token model (capability tokens); "
+            f"{type(model).__name__} offers {sorted(offers) or '(nothing declared)'}"
         )
     channels, *size = model.input_size
     x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))

@@ -255,16 +255,20 @@ class VitzooModel(nn.Module):
         The spec is re-validated with the new size, so a size the architecture cannot take
         (windows that do not tile it) is a ``SpecError`` saying which sizes work; then the model
         is rebuilt and loads its own weights, position tables and relative-position tables
-        resampled to the new grids (:mod:`vitzoo.components.resample`). Device, dtype, mode,
+        resampled to the new grids (:mod:`vitzoo.components.resample`; the rebuild itself is
+        :func:`vitzoo.builder.rebuild_for_input_size`, installed here by the builder). Device, dtype, mode,
         ``reset_classifier`` changes and pruning are kept. ``spec_overrides`` change other
         config fields at the same time -- the window sizes a new size needs, e.g.
         ``set_input_size(64, window_size=4)``; relative-position tables follow. ``system``: the
         plugin system that built the model (default: the global one). Forward hooks on
         submodules do not survive.
         """
-        from vitzoo.components.resample import rebuild_for_input_size
-
-        rebuild_for_input_size(self, img_size, system, spec_overrides)
+        if _rebuilder is None or getattr(self, "vitzoo_spec", None) is None:
+            raise ValueError(
+                f"{type(self).__name__} was not built from a spec by vitzoo.build, so it cannot "
+                "be rebuilt for another input size"
+            )
+        _rebuilder(self, img_size, system, spec_overrides)
 
     def example_input(
         self, batch_size: int = 2, *, device: Any = None, dtype: Any = None

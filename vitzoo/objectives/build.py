@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from vitzoo.capabilities import needs_of, offers_of, phrase, unmet
+from vitzoo.capabilities import needs_of, offers_of_model, phrase, unmet
 from vitzoo.errors import SpecError, SpecIssue
 from vitzoo.objectives.base import Objective, ObjectiveConfig
 from vitzoo.objectives.context import ObjectiveContext
@@ -31,12 +31,10 @@ def check_compatible(config: ObjectiveConfig, model: nn.Module, registry: Any) -
     The model's offers are its architecture's registered ones; a model built without a vitzoo
     spec declares nothing and is trusted (the objective fails on its own terms if it must).
     """
-    spec = getattr(model, "vitzoo_spec", None)
-    if spec is None or ("architecture", spec.model.type) not in registry:
+    offers = offers_of_model(model, registry)
+    if offers is None:
         return
-    offers = offers_of(registry.get("architecture", spec.model.type))
-    if getattr(spec.model, "patch_dropout", 0) > 0:
-        offers |= {"drops-tokens"}
+    spec = model.vitzoo_spec
     needs = needs_of(registry.get("objective", config.type))  # type: ignore[attr-defined]
     missing = unmet(needs, offers)
     if missing:
