@@ -1,13 +1,14 @@
 """The architecture modes added with the new presets compute their reference's function: timm's
 Twins-PCPVT and CrossViT's three-conv patch embedding, on perturbed tiny fixtures (written by
-tools/make_reference_fixtures.py from tools/reference_fixtures/new_presets.py)."""
+tools/make_reference_fixtures.py from tools/reference_fixtures/new_presets.py), compared by
+``fidelity``'s rule."""
 
 from __future__ import annotations
 
 import re
 
-import torch
-from reference_data import load_reference, max_abs_diff
+from fidelity import assert_matches_fixture
+from reference_data import load_reference
 from vitzoo_plugins.crossvit import MultiConvPatchEmbed
 
 import vitzoo
@@ -40,8 +41,7 @@ def test_twins_pcpvt_matches_timm() -> None:
     }
     model = vitzoo.build(spec).eval()
     model.load_state_dict({timm_twins_to_vitzoo(k): v for k, v in ref.state_dict.items()})
-    with torch.no_grad():
-        assert max_abs_diff(model(ref.input), ref.output) <= 1e-5
+    assert_matches_fixture(model, ref)
 
 
 def test_crossvit_multi_conv_patch_embedding_matches_timm() -> None:
@@ -49,11 +49,9 @@ def test_crossvit_multi_conv_patch_embedding_matches_timm() -> None:
         ref = load_reference(f"timm-crossvit-multi-conv-{patch}")
         embed = MultiConvPatchEmbed(3, ref.meta["embed_dim"], patch).eval()
         embed.load_state_dict(ref.state_dict)
-        with torch.no_grad():
-            tokens, grid = embed(ref.input)
         size = ref.meta["img_size"] // patch
-        assert grid == (size, size)
-        assert max_abs_diff(tokens, ref.output) <= 1e-5
+        assert embed(ref.input)[1] == (size, size)
+        assert_matches_fixture(embed, ref, lambda module, x: module(x)[0])
 
 
 def test_crossvit_dagger_matches_timm_through_the_converter() -> None:
@@ -82,6 +80,5 @@ def test_crossvit_dagger_matches_timm_through_the_converter() -> None:
     }
     model = vitzoo.build(spec).eval()
     load_state_dict(model, ref.state_dict, source="timm")
-    with torch.no_grad():
-        assert max_abs_diff(model(ref.input), ref.output) <= 1e-5
+    assert_matches_fixture(model, ref)
     assert (ref.output[0] - ref.output[1]).abs().max() > 1e-3  # the output depends on the input

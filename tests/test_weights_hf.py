@@ -1,8 +1,10 @@
-"""Hugging Face checkpoints load into vitzoo and compute the same function (<= 1e-5, float32).
+"""Hugging Face checkpoints load into vitzoo and compute the same function.
 
 Each test builds a random-init transformers model from a tiny config, perturbs every tensor,
 ``save_pretrained``s it and loads the folder through vitzoo with the spec derived from its
-config.json. Nothing is downloaded.
+config.json. Both sides run here, so they are compared in float32 and in float64, by
+``fidelity``'s rule (float64 within 1e-9, float32 within 1e-5 x the logits' scale). Nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from fidelity import assert_same_function
 
 import vitzoo
 from tests.weights_helpers import max_abs_diff, perturb_every_tensor
 
 transformers = pytest.importorskip("transformers")
-TOLERANCE = 1e-5
 
 
 def save_hf(model: torch.nn.Module, folder: Path, preprocessor: dict | None = None) -> Path:
@@ -28,20 +30,23 @@ def save_hf(model: torch.nn.Module, folder: Path, preprocessor: dict | None = No
     return folder
 
 
-def assert_same_function(hf_model: torch.nn.Module, folder: Path, size: int, label: str) -> None:
+def hf_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=x).logits
+
+
+def assert_loads_same_function(
+    hf_model: torch.nn.Module, folder: Path, size: int, label: str
+) -> None:
     from vitzoo.weights import load_pretrained
 
     loaded = load_pretrained(folder)
-    ours = loaded.model.eval()
     torch.manual_seed(0)
     x, other = torch.randn(2, 3, size, size), torch.randn(2, 3, size, size)
     with torch.no_grad():
-        theirs, ours_out = hf_model(pixel_values=x).logits, ours(x)
-        spread = max_abs_diff(hf_model(pixel_values=other).logits, theirs)
-    diff = max_abs_diff(ours_out, theirs)
-    print(f"{label}: max abs logit diff {diff:.3g} (logits move {spread:.3g} between inputs)")
+        spread = max_abs_diff(hf_logits(hf_model, other), hf_logits(hf_model, x))
+    print(f"{label}: logits move {spread:.3g} between inputs")
     assert spread > 1e-4, "the comparison is vacuous: logits do not depend on the input"
-    assert diff <= TOLERANCE
+    assert_same_function(loaded.model.eval(), hf_model, x, forward_theirs=hf_logits, label=label)
     assert loaded.conversion.unmatched_source == [] and loaded.conversion.missing_target == []
 
 
@@ -57,7 +62,7 @@ def test_hf_vit(tmp_path):
     )
     model = transformers.ViTForImageClassification(config)
     folder = save_hf(model, tmp_path / "vit")
-    assert_same_function(model, folder, 32, "hf ViT")
+    assert_loads_same_function(model, folder, 32, "hf ViT")
     spec = vitzoo.build(weights=folder).vitzoo_spec
     assert spec.model.norm_eps == 1e-12 and spec.model.block.norm_eps == 1e-12
 
@@ -73,7 +78,7 @@ def test_hf_deit_with_teacher(tmp_path):
         num_labels=3,
     )
     model = transformers.DeiTForImageClassificationWithTeacher(config)
-    assert_same_function(model, save_hf(model, tmp_path / "deit"), 32, "hf DeiT (teacher)")
+    assert_loads_same_function(model, save_hf(model, tmp_path / "deit"), 32, "hf DeiT (teacher)")
 
 
 def test_hf_cvt(tmp_path):
@@ -108,7 +113,7 @@ def test_hf_cvt(tmp_path):
         "image_std": [0.25, 0.25, 0.25],
     }
     folder = save_hf(model, tmp_path / "cvt", processor)
-    assert_same_function(model, folder, 32, "hf CvT")
+    assert_loads_same_function(model, folder, 32, "hf CvT")
 
 
 def test_hf_mobilevit(tmp_path):
@@ -121,7 +126,7 @@ def test_hf_mobilevit(tmp_path):
         num_labels=3,
     )
     model = transformers.MobileViTForImageClassification(config)
-    assert_same_function(model, save_hf(model, tmp_path / "mobilevit"), 64, "hf MobileViT")
+    assert_loads_same_function(model, save_hf(model, tmp_path / "mobilevit"), 64, "hf MobileViT")
 
 
 def test_preprocessing_and_labels_travel_with_the_weights(tmp_path):
@@ -200,7 +205,7 @@ def test_hf_deit_without_teacher_and_bare_vit_model(tmp_path):
         num_labels=3,
     )
     deit = transformers.DeiTForImageClassification(transformers.DeiTConfig(**small))
-    assert_same_function(deit, save_hf(deit, tmp_path / "deit"), 32, "hf DeiT (no teacher)")
+    assert_loads_same_function(deit, save_hf(deit, tmp_path / "deit"), 32, "hf DeiT (no teacher)")
 
     bare = transformers.ViTModel(transformers.ViTConfig(**small))
     folder = save_hf(bare, tmp_path / "bare")
@@ -209,9 +214,13 @@ def test_hf_deit_without_teacher_and_bare_vit_model(tmp_path):
     loaded = load_pretrained(folder)
     assert set(loaded.conversion.unused) == {"pooler.dense.weight", "pooler.dense.bias"}
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        theirs = bare(pixel_values=x).last_hidden_state
-        diff = max_abs_diff(loaded.model.eval().forward_features(x), theirs)
-    print(f"hf ViTModel: max abs feature diff {diff:.3g}")
-    assert diff <= TOLERANCE and loaded.model.num_classes == 0
+    assert_same_function(
+        loaded.model.eval(),
+        bare,
+        x,
+        forward_ours=lambda model, x: model.forward_features(x),
+        forward_theirs=lambda model, x: model(pixel_values=x).last_hidden_state,
+        label="hf ViTModel features",
+    )
+    assert loaded.model.num_classes == 0
     assert vitzoo.build(weights=folder, num_classes=2)(x).shape == (2, 2)

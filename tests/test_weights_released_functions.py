@@ -4,7 +4,8 @@ Each reference fixture (``tools/reference_fixtures/``, written in an environment
 vit-pytorch) holds a peer model at a tiny width with EVERY tensor perturbed, a fixed input and
 the peer's eval output. The vitzoo model is built from the fixture's constructor arguments, the
 peer's state dict goes through the registered converter (strict: every tensor used, every vitzoo
-tensor filled), and the outputs must agree within 1e-5 in float32.
+tensor filled), and the outputs must agree by ``fidelity``'s rule (float64 within 1e-9, float32
+within 1e-5 x the output's scale).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from reference_data import load_reference, max_abs_diff
+from fidelity import Forward, assert_matches_fixture, assert_same_function, call
+from reference_data import ReferenceFixture, load_reference, max_abs_diff
 from weights_helpers import perturb_every_tensor
 
 import vitzoo
 from vitzoo.weights import load_pretrained, load_state_dict
-
-TOLERANCE = 1e-5
 
 
 def converted(spec: dict[str, Any], state: dict[str, torch.Tensor], source: str = "timm"):
@@ -28,18 +28,15 @@ def converted(spec: dict[str, Any], state: dict[str, torch.Tensor], source: str 
     return model
 
 
-def assert_same_function(model: torch.nn.Module, fixture) -> float:
-    with torch.no_grad():
-        out = model(fixture.input)
-    diff = max_abs_diff(out, fixture.output)
-    print(f"{fixture.name}: max abs diff {diff:.3g}")
-    assert diff <= TOLERANCE, f"{fixture.name}: max abs diff {diff:.3g}"
+def assert_computes_fixture(
+    model: torch.nn.Module, fixture: ReferenceFixture, forward: Forward = call
+) -> None:
+    assert_matches_fixture(model, fixture, forward)
     reference = fixture.output
     # Not vacuous: the reference output depends on the input (batch items differ, or the
     # position table moved the tokens).
     moved = (reference[0] - reference[1]) if len(reference) > 1 else reference - fixture.input
     assert moved.abs().max() > 1e-3, f"{fixture.name}: the reference output ignores its input"
-    return diff
 
 
 # -- XCiT --------------------------------------------------------------------------------------
@@ -61,7 +58,7 @@ def xcit_spec(meta: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ["timm-xcit", "timm-xcit-nano-style"])
 def test_xcit_computes_timms_function(name: str) -> None:
     fixture = load_reference(name)
-    assert_same_function(converted(xcit_spec(fixture.meta), fixture.state_dict), fixture)
+    assert_computes_fixture(converted(xcit_spec(fixture.meta), fixture.state_dict), fixture)
 
 
 def official_xcit_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,7 +80,7 @@ def test_xcit_loads_the_official_layout() -> None:
     state = official_xcit_layout(fixture.state_dict)
     assert "pos_embeder.token_projection.weight" in state
     model = converted(xcit_spec(fixture.meta), state, source="official")
-    assert_same_function(model, fixture)
+    assert_computes_fixture(model, fixture)
 
 
 def test_xcit_class_attention_is_not_caits() -> None:
@@ -109,15 +106,13 @@ def test_levit_computes_timms_function() -> None:
         "num_heads": meta["num_heads"],
         "key_dim": meta["key_dim"],
     }
-    assert_same_function(converted(spec, fixture.state_dict), fixture)
+    assert_computes_fixture(converted(spec, fixture.state_dict), fixture)
 
 
 # -- CrossViT ----------------------------------------------------------------------------------
-def test_crossvit_computes_timms_function_with_the_resized_large_branch() -> None:
-    fixture = load_reference("timm-crossvit")
-    meta = fixture.meta
+def crossvit_spec(meta: dict[str, Any]) -> dict[str, Any]:
     (small_patch, large_patch), (small_dim, large_dim) = meta["patch_size"], meta["embed_dim"]
-    spec = {
+    return {
         "type": "crossvit",
         "image_size": meta["image_size"],
         "num_classes": meta["num_classes"],
@@ -132,7 +127,11 @@ def test_crossvit_computes_timms_function_with_the_resized_large_branch() -> Non
         },
         "mlp": {"type": "mlp", "ratio": meta["mlp_ratio"]},
     }
-    assert_same_function(converted(spec, fixture.state_dict), fixture)
+
+
+def test_crossvit_computes_timms_function_with_the_resized_large_branch() -> None:
+    fixture = load_reference("timm-crossvit")
+    assert_computes_fixture(converted(crossvit_spec(fixture.meta), fixture.state_dict), fixture)
 
 
 # -- MaxViT ------------------------------------------------------------------------------------
@@ -153,7 +152,7 @@ def maxvit_spec(meta: dict[str, Any]) -> dict[str, Any]:
 
 def test_maxvit_defaults_compute_the_released_tf_function() -> None:
     fixture = load_reference("timm-maxvit")
-    assert_same_function(converted(maxvit_spec(fixture.meta), fixture.state_dict), fixture)
+    assert_computes_fixture(converted(maxvit_spec(fixture.meta), fixture.state_dict), fixture)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +201,7 @@ def test_simple_vit_positions_are_the_reference_table(name: str, spec: dict[str,
     fixture = load_reference(name)
     posenc = vitzoo.build({"model": spec}).posenc
     grid = tuple(fixture.meta["grid"])
-    assert_same_function(lambda x: posenc(x, grid, 0), fixture)
+    assert_computes_fixture(posenc, fixture, lambda module, x: module(x, grid, 0))
 
 
 # -- LeViT from Hugging Face -------------------------------------------------------------------
@@ -232,8 +231,12 @@ def test_hf_levit_folder_computes_the_same_function(tmp_path, architecture: str)
     assert loaded.conversion.unmatched_source == [] and loaded.conversion.missing_target == []
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        diff = max_abs_diff(loaded.model.eval()(x), hf_model(pixel_values=x).logits)
-    spread = max_abs_diff(*hf_model(pixel_values=x).logits)
-    print(f"HF {architecture}: max abs logit diff {diff:.3g} (logits differ by {spread:.3g})")
+        spread = max_abs_diff(*hf_model(pixel_values=x).logits)
     assert spread > 1e-2, "the comparison is vacuous: logits do not depend on the input"
-    assert diff <= TOLERANCE, f"HF {architecture}: max abs diff {diff:.3g}"
+    assert_same_function(
+        loaded.model.eval(),
+        hf_model,
+        x,
+        forward_theirs=lambda model, x: model(pixel_values=x).logits,
+        label=f"HF {architecture}",
+    )

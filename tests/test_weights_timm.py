@@ -4,23 +4,24 @@ Each case reads a reference fixture (``tools/make_reference_fixtures.py``: the p
 constructor at a tiny size, every tensor perturbed, a fixed input and the peer's eval output),
 builds the vitzoo model from a spec derived from the fixture's constructor arguments, loads the
 peer's state dict through the family's registered converter (strict: every tensor on both sides
-accounted for) and requires the outputs to agree within 1e-5 in float32. Distilled models are
-compared on both heads and on the eval output (their mean).
+accounted for) and requires the same outputs by ``fidelity``'s rule (float64 within 1e-9, float32
+within 1e-5 x the output's scale). Distilled models are compared on both heads and on the eval
+output (their mean).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
-from reference_data import load_reference, max_abs_diff
+from fidelity import assert_matches_fixture, call
+from reference_data import ReferenceFixture, load_reference, max_abs_diff
 
 import vitzoo
 from vitzoo.weights import load_state_dict
-
-TOLERANCE = 1e-5
 
 
 def vit_spec(meta: dict[str, Any], model_type: str = "vit") -> dict[str, Any]:
@@ -170,22 +171,27 @@ def both_heads(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, t
         model.head.eval()
 
 
+def heads_and_eval_output(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A distilled model's outputs by the fixture's names: class head, distillation head, eval
+    output (their mean)."""
+    cls_logits, dist_logits = both_heads(model, x)
+    return {"output.0": cls_logits, "output.1": dist_logits, "output.2": model(x)}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_converted_model_matches_reference_output(name: str) -> None:
     model, fixture = converted(name)
-    with torch.no_grad():
-        out = model(fixture.input)
-        if "output" in fixture.outputs:
-            diffs = {"output": max_abs_diff(out, fixture.output)}
-        else:  # distilled: (class head, distillation head, eval mean)
-            cls_logits, dist_logits = both_heads(model, fixture.input)
-            diffs = {
-                "class head": max_abs_diff(cls_logits, fixture.outputs["output.0"]),
-                "distillation head": max_abs_diff(dist_logits, fixture.outputs["output.1"]),
-                "eval output": max_abs_diff(out, fixture.outputs["output.2"]),
-            }
-    print(f"{name}: max abs diff {diffs}")
-    assert all(d <= TOLERANCE for d in diffs.values()), f"{name}: {diffs}"
+    distilled = "output" not in fixture.outputs
+    assert_matches_fixture(model, fixture, heads_and_eval_output if distilled else call)
+
+
+def eval_output_only(fixture: ReferenceFixture) -> ReferenceFixture:
+    """The fixture with only its eval-mode output (``output``; ``output.2`` of a distilled one)."""
+
+    def pick(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"output": outputs.get("output", outputs.get("output.2"))}
+
+    return replace(fixture, outputs=pick(fixture.outputs), outputs64=pick(fixture.outputs64))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -310,6 +316,4 @@ def test_a_saved_reference_checkpoint_loads_through_build_weights(name: str, tmp
     path = tmp_path / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in fixture.state_dict.items()}, str(path))
     model = vitzoo.build(CASES[name][0](fixture.meta), weights=str(path)).eval()
-    reference = fixture.outputs.get("output", fixture.outputs.get("output.2"))
-    with torch.no_grad():
-        assert max_abs_diff(model(fixture.input), reference) <= TOLERANCE
+    assert_matches_fixture(model, eval_output_only(fixture))

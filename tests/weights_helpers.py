@@ -12,7 +12,8 @@ def perturb_every_tensor(model: nn.Module, seed: int = 1, weight_scale: float = 
 
     Weights of rank >= 2 get noise of size weight_scale/sqrt(fan-in) (1.5: the signal survives
     deep conv stacks such as MobileViT's, so logits depend on the input; BatchNorm-after-every-
-    linear LeViT takes 1.0, or its logits reach 1e4 and float32 rounding exceeds 1e-5),
+    linear LeViT takes 1.0, or its logits reach 1e4 and the float32 comparison, relative to the
+    output's scale, loosens to 0.1),
     norm scales 1 +- 0.2, BatchNorm variances U(0.5, 1.5), everything else +- 0.1.
     """
     gen = torch.Generator().manual_seed(seed)

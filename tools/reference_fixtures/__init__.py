@@ -9,10 +9,19 @@ peers, they read the files this writes. Each family module in this package decla
 Why perturb: zero biases, unit norms, identity BatchNorm statistics and 1e-5 LayerScale make
 structurally different networks compute the same numbers. Every floating tensor of the state
 dict gets noise (BatchNorm variances are redrawn positive), so only the same function agrees.
+
+Why float64 outputs too: float32 rounding depends on the CPU (AVX2 and AVX-512 convolutions
+differ by 6e-5 on logits of 200), so a float32 comparison needs a tolerance relative to the
+output's scale, which a small structural bug can hide under. The same float32 weights and input,
+upcast exactly and run as a user runs a float64 model (``model.double()``; tables the reference
+makes in float32 stay so, as in its own float64 use), give an answer that every CPU reproduces
+to ~1e-15, so ``tests/fidelity.py`` compares vitzoo's float64 run with it at 1e-9.
+``Fixture.float64=False`` marks a reference that cannot run in float64.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +35,8 @@ from torch import nn
 #: Where the fixtures live in the repository.
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "reference"
 STATE_PREFIX = "state."
+#: Prefix of the float64 run's outputs (``float64.output``, ``float64.output.0`` ...).
+FLOAT64_PREFIX = "float64."
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class Fixture:
     #: Noise added to every floating tensor (relative scale is not needed at tiny sizes).
     noise: float = 0.05
     seed: int = 0
+    #: Also record the float64 run's outputs (False only where the reference cannot run float64).
+    float64: bool = True
 
 
 def perturb_(model: nn.Module, *, seed: int = 0, noise: float = 0.05) -> nn.Module:
@@ -72,6 +85,12 @@ def outputs_of(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {f"output.{i}": t for i, t in enumerate(out)}
 
 
+def float64_outputs_of(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same (float32-valued) weights and input run in float64, under ``FLOAT64_PREFIX``."""
+    outputs = outputs_of(copy.deepcopy(model).double(), x.double())
+    return {FLOAT64_PREFIX + k: v for k, v in outputs.items()}
+
+
 def write_fixture(fixture: Fixture, directory: Path = FIXTURE_DIR) -> Path:
     """Construct, perturb, run and save one fixture; returns the file written."""
     torch.manual_seed(fixture.seed)
@@ -82,6 +101,8 @@ def write_fixture(fixture: Fixture, directory: Path = FIXTURE_DIR) -> Path:
     }
     tensors["input"] = x
     tensors.update(outputs_of(model, x))
+    if fixture.float64:
+        tensors.update(float64_outputs_of(model, x))
     metadata = {
         "library": fixture.library,
         "constructor": fixture.constructor,
