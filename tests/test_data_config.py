@@ -9,6 +9,8 @@ images, whose normalised values are known exactly.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,9 @@ def test_the_data_package_imports_nothing_above_its_layer() -> None:
                 continue
             for name in names:
                 assert not name.startswith(banned), f"{path.name} imports {name}"
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    code = "import sys, vitzoo.data; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
