@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from vitzoo.data.folders import FolderDataset, SampleIndex
+from vitzoo.data.transforms import create_transform
 from vitzoo.precision import for_inference
-from vitzoo.training.data import FolderDataset, SampleIndex
-from vitzoo.training.inference import _eval_transform, load_classifier
+from vitzoo.training.inference import load_classifier
 from vitzoo.training.objective import classification_logits
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model, classes, data_cfg = load_classifier(args.checkpoint)
     folder = SampleIndex.scan(args.data, classes, strict=True)
-    dataset = FolderDataset(folder, _eval_transform(model, data_cfg), seed=0, strict=True)
+    dataset = FolderDataset(folder, create_transform(data_cfg), seed=0, strict=True)
     pairs = [dataset[i, 0] for i in range(len(dataset))]  # (index, epoch): eval transform
     images = torch.stack([x for x, _ in pairs])
     targets = torch.tensor([int(y) for _, y in pairs])

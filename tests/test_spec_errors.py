@@ -392,7 +392,7 @@ def test_cli_attention_refuses_bad_inputs_plainly(tmp_path: Path) -> None:
 def test_cli_attention_layer_range_and_data_statistics(tmp_path: Path) -> None:
     from PIL import Image
 
-    from vitzoo.commands.inspect import normalisation
+    from vitzoo.data import resolve_data_config
 
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
@@ -405,7 +405,8 @@ def test_cli_attention_layer_range_and_data_statistics(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "--layer: layer index 99 is out of range" in result.output
     model = vitzoo.build(str(spec_path))
-    assert normalisation(str(spec_path), model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    data = resolve_data_config(model)  # what `attention` normalises with
+    assert (data.mean, data.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def test_cli_predict_missing_image_says_so(tmp_path: Path) -> None:

@@ -22,11 +22,13 @@ from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.commands.train import train as train_cmd
 from vitzoo.components.posenc import resize_grid_embedding
+from vitzoo.data.folders import EpochBatches, SampleIndex
+from vitzoo.data.folders import generator as seeded
+from vitzoo.data.images import DataError
+from vitzoo.data.transforms import random_resized_crop_box
 from vitzoo.plugins import get_registry
 from vitzoo.spec import SpecError, TrainConfig, spec_to_dict, validate_spec
 from vitzoo.training import optim
-from vitzoo.training.data import DataError, EpochBatches, SampleIndex, random_resized_crop_box
-from vitzoo.training.data import generator as seeded
 from vitzoo.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,11 +21,13 @@ from vitzoo.checkpoint import read_checkpoint
 from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.commands.train import resume_command
+from vitzoo.data import augment
+from vitzoo.data.folders import EpochBatches, SampleIndex, balanced_weights
+from vitzoo.data.folders import generator as seeded
+from vitzoo.data.images import DataError
 from vitzoo.plugins import get_registry
 from vitzoo.spec import TrainConfig
-from vitzoo.training import augment, optim, plots
-from vitzoo.training.data import DataError, EpochBatches, SampleIndex, balanced_weights
-from vitzoo.training.data import generator as seeded
+from vitzoo.training import optim, plots
 from vitzoo.training.inference import evaluate
 from vitzoo.training.report import classification_report
 from vitzoo.training.run import TrainingRun

@@ -15,8 +15,9 @@ from video_helpers import TINY_VIVIT, make_clip_dataset
 
 from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.train import predict as predict_cmd
-from vitzoo.training.data import SampleIndex, frame_indices, read_clip
-from vitzoo.training.data import generator as seeded
+from vitzoo.data.folders import SampleIndex
+from vitzoo.data.folders import generator as seeded
+from vitzoo.data.images import frame_indices, read_clip
 from vitzoo.training.trainer import train
 
 

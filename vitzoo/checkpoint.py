@@ -66,28 +66,32 @@ def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | No
 
 
 def read_safetensors(
-    path: str | Path, *, error: type[Exception] = CheckpointError
+    path: str | Path, *, error: type[Exception] = CheckpointError, tensors: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; an unreadable file raises ``error`` with one
-    plain line (weight sources pass :class:`~vitzoo.errors.WeightsError`)."""
+    """Tensors and metadata of a safetensors file (``tensors=False``: the metadata alone, read
+    without loading any tensor); an unreadable file raises ``error`` with one plain line
+    (weight sources pass :class:`~vitzoo.errors.WeightsError`)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            loaded = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())
         raise error(
             f"{path}: not a readable safetensors file ({reason}); truncated or not weights?"
         ) from None
-    return tensors, metadata
+    return loaded, metadata
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a checkpoint file, with clear errors for bad files."""
+def read_checkpoint(
+    path: str | Path, *, tensors: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint file, with clear errors for bad files
+    (``tensors=False``: the metadata only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    return read_safetensors(path)
+    return read_safetensors(path, tensors=tensors)
 
 
 def load(

@@ -107,6 +107,10 @@ class WeightsError(CheckpointError):
     to do. A :class:`CheckpointError` too, so callers catching bad checkpoints catch it."""
 
 
+class DataError(InputError):
+    """The dataset folder is missing, empty, or (with ``strict``) holds an unreadable image."""
+
+
 # -- models ----------------------------------------------------------------------------------
 class InputSizeError(InputError):
     """A tensor whose shape depends on the input size and that no rule can resample."""

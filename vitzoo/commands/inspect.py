@@ -17,57 +17,18 @@ import click
 
 from vitzoo.capabilities import offers_of_model
 from vitzoo.plugins import get_registry
-from vitzoo.spec.sections import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_model(source: str) -> Any:
     """A checkpoint file (``vitzoo.save`` output) or anything ``vitzoo.build`` accepts."""
     import vitzoo
-    from vitzoo.spec import is_spec_file_name
 
     path = Path(source)
-    if path.is_file() and not is_spec_file_name(path):
+    if weights_file(source) is not None:
         return vitzoo.load(path)
     if path.is_dir() or source.startswith("hf-hub:"):  # a Hugging Face model (folder / hub)
         return vitzoo.build(weights=source)
     return vitzoo.build(source)
-
-
-def normalisation(source: str, model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean/std the weights were trained with (checkpoint metadata), else ImageNet's."""
-    pre = getattr(model, "vitzoo_preprocessing", None)
-    path = Path(source)
-    if pre is None and path.is_file() and path.suffix == ".safetensors":
-        from vitzoo.checkpoint import read_checkpoint
-        from vitzoo.weights.preprocessing import Preprocessing
-
-        pre = Preprocessing.from_metadata(read_checkpoint(path)[1])
-    if pre is not None and pre.mean is not None and pre.std is not None:
-        return tuple(pre.mean), tuple(pre.std)
-    data = getattr(getattr(model, "vitzoo_spec", None), "data", None)  # what it was trained with
-    if data is not None and getattr(data, "mean", None) and getattr(data, "std", None):
-        return tuple(data.mean), tuple(data.std)
-    return IMAGENET_MEAN, IMAGENET_STD
-
-
-def image_tensor(
-    image: Any,
-    size: tuple[int, int],
-    channels: int,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-) -> Any:
-    """PIL image -> normalised (1, C, H, W) tensor at the model's input size."""
-    import numpy as np
-    import torch
-
-    mode = "RGB" if channels == 3 else "L"
-    resized = image.convert(mode).resize((size[1], size[0]))
-    array = np.asarray(resized, dtype=np.float32) / 255.0
-    x = torch.from_numpy(array).reshape(size[0], size[1], -1).permute(2, 0, 1)
-    if len(mean) in (1, channels):
-        x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    return x.unsqueeze(0)
 
 
 def attention_grid(
@@ -159,6 +120,14 @@ def overlay(image: Any, heat: Any, alpha: float, min_side: int = MIN_SIDE) -> An
     return canvas
 
 
+def weights_file(source: str) -> Path | None:
+    """SOURCE when it is a checkpoint file (whose metadata says how its inputs were prepared)."""
+    from vitzoo.spec import is_spec_file_name
+
+    path = Path(source)
+    return path if path.is_file() and not is_spec_file_name(path) else None
+
+
 def is_checkpoint(source: str) -> bool:
     """Whether SOURCE names weights (a checkpoint file, a Hugging Face folder or hub id)
     rather than a preset or spec, whose weights are random."""
@@ -186,8 +155,10 @@ def attention(
     import torch
     from PIL import Image
 
+    from vitzoo.data.config import resolve_data_config
+    from vitzoo.data.images import image_error
+    from vitzoo.data.transforms import create_transform
     from vitzoo.introspection import inspect_forward
-    from vitzoo.training.data import image_error
 
     if not is_checkpoint(source):
         click.echo(
@@ -212,11 +183,12 @@ def attention(
             f"attention overlays need a flat-token model (capability tokens); "
             f"{type(model).__name__} offers {sorted(offers) or '(nothing declared)'}"
         )
-    channels, *size = model.input_size
-    x = image_tensor(image, (size[0], size[1]), channels, *normalisation(source, model))
+    # The overlay covers the whole image, so the model must see the whole image: no crop.
+    data = resolve_data_config(model, checkpoint=weights_file(source), crop_pct=1.0)
+    x = create_transform(data)(image).unsqueeze(0)
     with torch.no_grad():
         seen = inspect_forward(model, x)
-    grid = tuple(model.patch.grid_for(tuple(size)))
+    grid = tuple(model.patch.grid_for(data.size))
     maps = list(seen.attentions.values())
     heat = attention_grid(maps, int(model.num_prefix_tokens), grid, layer, rollout)
     picture = overlay(image, heat, alpha)

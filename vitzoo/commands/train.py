@@ -97,10 +97,10 @@ def resume_command(
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from vitzoo.checkpoint import CheckpointError
+    from vitzoo.data.images import DataError
     from vitzoo.export import ExportError
     from vitzoo.runtime import RuntimeUnavailable
     from vitzoo.spec import SpecError
-    from vitzoo.training.data import DataError
 
     return (
         SpecError,

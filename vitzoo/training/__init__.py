@@ -17,7 +17,7 @@ _LAZY = {
     "evaluate": "vitzoo.training.inference",
     "predict": "vitzoo.training.inference",
     "load_classifier": "vitzoo.training.inference",
-    "DataError": "vitzoo.training.data",
+    "DataError": "vitzoo.errors",
 }
 
 __all__ = list(_LAZY)

@@ -14,8 +14,8 @@ from rich.markup import escape
 from torch import nn
 
 from vitzoo.checkpoint import load_weights, read_checkpoint
+from vitzoo.data.folders import FolderDataset
 from vitzoo.training import distributed
-from vitzoo.training.data import FolderDataset
 from vitzoo.training.inference import evaluate_model
 from vitzoo.training.report import per_class_rows, plot_confusion
 from vitzoo.training.state import BEST

@@ -1,8 +1,8 @@
 """``vitzoo evaluate`` and ``vitzoo predict``: accuracy, confusion matrix, top-k predictions.
 
 Both start from a checkpoint written by ``vitzoo train`` (any ``vitzoo.save`` file works; its
-classes are then called ``class_<i>``) and preprocess exactly as training evaluated: the
-checkpoint's own ``data:`` section and the model's input size.
+classes are then called ``class_<i>``) and preprocess exactly as training evaluated:
+:func:`vitzoo.data.resolve_data_config` of the model and the checkpoint's metadata.
 """
 
 from __future__ import annotations
@@ -18,23 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.checkpoint import load, read_checkpoint
+from vitzoo.data.config import ResolvedDataConfig, resolve_data_config
+from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
+from vitzoo.data.images import DataError, image_error, is_clip, open_image, read_clip
+from vitzoo.data.transforms import create_transform
 from vitzoo.plugins import PluginSystem
 from vitzoo.precision import autocast
 from vitzoo.spec.sections import DataConfig
 from vitzoo.training import distributed
-from vitzoo.training.data import (
-    DataError,
-    EpochBatches,
-    FolderDataset,
-    ModelInput,
-    SampleIndex,
-    Transform,
-    image_error,
-    is_clip,
-    loader,
-    open_image,
-    read_clip,
-)
 from vitzoo.training.objective import classification_logits
 from vitzoo.training.report import classification_report
 from vitzoo.training.state import CLASSES_KEY, class_names
@@ -92,8 +83,9 @@ def load_classifier(
     device: str = "cpu",
     runtime: str = "torch",
     precision: str = "fp32",
-) -> tuple[nn.Module, list[str], DataConfig]:
-    """The model of ``checkpoint`` in eval mode, its class names and its data settings.
+) -> tuple[nn.Module, list[str], ResolvedDataConfig]:
+    """The model of ``checkpoint`` in eval mode, its class names and the input it wants
+    (:func:`vitzoo.data.resolve_data_config` of the model and the checkpoint's metadata).
 
     A stored class list whose length disagrees with the model's outputs is a warning (the
     classes are then called ``class_<i>``), not a silent relabelling. ``runtime``/``precision``
@@ -107,7 +99,7 @@ def load_classifier(
         if model.vitzoo_spec is None:
             raise ValueError(f"{checkpoint}: no vitzoo spec in its metadata (use vitzoo export)")
         classes = names or [f"class_{i}" for i in range(int(model.vitzoo_spec.model.num_classes))]
-        return model, classes, getattr(model.vitzoo_spec, "data", None) or DataConfig()
+        return model, classes, resolve_data_config(model)
     model = load(checkpoint, system=system, map_location=device).eval()
     _, metadata = read_checkpoint(checkpoint)
     outputs = int(model.num_classes)
@@ -120,32 +112,7 @@ def load_classifier(
         )
     classes = class_names(metadata, outputs)
     model = deployed(model, runtime=runtime, precision=precision)
-    data_cfg = getattr(model.vitzoo_spec, "data", None) or DataConfig()
-    from vitzoo.weights.preprocessing import Preprocessing, data_overrides
-
-    # Converted pretrained weights say how their inputs were normalised / cropped.
-    data_cfg = data_cfg.model_copy(
-        update=data_overrides(Preprocessing.from_metadata(metadata), data_cfg)
-    )
-    return model, classes, data_cfg
-
-
-def is_video_model(model: nn.Module) -> bool:
-    return len(tuple(getattr(model, "input_size", ()))) == 4
-
-
-def _eval_transform(model: nn.Module, data_cfg: DataConfig) -> Transform:
-    shape = ModelInput.of(model)
-    if shape is None:
-        raise ValueError(
-            "expected an image (C, H, W) or video (C, T, H, W) model, got "
-            f"{tuple(model.input_size)}"
-        )
-    return Transform((shape.height, shape.width), shape.channels, data_cfg, train=False)
-
-
-def _frames(model: nn.Module) -> int | None:
-    return int(model.input_size[1]) if is_video_model(model) else None
+    return model, classes, resolve_data_config(model, checkpoint=metadata)
 
 
 def evaluate(
@@ -163,14 +130,14 @@ def evaluate(
     """Score ``checkpoint`` on ``data_dir/<split>`` (default: the spec's validation split, or
     ``data_dir`` itself when it directly holds class folders). ``data_dir`` may also be a
     ``path,label`` CSV file; with no ``split`` the checkpoint's ``data.val_csv`` is used when set.
-    Video checkpoints read clip folders (see :mod:`vitzoo.training.data`)."""
+    Video checkpoints read clip folders (see :mod:`vitzoo.data.folders`)."""
     model, classes, data_cfg = load_classifier(
         checkpoint, system=system, device=device, runtime=runtime, precision=precision
     )
-    kind = "clip" if is_video_model(model) else "image"
-    folder = find_split(Path(data_dir), split, data_cfg, classes, strict=strict, kind=kind)
-    transform = _eval_transform(model, data_cfg)
-    dataset = FolderDataset(folder, transform, seed=0, strict=strict, frames=_frames(model))
+    kind = "clip" if data_cfg.frames else "image"
+    folder = find_split(Path(data_dir), split, data_cfg.data, classes, strict=strict, kind=kind)
+    transform = create_transform(data_cfg, train=False)
+    dataset = FolderDataset(folder, transform, seed=0, strict=strict, frames=data_cfg.frames)
     report = evaluate_model(model, dataset, len(classes), batch_size=batch_size, device=device)
     report["classes"] = classes
     report["data"] = str(folder.root)
@@ -226,8 +193,8 @@ def predict(
     model, classes, data_cfg = load_classifier(
         checkpoint, system=system, device=device, runtime=runtime, precision=precision
     )
-    transform = _eval_transform(model, data_cfg)
-    frames = _frames(model)
+    transform = create_transform(data_cfg, train=False)
+    frames = data_cfg.frames
     k = min(top_k, len(classes))
     results: list[dict[str, Any]] = []
     for path in images:

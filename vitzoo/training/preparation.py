@@ -17,9 +17,13 @@ from torch import nn
 
 from vitzoo.builder import build_from_spec, resolve_spec
 from vitzoo.checkpoint import CheckpointError
+from vitzoo.data.config import ResolvedDataConfig, resolve_data_config
+from vitzoo.data.folders import FolderDataset, SampleIndex
+from vitzoo.data.images import DataError
+from vitzoo.data.transforms import ModelInput, create_transform
+from vitzoo.formats import SPEC_KEY
 from vitzoo.plugins import PluginSystem
 from vitzoo.spec import SpecBase, spec_to_dict
-from vitzoo.training.data import DataError, FolderDataset, ModelInput, SampleIndex, Transform
 from vitzoo.training.progress import Reporter
 
 
@@ -149,7 +153,7 @@ def build_model(
 
 def check_same_model(spec: SpecBase, metadata: Mapping[str, str], run_dir: Path) -> None:
     """Resuming with another model spec cannot work: say which fields differ."""
-    stored = json.loads(metadata.get("vitzoo.spec", "{}")).get("model", {})
+    stored = json.loads(metadata.get(SPEC_KEY, "{}")).get("model", {})
     current = spec_to_dict(spec)["model"]
     changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     if changed:
@@ -159,20 +163,34 @@ def check_same_model(spec: SpecBase, metadata: Mapping[str, str], run_dir: Path)
         )
 
 
-def model_input(model: nn.Module, kind: str = "image") -> ModelInput:
-    """``(C, H, W, T)`` the data must deliver: ``T`` is ``None`` for an image model."""
+def input_config(model: nn.Module, reporter: Reporter, kind: str = "image") -> ResolvedDataConfig:
+    """How the data must reach ``model``: :func:`vitzoo.data.resolve_data_config` of it (the
+    spec's ``data:`` section; the weights' normalisation where the spec keeps vitzoo's
+    defaults), refused when the model does not read the ``kind`` of data the spec names."""
     shape = ModelInput.of(model)
-    if shape is not None and (shape.frames is not None) == (kind == "clip"):
-        return shape
-    raise ValueError(
-        f"vitzoo train reads {'clip' if kind == 'clip' else 'image'} folders for this spec; "
-        f"the model expects input {tuple(getattr(model, 'input_size', ()))}"
-    )
+    if shape is None or (shape.frames is not None) != (kind == "clip"):
+        raise ValueError(
+            f"vitzoo train reads {'clip' if kind == 'clip' else 'image'} folders for this spec; "
+            f"the model expects input {tuple(getattr(model, 'input_size', ()))}"
+        )
+    config = resolve_data_config(model)
+    adopted = [
+        f"{name}={value}"
+        for name, value in (
+            ("mean", config.mean),
+            ("std", config.std),
+            ("crop_pct", config.crop_pct),
+        )
+        if config.sources[name] in ("model", "checkpoint")
+    ]
+    if adopted:  # a spec `weights:` section (train.init_from already adopted them in the spec)
+        reporter.log("data normalisation from the weights: " + escape(", ".join(adopted)))
+    return config
 
 
 def make_dataset(
-    index: SampleIndex, spec: SpecBase, shape: ModelInput, *, train: bool, strict: bool
+    index: SampleIndex, data: ResolvedDataConfig, *, seed: int, train: bool, strict: bool
 ) -> FolderDataset:
-    """The decoded, transformed samples of ``index`` at the model's input size."""
-    transform = Transform((shape.height, shape.width), shape.channels, spec.data, train=train)
-    return FolderDataset(index, transform, seed=spec.train.seed, strict=strict, frames=shape.frames)
+    """The decoded, transformed samples of ``index`` as the model reads them (``data``)."""
+    transform = create_transform(data, train=train)
+    return FolderDataset(index, transform, seed=seed, strict=strict, frames=data.frames)

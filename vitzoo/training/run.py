@@ -18,12 +18,12 @@ import torch
 from rich.markup import escape
 from torch import nn
 
+from vitzoo.data.folders import EpochBatches, FolderDataset, generator, loader
 from vitzoo.plugins import PluginSystem
 from vitzoo.precision import autocast
 from vitzoo.spec import SpecBase
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
-from vitzoo.training.data import EpochBatches, FolderDataset, generator, loader
 from vitzoo.training.ema import ModelEma
 from vitzoo.training.evaluation import Validation
 from vitzoo.training.interrupt import StopNow, StopRequest, TrainingInterrupted

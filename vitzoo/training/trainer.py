@@ -3,7 +3,7 @@
 :func:`train` behaves the same in one process and under ``torchrun``: each process takes its
 slice of every global batch, DistributedDataParallel averages the gradients, and only rank 0
 writes. Determinism: the model is initialised from ``train.seed``; data order and augmentation
-are derived from ``(seed, epoch, sample)`` (see :mod:`vitzoo.training.data`); the global RNG
+are derived from ``(seed, epoch, sample)`` (see :mod:`vitzoo.data.folders`); the global RNG
 (dropout, drop-path, mixup) is saved in every checkpoint, together with the weight EMA and the
 fp16 gradient scale. Together these make a resumed run end with the same weights as an
 uninterrupted one -- also after Ctrl-C in the middle of an epoch, which saves the last finished
@@ -30,11 +30,12 @@ from torch import nn
 
 from vitzoo.builder import resolve_spec
 from vitzoo.checkpoint import CheckpointError, load_weights
+from vitzoo.data.folders import balanced_weights
+from vitzoo.data.images import DataError
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecBase, spec_to_yaml
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
-from vitzoo.training.data import DataError, balanced_weights
 from vitzoo.training.evaluation import per_class_summary
 from vitzoo.training.interrupt import TrainingInterrupted
 from vitzoo.training.preparation import (
@@ -44,8 +45,8 @@ from vitzoo.training.preparation import (
     class_loss_weights,
     data_kind,
     global_batch_size,
+    input_config,
     make_dataset,
-    model_input,
     scan_data,
 )
 from vitzoo.training.progress import Reporter
@@ -170,14 +171,15 @@ def set_up_run(
     if saved is not None:
         check_same_model(spec, saved.metadata, run_dir)
         load_weights(model, saved.weights, source=str(run_dir / LAST))
-    shape = model_input(model, data_kind(spec))
+    data = input_config(model, reporter, data_kind(spec))
     balanced = spec.train.class_weights == "balanced"
+    seed = spec.train.seed
     run = TrainingRun(
         spec,
         model,
-        make_dataset(splits.train, spec, shape, train=True, strict=strict_data),
+        make_dataset(splits.train, data, seed=seed, train=True, strict=strict_data),
         (
-            make_dataset(splits.val, spec, shape, train=False, strict=strict_data)
+            make_dataset(splits.val, data, seed=seed, train=False, strict=strict_data)
             if splits.val is not None
             else None
         ),

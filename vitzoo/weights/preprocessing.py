@@ -2,8 +2,9 @@
 
 A pretrained model is only right on images normalised the way it was trained. The settings are
 read from the source (HF ``preprocessor_config.json`` + ``id2label``; timm ``pretrained_cfg``;
-a vitzoo checkpoint's own metadata), stored in every converted checkpoint's metadata, and used by
-``predict`` / ``evaluate`` / ``attention`` / ``train`` when the spec does not set them itself.
+a vitzoo checkpoint's own metadata), stored in every converted checkpoint's metadata, and read
+by :func:`vitzoo.data.resolve_data_config` (so by ``predict`` / ``evaluate`` / ``attention`` /
+``train``) wherever the spec does not set them itself (:func:`data_overrides`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ class Preprocessing:
     #: (C, H, W) the source model was trained at.
     input_size: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
-
-    def is_empty(self) -> bool:
-        return all(v is None for v in asdict(self).values())
 
     def to_metadata(self) -> dict[str, str]:
         meta: dict[str, str] = {}
