@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vitzoo
+from vitzoo.capabilities import offers_of_model
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.conv import ConvNormAct, fuse_batchnorm
 from vitzoo.components.spatial_attention import SpatialReductionAttention, SpatialReductionConfig
@@ -20,6 +21,7 @@ from vitzoo.components.windows import (
     window_reverse,
 )
 from vitzoo.introspection import record_attention
+from vitzoo.plugins import get_registry
 from vitzoo.spec import SpecError
 
 TINY: dict[str, dict] = {
@@ -85,7 +87,7 @@ def test_intermediates_are_every_stage_map(name: str) -> None:
     assert [tuple(m.shape) for m in maps] == [(2, *s) for s in STAGE_SHAPES[name]]
     torch.testing.assert_close(final, model.forward_features(x))
     torch.testing.assert_close(model.forward_head(final), model(x))
-    assert "feature-maps" in model.capabilities
+    assert "feature-maps" in offers_of_model(model, get_registry())
     _, last = model.forward_intermediates(x, indices=[-1])
     torch.testing.assert_close(last[0], maps[-1])
 

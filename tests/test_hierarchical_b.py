@@ -17,9 +17,11 @@ from vitzoo_plugins.scalablevit import (
 from vitzoo_plugins.sepvit import DepthwiseSeparableAttention, DssaConfig
 
 import vitzoo
+from vitzoo.capabilities import offers_of_model
 from vitzoo.components.attention import MultiHeadAttention
 from vitzoo.components.downsample import BlockAggregation
 from vitzoo.introspection import record_attention
+from vitzoo.plugins import get_registry
 from vitzoo.spec import SpecError
 
 TINY: dict[str, dict] = {
@@ -96,7 +98,7 @@ def test_intermediates_are_every_stage_map(name: str) -> None:
     torch.testing.assert_close(final, model.forward_features(x))
     torch.testing.assert_close(model.forward_head(final), model(x))
     assert model(x).shape == (2, 5)
-    assert "feature-maps" in model.capabilities
+    assert "feature-maps" in offers_of_model(model, get_registry())
     _, last = model.forward_intermediates(x, indices=[-1])
     torch.testing.assert_close(last[0], maps[-1])
 

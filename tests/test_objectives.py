@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vitzoo
+from vitzoo.builder import resolve_spec
 from vitzoo.components.vit import VitConfig, build_vit
 from vitzoo.objectives import Objective, build_objective
 from vitzoo.plugins import load_plugins
@@ -62,7 +63,8 @@ def test_objective_conformance(case: Any, check: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Compatibility is decided at spec time (tags) and at build time (capabilities)
+# Compatibility is decided when a spec is resolved and when an objective is built, by the one
+# capability checker over what the parts declared
 # --------------------------------------------------------------------------------------------
 class FakeMapsConfig(VitConfig):
     """A stand-in hierarchical architecture (only its tags matter for spec validation)."""
@@ -82,7 +84,7 @@ def test_token_objectives_rejected_for_feature_map_models_at_spec_time(objective
     system = load_plugins(strict=True, extra=[("fake-maps", FakeMapsPlugin())])
     data = {"model": {**TINY, "type": "fake-maps"}, "objective": {"type": objective}}
     with pytest.raises(SpecError) as info:
-        validate_spec(system.registry, data)
+        resolve_spec(data, system=system)
     (issue,) = info.value.issues
     assert issue.path == "objective.type"
     assert f"objective {objective!r} needs a model with capability tokens" in issue.message
@@ -93,14 +95,14 @@ def test_esvit_and_dino_accept_feature_map_models() -> None:
     system = load_plugins(strict=True, extra=[("fake-maps", FakeMapsPlugin())])
     for objective in ("dino", "esvit", "supervised"):
         data = {"model": {**TINY, "type": "fake-maps"}, "objective": {"type": objective}}
-        assert validate_spec(system.registry, data).objective.type == objective
+        assert resolve_spec(data, system=system).objective.type == objective
 
 
-def test_build_time_check_uses_model_capabilities() -> None:
-    model = tiny()
-    model.capabilities = frozenset({"feature-maps"})
+def test_build_time_check_reads_the_architectures_declared_offers() -> None:
+    system = load_plugins(strict=True, extra=[("fake-maps", FakeMapsPlugin())])
+    model = vitzoo.build({"model": {**TINY, "type": "fake-maps"}}, system=system)
     with pytest.raises(SpecError, match=r"objective\.type: objective 'mae' needs .*tokens"):
-        build_objective({"type": "mae"}, model, system=SYSTEM)
+        build_objective({"type": "mae"}, model, system=system)
 
 
 def test_token_dropping_encoders_are_rejected_for_per_patch_objectives() -> None:
@@ -108,8 +110,8 @@ def test_token_dropping_encoders_are_rejected_for_per_patch_objectives() -> None
         pytest.skip("the token-reduction plugin is not installed")
     example = dict(SYSTEM.registry.get("architecture", "ats-vit").example)
     data = {"model": {"type": "ats-vit", **example}, "objective": {"type": "simmim"}}
-    with pytest.raises(SpecError, match="drops-tokens"):
-        validate_spec(SYSTEM.registry, data)
+    with pytest.raises(SpecError, match="ats-vit' drops or merges tokens"):
+        resolve_spec(data, system=SYSTEM)
 
 
 def test_spec_with_objective_round_trips_through_yaml() -> None:

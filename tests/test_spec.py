@@ -110,7 +110,10 @@ def test_build_overrides_by_keyword_and_dotted_path() -> None:
 
 def test_unknown_preset_or_missing_file() -> None:
     (issue,) = issues_of("no-such-preset")
-    assert "neither a spec file nor a registered preset" in issue and "vit-b16" in issue
+    assert "neither a spec file nor a registered preset" in issue
+    assert "`vitzoo list --kind preset`" in issue and "vit-b16" not in issue  # no 116-name dump
+    (issue,) = issues_of("vit-b61")
+    assert "did you mean 'vit-b16'?" in issue
     (issue,) = issues_of("missing.yaml")
     assert "cannot read spec file" in issue
 

@@ -74,7 +74,7 @@ PHRASES = {
     "spatial-features": (
         "a model with capability spatial-features (one feature per patch or map location)"
     ),
-    "fixed-grid": "every patch token of the grid, in order",
+    "fixed-grid": "every patch token of the grid in order",
 }
 
 
