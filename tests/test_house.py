@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 import vitzoo
 import vitzoo.builder
+import vitzoo.trial
 from vitzoo.cli import cli
 from vitzoo.components.vit import VisionTransformer
 
@@ -58,6 +60,7 @@ def test_vitzoo_build_resolves_once_and_builds_once(
     parameters and MACs) and one real build -- no extra builds for the summary."""
     resolutions: list[Any] = []
     original = vitzoo.builder.resolve
+    monkeypatch.setattr(vitzoo.trial, "_cache", OrderedDict())  # no trial remembered from before
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         resolutions.append(args[0])
