@@ -1,8 +1,8 @@
 """How a command ends when something goes wrong: plain lines, an exit status, no traceback.
 
-Errors the user can fix (bad specs, bad checkpoints, a missing plugin or preset) are printed as
-plain lines (``file:line:col  path: message`` for specs) on stderr with exit status 2. Anything
-else that escapes a command prints one line and "run with --debug for the traceback", exit
+Errors the user can fix (bad specs, checkpoints, data or sizes: every
+:class:`~vitzoo.errors.InputError`; a missing plugin or preset) are printed as plain lines
+(``file:line:col  path: message`` for specs) on stderr with exit status 2. Anything else that escapes a command prints one line and "run with --debug for the traceback", exit
 status 1 (:class:`VitzooGroup`, the root group's class); ``--debug`` (or ``VITZOO_DEBUG=1``)
 lets the exception through.
 """
@@ -16,12 +16,12 @@ from typing import Any, NoReturn
 import click
 
 from vitzoo.commands.common import err
-from vitzoo.errors import CheckpointError, PluginLoadError, SpecError
+from vitzoo.errors import InputError, PluginLoadError
 from vitzoo.terminal import make_console
 
 
 def fail_with_spec_error(exc: Exception) -> NoReturn:
-    """Print every issue of a SpecError / CheckpointError and exit with status 2."""
+    """Print every line of a SpecError / CheckpointError (any InputError) and exit status 2."""
     for line in str(exc).splitlines():
         err.print(line, markup=False, highlight=False)
     sys.exit(2)
@@ -43,8 +43,12 @@ def debugging(ctx: click.Context | None) -> bool:
 
 
 def report_error(exc: Exception, ctx: click.Context | None = None) -> NoReturn:
-    """Plain lines for errors the user can fix (exit 2); one line for the rest (exit 1)."""
-    if isinstance(exc, SpecError | CheckpointError):
+    """Plain lines for errors the user can fix (exit 2); one line for the rest (exit 1).
+
+    "The user can fix it" is :class:`vitzoo.errors.InputError` (specs, checkpoints, weights,
+    data, input sizes ...), whose messages say what to change, plus an unknown plugin or name.
+    """
+    if isinstance(exc, InputError):
         fail_with_spec_error(exc)
     if isinstance(exc, PluginLoadError | LookupError) and not isinstance(exc, KeyError):
         err.print(f"vitzoo: {exc}", markup=False, highlight=False)
