@@ -2,9 +2,10 @@
 
 Errors the user can fix (bad specs, checkpoints, data or sizes: every
 :class:`~vitzoo.errors.InputError`; a missing plugin or preset) are printed as plain lines
-(``file:line:col  path: message`` for specs) on stderr with exit status 2. Anything else that escapes a command prints one line and "run with --debug for the traceback", exit
-status 1 (:class:`VitzooGroup`, the root group's class); ``--debug`` (or ``VITZOO_DEBUG=1``)
-lets the exception through.
+(``file:line:col  path: message`` for specs) on stderr with exit status 2. Anything else that
+escapes a command prints one line and "run with --debug for the traceback", exit status 1
+(:class:`VitzooGroup`, the root group's class); ``--debug`` (or ``VITZOO_DEBUG=1``) lets the
+exception through.
 """
 
 from __future__ import annotations
