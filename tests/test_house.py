@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from click.testing import CliRunner
 
 import vitzoo
 import vitzoo.builder
-import vitzoo.trial
 from vitzoo.cli import cli
 from vitzoo.components.vit import VisionTransformer
 
@@ -41,11 +39,7 @@ def test_import_linter_contracts_are_kept() -> None:
 
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The device of every ViT constructed (``meta`` for a trial build, ``cpu`` for a real one).
-
-    The trial builds are cached per spec; an empty cache here, so a test that ran the same
-    preset before (test_cli builds vit-b16) does not hide this test's trial build."""
-    monkeypatch.setattr(vitzoo.trial, "_cache", OrderedDict())
+    """The device of every ViT constructed (``meta`` for a trial build, ``cpu`` for a real one)."""
     seen: list[str] = []
     original = VisionTransformer.__init__
 
