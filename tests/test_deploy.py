@@ -19,8 +19,10 @@ import vitzoo
 from vitzoo.bench.roofline import GemmShape, count_flops
 from vitzoo.bench.timing import Spread, interleaved, percentile, rates
 from vitzoo.cli import add_builtin_commands, cli
-from vitzoo.export import CLASSES_KEY, SPEC_KEY, ExportError, format_for
+from vitzoo.errors import InputError
+from vitzoo.export import BATCH_AXIS, CLASSES_KEY, SPEC_KEY, ExportError, export, format_for
 from vitzoo.precision import for_inference
+from vitzoo.testing.export_checks import ONNX_ATOL
 
 TINY_SPEC = """\
 model:
@@ -76,7 +78,7 @@ def test_format_is_named_by_suffix_or_option() -> None:
 
 def test_export_torch_program_runs_at_any_batch(tiny: dict[str, Path]) -> None:
     out = tiny["root"] / "tiny.pt2"
-    result = run("export", str(tiny["checkpoint"]), "-o", str(out), "--dynamic-batch")
+    result = run("export", str(tiny["checkpoint"]), "-o", str(out))  # dynamic batch: default
     assert result.exit_code == 0, result.output
     extra = {SPEC_KEY: "", CLASSES_KEY: ""}
     program = torch.export.load(out, extra_files=extra)
@@ -99,7 +101,7 @@ def test_export_error_is_plain(tiny: dict[str, Path]) -> None:
 @needs_onnx
 def test_onnx_export_predicts_like_torch(tiny: dict[str, Path]) -> None:
     onnx_path = tiny["root"] / "tiny.onnx"
-    result = run("export", str(tiny["checkpoint"]), "-o", str(onnx_path), "--dynamic-batch")
+    result = run("export", str(tiny["checkpoint"]), "-o", str(onnx_path))
     assert result.exit_code == 0, result.output
     images = [str(p) for p in tiny["images"]]
     ckpt = str(tiny["checkpoint"])
@@ -113,6 +115,81 @@ def test_onnx_export_predicts_like_torch(tiny: dict[str, Path]) -> None:
             assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
             for ta, tb in zip(a["top"], b["top"], strict=True):
                 assert ta["probability"] == pytest.approx(tb["probability"], abs=1e-4)
+
+
+@needs_onnx
+def test_default_onnx_export_takes_any_batch(tiny: dict[str, Path]) -> None:
+    """As a timm user's ONNX export: the Python API's defaults give a graph whose batch axis is
+    symbolic (named ``batch``), so one image and three run through the same file."""
+    import onnxruntime
+
+    model = vitzoo.load(tiny["checkpoint"]).eval()
+    path = export(model, tiny["root"] / "default.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (graph_input,) = session.get_inputs()
+    assert graph_input.shape == [BATCH_AXIS, 1, 16, 16]
+    for batch in (1, 3):
+        x = torch.randn(batch, 1, 16, 16)
+        (logits,) = session.run(None, {graph_input.name: x.numpy()})
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(torch.from_numpy(logits), expected, atol=ONNX_ATOL, rtol=0)
+
+
+@needs_onnx
+def test_static_batch_graph_refuses_another_batch(tiny: dict[str, Path]) -> None:
+    """``--static-batch 2`` fixes the batch axis; a batch of 1 is refused in plain words by
+    vitzoo (ONNX Runtime itself says "INVALID_ARGUMENT : Got invalid dimensions for input")."""
+    import onnxruntime
+
+    from vitzoo.runtime import OnnxRuntimeModule
+
+    path = tiny["root"] / "static.onnx"
+    result = run("export", str(tiny["checkpoint"]), "-o", str(path), "--static-batch", "2")
+    assert result.exit_code == 0, result.output
+    assert "batch 2 only" in result.output
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [2, 1, 16, 16]
+    one = torch.randn(1, 1, 16, 16)
+    with pytest.raises(Exception, match="Got invalid dimensions"):  # what ORT alone says
+        session.run(None, {"images": one.numpy()})
+    module = OnnxRuntimeModule(path)
+    assert module(torch.randn(2, 1, 16, 16)).shape == (2, 3)
+    with pytest.raises(InputError, match="static batch of 2 .* refuses a batch of 1"):
+        module(one)
+    predicted = CliRunner().invoke(cli, ["predict", str(path), str(tiny["images"][0])])
+    assert predicted.exit_code != 0
+    assert "refuses a batch of 1" in predicted.output and "Traceback" not in predicted.output
+
+
+def test_export_batch_options(tiny: dict[str, Path]) -> None:
+    """``--dynamic-batch`` (the old opt-in) is a hidden no-op; with --static-batch it is a
+    usage error; a static batch below 1 is refused by the option and by the API."""
+    out = tiny["root"] / "alias.pt2"
+    result = run("export", str(tiny["spec"]), "-o", str(out), "--dynamic-batch")
+    assert result.exit_code == 0 and "any batch size" in result.output
+    assert "--dynamic-batch" not in run("export", "--help").output
+    both = CliRunner().invoke(
+        cli, ["export", str(tiny["spec"]), "-o", str(out), "--dynamic-batch", "--static-batch", "2"]
+    )
+    assert both.exit_code == 2 and "contradict" in both.output
+    zero = CliRunner().invoke(
+        cli, ["export", str(tiny["spec"]), "-o", str(out), "--static-batch", "0"]
+    )
+    assert zero.exit_code == 2 and "--static-batch" in zero.output
+    with pytest.raises(ExportError, match="positive integer"):
+        export(vitzoo.build(tiny["spec"]), out, static_batch=0)
+
+
+def test_static_batch_torch_program_is_static(tiny: dict[str, Path]) -> None:
+    model = vitzoo.build(tiny["spec"]).eval()
+    out = export(model, tiny["root"] / "static.pt2", static_batch=3)
+    program = torch.export.load(out).module()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(AssertionError, match=r"size\(\)\[0\] == 3"):  # torch's guard
+        program(torch.randn(1, 1, 16, 16))
 
 
 def test_bf16_inference_casts_weights_once_and_returns_float32(tiny: dict[str, Path]) -> None:

@@ -376,6 +376,20 @@ def test_cli_internal_error_is_one_line_unless_debug(monkeypatch: pytest.MonkeyP
     assert isinstance(result.exception, RuntimeError)
 
 
+def test_cli_input_errors_are_plain_and_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every InputError is the user's to fix: its message, exit 2, never "internal error"."""
+    import vitzoo.builder
+    from vitzoo.errors import InputSizeError
+
+    def refuses(*args, **kwargs):
+        raise InputSizeError("pos_embed cannot be resampled to 7x7: use image_size 224")
+
+    monkeypatch.setattr(vitzoo.builder, "build_from_spec", refuses)
+    result = CliRunner().invoke(cli, ["build", "vit-ti16", "--no-forward"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "pos_embed cannot be resampled to 7x7: use image_size 224"
+
+
 def test_cli_attention_refuses_bad_inputs_plainly(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not an image")

@@ -6,6 +6,10 @@ conformance checks (:mod:`vitzoo.testing.export_checks`) hold every registered a
 both. The artefact carries the model's spec (and class names, when given) in its metadata, so
 ``vitzoo predict --runtime onnxruntime`` can preprocess as training did without the checkpoint.
 
+The batch dimension is symbolic by default, as in a timm or Hugging Face ONNX export: the same
+file takes one image or a hundred. ``static_batch=N`` (``vitzoo export --static-batch N``)
+fixes it for runtimes that need static shapes; such a graph refuses any other batch.
+
 The ONNX side needs the optional ``export`` extra (``pip install 'vitzoo[export]'``: onnx,
 onnxscript, onnxruntime); ``torch.export`` needs nothing beyond torch.
 """
@@ -25,12 +29,15 @@ from vitzoo.formats import CLASSES_KEY, INPUT_SIZE_KEY, SPEC_KEY
 
 #: Export format -> the file suffix it is written with.
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torch-export": ".pt2"}
-#: Batch of the example input traced for export: 2, not 1, because torch.export specialises a
-#: dimension of size 1 (broadcasting), which would make a batch-dynamic export impossible.
+#: Batch of the example input traced for a batch-dynamic export: 2, not 1, because torch.export
+#: specialises a dimension of size 1 (broadcasting), which would make the batch static.
 EXPORT_BATCH = 2
+#: Largest batch a batch-dynamic program accepts (torch.export wants a bound).
+MAX_BATCH = 4096
 #: The name of the input in an exported ONNX graph.
 INPUT_NAME = "images"
-#: Metadata keys, in the ONNX ``metadata_props`` and as ``extra_files`` of a ``.pt2``.
+#: The name of the symbolic batch axis in an ONNX graph (what timm/HF users see in Netron).
+BATCH_AXIS = "batch"
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:
@@ -66,22 +73,39 @@ def example_for(model: nn.Module, batch: int = EXPORT_BATCH) -> torch.Tensor:
     return model.example_input(batch, dtype=dtype)
 
 
+def check_static_batch(static_batch: int | None) -> None:
+    if static_batch is not None and (isinstance(static_batch, bool) or static_batch < 1):
+        raise ExportError(f"a static batch must be a positive integer, got {static_batch!r}")
+
+
 def export_program(
     model: nn.Module,
     example: torch.Tensor | None = None,
     *,
-    dynamic_batch: bool = False,
+    static_batch: int | None = None,
 ) -> torch.export.ExportedProgram:
-    """``torch.export`` of the eval-mode model, optionally with a symbolic batch dimension.
+    """``torch.export`` of the eval-mode model; its batch dimension is symbolic (any batch from
+    1 to :data:`MAX_BATCH`) unless ``static_batch`` fixes it.
 
-    Non-strict mode (tracing through Python, as the ONNX exporter does by default) so that the
-    same models export to both formats.
+    The default matches what a timm or Hugging Face user gets from an ONNX export: one image or
+    many through the same graph. ``example`` (default: a random input of batch
+    :data:`EXPORT_BATCH`, or ``static_batch``) is what is traced; for a dynamic batch its batch
+    must be at least 2. Non-strict mode (tracing through Python, as the ONNX exporter does by
+    default) so that the same models export to both formats.
     """
+    check_static_batch(static_batch)
     model = model.eval()
-    x = example_for(model) if example is None else example
+    x = example_for(model, static_batch or EXPORT_BATCH) if example is None else example
     dynamic_shapes = None
-    if dynamic_batch:
-        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    if static_batch is None:
+        if x.shape[0] < 2:
+            raise ExportError(
+                f"a batch-dynamic export traces a batch of at least 2 (torch.export fixes a "
+                f"dimension of size 1); the example has batch {x.shape[0]}"
+            )
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    elif x.shape[0] != static_batch:
+        raise ExportError(f"static batch {static_batch} but the example has batch {x.shape[0]}")
     try:
         with torch.no_grad():
             return torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
@@ -123,10 +147,24 @@ def onnx_model(
         except Exception:
             raise ExportError(f"ONNX conversion failed: {first_line(direct)}") from direct
     proto = onnx_program.model_proto
+    name_batch_axis(proto)
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto
+
+
+def name_batch_axis(proto: Any) -> None:
+    """Call the symbolic batch axis ``batch`` (the exporter names it after torch's symbol,
+    ``s77``) wherever it appears: graph inputs, outputs and intermediate shapes."""
+    first = proto.graph.input[0].type.tensor_type.shape.dim
+    symbol = first[0].dim_param if len(first) else ""
+    if not symbol:
+        return  # a static batch
+    for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = BATCH_AXIS
 
 
 def model_metadata(model: nn.Module, classes: Sequence[str] | None = None) -> dict[str, str]:
@@ -147,15 +185,19 @@ def export(
     path: str | Path,
     *,
     fmt: str | None = None,
-    dynamic_batch: bool = False,
+    static_batch: int | None = None,
     classes: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` as ONNX or a ``torch.export`` program; returns the path."""
+    """Write ``model`` to ``path`` as ONNX or a ``torch.export`` program; returns the path.
+
+    The batch dimension is dynamic (any batch size) unless ``static_batch`` fixes it, for
+    runtimes that need fixed shapes.
+    """
     path = Path(path)
     fmt = format_for(path, fmt)
     if fmt == "onnx":
         require_onnx()
-    program = export_program(model, dynamic_batch=dynamic_batch)
+    program = export_program(model, static_batch=static_batch)
     meta = model_metadata(model, classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torch-export":
@@ -166,9 +208,10 @@ def export(
     return path
 
 
-def onnx_bytes(model: nn.Module, *, dynamic_batch: bool = True) -> bytes:
-    """The serialised ONNX graph of ``model`` (for running it in ONNX Runtime without a file)."""
-    program = export_program(model, dynamic_batch=dynamic_batch)
+def onnx_bytes(model: nn.Module, *, static_batch: int | None = None) -> bytes:
+    """The serialised ONNX graph of ``model`` (for running it in ONNX Runtime without a file);
+    batch-dynamic unless ``static_batch`` fixes it, as :func:`export`."""
+    program = export_program(model, static_batch=static_batch)
     return onnx_model(program, metadata=model_metadata(model)).SerializeToString()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitzoo.errors import RuntimeUnavailable
+from vitzoo.errors import InputError, RuntimeUnavailable
 from vitzoo.formats import CLASSES_KEY, INPUT_SIZE_KEY, SPEC_KEY
 
 #: Values of ``--runtime``.
@@ -54,7 +54,11 @@ class OnnxRuntimeModule(nn.Module):
             )
         except Exception as exc:
             raise RuntimeUnavailable(f"ONNX Runtime cannot load the graph: {exc}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        batch = graph_input.shape[0] if graph_input.shape else None
+        #: The one batch size a graph exported with a static batch takes (None: any).
+        self.static_batch: int | None = batch if isinstance(batch, int) else None
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map or {})
 
     @property
@@ -63,6 +67,12 @@ class OnnxRuntimeModule(nn.Module):
         return tuple(json.loads(self.metadata.get(INPUT_SIZE_KEY, "[]")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if self.static_batch is not None and x.shape[0] != self.static_batch:
+            raise InputError(
+                f"this ONNX graph was exported with a static batch of {self.static_batch} "
+                f"(vitzoo export --static-batch {self.static_batch}) and refuses a batch of "
+                f"{x.shape[0]}; export it again without --static-batch for any batch size"
+            )
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = self.session.run(None, {self.input_name: array})
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outputs)
@@ -84,7 +94,7 @@ def deployed(model: nn.Module, *, runtime: str = "torch", precision: str = "fp32
         raise ValueError("--runtime onnxruntime runs fp32 only (use --runtime torch for bf16)")
     from vitzoo.export import onnx_bytes
 
-    session = OnnxRuntimeModule(onnx_bytes(model.eval().cpu(), dynamic_batch=True))
+    session = OnnxRuntimeModule(onnx_bytes(model.eval().cpu()))
     session.vitzoo_spec = getattr(model, "vitzoo_spec", None)
     session.num_classes = getattr(model, "num_classes", None)
     return session

@@ -66,7 +66,7 @@ def inference_callable(model: nn.Module, options: BenchOptions) -> Callable[[tor
         from vitzoo.export import onnx_bytes
         from vitzoo.runtime import OnnxRuntimeModule
 
-        return OnnxRuntimeModule(onnx_bytes(model, dynamic_batch=True))
+        return OnnxRuntimeModule(onnx_bytes(model))
     if options.precision != "fp32":
         model = copy.deepcopy(model)  # the cast is in place; a training step needs float32
     prepared = for_inference(model, options.precision).to(options.device)

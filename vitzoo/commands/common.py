@@ -1,18 +1,24 @@
-"""Click pieces several commands share: the ``--set KEY=VALUE`` option and plain error exits.
+"""Pieces several commands share: the ``--set KEY=VALUE`` option, the consoles, number formats.
 
 One definition each, so ``vitzoo build``, ``train`` and ``convert`` parse ``--set`` alike and
-report a malformed one alike (a usage error, exit status 2).
+report a malformed one alike (a usage error, exit status 2), and every command prints through
+consoles that never wrap when piped (:func:`vitzoo.terminal.make_console`).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
 import click
+from rich.console import Console
 
 from vitzoo.terminal import make_console
+
+#: Standard output and standard error of the built-in commands. Rich looks up ``sys.stdout`` /
+#: ``sys.stderr`` at each print, so click's test runner captures them too.
+out: Console = make_console()
+err: Console = make_console(stderr=True)
 
 
 def set_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -33,9 +39,9 @@ def parse_sets(values: Iterable[str]) -> dict[str, Any]:
         raise click.BadParameter(str(exc), param_hint="--set") from None
 
 
-def fail_plainly(message: str) -> NoReturn:
-    """One ``error: ...`` line on stderr (white space folded) and exit status 2."""
-    make_console(stderr=True).print(
-        f"error: {' '.join(message.split())}", markup=False, highlight=False
-    )
-    sys.exit(2)
+def human_count(n: int) -> str:
+    """``86.6M``: parameter counts as people quote them (list and build tables)."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)

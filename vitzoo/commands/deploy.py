@@ -43,27 +43,46 @@ def _load(source: str) -> Any:
     default=None,
     help="onnx: ONNX graph for ONNX Runtime; torch-export: a torch.export program (.pt2).",
 )
-@click.option("--dynamic-batch", is_flag=True, help="Any batch size (default: the traced one, 2).")
-def export_command(source: str, output: Path, fmt: str | None, dynamic_batch: bool) -> None:
+@click.option(
+    "--static-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Fix the batch size to N, for runtimes that need static shapes "
+    "(default: any batch size, as a timm/HF export).",
+)
+@click.option(
+    # The batch became dynamic by default; the old flag (README before that) still works.
+    "--dynamic-batch",
+    is_flag=True,
+    hidden=True,
+    help="Accepted for old scripts; the batch is dynamic by default.",
+)
+def export_command(
+    source: str, output: Path, fmt: str | None, static_batch: int | None, dynamic_batch: bool
+) -> None:
     """Export SOURCE (a checkpoint, spec file or preset) for deployment.
 
-    The file carries the spec, input size and class names (from a checkpoint written by
+    The graph takes any batch size (one image or many) unless --static-batch N fixes it. The
+    file carries the spec, input size and class names (from a checkpoint written by
     `vitzoo train`), so `vitzoo predict --runtime onnxruntime model.onnx` needs nothing else.
     """
     from vitzoo.checkpoint import read_checkpoint
     from vitzoo.export import ExportError, export
     from vitzoo.training.state import class_names
 
+    if dynamic_batch and static_batch is not None:
+        raise click.UsageError("--dynamic-batch and --static-batch contradict each other")
     model = _load(source)
     classes = None
     if Path(source).is_file() and Path(source).suffix == ".safetensors":
         classes = class_names(read_checkpoint(source)[1], int(model.num_classes))
     try:
-        path = export(model, output, fmt=fmt, dynamic_batch=dynamic_batch, classes=classes)
+        path = export(model, output, fmt=fmt, static_batch=static_batch, classes=classes)
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     size = path.stat().st_size / 2**20
-    batch = "any batch size" if dynamic_batch else "batch 2"
+    batch = "any batch size" if static_batch is None else f"batch {static_batch} only"
     Console(stderr=True).print(f"wrote {path} ({size:.1f} MiB, {batch})", highlight=False)
 
 

@@ -186,6 +186,11 @@ def train(
     except _known_errors() as exc:
         _fail_with(exc)
         return
+    print_training_result(result, as_json, console)
+
+
+def print_training_result(result: Any, as_json: bool, console: Console) -> None:
+    """The final metrics: everything as JSON on stdout, or one ``done`` line on stderr."""
     final = result.final
     if as_json:
         click.echo(

@@ -13,7 +13,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from vitzoo.commands.common import fail_plainly, parse_sets, set_option
+from vitzoo.commands.common import parse_sets, set_option
+from vitzoo.commands.errors import fail_plainly
 from vitzoo.formats import WEIGHT_FORMATS
 
 

@@ -56,9 +56,7 @@ def _program(variant: Variant) -> torch.export.ExportedProgram:
     if "export_program" not in cache:
         model = variant.build()
         try:
-            cache["export_program"] = export_program(
-                model, example_input(model), dynamic_batch=True
-            )
+            cache["export_program"] = export_program(model, example_input(model))
         except ExportError as exc:
             raise fail(variant, f"{exc} (see vitzoo.export for what breaks export)") from None
     return cache["export_program"]
