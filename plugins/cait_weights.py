@@ -5,8 +5,8 @@ Data only. timm keeps the class-attention query, key and value as three Linears 
 are concatenated in that order. timm's talking-heads maps (``proj_l`` before the softmax,
 ``proj_w`` after it) are vitzoo's ``mix_logits`` / ``mix_weights`` with the same (H, H) layout;
 LayerScale ``gamma_1`` / ``gamma_2`` are ``ls1`` / ``ls2``. timm releases XS-24 only at 384 px
-(``cait_xs24_384``): it loads into ``cait-xs24`` built with ``image_size: 384``, so it is not
-listed as the 224-px preset's equivalent.
+(``cait_xs24_384``): the catalogue lists it as a release of ``cait-xs24-384``, not of the 224-px
+preset.
 """
 
 from __future__ import annotations
@@ -54,16 +54,6 @@ TIMM_CAIT = WeightConverter(
     detect=_looks_like_timm_cait,
     config_names=("cait_",),
     summary="timm Cait state dicts (talking heads, LayerScale, class attention)",
-    equivalents=(
-        ("cait-xxs24", "cait_xxs24_224"),
-        ("cait-s24", "cait_s24_224"),
-        ("cait-xxs36", "cait_xxs36_224"),
-        ("cait-xs24-384", "cait_xs24_384"),
-        ("cait-s24-384", "cait_s24_384"),
-        ("cait-s36-384", "cait_s36_384"),
-        ("cait-m36-384", "cait_m36_384"),
-        ("cait-m48-448", "cait_m48_448"),
-    ),
     verified_by="tests/test_weights_timm.py",
 )
 

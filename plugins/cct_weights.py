@@ -44,7 +44,6 @@ OFFICIAL_CCT = WeightConverter(
     ),
     config_names=("cct_",),
     summary="official SHI-Labs CCT checkpoints (tokenizer + classifier layout)",
-    equivalents=(("cct-7-3x1", "cct_7_3x1_32"), ("cct-14-7x2", "cct_14_7x2_224")),
     verified_by="tests/test_weights_timm.py",
 )
 

@@ -44,18 +44,6 @@ def _looks_like_timm_crossvit(tensors: Mapping[str, Any], config: Mapping[str, A
     return "pos_embed_1" in tensors and "blocks.0.fusion.0.attn.wq.weight" in tensors
 
 
-_EQUIVALENTS = (
-    ("crossvit-ti", "crossvit_tiny_240"),
-    ("crossvit-s", "crossvit_small_240"),
-    ("crossvit-9", "crossvit_9_240"),
-    ("crossvit-15", "crossvit_15_240"),
-    ("crossvit-18", "crossvit_18_240"),
-    ("crossvit-b", "crossvit_base_240"),
-    ("crossvit-9-dagger", "crossvit_9_dagger_240"),
-    ("crossvit-15-dagger", "crossvit_15_dagger_240"),
-    ("crossvit-18-dagger", "crossvit_18_dagger_240"),
-)
-
 TIMM_CROSSVIT = WeightConverter(
     name="timm-crossvit",
     source="timm",
@@ -64,7 +52,6 @@ TIMM_CROSSVIT = WeightConverter(
     detect=_looks_like_timm_crossvit,
     config_names=("crossvit_",),
     summary="timm CrossVit state dicts (single-conv and the dagger models' three-conv patches)",
-    equivalents=_EQUIVALENTS,
     verified_by="tests/test_weights_released_functions.py",
 )
 

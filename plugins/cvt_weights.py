@@ -120,10 +120,5 @@ HF_CVT = WeightConverter(
     spec_from_config=spec_from_hf_cvt,
     config_names=("cvt",),
     summary="transformers CvtForImageClassification / CvtModel",
-    equivalents=(
-        ("cvt-13", "microsoft/cvt-13"),
-        ("cvt-21", "microsoft/cvt-21"),
-        ("cvt-w24", "microsoft/cvt-w24-384-22k"),
-    ),
     verified_by="tests/test_weights_hf.py",
 )

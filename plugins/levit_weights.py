@@ -195,14 +195,6 @@ def _looks_like_hf_levit(tensors: Mapping[str, Any], config: Mapping[str, Any]) 
     return "levit.patch_embeddings.embedding_layer_1.convolution.weight" in tensors
 
 
-_EQUIVALENTS_TIMM = (
-    ("levit-128s", "levit_128s"),
-    ("levit-128", "levit_128"),
-    ("levit-192", "levit_192"),
-    ("levit-256", "levit_256"),
-    ("levit-384", "levit_384"),
-)
-
 TIMM_LEVIT = WeightConverter(
     name="timm-levit",
     source="timm",
@@ -211,7 +203,6 @@ TIMM_LEVIT = WeightConverter(
     detect=_looks_like_timm_levit,
     config_names=("levit_",),
     summary="timm Levit / LevitDistilled state dicts (non-conv variants)",
-    equivalents=_EQUIVALENTS_TIMM,
     verified_by="tests/test_weights_released_functions.py",
 )
 
@@ -224,13 +215,6 @@ HF_LEVIT = WeightConverter(
     spec_from_config=spec_from_hf_levit,
     config_names=("levit",),
     summary="transformers LevitForImageClassification(WithTeacher) / LevitModel",
-    equivalents=(
-        ("levit-128s", "facebook/levit-128S"),
-        ("levit-128", "facebook/levit-128"),
-        ("levit-192", "facebook/levit-192"),
-        ("levit-256", "facebook/levit-256"),
-        ("levit-384", "facebook/levit-384"),
-    ),
     verified_by="tests/test_weights_released_functions.py",
 )
 

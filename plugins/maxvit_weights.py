@@ -71,13 +71,6 @@ def _looks_like_timm_maxvit(tensors: Mapping[str, Any], config: Mapping[str, Any
     )
 
 
-_EQUIVALENTS = (
-    ("maxvit-t", "maxvit_tiny_tf_224"),
-    ("maxvit-s", "maxvit_small_tf_224"),
-    ("maxvit-b", "maxvit_base_tf_224"),
-    ("maxvit-l", "maxvit_large_tf_224"),
-)
-
 TIMM_MAXVIT = WeightConverter(
     name="timm-maxvit",
     source="timm",
@@ -86,7 +79,6 @@ TIMM_MAXVIT = WeightConverter(
     detect=_looks_like_timm_maxvit,
     config_names=("maxvit_",),
     summary="timm MaxxVit state dicts of the TensorFlow-ported maxvit_*_tf_* models",
-    equivalents=_EQUIVALENTS,
     verified_by="tests/test_weights_released_functions.py",
 )
 

@@ -50,11 +50,6 @@ TIMM_MOBILEVIT = WeightConverter(
     ),
     config_names=("mobilevit_",),
     summary="timm MobileViT (v1) state dicts (ByobNet layout)",
-    equivalents=(
-        ("mobilevit-xxs", "mobilevit_xxs"),
-        ("mobilevit-xs", "mobilevit_xs"),
-        ("mobilevit-s", "mobilevit_s"),
-    ),
     verified_by="tests/test_weights_timm.py",
 )
 

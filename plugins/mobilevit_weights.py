@@ -129,10 +129,5 @@ HF_MOBILEVIT = WeightConverter(
     spec_from_config=spec_from_hf_mobilevit,
     config_names=("mobilevit",),
     summary="transformers MobileViTForImageClassification / MobileViTModel",
-    equivalents=(
-        ("mobilevit-xxs", "apple/mobilevit-xx-small"),
-        ("mobilevit-xs", "apple/mobilevit-x-small"),
-        ("mobilevit-s", "apple/mobilevit-small"),
-    ),
     verified_by="tests/test_weights_hf.py",
 )

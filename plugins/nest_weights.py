@@ -3,6 +3,14 @@
 Data only: renames. timm's ``levels.L`` (``pos_embed``, ``pool`` = conv / LayerNorm / max-pool
 aggregation, ``transformer_encoder.N``) are vitzoo's ``stages.L`` (``pos_embed``,
 ``aggregate``, ``blocks.N``); both keep the position table as (1, blocks, tokens, dim).
+
+The released weights are ``nest_*_jx`` (the authors' JAX models), which the ``nest`` presets
+build: TensorFlow "SAME" padding before each max-pool. timm's ``nest_tiny`` / ``nest_small`` /
+``nest_base`` (PyTorch padding) have exactly the same keys and shapes, so a checkpoint cannot
+say which it is; the converter states what it assumes and every load reports it. (Comparing the
+meta-device layouts of every timm model of the families converted here with the released ones,
+this is the only same-layout pair that computes a different function: vit_base_patch16_384 is
+deit_base_patch16_384's architecture, xcit_*_p16_384 the 224-px models' at another input size.)
 """
 
 from __future__ import annotations
@@ -23,10 +31,10 @@ TIMM_NEST = WeightConverter(
     ),
     config_names=("nest_",),
     summary="timm Nest state dicts (the authors' JAX weights as ported by timm)",
-    equivalents=(
-        ("nest-t", "nest_tiny_jx"),
-        ("nest-s", "nest_small_jx"),
-        ("nest-b", "nest_base_jx"),
+    assumes=(
+        "timm nest_*_jx (JAX 'same' padding before each max-pool); timm's PyTorch-padded "
+        "nest_tiny/small/base have the same keys but compute a different function (build "
+        "with model.padding=symmetric for those)"
     ),
     verified_by="tests/test_weights_timm.py",
 )

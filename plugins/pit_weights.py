@@ -26,16 +26,6 @@ TIMM_PIT = WeightConverter(
     ),
     config_names=("pit_",),
     summary="timm PoolingVisionTransformer state dicts (plain and distilled)",
-    equivalents=(
-        ("pit-ti", "pit_ti_224"),
-        ("pit-xs", "pit_xs_224"),
-        ("pit-s", "pit_s_224"),
-        ("pit-b", "pit_b_224"),
-        ("pit-ti-distilled", "pit_ti_distilled_224"),
-        ("pit-xs-distilled", "pit_xs_distilled_224"),
-        ("pit-s-distilled", "pit_s_distilled_224"),
-        ("pit-b-distilled", "pit_b_distilled_224"),
-    ),
     verified_by="tests/test_weights_timm.py",
 )
 

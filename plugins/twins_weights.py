@@ -1,9 +1,13 @@
-"""Weight converter: timm's Twins-SVT (``timm.models.twins.Twins``) into vitzoo ``twins-svt``.
+"""Weight converter: timm's Twins (``timm.models.twins.Twins``) into vitzoo ``twins-svt`` and
+``twins-pcpvt``.
 
-Data only: renames. timm keeps each stage's parts in parallel lists (``patch_embeds.S``,
-``blocks.S.N``, ``pos_block.S``); vitzoo keeps them in one stage module (``stages.S.downsample``,
-``stages.S.blocks.N``, ``stages.S.peg``). The attention tensors have the same names in both:
-LSA ``qkv`` / ``proj``; GSA ``q`` / ``kv`` / ``proj`` and, with sub-sampling, ``sr`` / ``norm``.
+Data only: renames. timm builds both with one class (``twins_svt_*``, ``twins_pcpvt_*``), and
+vitzoo builds both with one model class registered twice, so one converter fills both
+architectures (PCPVT's blocks simply have no LSA tensors). timm keeps each stage's parts in
+parallel lists (``patch_embeds.S``, ``blocks.S.N``, ``pos_block.S``); vitzoo keeps them in one
+stage module (``stages.S.downsample``, ``stages.S.blocks.N``, ``stages.S.peg``). The attention
+tensors have the same names in both: LSA ``qkv`` / ``proj``; GSA ``q`` / ``kv`` / ``proj`` and,
+with sub-sampling, ``sr`` / ``norm``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 from vitzoo.weights import Rename, WeightConverter
 
 TIMM_TWINS = WeightConverter(
-    name="timm-twins-svt",
+    name="timm-twins",
     source="timm",
-    architectures=("twins-svt",),
+    architectures=("twins-svt", "twins-pcpvt"),
     rules=(
         Rename(r"patch_embeds\.(\d+)\.(proj|norm)\.(weight|bias)", r"stages.\1.downsample.\2.\3"),
         Rename(r"blocks\.(\d+)\.(\d+)\.(.+)", r"stages.\1.blocks.\2.\3"),
@@ -21,16 +25,8 @@ TIMM_TWINS = WeightConverter(
         Rename(r"norm\.(weight|bias)", r"norm.\1"),
         Rename(r"head\.(weight|bias)", r"head.fc.\1"),
     ),
-    config_names=("twins_svt_",),
-    summary="timm Twins state dicts, SVT layout (LSA + GSA + PEG)",
-    equivalents=(
-        ("twins-svt-s", "twins_svt_small"),
-        ("twins-svt-b", "twins_svt_base"),
-        ("twins-svt-l", "twins_svt_large"),
-        ("twins-pcpvt-s", "twins_pcpvt_small"),
-        ("twins-pcpvt-b", "twins_pcpvt_base"),
-        ("twins-pcpvt-l", "twins_pcpvt_large"),
-    ),
+    config_names=("twins_svt_", "twins_pcpvt_"),
+    summary="timm Twins state dicts: SVT (LSA + GSA + PEG) and PCPVT (GSA + PEG)",
     verified_by="tests/test_weights_timm.py",
 )
 

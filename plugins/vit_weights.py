@@ -42,21 +42,6 @@ TIMM_VIT = WeightConverter(
     config_names=("vit_", "deit_"),
     summary="timm VisionTransformer / VisionTransformerDistilled state dicts",
     verified_by="tests/test_weights_timm.py",
-    equivalents=(
-        ("vit-ti16", "vit_tiny_patch16_224"),
-        ("vit-s16", "vit_small_patch16_224"),
-        ("vit-b16", "vit_base_patch16_224"),
-        ("vit-l16", "vit_large_patch16_224"),
-        ("deit-ti", "deit_tiny_patch16_224"),
-        ("deit-s", "deit_small_patch16_224"),
-        ("deit-b", "deit_base_patch16_224"),
-        ("deit-ti-distilled", "deit_tiny_distilled_patch16_224"),
-        ("deit-s-distilled", "deit_small_distilled_patch16_224"),
-        ("deit-b-distilled", "deit_base_distilled_patch16_224"),
-        ("vit-b32", "vit_base_patch32_224"),
-        ("deit-b-384", "deit_base_patch16_384"),
-        ("deit-b-distilled-384", "deit_base_distilled_patch16_384"),
-    ),
 )
 
 # Group 1 is the model prefix: "vit." / "deit." in *ForImageClassification, absent in a bare
@@ -154,13 +139,6 @@ HF_VIT = WeightConverter(
     spec_from_config=spec_from_hf_vit,
     config_names=("vit", "deit"),
     summary="transformers ViT* / DeiT* (incl. DeiTForImageClassificationWithTeacher)",
-    equivalents=(
-        ("vit-b16", "google/vit-base-patch16-224"),
-        ("vit-l16", "google/vit-large-patch16-224"),
-        ("deit-ti-distilled", "facebook/deit-tiny-distilled-patch16-224"),
-        ("deit-s-distilled", "facebook/deit-small-distilled-patch16-224"),
-        ("deit-b-distilled", "facebook/deit-base-distilled-patch16-224"),
-    ),
     verified_by="tests/test_weights_hf.py",
 )
 

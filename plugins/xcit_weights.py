@@ -78,15 +78,6 @@ def _looks_like_official_xcit(tensors: Mapping[str, Any], config: Mapping[str, A
     )
 
 
-_EQUIVALENTS = (
-    ("xcit-n12", "xcit_nano_12_p16_224"),
-    ("xcit-t12", "xcit_tiny_12_p16_224"),
-    ("xcit-t24", "xcit_tiny_24_p16_224"),
-    ("xcit-s12", "xcit_small_12_p16_224"),
-    ("xcit-s24", "xcit_small_24_p16_224"),
-    ("xcit-m24", "xcit_medium_24_p16_224"),
-)
-
 TIMM_XCIT = WeightConverter(
     name="timm-xcit",
     source="timm",
@@ -95,7 +86,6 @@ TIMM_XCIT = WeightConverter(
     detect=_looks_like_timm_xcit,
     config_names=("xcit_",),
     summary="timm Xcit state dicts (class-attention q, k, v split)",
-    equivalents=_EQUIVALENTS,
     verified_by="tests/test_weights_released_functions.py",
 )
 
@@ -106,7 +96,6 @@ OFFICIAL_XCIT = WeightConverter(
     rules=OFFICIAL_XCIT_RULES,
     detect=_looks_like_official_xcit,
     summary="facebookresearch/xcit checkpoints (pos_embeder, fused class-attention qkv)",
-    equivalents=_EQUIVALENTS,
     verified_by="tests/test_weights_released_functions.py",
 )
 

@@ -156,15 +156,15 @@ def test_build_objective_preset_reports_the_objectives_parameters() -> None:
     assert info["objective_trainable_params"] > info["params"]  # + the decoder
 
 
-def test_timm_aliases_agree_with_the_weight_converters_equivalents() -> None:
-    """A converter's (preset, timm model) pair and the preset's alias name the same preset."""
+def test_every_released_timm_name_resolves_to_its_preset() -> None:
+    """The catalogue's ``released: {timm: ...}`` names are aliases (derived at registration, so
+    they cannot disagree with a second list)."""
     registry = vitzoo.get_registry()
     pairs = [
-        (preset, name)
-        for converter in registry.converters()
-        if converter.source == "timm"
-        for preset, name in converter.equivalents
+        (preset.name, name)
+        for preset in registry.entries("preset")
+        for name in preset.released_names("timm")
     ]
-    assert pairs, "no timm converter lists equivalents"
+    assert len(pairs) >= 60
     for preset, name in pairs:
         assert registry.canonical("preset", name) == preset, (name, preset)

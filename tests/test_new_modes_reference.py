@@ -1,11 +1,10 @@
-"""The architecture modes added with the new presets compute their reference's function: timm's
-Twins-PCPVT and CrossViT's three-conv patch embedding, on perturbed tiny fixtures (written by
+"""The architecture modes added with the new presets compute their reference's function:
+CrossViT's three-conv patch embedding, on perturbed tiny fixtures (written by
 tools/make_reference_fixtures.py from tools/reference_fixtures/new_presets.py), compared by
-``fidelity``'s rule."""
+``fidelity``'s rule. (timm's Twins-PCPVT fixture goes through the registered converter with
+the other timm families, tests/test_weights_timm.py.)"""
 
 from __future__ import annotations
-
-import re
 
 from fidelity import assert_matches_fixture
 from reference_data import load_reference
@@ -13,35 +12,6 @@ from vitzoo_plugins.crossvit import MultiConvPatchEmbed
 
 import vitzoo
 from vitzoo.weights import load_state_dict
-
-
-def timm_twins_to_vitzoo(key: str) -> str:
-    """timm Twins names -> the staged model's (the renames only; no tensor changes)."""
-    key = re.sub(r"^patch_embeds\.(\d+)\.", r"stages.\1.downsample.", key)
-    key = re.sub(r"^blocks\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
-    key = re.sub(r"^pos_block\.(\d+)\.proj\.0\.", r"stages.\1.peg.proj.", key)
-    return re.sub(r"^head\.", "head.fc.", key)
-
-
-def test_twins_pcpvt_matches_timm() -> None:
-    ref = load_reference("timm-twins-pcpvt")
-    meta = ref.meta
-    spec = {
-        "model": {
-            "type": "twins-pcpvt",
-            "image_size": meta["img_size"],
-            "num_classes": meta["num_classes"],
-            "dims": meta["embed_dims"],
-            "depths": meta["depths"],
-            "num_heads": meta["num_heads"],
-            "patch_sizes": [meta["patch_size"]] + [2] * (len(meta["depths"]) - 1),
-            "sr_ratios": meta["sr_ratios"],
-            "mlp_ratios": meta["mlp_ratios"],
-        }
-    }
-    model = vitzoo.build(spec).eval()
-    model.load_state_dict({timm_twins_to_vitzoo(k): v for k, v in ref.state_dict.items()})
-    assert_matches_fixture(model, ref)
 
 
 def test_crossvit_multi_conv_patch_embedding_matches_timm() -> None:

@@ -201,3 +201,56 @@ def test_a_plugin_registering_a_bad_converter_is_rolled_back():
     assert system.records["bad"].status == "failed"
     assert "WeightConverter" in system.records["bad"].error
     assert ("architecture", "other-vit") not in system.registry
+
+
+def test_readme_table_states_the_fidelity_rule_the_tests_apply() -> None:
+    import re
+
+    from fidelity import FLOAT32_RELATIVE_TOLERANCE, FLOAT64_TOLERANCE
+
+    from vitzoo.weights.table import FIDELITY_RULE
+
+    stated = re.fullmatch(
+        r"float64 <= (\S+); float32 <= (\S+) x max\(1, max\\\|ref\\\|\)", FIDELITY_RULE
+    )
+    assert stated, FIDELITY_RULE
+    assert (float(stated[1]), float(stated[2])) == (FLOAT64_TOLERANCE, FLOAT32_RELATIVE_TOLERANCE)
+
+
+def test_every_released_name_loads_through_a_verified_converter() -> None:
+    """Each preset's released names (the catalogue) need a converter registered for the preset's
+    architecture and that source kind, with a test proving the outputs identical."""
+    from vitzoo.weights.table import proof
+
+    registry = vitzoo.get_registry()
+    released = [p for p in registry.entries("preset") if p.released]
+    assert len(released) >= 60
+    unproven = {
+        f"{p.name} ({source})": proof(p, source)
+        for p in released
+        for source in {r.source for r in p.released}
+        if proof(p, source) != "yes"
+    }
+    assert unproven == {}
+
+
+def test_the_table_joins_released_names_and_registered_converters() -> None:
+    """A third party's preset appears with its released names; a source kind no converter of its
+    architecture reads says so instead of claiming a proof."""
+    from types import SimpleNamespace
+
+    from vitzoo.weights.table import markdown_table
+
+    @vitzoo.hookimpl
+    def register_presets(register):  # noqa: ANN001, ANN202
+        spec = {"model": {**TINY_VIT["model"]}}
+        released = {"timm": "tiny_demo", "official": "demo-release-v1"}
+        register("tiny-demo", spec, citation="test", expected_params=1, released=released)
+
+    plugin = SimpleNamespace(register_presets=register_presets)
+    system = vitzoo.load_plugins(only=["vit"], strict=True, extra=[("demo", plugin)])
+    rows = [line for line in markdown_table(system).splitlines() if "`tiny-demo`" in line]
+    assert rows == [
+        "| `tiny-demo` | `tiny_demo` | - | `demo-release-v1` | official: no converter; timm: yes |"
+    ]
+    assert "`deit-s`" in markdown_table(system) and "`cait-s24`" not in markdown_table(system)

@@ -83,6 +83,22 @@ def test_xcit_loads_the_official_layout() -> None:
     assert_computes_fixture(model, fixture)
 
 
+def test_an_official_xcit_file_loads_without_naming_its_format(tmp_path) -> None:
+    """A plain state-dict file is read as timm's format; XCiT has a timm and an official
+    converter, and the one that recognises the checkpoint is chosen (the sole timm converter
+    was once taken blindly, and the official file refused)."""
+    from safetensors.torch import save_file
+
+    fixture = load_reference("timm-xcit")
+    path = tmp_path / "xcit_official.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in official_xcit_layout(fixture.state_dict).items()}, path
+    )
+    loaded = load_pretrained(path, {"model": xcit_spec(fixture.meta)})
+    assert loaded.converter == "official-xcit"
+    assert_computes_fixture(loaded.model.eval(), fixture)
+
+
 def test_xcit_class_attention_is_not_caits() -> None:
     """The CaiT block (class token only) must stay different: XCiT's released layer is another."""
     fixture = load_reference("timm-xcit")

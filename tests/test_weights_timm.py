@@ -78,6 +78,22 @@ def twins_spec(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pcpvt_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": {
+            "type": "twins-pcpvt",
+            "image_size": meta["img_size"],
+            "num_classes": meta["num_classes"],
+            "dims": meta["embed_dims"],
+            "depths": meta["depths"],
+            "num_heads": meta["num_heads"],
+            "patch_sizes": [meta["patch_size"]] + [2] * (len(meta["depths"]) - 1),
+            "sr_ratios": meta["sr_ratios"],
+            "mlp_ratios": meta["mlp_ratios"],
+        }
+    }
+
+
 def nest_spec(meta: dict[str, Any]) -> dict[str, Any]:
     levels = meta["num_levels"]
     tokens = meta["img_size"] // meta["patch_size"]
@@ -147,7 +163,9 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {
     "timm-pit": (pit_spec, "timm"),
     "timm-pit-distilled": (lambda m: pit_spec(m, distilled=True), "timm"),
     "timm-twins": (twins_spec, "timm"),
+    "timm-twins-pcpvt": (pcpvt_spec, "timm"),
     "timm-nest": (nest_spec, "timm"),
+    "timm-nest-pytorch-padded": (nest_spec, "timm"),
     "timm-mobilevit": (mobilevit_spec, "timm"),
     "official-cct": (cct_spec, "official"),
 }
@@ -212,8 +230,10 @@ def test_only_the_own_familys_converter_recognises_a_fixture(name: str) -> None:
         and (converter.name != "timm-vit" or family in converter.architectures)
         for arch in converter.architectures
     }
-    # timm's ViT and DeiT are one class (one converter fills both vitzoo types).
-    allowed = {"vit", "deit"} if family in {"vit", "deit"} else {family}
+    # One converter may fill several vitzoo types (timm's ViT and DeiT, Twins SVT and PCPVT
+    # are one class there).
+    own = converters_for(family, source)
+    allowed = {arch for converter in own for arch in converter.architectures}
     assert family in recognising
     assert recognising <= allowed, f"{name} also looks like {sorted(recognising - allowed)}"
 
@@ -264,8 +284,9 @@ def test_twins_attends_the_window_padding_as_the_reference_does() -> None:
 
 
 def released_layouts() -> dict[str, dict[str, dict[str, list[int]]]]:
-    """Full-size state-dict layouts (key -> shape) of the released models, written by
-    ``tools/make_reference_layouts.py`` from the references' own constructors."""
+    """Full-size state-dict layouts (key -> shape) of the released models, source kind -> name ->
+    layout, written by ``tools/make_reference_layouts.py`` from the references' own constructors
+    (the timm names it builds are the catalogue's ``released: {timm: ...}``)."""
     import gzip
     import json
 
@@ -274,36 +295,94 @@ def released_layouts() -> dict[str, dict[str, dict[str, list[int]]]]:
     return json.loads(gzip.decompress((FIXTURE_DIR / "layouts.json.gz").read_bytes()))
 
 
-def layout_cases() -> list[tuple[str, str, str]]:
-    layouts = released_layouts()
-    from vitzoo.weights import converters_for
-
-    return sorted(
-        (converter.name, preset, name)
-        for converter in converters_for()
-        for preset, name in converter.equivalents
-        if name in layouts.get(converter.source, {})
-    )
+def released_by() -> dict[tuple[str, str], str]:
+    """(source kind, released name) -> the preset that lists it under ``released``."""
+    return {
+        (release.source, release.name): preset.name
+        for preset in vitzoo.get_registry().entries("preset")
+        for release in preset.released
+    }
 
 
-@pytest.mark.parametrize(("converter_name", "preset", "released"), layout_cases())
-def test_full_size_release_maps_onto_its_preset(
-    converter_name: str, preset: str, released: str
+def layout_cases() -> list[tuple[str, str, str | None]]:
+    """(source kind, released name, format given) for every layout: a plain state-dict file is
+    detected as timm's format, so an official release also runs with its format given."""
+    cases: list[tuple[str, str, str | None]] = []
+    for source, names in sorted(released_layouts().items()):
+        for name in sorted(names):
+            cases += [(source, name, None)] + ([(source, name, source)] if source != "timm" else [])
+    return cases
+
+
+def test_every_released_timm_and_official_name_has_a_full_size_layout() -> None:
+    """The full-size test below covers every timm / official release a preset claims (Hugging
+    Face releases are proven on tiny models built from their configs, tests/test_weights_hf.py)."""
+    claimed = {key for key in released_by() if key[0] in ("timm", "official")}
+    have = {(source, name) for source, name, _ in layout_cases()}
+    assert claimed - have == set(), "rerun tools/make_reference_layouts.py in the reference env"
+
+
+@pytest.mark.parametrize(("source", "released", "fmt"), layout_cases())
+def test_full_size_release_loads_into_its_preset(
+    source: str, released: str, fmt: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every tensor of the released checkpoint lands on the preset, names and shapes (meta
-    device: nothing is allocated). The tiny fixtures prove the function; this proves the
-    presets are the released models' shapes."""
-    from vitzoo.weights import converters_for
-    from vitzoo.weights.converter import raise_for_problems, target_shapes
+    """``vitzoo.build(PRESET, weights=FILE)`` with the full-size released state dict, on the meta
+    device (nothing is allocated): the file read as a plain state dict (format detected, or the
+    release's source kind given), the converter chosen among the named architecture's own, every
+    tensor on both sides accounted for, names and shapes. The tiny fixtures prove the function;
+    this proves that the presets are the released models and that the choice finds their
+    converter (timm's full-size twins_pcpvt_small was once refused by twins-pcpvt-s)."""
+    from vitzoo.weights import load as load_module
+    from vitzoo.weights.converter import target_shapes
+    from vitzoo.weights.sources import WeightsSource
 
-    converter = next(c for c in converters_for() if c.name == converter_name)
-    layout = released_layouts()[converter.source][released]
+    preset = released_by().get((source, released))
+    assert preset, f"{released}: no preset lists it under released {source}"
+    layout = released_layouts()[source][released]
     with torch.device("meta"):
-        model = vitzoo.build(preset)
         tensors = {k: torch.empty(shape) for k, shape in layout.items()}
+
+        def read_meta(location: str, format: str | None = None) -> WeightsSource:
+            return WeightsSource(str(location), format or "timm", tensors)
+
+        monkeypatch.setattr(load_module, "read_source", read_meta)
+        loaded = load_module.load_pretrained(
+            f"{released}.pth", preset, format=fmt, log=lambda line: None
+        )
+    converter = vitzoo.get_registry().get("converter", loaded.converter)
+    assert converter.source == source
     assert converter.recognises(tensors, {})
-    shapes = target_shapes(model)
-    raise_for_problems(converter.convert(tensors, shapes), shapes, f"{released} -> {preset}")
+    assert loaded.conversion.problems(target_shapes(loaded.model)) == []
+
+
+def test_a_converter_that_assumes_a_release_says_so_on_every_load(tmp_path) -> None:
+    """timm's PyTorch-padded nest_tiny has nest_tiny_jx's keys and shapes but computes another
+    function: loaded into the released models' spec (TF-SAME pooling) it loads without a
+    complaint and differs. Keys cannot tell the two apart, so every load says which release it
+    took the checkpoint for."""
+    from safetensors.torch import save_file
+
+    from vitzoo.weights import load_pretrained
+
+    padded = load_reference("timm-nest-pytorch-padded")
+    jx_spec = nest_spec({**padded.meta, "pad_type": "same"})  # what the nest presets build
+    path = tmp_path / "nest_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in padded.state_dict.items()}, str(path))
+    lines: list[str] = []
+    loaded = load_pretrained(path, jx_spec, log=lines.append)
+    with torch.no_grad():
+        assert max_abs_diff(loaded.model.eval()(padded.input), padded.output) > 1e-2
+    assumed = [line for line in loaded.notes if "nest_*_jx" in line]
+    assert len(assumed) == 1 and assumed[0] in lines
+    assert "'timm-nest'" in assumed[0] and "nest_tiny/small/base" in assumed[0]
+    assert "model.padding=symmetric" in assumed[0]  # ... and how to build the other one
+    # the one-call load (tests, notebooks) says it too; a converter assuming nothing is silent
+    said: list[str] = []
+    load_state_dict(vitzoo.build(jx_spec), padded.state_dict, source="timm", log=said.append)
+    assert said == assumed
+    vit = load_reference("timm-vit")
+    load_state_dict(vitzoo.build(vit_spec(vit.meta)), vit.state_dict, log=said.append)
+    assert said == assumed
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

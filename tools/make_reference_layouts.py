@@ -5,82 +5,47 @@ function; these layouts prove that it maps every tensor of the full-size release
 onto the matching vitzoo preset (names and shapes, strictly), without shipping any weights.
 Models are built on the meta device, so nothing is allocated or downloaded.
 
-Usage, in the reference environment::
+The official XCiT code (facebookresearch/xcit, not on PyPI; its ``xcit.py`` needs only timm) is
+read from a checkout given as the first argument. Usage, in the reference environment::
 
-    /work/refenv/bin/python tools/make_reference_layouts.py
+    git clone https://github.com/facebookresearch/xcit /tmp/xcit   # used: commit 82f5291
+    /work/refenv/bin/python tools/make_reference_layouts.py /tmp/xcit
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "layouts.json.gz"
 
-#: timm model names whose released checkpoints the vitzoo presets claim to load.
-TIMM_NAMES = [
-    "vit_tiny_patch16_224",
-    "vit_small_patch16_224",
-    "vit_base_patch16_224",
-    "vit_large_patch16_224",
-    "deit_tiny_patch16_224",
-    "deit_small_patch16_224",
-    "deit_base_patch16_224",
-    "deit_tiny_distilled_patch16_224",
-    "deit_small_distilled_patch16_224",
-    "deit_base_distilled_patch16_224",
-    "cait_xxs24_224",
-    "cait_s24_224",
-    "pit_ti_224",
-    "pit_xs_224",
-    "pit_s_224",
-    "pit_b_224",
-    "pit_ti_distilled_224",
-    "pit_xs_distilled_224",
-    "pit_s_distilled_224",
-    "pit_b_distilled_224",
-    "twins_svt_small",
-    "twins_svt_base",
-    "nest_tiny_jx",
-    "nest_small_jx",
-    "mobilevit_xxs",
-    "mobilevit_xs",
-    "mobilevit_s",
-    # issue 10's new presets whose released timm checkpoints have a 1000-class head
-    "vit_base_patch32_224",
-    "deit_base_patch16_384",
-    "deit_base_distilled_patch16_384",
-    "cait_xxs36_224",
-    "cait_xs24_384",
-    "cait_s24_384",
-    "cait_s36_384",
-    "cait_m36_384",
-    "cait_m48_448",
-    "twins_svt_large",
-    "twins_pcpvt_small",
-    "twins_pcpvt_base",
-    "twins_pcpvt_large",
-    "nest_base_jx",
-    "xcit_nano_12_p16_224",
-    "xcit_tiny_24_p16_224",
-    "xcit_small_12_p16_224",
-    "xcit_small_24_p16_224",
-    "xcit_medium_24_p16_224",
-    "levit_384",
-    "maxvit_small_tf_224",
-    "maxvit_base_tf_224",
-    "maxvit_large_tf_224",
-    "crossvit_9_240",
-    "crossvit_15_240",
-    "crossvit_18_240",
-    "crossvit_base_240",
-    "crossvit_9_dagger_240",
-    "crossvit_15_dagger_240",
-    "crossvit_18_dagger_240",
-]
+#: The catalogue: its ``released: {timm: [...]}`` names are the timm checkpoints the presets
+#: claim to load (the one home of those names; this script reads them, never lists them again).
+CATALOGUE = Path(__file__).resolve().parents[1] / "registry.yaml"
+
+
+def released_names(source: str) -> list[str]:
+    import yaml
+
+    presets = yaml.safe_load(CATALOGUE.read_text(encoding="utf-8"))["presets"]
+    return sorted(
+        n for entry in presets.values() for n in entry.get("released", {}).get(source, [])
+    )
+
+
+def official_xcit_module(checkout: Path):
+    """facebookresearch/xcit's ``xcit.py`` (its checkpoints are ``<constructor>_224.pth``)."""
+    spec = importlib.util.spec_from_file_location("official_xcit", checkout / "xcit.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # timm's @register_model looks the module up there
+    spec.loader.exec_module(module)
+    return module
+
 
 #: Official CCT models (vit-pytorch's port has the official module tree): name -> constructor.
 CCT = {
@@ -100,13 +65,21 @@ def main() -> None:
     import timm
     import vit_pytorch.cct as cct
 
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    xcit = official_xcit_module(Path(sys.argv[1]))
     layouts: dict[str, dict[str, dict[str, list[int]]]] = {"timm": {}, "official": {}}
-    for name in TIMM_NAMES:
+    for name in released_names("timm"):
         with torch.device("meta"):
             layouts["timm"][name] = layout(timm.create_model(name, pretrained=False))
-    for name, (fn, kwargs) in CCT.items():
-        # CCT's constructor calls .item() on a tensor, which the meta device refuses.
-        model = getattr(cct, fn)(positional_embedding="learnable", **kwargs)
+    for name in released_names("official"):
+        if name in CCT:
+            fn, kwargs = CCT[name]
+            # CCT's constructor calls .item() on a tensor, which the meta device refuses.
+            model = getattr(cct, fn)(positional_embedding="learnable", **kwargs)
+        else:
+            with torch.device("meta"):
+                model = getattr(xcit, name.removesuffix("_224"))()
         layouts["official"][name] = layout(model)
     OUT.write_bytes(gzip.compress(json.dumps(layouts, sort_keys=True).encode(), mtime=0))
     print(f"{OUT}: {OUT.stat().st_size / 1024:.0f} KiB, {sum(map(len, layouts.values()))} models")

@@ -15,7 +15,8 @@ below, so an editor completes the keywords and a type checker catches a wrong on
   registry, so it can build its parts) and fills in dims for its parts. Objectives get the
   objective context of :mod:`vitzoo.objectives`.
 * presets -- :class:`PresetRegister`: ``register(name, spec_mapping, citation=...,
-  expected_params=..., summary=..., tags=..., aliases=..., expected_macs=...)``;
+  expected_params=..., summary=..., tags=..., aliases=..., expected_macs=...,
+  released={"timm": [...], "hf": [...], "official": [...]})``;
 * weight converters -- :class:`ConverterRegister`: ``register(WeightConverter(...))``;
 * ``register_commands`` gets the ``vitzoo`` click group itself.
 
@@ -70,6 +71,7 @@ class PresetRegister(Protocol):
         tags: str | Iterable[str] = (),
         aliases: str | Iterable[str] = (),
         expected_macs: int | None = None,
+        released: Mapping[str, str | Iterable[str]] | None = None,
     ) -> None: ...
 
 

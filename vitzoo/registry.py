@@ -17,6 +17,7 @@ from typing import Any, get_args
 from vitzoo.capabilities import normalise
 from vitzoo.config import ComponentConfig
 from vitzoo.errors import RegistrationError
+from vitzoo.formats import SOURCE_KINDS
 from vitzoo.suggest import did_you_mean
 from vitzoo.tags import check_tags
 
@@ -58,6 +59,26 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Release:
+    """Weights released for a preset under another name.
+
+    ``source`` is the kind of checkpoint (a source kind weight converters read: ``timm``, ``hf``,
+    ``official``) and ``name`` what that source calls the model (``vit_base_patch16_224``,
+    ``google/vit-base-patch16-224``). The README's pretrained-weights table is derived from these
+    and the registered converters (:mod:`vitzoo.weights.table`). Room to grow: named weight tags
+    (licence, dataset, preprocessing, top-1 per tag) become further fields with defaults, so what
+    reads ``source`` and ``name`` keeps working.
+    """
+
+    source: str
+    name: str
+
+
+#: The source kind whose released names are also aliases (people type timm names).
+ALIASED_SOURCE = "timm"
+
+
+@dataclass(frozen=True)
 class PresetEntry:
     """A named full spec (usually a paper configuration)."""
 
@@ -73,6 +94,12 @@ class PresetEntry:
     aliases: tuple[str, ...] = ()
     #: Published multiply-accumulates at the preset's input size, where the paper states them.
     expected_macs: int | None = None
+    #: Released weights that compute this preset's function, by source kind.
+    released: tuple[Release, ...] = ()
+
+    def released_names(self, source: str) -> tuple[str, ...]:
+        """What ``source`` (``timm``, ``hf``, ``official``) calls this preset's released weights."""
+        return tuple(r.name for r in self.released if r.source == source)
 
 
 def name_matches(names: Iterable[str], pattern: str) -> bool:
@@ -265,6 +292,7 @@ def make_preset(
     tags: Any = (),
     aliases: Any = (),
     expected_macs: int | None = None,
+    released: Mapping[str, Any] | None = None,
 ) -> PresetEntry:
     where = f"plugin {plugin!r} registering preset {name!r}"
     if not _NAME.match(name):
@@ -272,6 +300,15 @@ def make_preset(
     if not isinstance(spec, Mapping) or "model" not in spec:
         raise RegistrationError(f"{where}: spec must be a mapping with a 'model' section")
     aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+    releases = _releases(released or {}, where)
+    aliased = tuple(r.name for r in releases if r.source == ALIASED_SOURCE)
+    listed_twice = sorted(set(aliases) & set(aliased))
+    if listed_twice:
+        raise RegistrationError(
+            f"{where}: {listed_twice} listed under aliases and released {ALIASED_SOURCE}; list "
+            f"them once, under released (released {ALIASED_SOURCE} names are aliases too)"
+        )
+    aliases = (*aliases, *aliased)
     for alias in aliases:
         if not isinstance(alias, str) or not _NAME.match(alias) or alias == name:
             raise RegistrationError(
@@ -290,4 +327,29 @@ def make_preset(
         tags=check_tags(tags, where=where),
         aliases=aliases,
         expected_macs=expected_macs,
+        released=releases,
     )
+
+
+def _releases(released: Mapping[str, Any], where: str) -> tuple[Release, ...]:
+    """``{source kind: name or [names]}`` -> :class:`Release` entries, checked."""
+    if not isinstance(released, Mapping):
+        raise RegistrationError(f"{where}: released must map a source kind to names")
+    out: list[Release] = []
+    for source, names in released.items():
+        if source not in SOURCE_KINDS:
+            raise RegistrationError(
+                f"{where}: released weights are keyed by source kind "
+                f"({', '.join(SOURCE_KINDS)}), not {source!r}"
+            )
+        names = (names,) if isinstance(names, str) else names
+        if (
+            not isinstance(names, list | tuple)
+            or not names
+            or not all(isinstance(n, str) and n.strip() for n in names)
+        ):
+            raise RegistrationError(f"{where}: released {source} names must be non-empty strings")
+        if len(set(names)) != len(names):
+            raise RegistrationError(f"{where}: a released {source} name is listed twice")
+        out.extend(Release(source, n) for n in names)
+    return tuple(out)

@@ -44,8 +44,12 @@ class WeightConverter:
     the source's ``config.json`` calls this model (HF ``model_type``, timm ``architecture``
     prefix) so a Hugging Face / timm hub folder finds its converter without a preset.
     ``detect`` defaults to "every source key is claimed by some rule".
-    ``equivalents`` lists (vitzoo preset, source model name) pairs for the README table and
-    ``verified_by`` names the test proving outputs identical (empty: not proven).
+    ``verified_by`` names the test proving outputs identical (empty: not proven); which presets'
+    released weights it loads is not the converter's to say: each preset's ``released`` names
+    (the catalogue) and the converters registered for its architecture give the README table.
+    ``assumes`` (one sentence) says which release the converter takes a checkpoint for where
+    another release has the same keys and shapes but computes a different function (keys cannot
+    tell them apart); every load through the converter reports it.
     """
 
     name: str
@@ -56,8 +60,8 @@ class WeightConverter:
     spec_from_config: SpecFromConfig | None = None
     config_names: tuple[str, ...] = ()
     summary: str = ""
-    equivalents: tuple[tuple[str, str], ...] = ()
     verified_by: str = ""
+    assumes: str = ""
     # Filled by the plugin loader with the registering plugin's name.
     plugin: str = "?"
     kind: str = "converter"
@@ -80,6 +84,12 @@ class WeightConverter:
         self, tensors: Mapping[str, torch.Tensor], target_shapes: Mapping[str, Shape]
     ) -> Conversion:
         return apply_rules(self.rules, tensors, target_shapes)
+
+    def assumption_note(self) -> str:
+        """The line every load through this converter reports (empty: it assumes nothing)."""
+        if not self.assumes:
+            return ""
+        return f"note: converter {self.name!r} takes this checkpoint for {self.assumes}"
 
 
 @dataclass

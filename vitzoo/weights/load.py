@@ -198,10 +198,11 @@ def _convert(
     architecture: str,
     fitted_shapes: Shapes,
     system: PluginSystem,
-) -> tuple[Conversion, str, str]:
-    """(conversion against the fitted shapes, converter name, hint for load errors)."""
+) -> tuple[Conversion, WeightConverter | None, str]:
+    """(conversion against the fitted shapes, the converter used (None: a vitzoo checkpoint),
+    hint for load errors)."""
     if src.format == "vitzoo":
-        return apply_rules(IDENTITY, src.tensors, fitted_shapes), "vitzoo", ""
+        return apply_rules(IDENTITY, src.tensors, fitted_shapes), None, ""
     kinds = SOURCE_KINDS_FOR_FORMAT.get(src.format, (src.format,))
     if converter is None:
         converter = pick_converter(
@@ -213,7 +214,7 @@ def _convert(
             f"{', '.join(converter.architectures)}, not {architecture!r}"
         )
     hint = family_hint(architecture, kinds, src.tensors, src.config, system=system)
-    return converter.convert(src.tensors, fitted_shapes), converter.name, hint
+    return converter.convert(src.tensors, fitted_shapes), converter, hint
 
 
 def load_pretrained(
@@ -254,9 +255,11 @@ def load_pretrained(
     model = build_from_spec(target, system=system)
     shapes_of = _Shapes(target, model, system)
     fitted_shapes = shapes_of(fitted)
-    conversion, name, hint = _convert(src, converter, target_model["type"], fitted_shapes, system)
+    conversion, used, hint = _convert(src, converter, target_model["type"], fitted_shapes, system)
     if strict:
         raise_for_problems(conversion, fitted_shapes, src.location, hint)
+    if used is not None and used.assumes:
+        note(used.assumption_note())
     final_shapes = shapes_of(target_model)
     plans = plan_adaptations(fitted, target_model, shapes_of)
     apply_adaptations(conversion, plans, final_shapes, note)
@@ -269,6 +272,7 @@ def load_pretrained(
     pre = _preprocessing(src, model, preprocessing, plans)
     model.vitzoo_spec = target
     model.vitzoo_preprocessing = pre
+    name = used.name if used is not None else "vitzoo"
     return Pretrained(model, target, pre, conversion, src, name, notes)
 
 

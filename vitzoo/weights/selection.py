@@ -6,14 +6,17 @@
 mismatch (with both shapes). ``strict=False`` loads what fits and returns the account of the rest.
 
 Choosing: the converters registered for the model's architecture are the candidates -- the
-user named the model, so another family's converter is never chosen behind their back. With
-one candidate for the source kind, it is used (strict accounting then names every tensor that
-does not fit); with several, detection chooses among them.
+user named the model, so another family's converter is never chosen behind their back. Among
+them, one that recognises the checkpoint wins, source kinds in the order given (a plain state
+dict file may be a timm or an official release of the same architecture, e.g. XCiT's two
+layouts). When none recognises it and the first source kind has exactly one candidate, that one
+is used, so strict accounting names every tensor that does not fit; otherwise it is a plain error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,6 +25,8 @@ from torch import nn
 from vitzoo.errors import WeightsError
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.weights.converter import Conversion, WeightConverter, load_converted, target_shapes
+
+logger = logging.getLogger("vitzoo.weights")
 
 
 def converters_for(
@@ -55,14 +60,13 @@ def pick_converter(
     config = config or {}
     sources = (source,) if isinstance(source, str) else tuple(source)
     kinds = "/".join(sources)
-    for kind in sources:  # in order of preference: the first kind with candidates decides
-        own = converters_for(architecture, kind, system=system)
-        if len(own) == 1:
-            return own[0]
-        recognised = [c for c in own if c.recognises(tensors, config)]
-        if recognised:
-            return recognised[0]
     own = [c for s in sources for c in converters_for(architecture, s, system=system)]
+    recognised = [c for c in own if c.recognises(tensors, config)]
+    if recognised:
+        return recognised[0]  # in the order of preference of the source kinds
+    first_kind = [c for c in own if c.source == own[0].source]
+    if len(first_kind) == 1:
+        return first_kind[0]  # its strict accounting then names every tensor that does not fit
     looks_like = family_hint(architecture, sources, tensors, config, system=system)
     if not own:
         raise WeightsError(
@@ -112,10 +116,13 @@ def load_state_dict(
     strict: bool = True,
     system: PluginSystem | None = None,
     where: str = "checkpoint",
+    log: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Convert ``tensors`` (timm / HF / official key names) into ``model`` and load them.
 
     The converter is the registered one for ``model``'s architecture and ``source`` unless given.
+    What it assumes about the checkpoint, where keys cannot tell two releases apart, goes to
+    ``log`` (default: the ``vitzoo.weights`` logger at INFO).
     Returns the :class:`Conversion` (what was used, left unused by design, kept at init).
     """
     spec = getattr(model, "vitzoo_spec", None)
@@ -129,4 +136,7 @@ def load_state_dict(
     else:
         hint = ""
     conversion = converter.convert(tensors, target_shapes(model))
-    return load_converted(model, conversion, strict=strict, where=where, hint=hint)
+    load_converted(model, conversion, strict=strict, where=where, hint=hint)
+    if converter.assumes:
+        (log or logger.info)(converter.assumption_note())
+    return conversion
