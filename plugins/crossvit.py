@@ -241,8 +241,24 @@ class CrossViT(VitzooModel):
                 in_chans=config.in_chans,
                 num_prefix_tokens=1,
             )
-            for b, size in zip(branches, self.branch_sizes, strict=True)
+            for b in branches
         ]
+        grids = self._build_embeddings(branches)
+        self.pos_drop = nn.Dropout(config.emb_dropout)
+        self.stages = nn.ModuleList(
+            self._build_stage(k, branches, grids, rates) for k in range(config.multi_scale_blocks)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(d, eps=config.norm_eps) for d in self.dims)
+        self.num_features = sum(self.dims)
+        self.num_classes = config.num_classes
+        self.heads = self._build_heads(config.num_classes)
+        self.apply(init_vit_weights)
+        for token in self.cls_tokens:
+            nn.init.trunc_normal_(token, std=0.02)
+
+    def _build_embeddings(self, branches: tuple[CrossVitBranch, ...]) -> list[tuple[int, ...]]:
+        """Each branch's patchifier (at its patch size), class token and positions; its grid."""
+        config = self.config
         self.patches = nn.ModuleList()
         self.cls_tokens = nn.ParameterList()
         self.posencs = nn.ModuleList()
@@ -256,39 +272,38 @@ class CrossViT(VitzooModel):
             self.patches.append(patch)
             self.cls_tokens.append(nn.Parameter(torch.zeros(1, 1, b.dim)))
             self.posencs.append(bctx.build("posenc", config.posenc, grid=grid))
-        self.pos_drop = nn.Dropout(config.emb_dropout)
-        self.stages = nn.ModuleList()
-        for k in range(config.multi_scale_blocks):
-            stage = nn.Module()
-            stage.branches = nn.ModuleList(
-                nn.ModuleList(
-                    bctx.build(
-                        "block",
-                        config.block,
-                        grid=grid,
-                        layer_index=k * b.depth + i,
-                        drop_path=rates[min(k * b.depth + i, len(rates) - 1)],
-                        attention=config.attention,
-                        mlp=config.mlp,
-                    )
-                    for i in range(b.depth)
+        return grids
+
+    def _build_stage(
+        self,
+        k: int,
+        branches: tuple[CrossVitBranch, ...],
+        grids: list[tuple[int, ...]],
+        rates: list[float],
+    ) -> nn.Module:
+        """Multi-scale block ``k``: each branch's blocks, then the two class-token fusions."""
+        config = self.config
+        stage = nn.Module()
+        stage.branches = nn.ModuleList(
+            nn.ModuleList(
+                bctx.build(
+                    "block",
+                    config.block,
+                    grid=grid,
+                    layer_index=k * b.depth + i,
+                    drop_path=rates[min(k * b.depth + i, len(rates) - 1)],
+                    attention=config.attention,
+                    mlp=config.mlp,
                 )
-                for b, bctx, grid in zip(branches, self.contexts, grids, strict=True)
+                for i in range(b.depth)
             )
-            stage.fusions = nn.ModuleList(
-                CrossAttentionFusion(
-                    dim, other, config.num_heads, config.cross_depth, config.norm_eps
-                )
-                for dim, other in ((self.dims[0], self.dims[1]), (self.dims[1], self.dims[0]))
-            )
-            self.stages.append(stage)
-        self.norms = nn.ModuleList(nn.LayerNorm(d, eps=config.norm_eps) for d in self.dims)
-        self.num_features = sum(self.dims)
-        self.num_classes = config.num_classes
-        self.heads = self._build_heads(config.num_classes)
-        self.apply(init_vit_weights)
-        for token in self.cls_tokens:
-            nn.init.trunc_normal_(token, std=0.02)
+            for b, bctx, grid in zip(branches, self.contexts, grids, strict=True)
+        )
+        stage.fusions = nn.ModuleList(
+            CrossAttentionFusion(dim, other, config.num_heads, config.cross_depth, config.norm_eps)
+            for dim, other in ((self.dims[0], self.dims[1]), (self.dims[1], self.dims[0]))
+        )
+        return stage
 
     def _build_heads(self, num_classes: int) -> nn.ModuleList:
         return nn.ModuleList(

@@ -16,7 +16,15 @@ import pytest
 import vitzoo_plugins.vit
 
 from vitzoo.plugins import load_plugins
-from vitzoo.testing import check_variant, checks, parametrize_with_checks, run_checks, variants
+from vitzoo.testing import (
+    check_variant,
+    checks,
+    feature_checks,
+    model_checks,
+    parametrize_with_checks,
+    run_checks,
+    variants,
+)
 from vitzoo.testing.variants import Variant, VariantError
 
 pytest_plugins = ["pytester"]
@@ -59,7 +67,11 @@ def zoo() -> dict[str, Variant]:
 def test_check_catches_its_bug(
     zoo: dict[str, Variant], broken: str, check_name: str, good: str
 ) -> None:
-    check = getattr(checks, check_name)
+    check = next(
+        getattr(module, check_name)
+        for module in (checks, model_checks, feature_checks)
+        if hasattr(module, check_name)
+    )
     check(zoo[good])
     with pytest.raises(AssertionError, match=broken):
         check(zoo[broken])

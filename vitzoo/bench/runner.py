@@ -125,6 +125,9 @@ def model_flops(model: nn.Module, x: torch.Tensor, train: bool) -> FlopCount:
         model.zero_grad(set_to_none=True)
 
 
+Mode = tuple[str, int]  #: ("infer" or "train", batch size)
+
+
 def bench_model(model: nn.Module, options: BenchOptions, *, label: str = "") -> dict[str, Any]:
     """Measure ``model`` at ``options``; returns the JSON-ready report (see the README)."""
     options.check()
@@ -135,16 +138,52 @@ def bench_model(model: nn.Module, options: BenchOptions, *, label: str = "") -> 
     input_size = tuple(model.input_size)
     batches = sorted(set(options.batches))
     modes = [("infer", b) for b in batches] + ([("train", max(batches))] if options.train else [])
-    dtype = DTYPES[options.precision]
+    inputs, flops = _inputs_and_flops(model, modes, input_size, device)
+    model.eval()
+    largest = flops[("infer", max(batches))]
+    workloads, probe = _workloads(model, options, modes, inputs, largest, device)
+    times = interleaved(
+        workloads,
+        repeats=options.repeats,
+        iters=options.iters,
+        warmup=options.warmup,
+        device=device,
+        clock=options.clock,
+    )
+    matmul = _matmul_summary(times["matmul"], probe) if probe is not None else None
+    results = []
+    for mode, batch in modes:
+        key = f"{mode} b{batch}"
+        peak = peak_memory_mib(workloads[key], device)
+        if mode == "train":
+            model.eval()
+        results.append(_result_row(mode, batch, times[key], flops[(mode, batch)], peak, matmul))
+    return _report(model, options, label, input_size, device, matmul, results)
 
-    flops = {}
-    inputs = {}
+
+def _inputs_and_flops(
+    model: nn.Module, modes: list[Mode], input_size: tuple[int, ...], device: torch.device
+) -> tuple[dict[Mode, torch.Tensor], dict[Mode, FlopCount]]:
+    """A random input per mode and the FLOPs of one call on it (input then count, mode by mode:
+    a training count draws dropout from the same generator as the next input)."""
+    inputs, flops = {}, {}
     for mode, batch in modes:
         x = torch.randn(batch, *input_size, device=device)
         inputs[(mode, batch)] = x
         flops[(mode, batch)] = model_flops(model, x, mode == "train")
-    model.eval()
-    largest = flops[("infer", max(batches))]
+    return inputs, flops
+
+
+def _workloads(
+    model: nn.Module,
+    options: BenchOptions,
+    modes: list[Mode],
+    inputs: dict[Mode, torch.Tensor],
+    largest: FlopCount,
+    device: torch.device,
+) -> tuple[dict[str, Callable[[], None]], MatmulProbe | None]:
+    """One timed callable per mode (``"infer b16"``), plus the matmul probe at the largest
+    inference batch's dominant GEMM shape (``"matmul"``) where it has one."""
     workloads: dict[str, Callable[[], None]] = {}
     run_model = inference_callable(model, options) if any(m == "infer" for m, _ in modes) else None
     for mode, batch in modes:
@@ -156,55 +195,57 @@ def bench_model(model: nn.Module, options: BenchOptions, *, label: str = "") -> 
             workloads[key] = TrainStep(model, x, options)
     probe = None
     if largest.dominant is not None:
-        probe_dtype = dtype if options.runtime == "torch" else torch.float32
+        probe_dtype = DTYPES[options.precision] if options.runtime == "torch" else torch.float32
         probe = MatmulProbe(largest.dominant, probe_dtype, device)
         workloads["matmul"] = probe
+    return workloads, probe
 
-    times = interleaved(
-        workloads,
-        repeats=options.repeats,
-        iters=options.iters,
-        warmup=options.warmup,
-        device=device,
-        clock=options.clock,
-    )
-    matmul = None
-    if probe is not None:
-        gflops = [g / 1e9 for g in rates(times["matmul"], probe.shape.flops)]
-        matmul = {"shape": str(probe.shape), "gflops_per_s": Spread.of(gflops).as_dict()}
 
-    results = []
-    for mode, batch in modes:
-        key = f"{mode} b{batch}"
-        per_rep = times[key]
-        images = Spread.of(rates(per_rep, batch))
-        calls = [t for rep in per_rep for t in rep]
-        count = flops[(mode, batch)]
-        achieved = images.median * count.total / batch / 1e9
-        peak = peak_memory_mib(workloads[key], device)
-        if mode == "train":
-            model.eval()
-        results.append(
-            {
-                "mode": mode,
-                "batch": batch,
-                "images_per_s": images.as_dict(),
-                "latency_ms": {
-                    "p50": 1e3 * percentile(calls, 50),
-                    "p90": 1e3 * percentile(calls, 90),
-                    "min": 1e3 * min(calls),
-                    "max": 1e3 * max(calls),
-                },
-                "peak_memory_mib": peak,
-                "flops_per_image": count.total / batch,
-                "gemm_flop_fraction": count.gemm_fraction,
-                "dominant_gemm": str(count.dominant) if count.dominant else None,
-                "achieved_gflops_per_s": achieved,
-                "matmul_fraction": (
-                    achieved / matmul["gflops_per_s"]["median"] if matmul else None
-                ),
-            }
-        )
+def _matmul_summary(per_rep: Sequence[Sequence[float]], probe: MatmulProbe) -> dict[str, Any]:
+    gflops = [g / 1e9 for g in rates(per_rep, probe.shape.flops)]
+    return {"shape": str(probe.shape), "gflops_per_s": Spread.of(gflops).as_dict()}
+
+
+def _result_row(
+    mode: str,
+    batch: int,
+    per_rep: Sequence[Sequence[float]],
+    count: FlopCount,
+    peak: float | None,
+    matmul: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One row of ``results``: throughput, latency, memory and the roofline reading."""
+    images = Spread.of(rates(per_rep, batch))
+    calls = [t for rep in per_rep for t in rep]
+    achieved = images.median * count.total / batch / 1e9
+    return {
+        "mode": mode,
+        "batch": batch,
+        "images_per_s": images.as_dict(),
+        "latency_ms": {
+            "p50": 1e3 * percentile(calls, 50),
+            "p90": 1e3 * percentile(calls, 90),
+            "min": 1e3 * min(calls),
+            "max": 1e3 * max(calls),
+        },
+        "peak_memory_mib": peak,
+        "flops_per_image": count.total / batch,
+        "gemm_flop_fraction": count.gemm_fraction,
+        "dominant_gemm": str(count.dominant) if count.dominant else None,
+        "achieved_gflops_per_s": achieved,
+        "matmul_fraction": (achieved / matmul["gflops_per_s"]["median"] if matmul else None),
+    }
+
+
+def _report(
+    model: nn.Module,
+    options: BenchOptions,
+    label: str,
+    input_size: tuple[int, ...],
+    device: torch.device,
+    matmul: dict[str, Any] | None,
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "model": label,
         "architecture": getattr(getattr(model, "vitzoo_spec", None), "model", None)

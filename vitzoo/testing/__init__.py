@@ -24,7 +24,9 @@ import sys
 from vitzoo.lazy import lazy_attributes
 
 if "pytest" in sys.modules:  # readable assert failures inside checks when run under pytest
-    sys.modules["pytest"].register_assert_rewrite("vitzoo.testing.checks")
+    sys.modules["pytest"].register_assert_rewrite(
+        "vitzoo.testing.checks", "vitzoo.testing.model_checks", "vitzoo.testing.feature_checks"
+    )
 
 from vitzoo.testing.variants import VARIANT_KINDS, Variant, VariantError, variants
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,81 @@ def _as_plain(data: Any) -> Any:
     return copy.deepcopy(data)
 
 
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+#: The mutations that replace the value at the path: name -> (applies to the value?, the new
+#: value from the old one and the seeded generator). A mutation that does not apply is a no-op.
+_REPLACEMENTS: dict[str, tuple[Callable[[Any], bool], Callable[[Any, random.Random], Any]]] = {
+    "halve": (_numeric, lambda v, _: v // 2 if isinstance(v, int) else v / 2),
+    "double": (_numeric, lambda v, _: v * 2),
+    "plus-one": (_numeric, lambda v, _: v + 1),
+    "minus-one": (_numeric, lambda v, _: v - 1),
+    "small-int": (_anything, lambda _, pick: pick.choice([1, 2, 3, 4, 5, 8, 16, 32])),
+    "zero": (_anything, lambda v, _: 0 if not isinstance(v, float) else 0.0),
+    "flip": (lambda v: isinstance(v, bool), lambda v, _: not v),
+    "rate": (_anything, lambda _, pick: pick.choice([0.0, 0.1, 0.5, 0.9, 1.0])),
+    "negative": (_numeric, lambda v, _: -abs(v) - 1),
+    "huge": (_anything, lambda v, _: 2**63),
+    "big": (_anything, lambda v, _: 10**6),
+    "as-string": (_anything, lambda v, _: str(v)),
+    "true": (_anything, lambda v, _: True),
+    "null": (_anything, lambda v, _: None),
+    "nan": (_anything, lambda v, _: math.nan),
+    "inf": (_anything, lambda v, _: math.inf),
+    "triple": (lambda v: not isinstance(v, Mapping), lambda v, _: [v, v, v]),
+    "fraction": (_numeric, lambda v, _: v + 0.5),
+}
+
+
+def _retype(
+    out: Any, path: tuple[Any, ...], pick: random.Random, registry: Any, bare: bool
+) -> None:
+    """Swap the component's ``type`` for another registered one; ``bare``: drop its fields."""
+    value = _get(out, path)
+    if path[-1] != "type" or not isinstance(value, str):
+        return
+    allowed = [t for t in _types_for(registry, out, path) if t != value]
+    if not allowed:
+        return
+    new = pick.choice(allowed)
+    if bare and len(path) > 1:
+        _parent(out, path[:-1])[path[-2]] = {"type": new}
+    else:
+        _parent(out, path)[path[-1]] = new
+
+
+def _set_field(out: Any, path: tuple[Any, ...], pick: random.Random, registry: Any) -> None:
+    """Give a component one of its allowed fields a small plausible value."""
+    value = _get(out, path)
+    if not isinstance(value, Mapping):
+        return
+    fields = _fields_for(registry, out, path)
+    if fields:
+        field = pick.choice(fields)
+        value[field] = pick.choice([0, 1, 2, 4, 8, 0.0, 0.25, True, False])
+
+
+def _rekey(out: Any, path: tuple[Any, ...], mutation: str, pick: random.Random) -> None:
+    """The key mutations: a letter dropped from the key, an unknown key added, the key dropped."""
+    parent, key = _parent(out, path), path[-1]
+    if not isinstance(parent, dict):
+        return
+    if mutation == "typo-key" and isinstance(key, str) and len(key) > 2:
+        value = parent.pop(key)
+        cut = pick.randrange(len(key))
+        parent[key[:cut] + key[cut + 1 :]] = value
+    elif mutation == "extra-key":
+        parent["colour"] = 3
+    elif mutation == "drop-key":
+        del parent[key]
+
+
 def mutate(
     data: Mapping[str, Any], path: tuple[Any, ...], mutation: str, choice: int, registry: Any
 ) -> dict[str, Any]:
@@ -156,74 +231,19 @@ def mutate(
     out = _as_plain(data)
     if not path:
         return out
-    parent = _parent(out, path)
-    key = path[-1]
-    value = parent[key]
+    parent, key = _parent(out, path), path[-1]
+    value = parent[key]  # a path that is not in ``data`` is a KeyError, whatever the mutation
     pick = random.Random(choice)
-
-    def numeric(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-
-    if mutation in ("halve", "double", "plus-one", "minus-one") and numeric(value):
-        step = {"halve": lambda v: v // 2 if isinstance(v, int) else v / 2,
-                "double": lambda v: v * 2,
-                "plus-one": lambda v: v + 1,
-                "minus-one": lambda v: v - 1}[mutation]  # fmt: skip
-        parent[key] = step(value)
-    elif mutation == "small-int":
-        parent[key] = pick.choice([1, 2, 3, 4, 5, 8, 16, 32])
-    elif mutation == "zero":
-        parent[key] = 0 if not isinstance(value, float) else 0.0
-    elif mutation == "flip" and isinstance(value, bool):
-        parent[key] = not value
-    elif mutation == "rate":
-        parent[key] = pick.choice([0.0, 0.1, 0.5, 0.9, 1.0])
-    elif mutation in ("retype", "retype-bare") and key == "type" and isinstance(value, str):
-        allowed = [t for t in _types_for(registry, out, path) if t != value]
-        if allowed:
-            new = pick.choice(allowed)
-            if mutation == "retype-bare" and len(path) > 1:
-                _parent(out, path[:-1])[path[-2]] = {"type": new}
-            else:
-                parent[key] = new
-    elif mutation == "set-field" and isinstance(value, Mapping):
-        fields = _fields_for(registry, out, path)
-        if fields:
-            field = pick.choice(fields)
-            value[field] = pick.choice([0, 1, 2, 4, 8, 0.0, 0.25, True, False])
-    elif mutation == "negative" and numeric(value):
-        parent[key] = -abs(value) - 1
-    elif mutation == "huge":
-        parent[key] = 2**63
-    elif mutation == "big":
-        parent[key] = 10**6
-    elif mutation == "as-string":
-        parent[key] = str(value)
-    elif mutation == "true":
-        parent[key] = True
-    elif mutation == "null":
-        parent[key] = None
-    elif mutation == "nan":
-        parent[key] = math.nan
-    elif mutation == "inf":
-        parent[key] = math.inf
-    elif mutation == "triple" and not isinstance(value, Mapping):
-        parent[key] = [value, value, value]
-    elif mutation == "fraction" and numeric(value):
-        parent[key] = value + 0.5
-    elif (
-        mutation == "typo-key"
-        and isinstance(parent, dict)
-        and isinstance(key, str)
-        and len(key) > 2
-    ):
-        del parent[key]
-        cut = pick.randrange(len(key))
-        parent[key[:cut] + key[cut + 1 :]] = value
-    elif mutation == "extra-key" and isinstance(parent, dict):
-        parent["colour"] = 3
-    elif mutation == "drop-key" and isinstance(parent, dict):
-        del parent[key]
+    if mutation in _REPLACEMENTS:
+        applies, replace = _REPLACEMENTS[mutation]
+        if applies(value):
+            parent[key] = replace(value, pick)
+    elif mutation in ("retype", "retype-bare"):
+        _retype(out, path, pick, registry, bare=mutation == "retype-bare")
+    elif mutation == "set-field":
+        _set_field(out, path, pick, registry)
+    elif mutation in ("typo-key", "extra-key", "drop-key"):
+        _rekey(out, path, mutation, pick)
     return out
 
 

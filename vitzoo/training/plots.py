@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,24 @@ def draw_with_pillow(history: Sequence[dict[str, Any]], path: Path) -> None:
     img.save(path, format="PNG")
 
 
+@dataclass(frozen=True)
+class _Axes:
+    """A panel's plotting box and the data range it shows."""
+
+    box: tuple[int, int, int, int]
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        left, top, right, bottom = self.box
+        return (
+            left + (x - self.x0) / (self.x1 - self.x0) * (right - left),
+            bottom - (y - self.y0) / ((self.y1 - self.y0) or 1.0) * (bottom - top),
+        )
+
+
 def _panel(
     img: Image.Image,
     draw: ImageDraw.ImageDraw,
@@ -194,21 +213,37 @@ def _panel(
         draw.text((left + 10, top + 10), "no data", fill=(90, 90, 90), font=small)
         return
     yticks = nice_ticks(min(values), max(values))
-    y0, y1 = yticks[0], yticks[-1]
-    x0, x1 = 0.5, last + 0.5
+    axes = _Axes(box, 0.5, last + 0.5, yticks[0], yticks[-1])
+    _y_axis(img, draw, axes, yticks, title == "accuracy", ylabel, small)
+    _x_axis(draw, axes, last, small)
+    if best is not None:
+        x, _ = axes.px(best, axes.y0)
+        for y in range(top, bottom, 8):
+            draw.line([(x, y), (x, min(y + 4, bottom))], fill=BEST, width=1)
+    all_pts = _draw_series(draw, axes, data.values())
+    draw.rectangle(box, outline=(0, 0, 0))
+    entries = [(label, colour, 3) for label, (points, colour) in data.items() if points]
+    if best is not None:
+        entries.append((f"best (epoch {best})", BEST, 1))
+    _legend(draw, box, entries, all_pts, small)
 
-    def px(x: float, y: float) -> tuple[float, float]:
-        return (
-            left + (x - x0) / (x1 - x0) * (right - left),
-            bottom - (y - y0) / ((y1 - y0) or 1.0) * (bottom - top),
-        )
 
+def _y_axis(
+    img: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    axes: _Axes,
+    yticks: Sequence[float],
+    percent: bool,
+    ylabel: str,
+    small: ImageFont.ImageFont,
+) -> None:
+    """Grid lines and tick labels (percent, scientific or plain), then the rotated label."""
+    left, top, right, bottom = axes.box
     step = yticks[1] - yticks[0] if len(yticks) > 1 else 1.0
-    percent = title == "accuracy"
     scientific = max(abs(v) for v in yticks) < 1e-2
     widest = 0
     for value in yticks:
-        _, y = px(x0, value)
+        _, y = axes.px(axes.x0, value)
         draw.line([(left, y), (right, y)], fill=(232, 232, 232))
         draw.line([(left - 4, y), (left, y)], fill=(0, 0, 0))
         if percent and step >= 0.01:
@@ -221,28 +256,32 @@ def _panel(
         widest = max(widest, text_w)
         draw.text((left - 8 - text_w, y - 7), label, fill=(40, 40, 40), font=small)
     _vertical_text(img, ylabel, (left - widest - 30, (top + bottom) // 2), small)
+
+
+def _x_axis(draw: ImageDraw.ImageDraw, axes: _Axes, last: int, small: ImageFont.ImageFont) -> None:
+    bottom = axes.box[3]
     for epoch in epoch_ticks(last):
-        x, _ = px(epoch, y0)
+        x, _ = axes.px(epoch, axes.y0)
         draw.line([(x, bottom), (x, bottom + 4)], fill=(0, 0, 0))
         label = str(epoch)
         draw.text((x - 4 * len(label), bottom + 7), label, fill=(40, 40, 40), font=small)
-    if best is not None:
-        x, _ = px(best, y0)
-        for y in range(top, bottom, 8):
-            draw.line([(x, y), (x, min(y + 4, bottom))], fill=BEST, width=1)
+
+
+def _draw_series(
+    draw: ImageDraw.ImageDraw,
+    axes: _Axes,
+    data: Iterable[tuple[list[tuple[float, float]], tuple[int, int, int]]],
+) -> list[tuple[float, float]]:
+    """Each series as a line with dots; returns every point drawn (the legend avoids them)."""
     all_pts = []
-    for points, colour in data.values():
-        pts = [px(x, y) for x, y in points]
+    for points, colour in data:
+        pts = [axes.px(x, y) for x, y in points]
         all_pts.extend(pts)
         if len(pts) > 1:
             draw.line(pts, fill=colour, width=2)
         for x, y in pts:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    draw.rectangle(box, outline=(0, 0, 0))
-    entries = [(label, colour, 3) for label, (points, colour) in data.items() if points]
-    if best is not None:
-        entries.append((f"best (epoch {best})", BEST, 1))
-    _legend(draw, box, entries, all_pts, small)
+    return all_pts
 
 
 def _legend(

@@ -132,19 +132,10 @@ def save_run_checkpoint(
     run_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"-{epoch_step:06d}" if epoch_step else ""
     state_name = f"state-{epoch:04d}{suffix}.safetensors"
-    tensors, meta = flatten_optimizer(optimizer.state_dict())
-    tensors.update(objective_extra(objective))
-    tensors.update(rng if rng is not None else rng_state())
-    progress: dict[str, Any] = {"epoch": epoch, "step": step, "best_accuracy": best_accuracy}
-    if epoch_step:
-        progress.update(epoch_step=epoch_step, partial=partial)
-    if scaler is not None:
-        progress["scaler"] = scaler
-    if ema is not None:
-        tensors.update(ema.state_tensors())
-        progress["ema_updates"] = ema.updates
+    tensors, optimizer_meta = _state_tensors(optimizer, objective, rng, ema)
+    progress = _progress(epoch, step, best_accuracy, epoch_step, partial, scaler, ema)
     metadata = {
-        "vitzoo.train.optimizer": json.dumps(meta),
+        "vitzoo.train.optimizer": json.dumps(optimizer_meta),
         "vitzoo.train.progress": json.dumps(progress),
         "vitzoo.train.history": json.dumps(history),
     }
@@ -164,6 +155,42 @@ def save_run_checkpoint(
         if old.name != state_name:
             old.unlink(missing_ok=True)
     return last
+
+
+def _state_tensors(
+    optimizer: torch.optim.Optimizer,
+    objective: nn.Module,
+    rng: dict[str, torch.Tensor] | None,
+    ema: Any,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state file's tensors (optimiser moments, objective-only weights, RNG states, the
+    weight average) and the optimiser's JSON-safe rest."""
+    tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
+    tensors.update(objective_extra(objective))
+    tensors.update(rng if rng is not None else rng_state())
+    if ema is not None:
+        tensors.update(ema.state_tensors())
+    return tensors, optimizer_meta
+
+
+def _progress(
+    epoch: int,
+    step: int,
+    best_accuracy: float | None,
+    epoch_step: int,
+    partial: dict[str, Any] | None,
+    scaler: dict[str, Any] | None,
+    ema: Any,
+) -> dict[str, Any]:
+    """Where the run stands (the state file's ``vitzoo.train.progress``)."""
+    progress: dict[str, Any] = {"epoch": epoch, "step": step, "best_accuracy": best_accuracy}
+    if epoch_step:
+        progress.update(epoch_step=epoch_step, partial=partial)
+    if scaler is not None:
+        progress["scaler"] = scaler
+    if ema is not None:
+        progress["ema_updates"] = ema.updates
+    return progress
 
 
 class RunCheckpoint(NamedTuple):

@@ -155,64 +155,19 @@ def apply_rules(
     target_shapes: Mapping[str, Shape],
 ) -> Conversion:
     """Map ``tensors`` through ``rules`` (first matching rule per key, in rule order)."""
-    out = Conversion()
-    consumed: set[str] = set()
-    mapping_rules = [r for r in rules if not isinstance(r, KeepInit)]
-    compiled = [(rule, re.compile(rule.pattern)) for rule in mapping_rules]
-
-    def emit(target: str, tensor: torch.Tensor, source: str) -> None:
-        if target not in target_shapes:
-            out.unknown_target[source] = target
-            return
-        if target in out.tensors:
-            out.duplicate_target.setdefault(target, [out.origin[target]]).append(source)
-            return
-        out.tensors[target] = tensor
-        out.origin[target] = source
-
+    run = _RulePass(tensors, target_shapes)
+    compiled = [(r, re.compile(r.pattern)) for r in rules if not isinstance(r, KeepInit)]
     for key in tensors:
-        if key in consumed:
+        if key in run.consumed:
             continue
         for rule, pattern in compiled:
             match = pattern.fullmatch(key)
-            if match is None:
-                continue
-            if isinstance(rule, Unused):
-                out.unused[key] = rule.reason
-                consumed.add(key)
-            elif isinstance(rule, Rename):
-                target = expand_target(rule.target, match, target_shapes)
-                shape = tuple(target_shapes.get(target, tensors[key].shape))
-                emit(target, apply_ops(rule.ops, tensors[key], shape), key)
-                consumed.add(key)
-            elif isinstance(rule, Concat):
-                names = [key, *(match.expand(s) for s in rule.sources[1:])]
-                if any(n not in tensors or n in consumed for n in names):
-                    continue  # an incomplete group: let a later rule (or the report) have it
-                target = match.expand(rule.target)
-                joined = torch.cat([tensors[n] for n in names], dim=rule.dim)
-                shape = tuple(target_shapes.get(target, joined.shape))
-                emit(target, apply_ops(rule.ops, joined, shape), " + ".join(names))
-                consumed.update(names)
-            elif isinstance(rule, Split):
-                targets = [match.expand(t) for t in rule.targets]
-                whole = apply_ops(rule.ops, tensors[key], tuple(tensors[key].shape))
-                sizes = rule.sizes or tuple(
-                    target_shapes[t][rule.dim] if t in target_shapes else 0 for t in targets
-                )
-                if sum(sizes) != whole.shape[rule.dim] or 0 in sizes:
-                    out.unknown_target[key] = " + ".join(targets) + " (split sizes do not fit)"
-                else:
-                    for target, part in zip(
-                        targets, torch.split(whole, list(sizes), dim=rule.dim), strict=True
-                    ):
-                        emit(target, part, key)
-                consumed.add(key)
-            break
+            if match is not None and run.apply(rule, key, match):
+                break
+    out = run.out
     # After the loop: a key an earlier rule skipped may have joined a later group (key before
     # query in sorted order).
-    out.unmatched_source = [k for k in tensors if k not in consumed]
-
+    out.unmatched_source = [k for k in tensors if k not in run.consumed]
     keep = [(r, re.compile(r.pattern)) for r in rules if isinstance(r, KeepInit)]
     for target in target_shapes:
         if target in out.tensors:
@@ -223,6 +178,72 @@ def apply_rules(
         else:
             out.missing_target.append(target)
     return out
+
+
+class _RulePass:
+    """One pass of the rules over a checkpoint: what each rule does to the key it matched,
+    and the accounting of which source keys are consumed and which vitzoo keys filled."""
+
+    def __init__(
+        self, tensors: Mapping[str, torch.Tensor], target_shapes: Mapping[str, Shape]
+    ) -> None:
+        self.tensors = tensors
+        self.target_shapes = target_shapes
+        self.out = Conversion()
+        self.consumed: set[str] = set()
+
+    def apply(self, rule: AnyRule, key: str, match: re.Match[str]) -> bool:
+        """Apply ``rule`` to ``key``; False when it declines (an incomplete :class:`Concat`
+        group), so the next matching rule gets the key."""
+        if isinstance(rule, Unused):
+            self.out.unused[key] = rule.reason
+            self.consumed.add(key)
+        elif isinstance(rule, Rename):
+            target = expand_target(rule.target, match, self.target_shapes)
+            shape = tuple(self.target_shapes.get(target, self.tensors[key].shape))
+            self.emit(target, apply_ops(rule.ops, self.tensors[key], shape), key)
+            self.consumed.add(key)
+        elif isinstance(rule, Concat):
+            return self.concat(rule, key, match)
+        elif isinstance(rule, Split):
+            self.split(rule, key, match)
+        return True
+
+    def concat(self, rule: Concat, key: str, match: re.Match[str]) -> bool:
+        names = [key, *(match.expand(s) for s in rule.sources[1:])]
+        if any(n not in self.tensors or n in self.consumed for n in names):
+            return False  # an incomplete group: let a later rule (or the report) have it
+        target = match.expand(rule.target)
+        joined = torch.cat([self.tensors[n] for n in names], dim=rule.dim)
+        shape = tuple(self.target_shapes.get(target, joined.shape))
+        self.emit(target, apply_ops(rule.ops, joined, shape), " + ".join(names))
+        self.consumed.update(names)
+        return True
+
+    def split(self, rule: Split, key: str, match: re.Match[str]) -> None:
+        targets = [match.expand(t) for t in rule.targets]
+        whole = apply_ops(rule.ops, self.tensors[key], tuple(self.tensors[key].shape))
+        sizes = rule.sizes or tuple(
+            self.target_shapes[t][rule.dim] if t in self.target_shapes else 0 for t in targets
+        )
+        if sum(sizes) != whole.shape[rule.dim] or 0 in sizes:
+            self.out.unknown_target[key] = " + ".join(targets) + " (split sizes do not fit)"
+        else:
+            parts = torch.split(whole, list(sizes), dim=rule.dim)
+            for target, part in zip(targets, parts, strict=True):
+                self.emit(target, part, key)
+        self.consumed.add(key)
+
+    def emit(self, target: str, tensor: torch.Tensor, source: str) -> None:
+        out = self.out
+        if target not in self.target_shapes:
+            out.unknown_target[source] = target
+            return
+        if target in out.tensors:
+            out.duplicate_target.setdefault(target, [out.origin[target]]).append(source)
+            return
+        out.tensors[target] = tensor
+        out.origin[target] = source
 
 
 def target_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
