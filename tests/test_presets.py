@@ -32,13 +32,13 @@ def preset_param_count(name: str) -> int:
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_parameter_count_matches_paper(name: str) -> None:
+def test_preset_parameter_count_is_the_references_exact_count(name: str) -> None:
     entry = vitzoo.get_registry().get("preset", name)
     assert entry.citation, f"{name}: cite the paper"
-    assert entry.expected_params, f"{name}: give the published parameter count"
+    assert entry.expected_params, f"{name}: give the reference's exact parameter count"
     count = preset_param_count(name)
-    assert abs(count - entry.expected_params) / entry.expected_params <= 0.01, (
-        f"{name}: {count:,} parameters vs {entry.expected_params:,} published"
+    assert count == entry.expected_params, (
+        f"{name}: {count:,} parameters vs {entry.expected_params:,} in the reference"
     )
 
 
@@ -91,9 +91,13 @@ def test_released_names_are_registered_and_the_timm_ones_are_aliases() -> None:
     assert preset.released_names("timm") == ("vit_base_patch16_224",)
     assert preset.released_names("hf") == ("google/vit-base-patch16-224",)
     assert registry.canonical("preset", "vit_base_patch16_224") == "vit-b16"
-    nest = registry.get("preset", "nest-t")  # an alias that is not a release of this function
+    nest = registry.get("preset", "nest-t")
     assert nest.released_names("timm") == ("nest_tiny_jx",)
-    assert set(nest.aliases) == {"nest_tiny", "nest_tiny_jx"}
+    assert set(nest.aliases) == {"nest_tiny_jx"}
+    # timm's PyTorch-padded nest_tiny shares the tensors but not the function: its own preset
+    torch_padded = registry.get("preset", "nest_tiny")
+    assert torch_padded.name == "nest-t-torch" and torch_padded.released == ()
+    assert torch_padded.spec["model"]["padding"] == "symmetric"
     xcit = registry.get("preset", "xcit-s12")
     assert xcit.released_names("official") == ("xcit_small_12_p16_224",)
 
