@@ -22,6 +22,7 @@ import vitzoo.builder
 import vitzoo.trial
 from vitzoo.cli import cli
 from vitzoo.components.vit import VisionTransformer
+from vitzoo.registration_examples import TINY_VIT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,17 +78,7 @@ def test_vitzoo_build_resolves_once_and_builds_once(
 def test_loading_weights_builds_the_target_once(builds: list[str], tmp_path: Path) -> None:
     """Weights for the same model need no meta twins: the real model's shapes are the target's,
     and the checkpoint was made for exactly that model."""
-    spec = {
-        "model": {
-            "type": "vit",
-            "image_size": 32,
-            "dim": 32,
-            "depth": 1,
-            "num_heads": 2,
-            "num_classes": 3,
-            "patch": {"type": "linear", "patch_size": 8},
-        }
-    }
+    spec = {"model": {"type": "vit", **TINY_VIT}}
     path = vitzoo.save(vitzoo.build(spec), tmp_path / "m.safetensors")
     builds.clear()
     vitzoo.build(weights=path)
