@@ -6,9 +6,11 @@
 mismatch (with both shapes). ``strict=False`` loads what fits and returns the account of the rest.
 
 Choosing: the converters registered for the model's architecture are the candidates -- the
-user named the model, so another family's converter is never chosen behind their back. With
-one candidate for the source kind, it is used (strict accounting then names every tensor that
-does not fit); with several, detection chooses among them.
+user named the model, so another family's converter is never chosen behind their back. The
+first candidate that recognises the checkpoint is used, trying the source kinds in order (a
+plain state dict may be timm's or an official release's: OpenCLIP's ``visual.*`` layout is
+not timm's); where none recognises it and one kind has a single candidate, that one is used
+(strict accounting then names every tensor that does not fit).
 """
 
 from __future__ import annotations
@@ -55,13 +57,18 @@ def pick_converter(
     config = config or {}
     sources = (source,) if isinstance(source, str) else tuple(source)
     kinds = "/".join(sources)
-    for kind in sources:  # in order of preference: the first kind with candidates decides
+    for kind in sources:  # in order of preference
+        recognised = [
+            c
+            for c in converters_for(architecture, kind, system=system)
+            if c.recognises(tensors, config)
+        ]
+        if recognised:
+            return recognised[0]
+    for kind in sources:  # nothing recognises it: the first kind with one candidate reports
         own = converters_for(architecture, kind, system=system)
         if len(own) == 1:
             return own[0]
-        recognised = [c for c in own if c.recognises(tensors, config)]
-        if recognised:
-            return recognised[0]
     own = [c for s in sources for c in converters_for(architecture, s, system=system)]
     looks_like = family_hint(architecture, sources, tensors, config, system=system)
     if not own:
