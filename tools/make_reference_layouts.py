@@ -82,6 +82,51 @@ TIMM_NAMES = [
     "crossvit_18_dagger_240",
 ]
 
+#: CLIP / SigLIP image towers with the head their release has: timm's CLIP conversion makes the
+#: bias-free projection its head (num_classes = the image-embedding width, plus a zero bias);
+#: SigLIP towers have none (num_classes=0). name -> the embedding width (0: no head).
+TIMM_RELEASED_HEADS = {
+    **{
+        name: width
+        for width, names in {
+            512: ["vit_base_patch32_clip_{}224", "vit_base_patch16_clip_{}224"],
+            768: ["vit_large_patch14_clip_{}224", "vit_large_patch14_clip_{}336"],
+            1024: ["vit_huge_patch14_clip_{}224", "vit_huge_patch14_clip_{}378"],
+            1280: ["vit_gigantic_patch14_clip_{}224"],
+        }.items()
+        for pattern in names
+        for name in (pattern.format(""), pattern.format("quickgelu_"))
+    },
+    "vit_base_patch32_clip_256": 512,
+    "vit_giant_patch14_clip_224": 1024,
+    "vit_gigantic_patch14_clip_378": 1280,
+    **{
+        f"vit_{size}_siglip_{res}": 0
+        for size, resolutions in {
+            "base_patch16": (224, 256, 384, 512),
+            "base_patch32": (256,),
+            "large_patch16": (256, 384, 512),
+            "so400m_patch14": (224, 378, 384),
+            "so400m_patch16": (256, 384, 512),
+            "giantopt_patch16": (256, 384),
+        }.items()
+        for res in resolutions
+    },
+}
+
+#: OpenCLIP image-text models (OpenAI's layout, text tower included), from OpenCLIP's configs.
+OPEN_CLIP = [
+    "ViT-B-32-quickgelu",
+    "ViT-B-32",
+    "ViT-B-16",
+    "ViT-L-14",
+    "ViT-L-14-336",
+    "ViT-H-14",
+    "ViT-H-14-378-quickgelu",
+    "ViT-g-14",
+    "ViT-bigG-14",
+]
+
 #: Official CCT models (vit-pytorch's port has the official module tree): name -> constructor.
 CCT = {
     "cct_7_3x1_32": ("cct_7", dict(img_size=32, kernel_size=3, n_conv_layers=1, num_classes=10)),
@@ -96,6 +141,22 @@ def layout(model: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
+def open_clip_layout(name: str) -> dict[str, list[int]]:
+    """OpenCLIP's model of that name, built on the meta device from its own config."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    config = dict(open_clip.get_model_config(name))
+    config["quick_gelu"] = config.get("quick_gelu", False)
+    config = {
+        k: v
+        for k, v in config.items()
+        if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")
+    }
+    with torch.device("meta"):
+        return layout(CLIP(**config))
+
+
 def main() -> None:
     import timm
     import vit_pytorch.cct as cct
@@ -104,6 +165,12 @@ def main() -> None:
     for name in TIMM_NAMES:
         with torch.device("meta"):
             layouts["timm"][name] = layout(timm.create_model(name, pretrained=False))
+    for name, width in TIMM_RELEASED_HEADS.items():
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, num_classes=width)
+        layouts["timm"][name] = layout(model)
+    for name in OPEN_CLIP:
+        layouts["official"][name] = open_clip_layout(name)
     for name, (fn, kwargs) in CCT.items():
         # CCT's constructor calls .item() on a tensor, which the meta device refuses.
         model = getattr(cct, fn)(positional_embedding="learnable", **kwargs)

@@ -68,16 +68,18 @@ class ProjectionHeadConfig(ComponentConfig):
 
 class ProjectionHead(nn.Module):
     """``pooled @ W.T``: OpenAI / OpenCLIP ``visual.proj`` (stored transposed there), Hugging
-    Face ``visual_projection``. Its output is the released image embedding."""
+    Face ``visual_projection``. Its output is the released image embedding. The Linear is
+    ``fc`` like the linear head's, so a classifier and a projection share their weight's name
+    (timm stores both as ``head.weight``)."""
 
     def __init__(self, num_features: int, num_classes: int) -> None:
         super().__init__()
-        self.proj = (
+        self.fc = (
             nn.Linear(num_features, num_classes, bias=False) if num_classes > 0 else nn.Identity()
         )
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.proj(pooled)
+        return self.fc(pooled)
 
 
 def build_projection_head(config: ProjectionHeadConfig, ctx: BuildContext) -> ProjectionHead:
