@@ -49,8 +49,15 @@ ZERO_HEAD_BIAS = Rename(
 )
 
 
-def _looks_like_timm_vit(tensors: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
-    return "patch_embed.proj.weight" in tensors and "blocks.0.attn.qkv.weight" in tensors
+def _looks_like_timm_clip(tensors: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """timm's ViT layout with CLIP's pre-norm or SigLIP's attention pool (a plain timm ViT is
+    the vit family's; where it is loaded into clip / siglip, this converter is the only timm one
+    and strict accounting names what does not fit)."""
+    return (
+        "patch_embed.proj.weight" in tensors
+        and "blocks.0.attn.qkv.weight" in tensors
+        and ("norm_pre.weight" in tensors or "attn_pool.latent" in tensors)
+    )
 
 
 TIMM_CLIP = WeightConverter(
@@ -58,7 +65,7 @@ TIMM_CLIP = WeightConverter(
     source="timm",
     architectures=("clip", "siglip"),
     rules=(ZERO_HEAD_BIAS, *TIMM_VIT_RULES),
-    detect=_looks_like_timm_vit,
+    detect=_looks_like_timm_clip,
     summary="timm vit_*_clip_* / vit_*_siglip_* (VisionTransformer with norm_pre / attn_pool)",
     verified_by="tests/test_weights_clip.py",
 )
