@@ -24,6 +24,9 @@ TIMM_VIT_RULES = (
     ),
     Rename(r"blocks\.(\d+)\.(ls1|ls2)\.gamma", r"blocks.\1.\2.gamma"),
     Rename(r"norm\.(weight|bias)", r"norm.\1"),
+    Rename(r"norm_pre\.(weight|bias)", r"norm_pre.\1"),
+    # global_pool='map': timm's AttentionPoolLatent, the vitzoo ``map`` pooling (same names)
+    Rename(r"attn_pool\.(latent|(?:q|kv|proj|norm|mlp\.fc[12])\.(?:weight|bias))", r"pool.\1"),
     Rename(r"head\.(weight|bias)", r"head.fc.\1"),
     Rename(r"head_dist\.(weight|bias)", r"head.fc_dist.\1"),
 )

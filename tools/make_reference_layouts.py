@@ -29,13 +29,34 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "la
 CATALOGUE = Path(__file__).resolve().parents[1] / "registry.yaml"
 
 
-def released_names(source: str) -> list[str]:
+def released(source: str) -> dict[str, dict]:
+    """Released name -> the spec of the preset that claims it (its head decides the layout:
+    timm's CLIP towers release a projection head, SigLIP towers none, classifiers 1000)."""
     import yaml
 
     presets = yaml.safe_load(CATALOGUE.read_text(encoding="utf-8"))["presets"]
-    return sorted(
-        n for entry in presets.values() for n in entry.get("released", {}).get(source, [])
-    )
+    return {
+        name: entry["spec"]
+        for entry in presets.values()
+        for name in entry.get("released", {}).get(source, [])
+    }
+
+
+def open_clip_layout(name: str) -> dict[str, list[int]]:
+    """OpenCLIP's image-text model of that name (OpenAI's layout, text tower included), built on
+    the meta device from OpenCLIP's own config."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    config = dict(open_clip.get_model_config(name))
+    config["quick_gelu"] = config.get("quick_gelu", False)
+    config = {
+        k: v
+        for k, v in config.items()
+        if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")
+    }
+    with torch.device("meta"):
+        return layout(CLIP(**config))
 
 
 def official_xcit_module(checkout: Path):
@@ -69,10 +90,15 @@ def main() -> None:
         sys.exit(__doc__)
     xcit = official_xcit_module(Path(sys.argv[1]))
     layouts: dict[str, dict[str, dict[str, list[int]]]] = {"timm": {}, "official": {}}
-    for name in released_names("timm"):
+    for name, spec in sorted(released("timm").items()):
+        classes = spec["model"].get("num_classes", 1000)
         with torch.device("meta"):
-            layouts["timm"][name] = layout(timm.create_model(name, pretrained=False))
-    for name in released_names("official"):
+            model = timm.create_model(name, pretrained=False, num_classes=classes)
+        layouts["timm"][name] = layout(model)
+    for name in sorted(released("official")):
+        if name.startswith("ViT-"):  # OpenCLIP's model names
+            layouts["official"][name] = open_clip_layout(name)
+            continue
         if name in CCT:
             fn, kwargs = CCT[name]
             # CCT's constructor calls .item() on a tensor, which the meta device refuses.

@@ -16,8 +16,9 @@ from torch import nn
 
 from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
 from vitzoo.components.features import FeatureExtractor
-from vitzoo.plugins import PluginSystem
-from vitzoo.weights.load import load_pretrained
+from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.spec.sources import given_model_fields
+from vitzoo.weights.load import HEAD_FIELDS, load_pretrained
 
 
 def build(
@@ -36,6 +37,8 @@ def build(
     ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
     Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
     own spec is used) and the weights adapt to overridden classes / image size / channels.
+    Where neither the spec nor the overrides set ``num_classes`` (or ``head``) and the weights
+    say theirs, the head follows the weights (as timm's ``pretrained_cfg`` does).
     ``features_only=True`` gives a backbone for dense prediction instead
     (:class:`~vitzoo.components.features.FeatureExtractor`): ``forward(x)`` returns the
     (B, C, H, W) maps of the ``out_indices`` layers (an int: the last n; default: all),
@@ -55,15 +58,21 @@ def _build_model(
 ) -> nn.Module:
     if source is None and weights is None:
         raise TypeError("build() needs a preset, spec or weights source")
-    spec = None if source is None else resolve_spec(source, overrides, system=system)
-    section = getattr(spec, "weights", None) if spec is not None else None
-    if weights is None and section is None:
+    if weights is not None:
+        # the loader resolves the caller's spec once, and reads from it whether the caller set
+        # a class count (if not, the head follows the weights)
+        return load_pretrained(weights, source, overrides=overrides, system=system).model
+    spec = resolve_spec(source, overrides, system=system)
+    section = getattr(spec, "weights", None)
+    if section is None:
         return build_from_spec(spec, system=system)
+    registry = (system or get_plugin_system()).registry
+    given = given_model_fields(source, registry, overrides)
     return load_pretrained(
-        weights if weights is not None else section.source,
+        section.source,
         spec,
-        overrides=overrides if spec is None else None,
-        format=None if weights is not None else section.format,
-        strict=True if weights is not None else section.strict,
+        format=section.format,
+        strict=section.strict,
         system=system,
+        head_follows_source=given is not None and not given & set(HEAD_FIELDS),
     ).model

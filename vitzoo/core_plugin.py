@@ -12,6 +12,7 @@ from typing import Any
 
 from vitzoo.components import (
     attention,
+    attention_pool,
     block,
     class_attention,
     conv,
@@ -101,6 +102,14 @@ def register_pooling(register: Any) -> None:
         offers={"pooled-vector"},
     )
     register("mean", pooling.build_mean_pool, pooling.MeanPoolConfig, offers={"pooled-vector"})
+    # SigLIP's attention-pool head, usable in any flat-token spec (CaiT: see examples/).
+    register(
+        "map",
+        attention_pool.build_map_pool,
+        attention_pool.MapPoolConfig,
+        offers={"pooled-vector"},
+        summary="multi-head attention pooling: a learned probe attends to the tokens (SigLIP)",
+    )
     register(
         "cls-dist",
         pooling.build_cls_dist_pool,
@@ -115,6 +124,13 @@ def register_pooling(register: Any) -> None:
 @hookimpl
 def register_heads(register: Any) -> None:
     register("linear", heads.build_linear_head, heads.LinearHeadConfig, needs={"pooled-vector"})
+    register(
+        "projection",
+        heads.build_projection_head,
+        heads.ProjectionHeadConfig,
+        needs={"pooled-vector"},
+        summary="bias-free linear projection to num_classes outputs (CLIP's image embedding)",
+    )
     register(
         "distillation",
         heads.build_distillation_head,

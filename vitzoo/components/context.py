@@ -42,7 +42,8 @@ class BuildContext:
     layer_index: int = 0
     #: Stochastic-depth rate of the block being built.
     drop_path: float = 0.0
-    #: Specs a block builds its token mixer and channel mixer from.
+    #: Specs a block builds its token mixer and channel mixer from (``mlp`` also reaches the
+    #: pooling: an attention-pool head reuses the model's MLP unless its own spec names one).
     attention: Any = None
     mlp: Any = None
 

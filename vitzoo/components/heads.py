@@ -59,6 +59,34 @@ def build_linear_head(config: LinearHeadConfig, ctx: BuildContext) -> LinearHead
     return LinearHead(ctx.num_features, ctx.num_classes, config.dropout, config.norm)
 
 
+class ProjectionHeadConfig(ComponentConfig):
+    """A linear map without bias from the pooled width to ``num_classes`` outputs: CLIP's image
+    projection (``num_classes`` is then the embedding width, 512 for ViT-B CLIP)."""
+
+    type: Literal["projection"] = "projection"
+
+
+class ProjectionHead(nn.Module):
+    """``pooled @ W.T``: OpenAI / OpenCLIP ``visual.proj`` (stored transposed there), Hugging
+    Face ``visual_projection``. Its output is the released image embedding. The Linear is
+    ``fc`` like the linear head's, so a classifier and a projection share their weight's name
+    (timm stores both as ``head.weight``)."""
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = (
+            nn.Linear(num_features, num_classes, bias=False) if num_classes > 0 else nn.Identity()
+        )
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc(pooled)
+
+
+def build_projection_head(config: ProjectionHeadConfig, ctx: BuildContext) -> ProjectionHead:
+    """Bias-free linear projection (CLIP's image embedding)."""
+    return ProjectionHead(ctx.num_features, ctx.num_classes)
+
+
 class DistillationHeadConfig(ComponentConfig):
     """DeiT: class-token and distillation-token classifiers; a pair in training, their mean in eval."""
 

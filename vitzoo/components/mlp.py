@@ -19,13 +19,27 @@ class GeluTanh(nn.GELU):
         super().__init__(approximate="tanh")
 
 
+class QuickGelu(nn.Module):
+    """``x * sigmoid(1.702 x)``: the sigmoid approximation of GELU that OpenAI's CLIP was trained
+    with (Radford et al., 2021; also ``quick_gelu`` in transformers and timm). Its released
+    weights, and OpenCLIP's ``-quickgelu`` models, only compute their function with it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "gelu-tanh": GeluTanh,
+    "quick-gelu": QuickGelu,
     "relu": nn.ReLU,
     "silu": nn.SiLU,
     "hardswish": nn.Hardswish,
 }
+
+
+#: The activations a spec may name (the keys of :data:`ACTIVATIONS`).
+Activation = Literal["gelu", "gelu-tanh", "quick-gelu", "relu", "silu", "hardswish"]
 
 
 class MlpConfig(ComponentConfig):
@@ -34,7 +48,7 @@ class MlpConfig(ComponentConfig):
     type: Literal["mlp"] = "mlp"
     ratio: PositiveFloat = 4.0
     hidden_dim: PositiveInt | None = None
-    activation: Literal["gelu", "gelu-tanh", "relu", "silu", "hardswish"] = "gelu"
+    activation: Activation = "gelu"
     dropout: Rate = 0.0
     bias: bool = True
 

@@ -42,9 +42,13 @@ class LinearPatchConfig(ComponentConfig):
     type: Literal["linear"] = "linear"
     patch_size: SizeOrPair = 16
     bias: bool = True
+    #: Accept an image size the patch size does not divide: the last rows / columns that do not
+    #: fill a patch are left out, as a strided convolution does. SigLIP So400m/14 is released
+    #: at 384 px (27 x 27 patches read 378 px of it); off, such a size is a spec error.
+    crop_remainder: bool = False
 
     def check(self, image_size: Any = None, **_: Any) -> None:
-        if image_size is not None:
+        if image_size is not None and not self.crop_remainder:
             check_divisible(image_size, self.patch_size)
 
     def token_grid(self, image_size: tuple[int, ...]) -> tuple[int, ...]:
@@ -56,9 +60,17 @@ class LinearPatchConfig(ComponentConfig):
 class LinearPatchEmbed(Patchifier):
     """A strided convolution, which is exactly a shared linear map over flattened patches."""
 
-    def __init__(self, in_chans: int, dim: int, patch_size: tuple[int, int], bias: bool = True):
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        patch_size: tuple[int, int],
+        bias: bool = True,
+        crop_remainder: bool = False,
+    ):
         super().__init__()
         self.patch_size = patch_size
+        self.crop_remainder = crop_remainder
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def grid_for(self, image_size: tuple[int, ...]) -> tuple[int, ...]:
@@ -71,7 +83,7 @@ class LinearPatchEmbed(Patchifier):
             )
         h, w = x.shape[-2:]
         ph, pw = self.patch_size
-        if h % ph or w % pw:
+        if (h % ph or w % pw) and not self.crop_remainder:
             raise ValueError(
                 f"image size {(h, w)} is not divisible by patch size {self.patch_size}"
             )
@@ -82,4 +94,10 @@ class LinearPatchEmbed(Patchifier):
 
 def build_linear_patch(config: LinearPatchConfig, ctx: BuildContext) -> LinearPatchEmbed:
     """Linear patch embedding (ViT)."""
-    return LinearPatchEmbed(ctx.in_chans, ctx.dim, to_pair(config.patch_size), config.bias)  # type: ignore[arg-type]
+    return LinearPatchEmbed(
+        ctx.in_chans,
+        ctx.dim,
+        to_pair(config.patch_size),  # type: ignore[arg-type]
+        config.bias,
+        config.crop_remainder,
+    )

@@ -55,6 +55,9 @@ class VitConfig(ComponentConfig):
     class_token: bool = True
     distillation_token: bool = False
     register_tokens: NonNegativeInt = 0
+    #: A norm (``norm`` kind, ``norm_eps``) over every token after the patch embedding, prefix
+    #: tokens and positions, before the first block: CLIP's ``ln_pre`` (timm's ``norm_pre``).
+    norm_pre: bool = False
     emb_dropout: Rate = 0.0
     drop_path_rate: Rate = 0.0
     patch_dropout: Rate = 0.0
@@ -158,6 +161,9 @@ class VisionTransformer(VitzooModel):
             "posenc", config.posenc, grid=grid, num_prefix_tokens=self.num_embed_prefix
         )
         self.pos_drop = nn.Dropout(config.emb_dropout)
+        self.norm_pre = (
+            make_norm(config.norm, dim, config.norm_eps) if config.norm_pre else nn.Identity()
+        )
 
         rates = drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = self.stack_blocks(base, config.block, rates, grid)
@@ -166,8 +172,9 @@ class VisionTransformer(VitzooModel):
         )
         self.num_features = dim
         self.num_classes = config.num_classes
+        # the model's MLP spec goes along: an attention-pool head (``map``) reuses it by default
         self._head_ctx = base.replace(
-            num_features=dim, grid=grid, num_prefix_tokens=self.num_prefix_tokens
+            num_features=dim, grid=grid, num_prefix_tokens=self.num_prefix_tokens, mlp=config.mlp
         )
         self.pool = self._head_ctx.build("pooling", config.pool)
         self.head = self._head_ctx.build("head", config.head, num_classes=config.num_classes)
@@ -211,7 +218,8 @@ class VisionTransformer(VitzooModel):
         patch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         positions: bool = True,
     ) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Image -> (prefix + patch tokens with positions, grid). Patch tokens follow the prefix.
+        """Image -> (prefix + patch tokens with positions, grid). Patch tokens follow the prefix;
+        ``norm_pre`` (when set) has normalised every token.
 
         Hooks for masked-image objectives: ``patch_transform`` edits the (B, N, D) patch
         embeddings before prefix tokens and positions are added (SimMIM / MPP mask tokens);
@@ -231,7 +239,7 @@ class VisionTransformer(VitzooModel):
             tokens = torch.cat(
                 [tokens[:, : self.num_embed_prefix], reg, tokens[:, self.num_embed_prefix :]], dim=1
             )
-        return self.pos_drop(tokens), grid
+        return self.norm_pre(self.pos_drop(tokens)), grid
 
     def follow_input_grid(self, grid: tuple[int, ...]) -> None:
         """``dynamic_img_size``: hand the grid of this input to every grid-aware part."""

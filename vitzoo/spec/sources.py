@@ -77,3 +77,16 @@ def validate_source(
     except SpecError as exc:
         raise blame_overrides(exc, overrides or {}, sources or {}) from None
     return spec, SpecData(data, read.file, read.text)
+
+
+def given_model_fields(
+    source: SpecSource, registry: Registry, overrides: Mapping[str, Any] | None = None
+) -> frozenset[str] | None:
+    """The top-level ``model`` fields the caller wrote -- in a spec file or mapping (not counting
+    its ``preset:`` base) or as overrides -- or ``None`` for a spec object, all of whose fields
+    are the caller's. Loading weights asks it: a class count nobody set follows the weights."""
+    if isinstance(source, SpecBase):
+        return None
+    data = apply_overrides(read_spec_source(source, registry).data, overrides)
+    model = data.get("model") if isinstance(data, Mapping) else None
+    return frozenset(model) if isinstance(model, Mapping) else frozenset()

@@ -22,6 +22,7 @@ from vitzoo.weights.rules import (
     AnyRule,
     Concat,
     KeepInit,
+    OtherTower,
     Rename,
     Shape,
     Split,
@@ -106,6 +107,9 @@ class Conversion:
     duplicate_target: dict[str, list[str]] = field(default_factory=dict)
     unused: dict[str, str] = field(default_factory=dict)
     kept_init: dict[str, str] = field(default_factory=dict)
+    #: Source keys of another modality's tower (:class:`~vitzoo.weights.rules.OtherTower`),
+    #: also in ``unused``: the source is a multimodal checkpoint.
+    other_tower: list[str] = field(default_factory=list)
 
     def refit(self, target_shapes: Mapping[str, Shape]) -> None:
         """Recompute the vitzoo-side account against another model's tensors (after adapting)."""
@@ -155,8 +159,10 @@ def apply_rules(
     target_shapes: Mapping[str, Shape],
 ) -> Conversion:
     """Map ``tensors`` through ``rules`` (first matching rule per key, in rule order)."""
-    run = _RulePass(tensors, target_shapes)
-    compiled = [(r, re.compile(r.pattern)) for r in rules if not isinstance(r, KeepInit)]
+    run = _RuleRun(tensors, target_shapes)
+    compiled = [
+        (rule, re.compile(rule.pattern)) for rule in rules if not isinstance(rule, KeepInit)
+    ]
     for key in tensors:
         if key in run.consumed:
             continue
@@ -168,6 +174,7 @@ def apply_rules(
     # After the loop: a key an earlier rule skipped may have joined a later group (key before
     # query in sorted order).
     out.unmatched_source = [k for k in tensors if k not in run.consumed]
+
     keep = [(r, re.compile(r.pattern)) for r in rules if isinstance(r, KeepInit)]
     for target in target_shapes:
         if target in out.tensors:
@@ -180,33 +187,59 @@ def apply_rules(
     return out
 
 
-class _RulePass:
-    """One pass of the rules over a checkpoint: what each rule does to the key it matched,
-    and the accounting of which source keys are consumed and which vitzoo keys filled."""
+class _RuleRun:
+    """One :func:`apply_rules` pass: what each rule kind does with a source key it matched.
+
+    Each ``apply`` returns False where the rule lets the key go on to later rules (a group
+    that is incomplete, a non-zero tensor for an ``only_if_zero`` rule), True once claimed.
+    """
 
     def __init__(
         self, tensors: Mapping[str, torch.Tensor], target_shapes: Mapping[str, Shape]
     ) -> None:
-        self.tensors = tensors
-        self.target_shapes = target_shapes
+        self.tensors, self.shapes = tensors, target_shapes
         self.out = Conversion()
         self.consumed: set[str] = set()
 
     def apply(self, rule: AnyRule, key: str, match: re.Match[str]) -> bool:
-        """Apply ``rule`` to ``key``; False when it declines (an incomplete :class:`Concat`
-        group), so the next matching rule gets the key."""
         if isinstance(rule, Unused):
-            self.out.unused[key] = rule.reason
-            self.consumed.add(key)
-        elif isinstance(rule, Rename):
-            target = expand_target(rule.target, match, self.target_shapes)
-            shape = tuple(self.target_shapes.get(target, self.tensors[key].shape))
-            self.emit(target, apply_ops(rule.ops, self.tensors[key], shape), key)
-            self.consumed.add(key)
-        elif isinstance(rule, Concat):
+            self.leave([key], rule.reason)
+            if isinstance(rule, OtherTower):
+                self.out.other_tower.append(key)
+            return True
+        if isinstance(rule, Rename):
+            return self.rename(rule, key, match)
+        if isinstance(rule, Concat):
             return self.concat(rule, key, match)
-        elif isinstance(rule, Split):
-            self.split(rule, key, match)
+        if isinstance(rule, Split):
+            return self.split(rule, key, match)
+        return True
+
+    def emit(self, target: str, tensor: torch.Tensor, source: str) -> None:
+        out = self.out
+        if target not in self.shapes:
+            out.unknown_target[source] = target
+        elif target in out.tensors:
+            out.duplicate_target.setdefault(target, [out.origin[target]]).append(source)
+        else:
+            out.tensors[target] = tensor
+            out.origin[target] = source
+
+    def leave(self, keys: Sequence[str], reason: str) -> None:
+        for name in keys:
+            self.out.unused[name] = reason
+        self.consumed.update(keys)
+
+    def rename(self, rule: Rename, key: str, match: re.Match[str]) -> bool:
+        target = expand_target(rule.target, match, self.shapes)
+        if rule.optional and target not in self.shapes:
+            if rule.only_if_zero and not _all_zero(self.tensors[key]):
+                return False  # not the same function without it: later rules may claim it
+            self.leave([key], rule.optional)
+            return True
+        shape = tuple(self.shapes.get(target, self.tensors[key].shape))
+        self.emit(target, apply_ops(rule.ops, self.tensors[key], shape), key)
+        self.consumed.add(key)
         return True
 
     def concat(self, rule: Concat, key: str, match: re.Match[str]) -> bool:
@@ -214,17 +247,24 @@ class _RulePass:
         if any(n not in self.tensors or n in self.consumed for n in names):
             return False  # an incomplete group: let a later rule (or the report) have it
         target = match.expand(rule.target)
+        if rule.optional and target not in self.shapes:
+            self.leave(names, rule.optional)
+            return True
         joined = torch.cat([self.tensors[n] for n in names], dim=rule.dim)
-        shape = tuple(self.target_shapes.get(target, joined.shape))
+        shape = tuple(self.shapes.get(target, joined.shape))
         self.emit(target, apply_ops(rule.ops, joined, shape), " + ".join(names))
         self.consumed.update(names)
         return True
 
-    def split(self, rule: Split, key: str, match: re.Match[str]) -> None:
+    def split(self, rule: Split, key: str, match: re.Match[str]) -> bool:
         targets = [match.expand(t) for t in rule.targets]
-        whole = apply_ops(rule.ops, self.tensors[key], tuple(self.tensors[key].shape))
+        if rule.optional and not any(t in self.shapes for t in targets):
+            self.leave([key], rule.optional)
+            return True
+        tensor = self.tensors[key]
+        whole = apply_ops(rule.ops, tensor, tuple(tensor.shape))
         sizes = rule.sizes or tuple(
-            self.target_shapes[t][rule.dim] if t in self.target_shapes else 0 for t in targets
+            self.shapes[t][rule.dim] if t in self.shapes else 0 for t in targets
         )
         if sum(sizes) != whole.shape[rule.dim] or 0 in sizes:
             self.out.unknown_target[key] = " + ".join(targets) + " (split sizes do not fit)"
@@ -233,17 +273,13 @@ class _RulePass:
             for target, part in zip(targets, parts, strict=True):
                 self.emit(target, part, key)
         self.consumed.add(key)
+        return True
 
-    def emit(self, target: str, tensor: torch.Tensor, source: str) -> None:
-        out = self.out
-        if target not in self.target_shapes:
-            out.unknown_target[source] = target
-            return
-        if target in out.tensors:
-            out.duplicate_target.setdefault(target, [out.origin[target]]).append(source)
-            return
-        out.tensors[target] = tensor
-        out.origin[target] = source
+
+def _all_zero(tensor: torch.Tensor) -> bool:
+    """All zeros; a meta tensor (a full-size layout checked for names and shapes only) holds no
+    values, so it is taken as zeros there."""
+    return tensor.is_meta or not bool(tensor.any())
 
 
 def target_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

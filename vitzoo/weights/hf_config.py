@@ -7,9 +7,19 @@ from typing import Any
 
 from vitzoo.errors import WeightsError
 
-#: transformers ``hidden_act`` names -> vitzoo MLP activations computing the same function.
+#: transformers ``hidden_act`` names -> vitzoo MLP activations computing the same function
+#: (``tests/test_weights_hf.py`` checks each against transformers' own in float64). Only exact
+#: equivalents: ``gelu_fast`` rounds sqrt(2/pi) to 10 digits and is left out.
 HF_ACTIVATIONS = {
     "gelu": "gelu",
+    "gelu_python": "gelu",
+    # the tanh approximation, spelled four ways (CLIP text towers, SigLIP, GPT-2 ...)
+    "gelu_pytorch_tanh": "gelu-tanh",
+    "gelu_new": "gelu-tanh",
+    "gelu_accurate": "gelu-tanh",
+    "gelu_python_tanh": "gelu-tanh",
+    # x * sigmoid(1.702 x): OpenAI's CLIP
+    "quick_gelu": "quick-gelu",
     "relu": "relu",
     "silu": "silu",
     "swish": "silu",

@@ -34,7 +34,7 @@ from vitzoo.errors import SpecError, WeightsError
 from vitzoo.formats import WEIGHTS_CONVERTER_KEY, WEIGHTS_SOURCE_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecBase, spec_to_dict
-from vitzoo.spec.sources import validate_source
+from vitzoo.spec.sources import given_model_fields, validate_source
 from vitzoo.weights import preprocessing as prep
 from vitzoo.weights.adapt import ADAPTABLE, Shapes, apply_adaptations, plan_adaptations
 from vitzoo.weights.converter import (
@@ -52,6 +52,9 @@ from vitzoo.weights.sources import WeightsSource, read_source
 logger = logging.getLogger("vitzoo.weights")
 IDENTITY = (Rename(r"(.*)", r"\1"),)
 SOURCE_KINDS_FOR_FORMAT = {"timm": ("timm", "official"), "official": ("official", "timm")}
+#: The model fields that make up the classifier: where the caller sets neither, they follow the
+#: weights (as timm's ``pretrained_cfg`` sets the class count of ``pretrained=True``).
+HEAD_FIELDS = ("num_classes", "head")
 
 
 @dataclass
@@ -159,6 +162,68 @@ def _target_spec(
     return requested
 
 
+def _caller_sets_head(spec: SpecSource, overrides: Mapping[str, Any], system: PluginSystem) -> bool:
+    """Whether the caller chose the classifier (a class count or a head) themselves; a spec
+    object counts as chosen whole (a training spec's classes are its data's)."""
+    given = given_model_fields(spec, system.registry, overrides)
+    return given is None or bool(given & set(HEAD_FIELDS))
+
+
+def _head_from_source(
+    requested: SpecBase,
+    spec: SpecSource,
+    source_data: Mapping[str, Any] | None,
+    where: str,
+    system: PluginSystem,
+    overrides: Mapping[str, Any],
+    note: Callable[[str], None],
+) -> SpecBase:
+    """``requested`` with the source's class count and head, where the source says what they
+    are and the caller set neither (one note when that changes the spec)."""
+    source_model = (source_data or {}).get("model") or {}
+    if source_model.get("type") != requested.model.type or "num_classes" not in source_model:
+        return requested  # a family mismatch is reported by _check_source_model
+    try:
+        stored, _ = validate_source(source_data, system.registry)  # defaults filled in
+    except SpecError:
+        return requested  # reported with the stored spec's check
+    theirs = spec_to_dict(stored)["model"]
+    mine = spec_to_dict(requested)["model"]
+    if all(theirs.get(f) == mine.get(f) for f in HEAD_FIELDS):
+        return requested
+    note(
+        f"the head follows the weights: {theirs['num_classes']} outputs, head "
+        f"{theirs['head'].get('type')!r} (the spec had {mine['num_classes']}, "
+        f"{mine['head'].get('type')!r}; set num_classes to choose another)"
+    )
+    follow = {f"model.{f}": theirs[f] for f in HEAD_FIELDS}
+    return _resolve(spec, where, system, {**overrides, **follow})
+
+
+def _requested_spec(
+    src: WeightsSource,
+    spec: SpecSource | None,
+    overrides: Mapping[str, Any],
+    head_follows_source: bool | None,
+    system: PluginSystem,
+    note: Callable[[str], None],
+) -> tuple[SpecBase | None, dict[str, Any] | None, WeightConverter | None]:
+    """(the caller's resolved spec, the source's spec mapping, the converter that gave it),
+    the caller's classifier following the source's where they did not choose one."""
+    requested = None if spec is None else _resolve(spec, src.location, system, overrides)
+    source_data, converter = source_spec(
+        src, requested.model.type if requested is not None else None, system
+    )
+    if requested is not None and spec is not None:
+        if head_follows_source is None:
+            head_follows_source = not _caller_sets_head(spec, overrides, system)
+        if head_follows_source:
+            requested = _head_from_source(
+                requested, spec, source_data, src.location, system, overrides, note
+            )
+    return requested, source_data, converter
+
+
 def _check_source_model(
     src: WeightsSource,
     source_data: Mapping[str, Any] | None,
@@ -227,11 +292,16 @@ def load_pretrained(
     preprocessing: prep.Preprocessing | None = None,
     system: PluginSystem | None = None,
     log: Callable[[str], None] | None = None,
+    head_follows_source: bool | None = None,
 ) -> Pretrained:
     """Build the model for ``spec`` (or the source's own spec) with the weights in ``source``.
 
     ``overrides`` (``num_classes=2``, ``image_size=384``, ``in_chans=1``...) change the target
-    model; the weights are adapted to it, each adaptation logged in one line.
+    model; the weights are adapted to it, each adaptation logged in one line. Where the caller
+    set no class count (nor head) and the source says its own (a vitzoo, Hugging Face or timm
+    hub checkpoint), the head follows the source instead of being re-initialised
+    (``head_follows_source`` decides explicitly; by default, the spec's own fields and
+    ``overrides`` are read for it: a spec object counts as setting everything).
     """
     system = system or get_plugin_system()
     notes: list[str] = []
@@ -241,11 +311,11 @@ def load_pretrained(
         (log or logger.info)(line)
 
     src = read_source(source, format)
-    requested = None if spec is None else _resolve(spec, src.location, system, overrides or {})
-    source_data, converter = source_spec(
-        src, requested.model.type if requested is not None else None, system
+    overrides = overrides or {}
+    requested, source_data, converter = _requested_spec(
+        src, spec, overrides, head_follows_source, system, note
     )
-    target = _target_spec(src, requested, source_data, system, overrides or {})
+    target = _target_spec(src, requested, source_data, system, overrides)
     source_model = _check_source_model(
         src, source_data, target, requested is not None, system, note
     )
@@ -265,6 +335,11 @@ def load_pretrained(
     apply_adaptations(conversion, plans, final_shapes, note)
     conversion.refit(final_shapes)
     load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
+    if conversion.other_tower:
+        note(
+            f"multimodal checkpoint: loaded its vision tower; {len(conversion.other_tower)} "
+            f"tensors of its other tower(s) (text encoder, logit scale) left out"
+        )
     if not strict:
         left = conversion.problems(final_shapes)
         if left:

@@ -1,14 +1,20 @@
 """The converter vocabulary: rules that map source tensors to vitzoo tensors, as plain data.
 
 A converter is a list of these rules, tried in order against every source key; the first rule
-whose ``pattern`` matches a key (``re.fullmatch``) claims it. Targets are ``re`` templates
+whose ``pattern`` matches a key (``re.fullmatch``) claims it. A mapping rule with ``optional``
+set leaves its source tensor unused (for that reason) where the model has no tensor of the
+target name -- a part the source carries and the chosen spec leaves out; ``only_if_zero`` (on
+:class:`Rename`) does so only for an all-zero tensor (a zero bias is the same function as
+none), and otherwise lets later rules have the key. Targets are ``re`` templates
 (``\\1``, ``\\g<name>``) expanded from that match, so one rule covers every block of a model.
 
 * :class:`Rename` -- one source tensor to one vitzoo tensor, optionally through tensor ops.
 * :class:`Concat` -- several source tensors into one (Hugging Face q, k, v -> vitzoo qkv).
 * :class:`Split` -- one source tensor into several vitzoo tensors.
 * :class:`Unused` -- a source tensor left out on purpose, with the reason (a derived buffer
-  vitzoo recomputes, a pooler the classifier never uses).
+  vitzoo recomputes, a pooler the classifier never uses); :class:`OtherTower` -- the tensors of
+  another modality's tower (the text encoder of an image-text model), which a load reports in
+  one line.
 * :class:`KeepInit` -- a vitzoo tensor the source does not have and vitzoo fills itself.
 
 Tensor ops (``ops=`` of Rename/Concat/Split, applied in order, each given the tensor and the
@@ -102,6 +108,10 @@ class Rename:
     pattern: str
     target: str | TargetFn
     ops: tuple[TensorOp, ...] = ()
+    #: Why the source tensor may stay unused where the model has no ``target`` (see the module doc).
+    optional: str = ""
+    #: ... only when it is all zeros (a meta tensor, which holds no values, counts as zeros).
+    only_if_zero: bool = False
 
     def __post_init__(self) -> None:
         re.compile(self.pattern)
@@ -120,6 +130,7 @@ class Concat:
     target: str
     dim: int = 0
     ops: tuple[TensorOp, ...] = ()
+    optional: str = ""
 
     @property
     def pattern(self) -> str:
@@ -139,6 +150,8 @@ class Split:
     dim: int = 0
     sizes: tuple[int, ...] | None = None
     ops: tuple[TensorOp, ...] = ()
+    #: Why the source tensor may stay unused where the model has none of the targets.
+    optional: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,19 @@ class Unused:
 
     pattern: str
     reason: str
+
+
+#: Why :class:`OtherTower` tensors are left out (shown in reports).
+OTHER_TOWER_REASON = "another tower of a multimodal checkpoint (vitzoo loads its vision tower)"
+
+
+@dataclass(frozen=True)
+class OtherTower(Unused):
+    """Source tensors of another modality's tower (an image-text model's text encoder, its
+    logit scale): left out, and counted so that a load says in one line that it took the
+    vision tower of a multimodal checkpoint."""
+
+    reason: str = OTHER_TOWER_REASON
 
 
 @dataclass(frozen=True)
