@@ -10,9 +10,19 @@ forms (reference: naver-ai/rope-vit, ``models/vit_rope.py``):
   frequencies, initialised as the axial magnitudes turned by a random angle per head
   (``theta = 10``).
 
-Prefix tokens (class, distillation, registers) have no position and are not rotated. Channel
-pairs are adjacent (``(x0, x1), (x2, x3), ...``) as in the reference's complex-number view; the
+Prefix tokens (class, distillation, registers) have no position and are not rotated. The
 rotation is written with real cos/sin so it exports to ONNX.
+
+Three layout options make the same rotation compute EVA-02's (Fang et al., 2023,
+arXiv:2303.11331; timm ``RotaryEmbeddingCat`` as EVA-02 builds it: ``theta = 10000``):
+
+* ``pairs``: which channels rotate together -- ``adjacent`` (``(x0, x1), (x2, x3), ...``: the
+  paper's complex-number view, EVA-02's interleaved layout) or ``halves`` (channel ``i`` with
+  ``i + d/2``: the "rotate half" layout of GPT-NeoX / LLaMA-style code);
+* ``axis_order``: whether the first half of the pairs turns with the column (``x-first``, the
+  paper's) or the row (``y-first``, EVA-02's ``ij`` grid);
+* ``ref_grid``: coordinates rescaled so any grid spans the reference grid (``y * ref_h / h``);
+  EVA-02 fine-tunes at 448 px keep the rotation of their 224-px pre-training grid this way.
 """
 
 from __future__ import annotations
@@ -26,14 +36,24 @@ from torch import nn
 from vitzoo.components.grid import FollowsGrid
 
 RopeKind = Literal["axial", "mixed"]
+RopePairs = Literal["adjacent", "halves"]
+RopeAxisOrder = Literal["x-first", "y-first"]
 DEFAULT_THETA: dict[str, float] = {"axial": 100.0, "mixed": 10.0}
 
 
-def grid_coordinates(grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-major token coordinates: ``x`` (column) and ``y`` (row), float, each (h * w,)."""
+def grid_coordinates(
+    grid: tuple[int, int], ref_grid: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-major token coordinates: ``x`` (column) and ``y`` (row), float, each (h * w,).
+
+    With ``ref_grid`` they are rescaled to span it: ``x / w * ref_w`` (divided first, as EVA-02's
+    reference computes it, so the float32 values are the same)."""
     h, w = grid
     index = torch.arange(h * w, dtype=torch.float32)
-    return index % w, torch.div(index, w, rounding_mode="floor")
+    x, y = index % w, torch.div(index, w, rounding_mode="floor")
+    if ref_grid is not None:
+        x, y = x / w * ref_grid[1], y / h * ref_grid[0]
+    return x, y
 
 
 def axial_magnitudes(head_dim: int, theta: float) -> torch.Tensor:
@@ -47,6 +67,15 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     pairs = x.unflatten(-1, (-1, 2))
     a, b = pairs[..., 0], pairs[..., 1]
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+
+
+def rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel ``i`` with channel ``i + d/2`` of ``x`` (..., N, d) by cos/sin (..., N, d/2)."""
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+
+
+ROTATIONS = {"adjacent": rotate_pairs, "halves": rotate_halves}
 
 
 class Rotary2d(FollowsGrid, nn.Module):
@@ -64,6 +93,10 @@ class Rotary2d(FollowsGrid, nn.Module):
         num_prefix: int,
         kind: RopeKind = "axial",
         theta: float | None = None,
+        *,
+        pairs: RopePairs = "adjacent",
+        axis_order: RopeAxisOrder = "x-first",
+        ref_grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if head_dim % 4:
@@ -73,7 +106,10 @@ class Rotary2d(FollowsGrid, nn.Module):
         self.num_prefix = num_prefix
         theta = DEFAULT_THETA[kind] if theta is None else theta
         self.head_dim, self.theta = head_dim, theta
-        x, y = grid_coordinates(self.grid)
+        self.pairs, self.axis_order = pairs, axis_order
+        self.ref_grid = None if ref_grid is None else (int(ref_grid[0]), int(ref_grid[1]))
+        self.rotate = ROTATIONS[pairs]
+        x, y = grid_coordinates(self.grid, self.ref_grid)
         magnitudes = axial_magnitudes(head_dim, theta)
         if kind == "axial":
             cos, sin = self.axial_tables(x, y)
@@ -89,7 +125,8 @@ class Rotary2d(FollowsGrid, nn.Module):
 
     def axial_tables(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         magnitudes = axial_magnitudes(self.head_dim, self.theta).to(x.device)
-        angles = torch.cat((x[:, None] * magnitudes, y[:, None] * magnitudes), dim=-1)
+        first, second = (x, y) if self.axis_order == "x-first" else (y, x)
+        angles = torch.cat((first[:, None] * magnitudes, second[:, None] * magnitudes), dim=-1)
         return angles.cos(), angles.sin()
 
     def follow_grid(self, grid: tuple[int, ...]) -> None:
@@ -98,7 +135,7 @@ class Rotary2d(FollowsGrid, nn.Module):
             return
         self.grid = tuple(grid)
         like = self.cos if self.kind == "axial" else self.coords
-        x, y = (c.to(like.device) for c in grid_coordinates(self.grid))
+        x, y = (c.to(like.device) for c in grid_coordinates(self.grid, self.ref_grid))
         if self.kind == "axial":
             self.cos, self.sin = (t.to(like.dtype) for t in self.axial_tables(x, y))
         else:
@@ -122,9 +159,13 @@ class Rotary2d(FollowsGrid, nn.Module):
         cos, sin = self.angles()
         cos, sin = cos.to(t.dtype), sin.to(t.dtype)
         if self.num_prefix == 0:
-            return rotate_pairs(t, cos, sin)
+            return self.rotate(t, cos, sin)
         prefix, rest = t[..., : self.num_prefix, :], t[..., self.num_prefix :, :]
-        return torch.cat((prefix, rotate_pairs(rest, cos, sin)), dim=-2)
+        return torch.cat((prefix, self.rotate(rest, cos, sin)), dim=-2)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, grid={self.grid}, num_prefix={self.num_prefix}"
+        ref = "" if self.ref_grid is None else f", ref_grid={self.ref_grid}"
+        return (
+            f"kind={self.kind}, grid={self.grid}, num_prefix={self.num_prefix}, "
+            f"pairs={self.pairs}, axis_order={self.axis_order}{ref}"
+        )
