@@ -80,6 +80,23 @@ TIMM_NAMES = [
     "crossvit_9_dagger_240",
     "crossvit_15_dagger_240",
     "crossvit_18_dagger_240",
+    # issue 21: EVA-02 (MIM backbones at 224, fine-tunes at 336 / 448)
+    "eva02_tiny_patch14_224",
+    "eva02_small_patch14_224",
+    "eva02_base_patch14_224",
+    "eva02_large_patch14_224",
+    "eva02_tiny_patch14_336",
+    "eva02_small_patch14_336",
+    "eva02_base_patch14_448",
+    "eva02_large_patch14_448",
+    # issue 22: BEiT, BEiT v2
+    "beit_base_patch16_224",
+    "beit_base_patch16_384",
+    "beit_large_patch16_224",
+    "beit_large_patch16_384",
+    "beit_large_patch16_512",
+    "beitv2_base_patch16_224",
+    "beitv2_large_patch16_224",
 ]
 
 #: Official CCT models (vit-pytorch's port has the official module tree): name -> constructor.
