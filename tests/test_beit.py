@@ -262,15 +262,17 @@ def test_hf_shared_table_checkpoints_are_refused_plainly(tmp_path) -> None:
     ("preset", "config"),
     [
         ("beit-b16", {}),
+        ("beit-b16-384", dict(image_size=384)),
+        ("beit-l16", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16)),
         (
-            "beit-l16",
-            dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+            "beit-l16-512",
+            dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=512),
         ),
     ],
 )
 def test_full_size_hf_layouts_fill_the_presets_exactly(preset: str, config: dict) -> None:
-    """microsoft/beit-base-patch16-224's and -large's configs (relative bias per block, mean
-    pooling) built on the meta device: every tensor maps onto the preset, shapes equal."""
+    """microsoft/beit-{base,large}-patch16-{224,384,512}'s configs (relative bias per block,
+    mean pooling) built on the meta device: every tensor maps onto the preset, shapes equal."""
     hf_config = transformers.BeitConfig(
         use_relative_position_bias=True,
         use_mean_pooling=True,

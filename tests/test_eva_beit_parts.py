@@ -220,3 +220,12 @@ def test_geometric_resampling_keeps_a_same_size_table_and_works_on_meta() -> Non
     assert resized.shape == (63, 2) and torch.isfinite(resized).all()
     on_meta = resize_relative_table_geometric(table.to("meta"), (2, 3), (4, 5))
     assert on_meta.is_meta and on_meta.shape == (63, 2)
+
+
+def test_relative_position_tables_are_not_weight_decayed() -> None:
+    """BEiT's fine-tuning recipe (timm's Beit.no_weight_decay) leaves the tables undecayed."""
+    model = vitzoo.build(tiny(attention={"type": "rel-pos"}))
+    names = model.no_weight_decay()
+    assert "blocks.0.attn.relative_position.relative_position_bias_table" in names
+    assert "blocks.1.attn.relative_position.prefix_bias" in names
+    assert "blocks.0.attn.qkv.weight" not in names

@@ -354,8 +354,14 @@ class VisionTransformer(VitzooModel):
             )
 
     def no_weight_decay(self) -> set[str]:
+        """Tokens, position tables and relative-position tables (BEiT's recipe, as the
+        hierarchical models already do)."""
         names = {"cls_token", "dist_token", "reg_token"}
-        return {n for n, _ in self.named_parameters() if n in names or "pos_embed" in n}
+        return {
+            n
+            for n, _ in self.named_parameters()
+            if n in names or "pos_embed" in n or "relative_position" in n
+        }
 
 
 def tokens_to_grid_map(tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
