@@ -3,14 +3,14 @@ arXiv:2303.11331; code: baaivision/EVA ``EVA-02``, ported as timm ``eva.py``).
 
 EVA-02 is a plain ViT whose parts are all registered components or options, usable in any spec:
 
-* **2-D RoPE beside learned positions** -- attention ``rope`` (plugin ``improvements``) with
+* **2-D RoPE beside learned positions** -- attention ``rope`` (:mod:`vitzoo.components.rope`) with
   EVA-02's layout: frequencies ``1 / 10000^(i / (d/4))``, the first half of each head's
   channel pairs turning with the row and the second with the column (``axis_order:
   y-first``), adjacent channels paired (``pairs: adjacent``), and coordinates rescaled to the
   16 x 16 pre-training grid (``ref_grid``), so the 448-px fine-tunes rotate as at 224 px. The
   class token is not rotated;
 * **q / v biases, the key's fixed at zero** -- ``attention.key_bias: false``;
-* **SwiGLU MLP** of width ``8/3 * dim`` (``swiglu``), with a LayerNorm over the hidden units
+* **SwiGLU MLP** of width ``8/3 * dim`` (``swiglu``, :mod:`vitzoo.components.mlp`), with a LayerNorm over the hidden units
   before the output projection at B and L (``norm: layernorm``, EVA-02's sub-LN);
 * **mean pooling with a post-pool norm** -- ``pool: mean``, ``fc_norm: true``,
   ``final_norm: false``.

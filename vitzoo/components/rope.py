@@ -23,17 +23,25 @@ arXiv:2303.11331; timm ``RotaryEmbeddingCat`` as EVA-02 builds it: ``theta = 100
   paper's) or the row (``y-first``, EVA-02's ``ij`` grid);
 * ``ref_grid``: coordinates rescaled so any grid spans the reference grid (``y * ref_h / h``);
   EVA-02 fine-tunes at 448 px keep the rotation of their 224-px pre-training grid this way.
+
+:class:`RopeAttention` is multi-head attention with the rotation on queries and keys, registered
+by the core as the ``rope`` attention (families build on it: EVA-02). Use it with ``posenc:
+{type: none}`` for RoPE-only models, or beside learned positions as the paper's "+APE" variants
+(and EVA-02) do.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
+from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import FollowsGrid
+from vitzoo.config import PositiveFloat, PositiveInt, SpecValueError
 
 RopeKind = Literal["axial", "mixed"]
 RopePairs = Literal["adjacent", "halves"]
@@ -169,3 +177,67 @@ class Rotary2d(FollowsGrid, nn.Module):
             f"kind={self.kind}, grid={self.grid}, num_prefix={self.num_prefix}, "
             f"pairs={self.pairs}, axis_order={self.axis_order}{ref}"
         )
+
+
+# -- the attention ---------------------------------------------------------------------------
+class RopeAttentionConfig(MhsaConfig):
+    """Multi-head attention with 2-D rotary positions on q and k (axial or RoPE-Mixed)."""
+
+    type: Literal["rope"] = "rope"  # type: ignore[assignment]
+    rope: RopeKind = "axial"
+    #: Frequency base; null takes the paper's value (100 axial, 10 mixed; EVA-02 uses 10000).
+    theta: PositiveFloat | None = None
+    #: Which channels rotate together: ``adjacent`` (x0 with x1, ...) or ``halves`` (x_i with
+    #: x_{i+d/2}, "rotate half"). Both rotate by the same angles; weights trained with one
+    #: layout compute their function only with it.
+    pairs: RopePairs = "adjacent"
+    #: Axial RoPE: whether the first half of the pairs turns with the column (``x-first``, the
+    #: paper's) or with the row (``y-first``, EVA-02's).
+    axis_order: RopeAxisOrder = "x-first"
+    #: Rescale coordinates so that every grid spans this [h, w] grid (EVA-02: the 16x16 grid it
+    #: was pre-trained on); null: integer patch coordinates.
+    ref_grid: tuple[PositiveInt, PositiveInt] | None = None
+
+    def check(self, dim: int | None = None, num_heads: int | None = None, **_: Any) -> None:
+        if self.theta is not None and not self.theta > 1.0:
+            raise SpecValueError("theta", f"must be > 1, got {self.theta}")
+        if self.rope == "mixed" and self.axis_order != "x-first":
+            raise SpecValueError(
+                "axis_order",
+                "RoPE-Mixed learns one frequency per axis and pair, so there is no axis order; "
+                "leave axis_order at x-first (it applies to rope: axial)",
+            )
+        head_dim = self.head_dim or (dim // num_heads if dim and num_heads else None)
+        if head_dim is not None and head_dim % 4:
+            raise SpecValueError(
+                "head_dim" if self.head_dim else "type",
+                f"2-D RoPE rotates channel pairs on two axes, so the head width must be a "
+                f"multiple of 4; it is {head_dim}",
+            )
+
+
+class RopeAttention(MultiHeadAttention):
+    """Attention with 2-D rotary position embedding.
+
+    :class:`MultiHeadAttention` whose queries and keys are rotated by their grid position.
+    """
+
+    def __init__(self, config: RopeAttentionConfig, ctx: BuildContext) -> None:
+        super().__init__(ctx.dim, ctx.num_heads, config)
+        if len(ctx.grid) != 2:
+            raise ValueError(f"rope attention needs a 2-D token grid, got grid {ctx.grid}")
+        self.rope = Rotary2d(
+            self.head_dim,
+            self.num_heads,
+            ctx.grid,
+            ctx.num_prefix_tokens,
+            config.rope,
+            config.theta,
+            pairs=config.pairs,
+            axis_order=config.axis_order,
+            ref_grid=config.ref_grid,
+        )
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().split_heads(x)
+        return self.rope(q), self.rope(k), v
