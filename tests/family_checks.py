@@ -69,7 +69,9 @@ def assert_moves_output(
     """A planted change is visible: the float32 output is off by far more than the fidelity
     rule allows (``factor`` times), so the fixture's noise is large enough to catch it."""
     diff = (output.detach().float() - fixture.output).abs().max().item()
-    assert diff > factor * tolerance(fixture.output), (
+    limit = tolerance(fixture.output)
+    assert diff > factor * limit, (
         f"{fixture.name}: the planted change moved the output by only {diff:.3g}"
     )
+    print(f"{fixture.name}: a planted change moves the output by {diff:.3g} (rule: {limit:.3g})")
     return diff
