@@ -229,3 +229,28 @@ def test_relative_position_tables_are_not_weight_decayed() -> None:
     assert "blocks.0.attn.relative_position.relative_position_bias_table" in names
     assert "blocks.1.attn.relative_position.prefix_bias" in names
     assert "blocks.0.attn.qkv.weight" not in names
+
+
+# -- what objectives do to the tokens -------------------------------------------------------------
+MAE = {"type": "mae", "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"type": "beit", **TINY_VIT},
+        {"type": "eva02", **TINY_VIT},
+        {"type": "vit", **TINY_VIT, "attention": {"type": "rope"}},
+    ],
+    ids=["beit", "eva02", "vit+rope"],
+)
+def test_mae_is_refused_where_a_part_needs_every_token(model: dict[str, Any]) -> None:
+    """MAE's encoder sees a subset of the patch tokens; RoPE and BEiT's bias are fitted to the
+    whole grid, so the spec is refused (a plain sentence), not run into a shape error."""
+    with pytest.raises(SpecError, match="encodes a subset of the patch tokens"):
+        vitzoo.resolve_spec({"model": model, "objective": MAE})
+
+
+def test_masked_image_objectives_that_keep_every_token_take_them() -> None:
+    vitzoo.resolve_spec({"model": {"type": "vit", **TINY_VIT}, "objective": MAE})
+    vitzoo.resolve_spec({"model": {"type": "beit", **TINY_VIT}, "objective": {"type": "simmim"}})
