@@ -190,7 +190,7 @@ HF_BEIT = WeightConverter(
     spec_from_config=spec_from_hf_beit,
     config_names=("beit",),
     summary="transformers BeitModel / BeitForImageClassification (BEiT, BEiT v2)",
-    verified_by="tests/test_beit.py",
+    verified_by="tests/test_beit_hf.py",
 )
 
 CONVERTERS = (TIMM_BEIT, HF_BEIT)
