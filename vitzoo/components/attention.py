@@ -131,6 +131,13 @@ class MhsaConfig(ComponentConfig):
     type: Literal["mhsa"] = "mhsa"
     head_dim: PositiveInt | None = None
     qkv_bias: bool = True
+    #: With ``qkv_bias``: False gives queries and values a bias and fixes the key bias at zero
+    #: (BEiT, EVA: ``q_bias`` / ``v_bias``; the zero is no parameter, so it can never train).
+    #: A key bias adds ``q . b_k`` to every logit of a query's row, which the softmax cancels,
+    #: so it was a parameter without effect.
+    key_bias: bool = True
+    #: Bias of the output projection (some recent ViTs drop it).
+    proj_bias: bool = True
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
     qk_norm_type: NormKind = "layernorm"
@@ -157,20 +164,37 @@ class MultiHeadAttention(AttentionBase):
         self.num_heads = num_heads
         self.head_dim = config.head_dim or dim // num_heads
         inner = self.num_heads * self.head_dim
-        self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias)
+        separate = config.qkv_bias and not config.key_bias
+        self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias and not separate)
+        # q and v biases beside a bias-free qkv, the key's fixed at zero (``in_bias``)
+        self.q_bias = nn.Parameter(torch.zeros(inner)) if separate else None
+        self.v_bias = nn.Parameter(torch.zeros(inner)) if separate else None
         self.q_norm = (
             make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
         )
         self.k_norm = (
             make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
         )
-        self.proj = nn.Linear(inner, dim)
+        self.proj = nn.Linear(inner, dim, bias=config.proj_bias)
         self.proj_drop = nn.Dropout(config.proj_drop)
         self.dim_major = config.head_merge == "dim-major"
 
+    def in_bias(self) -> torch.Tensor | None:
+        """The bias of the fused q, k, v projection: ``qkv.bias``, or [q_bias, 0, v_bias]."""
+        if self.q_bias is None:
+            return self.qkv.bias
+        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+
+    def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, 3 * inner): queries, keys and values side by side."""
+        if self.q_bias is None:
+            return self.qkv(x)
+        return F.linear(x, self.qkv.weight, self.in_bias())
+
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.project_qkv(x)
+        qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         return self.q_norm(q), self.k_norm(k), v
 

@@ -225,7 +225,7 @@ class VitzooModel(nn.Module):
         """Keep only what the selected feature layers need; returns the absolute indices.
 
         Layers after the last selected one are removed, ``prune_head`` replaces the classifier
-        (and pre-logits) by identities, ``prune_norm`` the final norm. The pruned model is a
+        (and pre-logits, post-pool norm) by identities, ``prune_norm`` the final norm. The pruned model is a
         feature extractor: call ``forward_intermediates(..., intermediates_only=True)``.
         """
         take = resolve_feature_indices(indices, len(self.feature_layer_names()))
@@ -237,8 +237,9 @@ class VitzooModel(nn.Module):
             self.drop_final_norm()
         if prune_head:
             self.reset_classifier(0)
-            if isinstance(getattr(self, "pre_logits", None), nn.Module):
-                self.pre_logits = nn.Identity()
+            for part in ("pre_logits", "fc_norm"):  # what feeds only the classifier
+                if isinstance(getattr(self, part, None), nn.Module):
+                    setattr(self, part, nn.Identity())
         self.__dict__["_feature_info_cache"] = (tuple(self.input_size), info)
         self.__dict__["_pruned"] = (list(take), prune_norm, prune_head)
         return take
