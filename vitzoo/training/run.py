@@ -154,19 +154,7 @@ class TrainingRun:
                 spec.data.num_workers,
                 lockstep=self.sharding is not None,
             )
-        if self.sharding is None:
-            model.to(info.device)  # a sharded model goes to the device shard by shard
-        if self.cfg.grad_checkpointing:
-            model.set_grad_checkpointing(True)
-        self.objective = objective_for_run(spec, model, system, class_weights, reporter)
-        self.ema = ModelEma(model, self.cfg.ema_decay) if self.cfg.ema_decay else None
-        if self.sharding is None:
-            self.objective.to(info.device)
-        else:  # the optimiser and the EMA follow the shards, so they are made after
-            for module in (self.objective, self.ema.module if self.ema is not None else None):
-                if module is not None:
-                    self.sharding.shard(module)
-                    move_unsharded(module, info.device)
+        self.objective, self.ema = self.place(model, class_weights)
         self.optimizer = make_optimizer(self.objective, model, self.cfg)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.cfg.precision == "fp16")
         self.steps_per_epoch = len(train_set) // batch
@@ -185,6 +173,27 @@ class TrainingRun:
     # ----------------------------------------------------------------------------------------
     # Set-up
     # ----------------------------------------------------------------------------------------
+    def place(
+        self, model: nn.Module, class_weights: torch.Tensor | None
+    ) -> tuple[nn.Module, ModelEma | None]:
+        """The objective around ``model`` and the weight EMA, on the run's device -- sharded
+        when the run is (the optimiser, made next, then holds the shards)."""
+        device = self.info.device
+        if self.sharding is None:
+            model.to(device)  # a sharded model goes to the device shard by shard
+        if self.cfg.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        objective = objective_for_run(self.spec, model, self.system, class_weights, self.reporter)
+        ema = ModelEma(model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+        if self.sharding is None:
+            objective.to(device)
+            return objective, ema
+        for module in (objective, ema.module if ema is not None else None):
+            if module is not None:
+                self.sharding.shard(module)
+                move_unsharded(module, device)
+        return objective, ema
+
     def restore(self, state: TrainingState) -> None:
         """Continue where ``state`` ended (call before :meth:`wrap`)."""
         if isinstance(state, ShardedTrainingState):

@@ -91,10 +91,6 @@ class Sharding:
         fully_shard(module, **options)
         return module
 
-    @property
-    def offloaded(self) -> bool:
-        return isinstance(self.offload_policy, CPUOffloadPolicy)
-
 
 def make_sharding(cfg: TrainConfig, info: DistInfo) -> Sharding | None:
     """The run's sharding; None unless ``strategy: fsdp`` with more than one process (one
