@@ -131,3 +131,9 @@ class RuntimeUnavailable(VitzooError):
 
 class BenchError(InputError):
     """Benchmark options that cannot work together."""
+
+
+# -- training ------------------------------------------------------------------------------
+class DistributedError(VitzooError, RuntimeError):
+    """The processes of a multi-process run stopped hearing from each other (one died, hung or
+    timed out); raised instead of waiting forever, naming the rank and the wait."""

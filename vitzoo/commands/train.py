@@ -98,6 +98,7 @@ def resume_command(
 def _known_errors() -> tuple[type[BaseException], ...]:
     from vitzoo.checkpoint import CheckpointError
     from vitzoo.data.images import DataError
+    from vitzoo.errors import DistributedError
     from vitzoo.export import ExportError
     from vitzoo.runtime import RuntimeUnavailable
     from vitzoo.spec import SpecError
@@ -111,6 +112,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ValueError,
         ExportError,
         RuntimeUnavailable,
+        DistributedError,
     )
 
 

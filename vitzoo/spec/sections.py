@@ -90,6 +90,29 @@ class TrainConfig(_Section):
         default="none",
         description="'balanced': weight the loss of each class by N / (classes * count).",
     )
+    strategy: Literal["ddp", "fsdp"] | None = Field(
+        default=None,
+        description="How the processes of a torchrun job share the model: 'ddp' keeps a full "
+        "copy on each; 'fsdp' shards parameters, gradients and optimiser state across them "
+        "(PyTorch FSDP2; run state written with torch.distributed.checkpoint). null: ddp "
+        "under torchrun; one process needs neither.",
+    )
+    fsdp_cpu_offload: bool = Field(
+        default=False,
+        description="fsdp: keep the parameter, gradient and optimiser-state shards in host "
+        "memory (the optimiser step runs on the CPU); only for models that do not fit.",
+    )
+    fsdp_reshard_after_forward: bool = Field(
+        default=True,
+        description="fsdp: free a block's gathered parameters after its forward and gather "
+        "them again for backward (least memory); false keeps them until backward (less "
+        "communication).",
+    )
+    dist_timeout: PositiveInt = Field(
+        default=1800,
+        description="Seconds a process waits for the others (a collective, the start of the "
+        "job) before the job stops with an error naming the wait, instead of hanging.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> TrainConfig:
@@ -114,6 +137,18 @@ class TrainConfig(_Section):
             raise SpecValueError("ema_decay", "must be in (0, 1), or null to disable the EMA")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise SpecValueError("layer_decay", "must be in (0, 1], or null to disable it")
+        if self.strategy != "fsdp":
+            for name, default in (
+                ("fsdp_cpu_offload", False),
+                ("fsdp_reshard_after_forward", True),
+            ):
+                if getattr(self, name) != default:
+                    here = self.strategy or "null"
+                    raise SpecValueError(
+                        name, f"only applies with strategy: fsdp (strategy here: {here})"
+                    )
+        if self.dist_timeout < 1:
+            raise SpecValueError("dist_timeout", "must be a positive number of seconds")
         return self
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ class Validation:
     info: distributed.DistInfo
     precision: str
     num_workers: int
+    #: The scored models are sharded (``train.strategy: fsdp``): every process calls them
+    #: equally often (see :func:`~vitzoo.training.inference.evaluate_model`).
+    lockstep: bool = False
 
     def score(self, model: nn.Module) -> dict[str, Any]:
         """Loss, accuracy, per-class counts: :func:`~vitzoo.training.inference.evaluate_model`."""
@@ -43,6 +47,7 @@ class Validation:
             precision=self.precision,
             info=self.info,
             num_workers=self.num_workers,
+            lockstep=self.lockstep,
         )
 
     def columns(self, model: nn.Module, raw_model: nn.Module | None = None) -> dict[str, Any]:
@@ -60,11 +65,22 @@ class Validation:
             row["raw_val_accuracy"] = raw["accuracy"]
         return row
 
-    def final_report(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
+    def final_report(
+        self,
+        model: nn.Module,
+        run_dir: Path,
+        best_model: Callable[[Path], nn.Module] | None = None,
+    ) -> dict[str, Any]:
         """Per-class evaluation of the best weights (``model`` with ``best.safetensors`` loaded
-        when the run wrote one); rank 0 writes ``evaluation.json`` and ``confusion.png``."""
+        when the run wrote one); rank 0 writes ``evaluation.json`` and ``confusion.png``.
+
+        ``best_model(path)`` makes the scored model from the best file instead of a copy of
+        ``model`` (a sharded model cannot be copied: the run loads and shards the file).
+        """
         best_path = run_dir / BEST
-        if best_path.is_file():
+        if best_path.is_file() and best_model is not None:
+            model = best_model(best_path)
+        elif best_path.is_file():
             model = copy.deepcopy(model)
             load_weights(model, read_checkpoint(best_path)[0], source=str(best_path))
         report = self.score(model)

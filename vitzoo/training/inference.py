@@ -41,11 +41,15 @@ def evaluate_model(
     precision: str = "fp32",
     info: distributed.DistInfo | None = None,
     num_workers: int = 0,
+    lockstep: bool = False,
 ) -> dict[str, Any]:
     """Loss, accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
     matrix (rows: true, cols: predicted); see :func:`vitzoo.training.report.classification_report`.
 
     Under data parallelism each process scores its share and the counts are summed.
+    ``lockstep``: ``model`` is sharded (every call gathers parameters from all processes), so
+    a process with fewer batches runs discarded forwards until it has called the model as
+    often as the others.
     """
     device = torch.device(device)
     rank, world = (info.rank, info.world) if info else (0, 1)
@@ -56,12 +60,17 @@ def evaluate_model(
     loss_sum = torch.zeros(1, dtype=torch.float64)
     was_training = model.training
     model.eval()
+    calls = 0
     with torch.no_grad(), autocast(device, precision):
         for images, targets in loader(dataset, sampler, num_workers):
             logits = classification_logits(model(images.to(device))).float().cpu()
             loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
             index = targets * num_classes + logits.argmax(dim=-1)
             confusion += torch.bincount(index, minlength=num_classes**2).view_as(confusion)
+            calls += 1
+        if lockstep:
+            for _ in range(sampler.most_local_batches() - calls):
+                model(torch.zeros(1, *model.input_size, device=device))
     model.train(was_training)
     if info is not None:
         distributed.all_reduce_sum(confusion, info)

@@ -1,8 +1,10 @@
 """``vitzoo train``: fit a spec's model on an image folder, with checkpoints, metrics and resume.
 
 :func:`train` behaves the same in one process and under ``torchrun``: each process takes its
-slice of every global batch, DistributedDataParallel averages the gradients, and only rank 0
-writes. Determinism: the model is initialised from ``train.seed``; data order and augmentation
+slice of every global batch, DistributedDataParallel averages the gradients (or, with
+``train.strategy: fsdp``, FSDP2 shards the weights, gradients and optimiser state:
+:mod:`~vitzoo.training.sharding`, :mod:`~vitzoo.training.sharded_state`), and only rank 0
+writes files outside a sharded state. Determinism: the model is initialised from ``train.seed``; data order and augmentation
 are derived from ``(seed, epoch, sample)`` (see :mod:`vitzoo.data.folders`); the global RNG
 (dropout, drop-path, mixup) is saved in every checkpoint, together with the weight EMA and the
 fp16 gradient scale. Together these make a resumed run end with the same weights as an
@@ -51,7 +53,8 @@ from vitzoo.training.preparation import (
 )
 from vitzoo.training.progress import Reporter
 from vitzoo.training.run import TrainingRun, run_epochs
-from vitzoo.training.state import LAST, read_run_checkpoint
+from vitzoo.training.sharded_state import read_resume_point
+from vitzoo.training.state import LAST
 
 
 @dataclass
@@ -94,7 +97,7 @@ def train(
     """
     system = system or get_plugin_system()
     spec, run_dir = resolve_run_spec(spec, epochs, batch_size, overrides, out, system)
-    info = distributed.setup(spec.train.device)
+    info = distributed.setup(spec.train.device, spec.train.dist_timeout)
     reporter = Reporter(console, enabled=info.is_main, log_every=spec.train.log_every)
     run: TrainingRun | None = None
     try:
@@ -104,6 +107,11 @@ def train(
         announce(run, splits)
         run_epochs(run)
         return finish(run)
+    except Exception as exc:
+        # a process that died or hangs: one plain line, so the job ends instead of waiting
+        if distributed.lost_peer(exc, info):
+            raise distributed.peer_failure(exc, info) from exc
+        raise
     finally:
         reporter.end_epoch()
         if run is not None:
@@ -166,11 +174,12 @@ def set_up_run(
         spec.train.batch_size, len(splits.train), info.world, spec.train.accumulation_steps
     )
     torch.manual_seed(spec.train.seed)
-    saved = read_run_checkpoint(run_dir) if resume else None
+    saved = read_resume_point(run_dir) if resume else None
     spec, model = build_model(spec, len(classes), system, reporter, use_init_from=saved is None)
     if saved is not None:
         check_same_model(spec, saved.metadata, run_dir)
-        load_weights(model, saved.weights, source=str(run_dir / LAST))
+        if saved.weights:  # a sharded state holds the weights itself (run.restore loads them)
+            load_weights(model, saved.weights, source=str(run_dir / LAST))
     data = input_config(model, reporter, data_kind(spec))
     balanced = spec.train.class_weights == "balanced"
     seed = spec.train.seed
@@ -210,11 +219,12 @@ def announce(run: TrainingRun, splits: Splits) -> None:
     accumulation = spec.train.accumulation_steps
     micro = f" ({accumulation} x {batch // accumulation})" if accumulation > 1 else ""
     what = "clips" if splits.train.kind == "clip" else "images"
+    sharded = " (fsdp: weights, gradients and optimiser state sharded)" if run.sharding else ""
     run.reporter.log(
         f"training {spec.model.type} on {len(splits.train)} {what}, "
         f"{plural(len(run.classes), 'class', 'classes')}; "
         f"{plural(spec.train.epochs, 'epoch')} x {plural(run.steps_per_epoch, 'step')} "
-        f"of {batch}{micro} on {info.world} x {info.device}; run folder "
+        f"of {batch}{micro} on {info.world} x {info.device}{sharded}; run folder "
         f"{escape(str(run.run_dir))}"
     )
 
@@ -224,7 +234,7 @@ def finish(run: TrainingRun) -> TrainResult:
     report = run.final_report()
     if report is not None and run.info.is_main:
         run.reporter.log(per_class_summary(report))
-    return TrainResult(run.run_dir, run.history, run.classes, run.model, report)
+    return TrainResult(run.run_dir, run.history, run.classes, run.trained_model(), report)
 
 
 __all__ = [
