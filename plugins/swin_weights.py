@@ -197,6 +197,14 @@ HF_SWIN_RULES = (
 )
 
 
+def _looks_like_hf_swin(tensors: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    return any(
+        f"{prefix}encoder.layers.0.blocks.0.layernorm_before.weight" in tensors
+        and f"{prefix}embeddings.patch_embeddings.projection.weight" in tensors
+        for prefix in ("", "swin.", "swinv2.")
+    )
+
+
 def spec_from_hf_swin(config: Mapping[str, Any]) -> dict[str, Any]:
     """HF SwinConfig / Swinv2Config -> a vitzoo swin / swinv2 spec with the same function."""
     v2 = config.get("model_type") == "swinv2"
@@ -229,8 +237,11 @@ def spec_from_hf_swin(config: Mapping[str, Any]) -> dict[str, Any]:
         "depths": depths,
         "num_heads": list(config["num_heads"]),
         "window_sizes": [window] * len(depths),
-        # Hugging Face's Swin clamps the window when the shorter side fits; Swinv2 per axis.
-        "window_clamp": "per-axis" if v2 else "shortest-side",
+        # Hugging Face's Swin shrinks the window on both axes when the shorter side fits in one;
+        # Swinv2 decides by the first axis of floor(grid / 2^stage) of the config's image size,
+        # which is the same rule wherever the maps halve evenly and the height is not the
+        # longer side (every released model: square, 2^k maps).
+        "window_clamp": "shortest-side",
         "mlp": {
             "type": "mlp",
             "ratio": float(config.get("mlp_ratio", 4.0)),
@@ -257,6 +268,7 @@ HF_SWIN = WeightConverter(
     source="hf",
     architectures=("swin", "swinv2"),
     rules=HF_SWIN_RULES,
+    detect=_looks_like_hf_swin,
     spec_from_config=spec_from_hf_swin,
     config_names=("swin", "swinv2"),
     summary="transformers SwinModel / SwinForImageClassification, Swinv2Model / Swinv2ForImageClassification",
