@@ -47,8 +47,8 @@ from vitzoo.components.hierarchical import HierarchicalConfig, HierarchicalModel
 from vitzoo.components.windows import WindowAttentionConfig
 from vitzoo.config import NonNegativeInt, PositiveFloat, PositiveInt, SpecValueError, check_child
 
-#: Attention fields the architecture sets per block; a spec sets them through ``window_sizes`` /
-#: ``pretrained_window_sizes`` instead.
+#: Attention fields the architecture sets per block (left at their defaults in ``attention``); a
+#: spec sets them through ``window_sizes`` / ``pretrained_window_sizes`` instead.
 _PER_BLOCK_FIELDS = ("window_size", "shift_size", "pretrained_window_size")
 
 
@@ -103,8 +103,10 @@ class SwinConfig(HierarchicalConfig):
                 "attention.type",
                 "Swin alternates plain and shifted windows; allowed: window (mode: block)",
             )
+        defaults = WindowAttentionConfig.model_fields
         for field in _PER_BLOCK_FIELDS:
-            if field in attention.model_fields_set:
+            # compared with the default, not "was it given": a dumped spec writes every field
+            if getattr(attention, field) != defaults[field].default:
                 raise SpecValueError(
                     f"attention.{field}",
                     "Swin sets each block's window, shift and pre-training window itself; set "

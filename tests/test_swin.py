@@ -106,6 +106,20 @@ def test_each_option_carries_structure(name: str, override: dict[str, Any]) -> N
         assert max_abs_diff(converted(name, **override)(fixture.input), fixture.output) > 1e-3
 
 
+def test_swinv2_set_input_size_is_timms() -> None:
+    """Swin V2 moved to another input size and larger windows (``set_input_size``) computes what
+    timm's own ``set_input_size`` gives: the continuous bias re-evaluates its MLP on the new
+    offsets (normalised by the unchanged pre-training windows), so nothing is interpolated and
+    the comparison is exact. (Swin V1's learned tables are resampled bicubically here; timm
+    resamples them with BEiT's geometric-progression interpolation, so V1 is not compared.)"""
+    fixture = load_reference("timm-swinv2-resized")
+    model = vitzoo.build(swin_spec(fixture.meta)).eval()
+    load_state_dict(model, fixture.state_dict, source="timm")
+    resized = fixture.meta["resized"]
+    model.set_input_size(resized["img_size"], window_sizes=resized["window_size"])
+    assert_matches_fixture(model, fixture)
+
+
 # -- Hugging Face ------------------------------------------------------------------------------
 transformers = pytest.importorskip("transformers")
 

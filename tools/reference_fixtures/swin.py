@@ -114,6 +114,18 @@ class OfficialLayout(nn.Module):
         return self.model(x)
 
 
+#: ``timm-swinv2-resized``: the two-stage V2 model built at 36 x 44 / windows 4, then moved by
+#: timm's own ``set_input_size`` to 52 x 60 with windows 6 (its CPB needs no resampling, so
+#: vitzoo's ``set_input_size`` must give exactly this function).
+RESIZED = {"img_size": (52, 60), "window_size": (6, 6)}
+
+
+def _swinv2_resized() -> nn.Module:
+    model = _swinv2(OFFICIAL_V2)
+    model.set_input_size(img_size=RESIZED["img_size"], window_size=RESIZED["window_size"])
+    return model
+
+
 def _meta(tiny: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in tiny.items()}
 
@@ -138,6 +150,20 @@ FIXTURES = [
         constructor=_constructor("swinv2_tiny_window8_256", TINY_V2),
         meta={"timm_name": "swinv2_tiny_window8_256", **_meta(TINY_V2)},
         noise=NOISE,
+    ),
+    Fixture(
+        name="timm-swinv2-resized",
+        build=_swinv2_resized,
+        input_shape=(1, 3, *RESIZED["img_size"]),
+        constructor=_constructor("swinv2_tiny_window8_256", OFFICIAL_V2)
+        + f".set_input_size(img_size={RESIZED['img_size']}, window_size={RESIZED['window_size']})",
+        meta={
+            "timm_name": "swinv2_tiny_window8_256",
+            **_meta(OFFICIAL_V2),
+            "resized": _meta(RESIZED),
+        },
+        noise=NOISE,
+        seed=2,
     ),
     Fixture(
         name="official-swin",
