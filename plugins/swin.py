@@ -170,6 +170,12 @@ class Swin(HierarchicalModel):
         )
         self.init_tail(config, ctx, dims[-1], map_norm_eps=eps)
 
+    def no_weight_decay(self) -> set[str]:
+        """Relative position tables / CPB MLPs (the base's rule) and Swin V2's logit scales,
+        as the reference training code exempts them."""
+        scales = {n for n, _ in self.named_parameters() if n.endswith("logit_scale")}
+        return super().no_weight_decay() | scales
+
 
 class SwinV2Config(SwinConfig):
     """Swin V2: scaled cosine attention, continuous position bias, residual post-norm."""

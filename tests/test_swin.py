@@ -92,7 +92,10 @@ def test_fixture_noise_is_large_enough_to_see_a_swapped_query_and_key() -> None:
     ("name", "override"),
     [
         ("timm-swin", {"window_clamp": "shortest-side"}),
-        ("timm-swin", {"attention": {"type": "window", "mask_padding": False, "pad_order": "pad-then-shift"}}),
+        (
+            "timm-swin",
+            {"attention": {"type": "window", "mask_padding": False, "pad_order": "pad-then-shift"}},
+        ),
         ("timm-swin", {"attention": {"type": "window", "mask_padding": True}}),
         ("timm-swinv2", {"pretrained_window_sizes": None}),
     ],
@@ -184,7 +187,8 @@ def test_hf_in_memory_names_load_too(tmp_path, v2: bool) -> None:
     fresh = vitzoo.build(ours.vitzoo_spec).eval()
     load_state_dict(fresh, theirs.state_dict(), source="hf")
     x = torch.randn(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))
-    assert_same_function(fresh, theirs, x, forward_theirs=hf_logits, label="hf in memory")
+    label = "hf swinv2 in memory" if v2 else "hf swin in memory"
+    assert_same_function(fresh, theirs, x, forward_theirs=hf_logits, label=label)
 
 
 def test_hf_swin_shrinks_the_window_on_both_axes() -> None:
@@ -260,8 +264,14 @@ RELEASES = {
     ("hf", "microsoft/swinv2-base-patch4-window12to16-192to256-22kto1k-ft"): "swinv2-b-w12to16-256",
     ("hf", "microsoft/swinv2-base-patch4-window12to24-192to384-22kto1k-ft"): "swinv2-b-w12to24-384",
     ("hf", "microsoft/swinv2-large-patch4-window12-192-22k"): "swinv2-l-w12-192",
-    ("hf", "microsoft/swinv2-large-patch4-window12to16-192to256-22kto1k-ft"): "swinv2-l-w12to16-256",
-    ("hf", "microsoft/swinv2-large-patch4-window12to24-192to384-22kto1k-ft"): "swinv2-l-w12to24-384",
+    (
+        "hf",
+        "microsoft/swinv2-large-patch4-window12to16-192to256-22kto1k-ft",
+    ): "swinv2-l-w12to16-256",
+    (
+        "hf",
+        "microsoft/swinv2-large-patch4-window12to24-192to384-22kto1k-ft",
+    ): "swinv2-l-w12to24-384",
 }
 
 
@@ -271,7 +281,9 @@ def layout_cases() -> list[tuple[str, str, str]]:
         for name in SWIN_PRESETS
         for alias in vitzoo.get_registry().get("preset", name).aliases
     ]
-    return sorted(timm + [(kind, released, preset) for (kind, released), preset in RELEASES.items()])
+    return sorted(
+        timm + [(kind, released, preset) for (kind, released), preset in RELEASES.items()]
+    )
 
 
 @pytest.mark.parametrize(("source", "released", "preset"), layout_cases())
