@@ -317,3 +317,67 @@ def test_full_size_hf_release_maps_onto_its_preset(released: str, preset: str) -
     assert HF_SWIN.recognises(tensors, {})
     shapes = target_shapes(model)
     raise_for_problems(HF_SWIN.convert(tensors, shapes), shapes, f"{released} -> {preset}")
+
+
+# -- the new parts outside Swin ------------------------------------------------------------------
+def test_cosine_attention_qv_bias_and_post_norm_work_in_a_flat_vit() -> None:
+    """The V2 options are options of the shared parts, not of Swin: a plain ViT takes them, and
+    every new parameter learns (the key has no bias to learn)."""
+    from vitzoo.registration_examples import TINY_VIT
+
+    spec = {
+        "model": {
+            "type": "vit",
+            **TINY_VIT,
+            "attention": {"type": "mhsa", "cosine": True, "qkv_bias": "qv"},
+            "block": {"type": "pre-norm", "norm_position": "res-post"},
+        }
+    }
+    model = vitzoo.build(spec)
+    attn = model.blocks[0].attn
+    assert attn.qkv.bias is None and attn.q_bias.shape == attn.v_bias.shape == (32,)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    for name in ("logit_scale", "q_bias", "v_bias"):
+        assert getattr(attn, name).grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ({"type": "vit", "attention": {"type": "lsa", "cosine": True}}, "cosine"),
+        ({"type": "vit", "attention": {"type": "lsa", "qkv_bias": "qv"}}, "qkv_bias"),
+        (
+            {"type": "deepvit", "block": {"type": "deepvit", "norm_position": "res-post"}},
+            "norm_position",
+        ),
+    ],
+    ids=["cosine-in-lsa", "qv-bias-in-lsa", "res-post-in-deepvit-block"],
+)
+def test_options_are_refused_where_the_part_would_ignore_them(
+    model: dict[str, Any], field: str
+) -> None:
+    """An attention that computes its weights its own way (LSA) or a block with its own forward
+    (DeepViT's) refuses the shared options at spec time, naming the field."""
+    from vitzoo.spec import SpecError
+
+    with pytest.raises(SpecError, match=field):
+        vitzoo.resolve_spec({"model": model})
+
+
+def test_shifted_window_attention_in_a_flat_vit_masks_the_wrapped_tokens() -> None:
+    """The window attention's shift works on any patch grid: in a plain ViT (8 x 8 grid, windows
+    of 4 shifted by 2), a token's output does not depend on tokens that only reach its window by
+    wrapping around the map."""
+    from vitzoo.registration_examples import GRID_ONLY_HOST, TINY_VIT
+
+    attention = {"type": "window", "window_size": 4, "shift_size": 2}
+    spec = {"model": {"type": "vit", **TINY_VIT, **GRID_ONLY_HOST, "image_size": 64, "depth": 1}}
+    spec["model"]["attention"] = attention
+    attn = vitzoo.build(spec).eval().blocks[0].attn
+    x = torch.randn(1, 8, 8, 32, requires_grad=True)
+    attn.forward_map(x)[0, 0, 0].sum().backward()  # token (0, 0): its window wraps around
+    reached = x.grad[0].abs().sum(-1) > 0
+    # rolled by -2, token (0, 0) sits at (6, 6) of the last window, whose other rows / columns
+    # 4-5 are tokens 6-7 of the map; those and (0, 0)'s own wrapped block (rows / cols 0-1) are
+    # separate regions, so only the tokens of rows 0-1 x cols 0-1 reach it
+    assert reached[:2, :2].all() and reached.sum() == 4
