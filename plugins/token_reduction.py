@@ -229,6 +229,12 @@ class AtsVitConfig(VitConfig):
             raise SpecValueError(
                 "block.type", "ATS is placed inside pre-norm blocks; allowed: pre-norm"
             )
+        if self.block.norm_position != "pre":
+            raise SpecValueError(
+                "block.norm_position", "ATS sits between pre-norm branches; allowed: pre"
+            )
+        if self.attention.cosine:
+            raise SpecValueError("attention.cosine", "ATS scores dot-product logits; must be false")
         if self.patch_dropout:
             raise SpecValueError("patch_dropout", "ATS selects tokens itself; must be 0")
         return self

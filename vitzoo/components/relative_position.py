@@ -1,26 +1,28 @@
-"""Relative-position biases beyond the window table: CrossFormer's dynamic bias and BEiT's
-whole-sequence bias (with the ``rel-pos`` attention that adds it).
+"""Relative-position biases: offsets -> per-head biases added to attention logits.
 
-The learned-table bias inside windows (Swin, MaxViT, RegionViT) is
-:class:`vitzoo.components.windows.RelativePositionBias`; its table size is fixed by the window.
+Every module here is bound to one window (group) or grid and ``forward()`` returns
+``(heads, N, N)`` to pass as ``bias=`` to ``AttentionBase.attend``:
 
-* :class:`DynamicPositionBias` (CrossFormer) maps each offset ``(dy, dx)`` itself through a
-  small MLP, so its parameters do not depend on the group size: the same weights serve groups
-  of any shape (other image sizes, the last stage's whole-map group).
+* :class:`RelativePositionBias` -- a learned ((2h-1)(2w-1), heads) table indexed by the offset
+  inside a window (Swin, MaxViT, RegionViT). Its size is fixed by the window;
+  ``set_input_size`` resamples it.
+* :class:`DynamicPositionBias` -- CrossFormer's DPB: each offset ``(dy, dx)`` itself through a
+  small MLP, so its parameters do not depend on the group size.
+* :class:`ContinuousPositionBias` -- Swin V2's CPB: log-spaced offsets through a 2-layer MLP,
+  ``16 * sigmoid``; offsets are normalised by the pre-training window so a fine-tuned larger
+  window extrapolates from what was learned.
 * :class:`SequenceRelativePositionBias` (BEiT, Bao et al., ICLR 2022, arXiv:2106.08254; BEiT v2)
-  is one learned table over the whole patch grid plus three entries for the prefix tokens,
+  -- one learned table over the whole patch grid plus three entries for the prefix tokens,
   which have no place on the grid: prefix -> patch, patch -> prefix, prefix -> prefix.
   :class:`RelPosAttention` (registered as ``rel-pos`` by the BEiT plugin) adds it to
   multi-head attention in any flat-token model, class token or not.
-
-Each module is bound to one grid and ``forward()`` returns ``(heads, N, N)`` to pass as
-``bias=`` to ``AttentionBase.attend``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -29,17 +31,49 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import refuse_dynamic_grid
 from vitzoo.components.resample import resize_relative_table_geometric
-from vitzoo.components.windows import relative_position_index
+
+
+def relative_position_index(window: Sequence[int]) -> torch.Tensor:
+    """(N, N) index into a (2wh-1)(2ww-1) table of relative offsets, N = wh * ww."""
+    wh, ww = window
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(
+        1
+    )
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    return (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
 
 
 def relative_offsets(group: Sequence[int]) -> torch.Tensor:
     """Every distinct (dy, dx) offset inside an (h, w) group, ((2h-1)(2w-1), 2), row-major.
 
-    Row-major order matches :func:`~vitzoo.components.windows.relative_position_index`.
+    Row-major order matches :func:`relative_position_index`.
     """
     h, w = group
     dy, dx = torch.arange(1 - h, h), torch.arange(1 - w, w)
     return torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def _gather(per_offset: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """((2h-1)(2w-1), heads) per-offset values -> (heads, N, N) through the offset index."""
+    n = index.shape[0]
+    return per_offset[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias for every relative offset inside a window -> (heads, N, N)."""
+
+    def __init__(self, window: Sequence[int], num_heads: int) -> None:
+        super().__init__()
+        wh, ww = window
+        self.window = (wh, ww)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads)
+        )
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("index", relative_position_index(window), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return _gather(self.relative_position_bias_table, self.index)
 
 
 class DynamicPositionBias(nn.Module):
@@ -139,6 +173,8 @@ class RelPosAttentionConfig(MhsaConfig):
     (BEiT): patch offsets on the grid and three entries for the prefix tokens."""
 
     type: Literal["rel-pos"] = "rel-pos"  # type: ignore[assignment]
+    #: Goes through ``split_heads`` / ``attend``, so ``cosine`` and ``key_bias`` act here.
+    shared_weight_options: ClassVar[bool] = True
 
     def check(self, dynamic_img_size: bool = False, **_: Any) -> None:
         refuse_dynamic_grid(
@@ -165,3 +201,49 @@ class RelPosAttention(MultiHeadAttention):
             )
         q, k, v = self.split_heads(x)
         return self.merge_heads(self.attend(q, k, v, mask, bias=self.relative_position()))
+
+
+def log_spaced_offsets(window: Sequence[int], pretrained: Sequence[int] | None) -> torch.Tensor:
+    """Swin V2's CPB input: every offset of ``window`` over ``(pretrained or window) - 1`` on
+    each axis, times 8, then ``sign(x) * log2(1 + |x|) / 3`` -> ((2h-1)(2w-1), 2).
+
+    Computed in float32 whatever the model's dtype, as the reference code does (its table is a
+    float32 buffer cast to the weights' dtype), so float64 runs see the same coordinates.
+    """
+    offsets = relative_offsets(window).to(torch.float32)
+    norm = window if pretrained is None else pretrained
+    for axis in (0, 1):
+        offsets[:, axis] /= max(norm[axis] - 1, 1)
+    offsets = offsets * 8
+    return torch.sign(offsets) * torch.log2(offsets.abs() + 1.0) / math.log2(8)
+
+
+class ContinuousPositionBias(nn.Module):
+    """Swin V2's continuous position bias (Liu et al. 2022, Sec. 3.3): log-spaced offsets ->
+    Linear(2, hidden) -> ReLU -> Linear(hidden, heads, no bias) -> 16 * sigmoid.
+
+    Why: a learned table cannot transfer to a larger window (its new entries were never
+    trained); an MLP of the (log-compressed) offset can, so a model pre-trained at window 12 is
+    fine-tuned at 24 with ``pretrained_window`` = 12 keeping the offsets it knows in place.
+    """
+
+    def __init__(
+        self,
+        window: Sequence[int],
+        num_heads: int,
+        hidden: int = 512,
+        pretrained_window: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.window = tuple(window)
+        self.pretrained_window = None if pretrained_window is None else tuple(pretrained_window)
+        self.mlp = nn.Sequential(
+            nn.Linear(2, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_heads, bias=False)
+        )
+        coords = log_spaced_offsets(self.window, self.pretrained_window)
+        self.register_buffer("coords", coords, persistent=False)
+        self.register_buffer("index", relative_position_index(self.window), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        table = self.mlp(self.coords.to(self.mlp[0].weight.dtype))
+        return 16 * torch.sigmoid(_gather(table, self.index))

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.layers import to_pair
+from vitzoo.components.partition import window_partition, window_reverse
 from vitzoo.components.posenc import LearnedPositions, resize_grid_embedding
-from vitzoo.components.windows import window_partition, window_reverse
 from vitzoo.errors import InputSizeError
 
 

@@ -33,7 +33,7 @@ by the core as the ``rope`` attention (families build on it: EVA-02). Use it wit
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -184,6 +184,8 @@ class RopeAttentionConfig(MhsaConfig):
     """Multi-head attention with 2-D rotary positions on q and k (axial or RoPE-Mixed)."""
 
     type: Literal["rope"] = "rope"  # type: ignore[assignment]
+    #: Goes through ``split_heads`` / ``attend``, so ``cosine`` and ``key_bias`` act here.
+    shared_weight_options: ClassVar[bool] = True
     rope: RopeKind = "axial"
     #: Frequency base; null takes the paper's value (100 axial, 10 mixed; EVA-02 uses 10000).
     theta: PositiveFloat | None = None
