@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
+from vitzoo.spec import load_yaml
 
 #: The catalogue file, shipped inside ``vitzoo_plugins`` (pyproject package-data).
 CATALOGUE_FILE = "presets_catalogue.yaml"
@@ -26,7 +26,7 @@ CATALOGUE_FILE = "presets_catalogue.yaml"
 def catalogue() -> dict[str, dict[str, Any]]:
     path = resources.files("vitzoo_plugins").joinpath(CATALOGUE_FILE)
     text = path.read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    data = load_yaml(text) or {}  # as every spec is read: ``lr: 3e-4`` is a number
     return dict(data.get("presets", {}))
 
 

@@ -90,6 +90,12 @@ class TrainConfig(_Section):
         default="none",
         description="'balanced': weight the loss of each class by N / (classes * count).",
     )
+    best_metric: Literal["val_accuracy", "val_balanced_accuracy", "val_loss"] = Field(
+        default="val_accuracy",
+        description="The validation column that picks best.safetensors; ties go to the lower "
+        "val_loss (to the higher val_accuracy for val_loss). Without a validation split the "
+        "training accuracy (or loss) stands in.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> TrainConfig:
