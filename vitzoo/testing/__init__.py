@@ -26,7 +26,13 @@ from vitzoo.lazy import lazy_attributes
 if "pytest" in sys.modules:  # readable assert failures inside checks when run under pytest
     sys.modules["pytest"].register_assert_rewrite("vitzoo.testing.checks")
 
-from vitzoo.testing.variants import VARIANT_KINDS, Variant, VariantError, variants
+from vitzoo.testing.variants import (
+    TINY_MODEL_KINDS,
+    VARIANT_KINDS,
+    Variant,
+    VariantError,
+    variants,
+)
 
 _LAZY = {
     "Check": "vitzoo.testing.checks",
@@ -40,7 +46,14 @@ _LAZY = {
     "parametrize_with_checks": "vitzoo.testing.parametrize",
 }
 
-__all__ = ["VARIANT_KINDS", "Variant", "VariantError", "variants", *sorted(_LAZY)]
+__all__ = [
+    "TINY_MODEL_KINDS",
+    "VARIANT_KINDS",
+    "Variant",
+    "VariantError",
+    "variants",
+    *sorted(_LAZY),
+]
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

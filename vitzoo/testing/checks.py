@@ -54,6 +54,7 @@ EXTENSION_MODULES: tuple[str, ...] = (
     "vitzoo.testing.objective_checks",
     "vitzoo.testing.export_checks",
     "vitzoo.testing.contract",
+    "vitzoo.testing.preset_checks",
 )
 #: The backend of the compile check: ``aot_eager`` traces with dynamo and AOTAutograd (where
 #: graph breaks and unsupported ops show up) without inductor's C++ code generation, which
@@ -246,6 +247,8 @@ def check_validates_from_defaults(variant: Variant) -> None:
 
 @register_check_generator("*")
 def yield_registration_checks(variant: Variant) -> Iterator[Check]:
+    if variant.kind == "preset":  # a spec, not a config class: vitzoo.testing.preset_checks
+        return
     yield check_registration_metadata
     yield check_validates_from_defaults
 
