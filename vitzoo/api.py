@@ -18,6 +18,7 @@ from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
 from vitzoo.components.features import FeatureExtractor
 from vitzoo.plugins import PluginSystem
 from vitzoo.weights.load import load_pretrained
+from vitzoo.weights.sources import is_weights_source
 
 
 def build(
@@ -35,7 +36,7 @@ def build(
     ``**{"model.patch.patch_size": 8}`` reach nested fields. ``weights=`` (or a spec's
     ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
     Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
-    own spec is used) and the weights adapt to overridden classes / image size / channels.
+    own spec is used), or be the weights themselves (``vitzoo.build("ckpt.safetensors")``) and the weights adapt to overridden classes / image size / channels.
     ``features_only=True`` gives a backbone for dense prediction instead
     (:class:`~vitzoo.components.features.FeatureExtractor`): ``forward(x)`` returns the
     (B, C, H, W) maps of the ``out_indices`` layers (an int: the last n; default: all),
@@ -55,6 +56,8 @@ def _build_model(
 ) -> nn.Module:
     if source is None and weights is None:
         raise TypeError("build() needs a preset, spec or weights source")
+    if weights is None and isinstance(source, str | Path) and is_weights_source(source):
+        source, weights = None, source  # a checkpoint where the spec goes: it is the spec
     spec = None if source is None else resolve_spec(source, overrides, system=system)
     section = getattr(spec, "weights", None) if spec is not None else None
     if weights is None and section is None:
