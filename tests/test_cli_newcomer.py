@@ -124,6 +124,20 @@ def test_export_errors_are_bad_input(tmp_path: Path, spec_file: Path) -> None:
     assert result.exit_code == EXIT_INPUT and "cannot tell the export format" in result.stderr
 
 
+def test_vitzoo_warnings_are_one_plain_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import warnings
+
+    from vitzoo.commands.errors import show_warnings_plainly
+    from vitzoo.errors import WeightsAdaptationWarning
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored afterwards
+    show_warnings_plainly()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("head re-initialised: 2 -> 3 classes", WeightsAdaptationWarning, stacklevel=1)
+    assert capsys.readouterr().err == "warning: head re-initialised: 2 -> 3 classes\n"
+
+
 def test_the_readme_states_the_rule() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "**Exit status, every command:**" in readme and "`3` partial" in readme

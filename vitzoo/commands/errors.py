@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -26,7 +27,13 @@ from typing import Any, NoReturn
 import click
 
 from vitzoo.commands.common import err
-from vitzoo.errors import ExportError, InputError, PluginLoadError, RuntimeUnavailable
+from vitzoo.errors import (
+    ExportError,
+    InputError,
+    PluginLoadError,
+    RuntimeUnavailable,
+    VitzooWarning,
+)
 from vitzoo.terminal import make_console
 
 EXIT_FAILED = 1
@@ -115,6 +122,21 @@ def say_partial(skipped: int, total: int, what: str = "inputs") -> NoReturn:
         highlight=False,
     )
     sys.exit(EXIT_PARTIAL)
+
+
+def show_warnings_plainly() -> None:
+    """vitzoo's own warnings (a head re-initialised, bf16 emulated here) as one ``warning:``
+    line on stderr. Python's format would name a line inside click (the first caller outside
+    vitzoo) and repeat that source line; other libraries' warnings keep Python's format."""
+    default = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
+        if issubclass(category, VitzooWarning):
+            err.print(f"warning: {message}", markup=False, highlight=False)
+        else:
+            default(message, category, filename, lineno, *rest)
+
+    warnings.showwarning = show
 
 
 class VitzooGroup(click.Group):

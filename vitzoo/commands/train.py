@@ -337,8 +337,8 @@ def evaluate(
     as_json: bool,
     confusion_png: Path | None,
 ) -> None:
-    """Accuracy, balanced accuracy, per-class precision/recall and the confusion matrix of
-    CHECKPOINT on a labelled folder."""
+    """Accuracy, top-5 accuracy (more than 5 classes), balanced accuracy, per-class
+    precision/recall and the confusion matrix of CHECKPOINT on a labelled folder."""
     from vitzoo.training.inference import evaluate as run_evaluate
     from vitzoo.training.report import plot_confusion
 
