@@ -212,7 +212,7 @@ def train(
     given = {"lr": lr, "device": device, "workers": workers, "num_classes": num_classes}
     shortcuts, labels, typed = shortcut_overrides({**given, "img_size": img_size})
     try:
-        with user_errors():
+        with user_errors(FloatingPointError):  # a diverging loss: the message says what to change
             result = run_training(
                 spec,
                 data_dir,
