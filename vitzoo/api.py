@@ -19,6 +19,7 @@ from vitzoo.components.features import FeatureExtractor
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec.sources import given_model_fields
 from vitzoo.weights.load import HEAD_FIELDS, load_pretrained
+from vitzoo.weights.sources import is_weights_source
 
 
 def build(
@@ -36,9 +37,10 @@ def build(
     ``**{"model.patch.patch_size": 8}`` reach nested fields. ``weights=`` (or a spec's
     ``weights:`` section) starts from pretrained weights: a vitzoo or timm checkpoint, a Hugging
     Face model folder or ``hf-hub:ORG/NAME``; ``source`` may then be left out (the weights'
-    own spec is used) and the weights adapt to overridden classes / image size / channels.
-    Where neither the spec nor the overrides set ``num_classes`` (or ``head``) and the weights
-    say theirs, the head follows the weights (as timm's ``pretrained_cfg`` does).
+    own spec is used), or be the weights themselves (``vitzoo.build("ckpt.safetensors")``), and
+    the weights adapt to overridden classes / image size / channels. Where neither the spec nor
+    the overrides set ``num_classes`` (or ``head``) and the weights say theirs, the head follows
+    the weights (as timm's ``pretrained_cfg`` does).
     ``features_only=True`` gives a backbone for dense prediction instead
     (:class:`~vitzoo.components.features.FeatureExtractor`): ``forward(x)`` returns the
     (B, C, H, W) maps of the ``out_indices`` layers (an int: the last n; default: all),
@@ -58,6 +60,8 @@ def _build_model(
 ) -> nn.Module:
     if source is None and weights is None:
         raise TypeError("build() needs a preset, spec or weights source")
+    if weights is None and isinstance(source, str | Path) and is_weights_source(source):
+        source, weights = None, source  # a checkpoint where the spec goes: it is the spec
     if weights is not None:
         # the loader resolves the caller's spec once, and reads from it whether the caller set
         # a class count (if not, the head follows the weights)

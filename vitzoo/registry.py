@@ -33,6 +33,9 @@ COMPONENT_KINDS: tuple[str, ...] = (
 )
 KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset", "converter")
 
+#: Up to this many names, an unknown-name error lists them all; beyond, it says where they are.
+LISTED_NAMES = 30
+
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
 
@@ -142,8 +145,13 @@ class Registry:
             if kind == "preset":
                 known = [*known, *self._aliases]
             hint = did_you_mean(name, known) if isinstance(name, str) else ""
-            choices = ", ".join(sorted(self._entries.get(kind, {}))) or "(none)"
-            raise KeyError(f"no {kind} named {name!r}{hint}; registered: {choices}") from None
+            names = sorted(self._entries.get(kind, {}))
+            choices = (
+                f"registered: {', '.join(names) or '(none)'}"
+                if len(names) <= LISTED_NAMES
+                else f"`vitzoo list --kind {kind}` lists the {len(names)} registered"
+            )
+            raise KeyError(f"no {kind} named {name!r}{hint}; {choices}") from None
 
     def find(self, pattern: str, kind: str | None = None) -> list[Entry | PresetEntry]:
         """Entries whose name, or a preset alias, matches a shell-style ``pattern`` (``cait-*``);

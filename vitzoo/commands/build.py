@@ -78,8 +78,9 @@ def build_model(
     import vitzoo.builder
     from vitzoo.spec import assignment_sources
     from vitzoo.weights.load import load_pretrained
+    from vitzoo.weights.sources import is_weights_source
 
-    if weights is not None or source.startswith("hf-hub:"):
+    if weights is not None or is_weights_source(source):
         loaded = load_pretrained(
             weights or source,
             None if source == "-" or weights is None else source,
@@ -100,8 +101,10 @@ def build_model(
 
 
 def add_report(info: dict[str, Any], spec: Any, report: Any) -> None:
-    """GMACs and an objective's trainable parameters, from the trial build's report."""
-    info["gmacs"] = None if report is None or report.macs is None else round(report.macs / 1e9, 3)
+    """MACs and an objective's trainable parameters, from the trial build's report."""
+    macs = None if report is None or report.macs is None else int(report.macs)
+    info["macs"] = macs
+    info["gmacs"] = None if macs is None else round(macs / 1e9, 3)
     if getattr(spec, "objective", None) is not None and report is not None:
         if report.objective_trainable is not None:
             info["objective"] = spec.objective.type
@@ -112,10 +115,14 @@ def summary_table(title: str, info: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
+    from vitzoo.flops import format_macs
+
     for key, value in info.items():
-        shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
         if key == "gmacs":
-            key, shown = "GMACs", "?" if value is None else f"{value:.2f} (multiply-accumulates)"
+            continue  # the JSON's number; the table shows "macs" in the unit that fits
+        shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
+        if key == "macs":
+            key, shown = "MACs", f"{format_macs(value)} (multiply-accumulates)"
         table.add_row(key, shown)
     return table
 
@@ -155,7 +162,8 @@ def build_command(
     """Validate SOURCE (a spec file, a preset name or alias such as a timm model name), build it
     and print a summary: parameters, GMACs at its input size, shapes, module tree.
 
-    With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files).
+    SOURCE may also be weights with a spec of their own (a vitzoo checkpoint, a Hugging Face
+    folder, hf-hub:ORG/NAME); with --weights, SOURCE may be "-" to use the weights' own spec.
     """
     import vitzoo.builder
     from vitzoo.checkpoint import save

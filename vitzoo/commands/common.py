@@ -45,3 +45,16 @@ def human_count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return str(n)
+
+
+def image_size(value: str | None, flag: str = "--img-size") -> int | list[int] | None:
+    """``--img-size 224`` -> 224, ``--img-size 384,320`` (or ``384x320``) -> [384, 320]."""
+    if value is None:
+        return None
+    try:
+        sizes = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise click.BadParameter(f"expected N or H,W (positive), got {value!r}", param_hint=flag)
+    return sizes[0] if len(sizes) == 1 else sizes

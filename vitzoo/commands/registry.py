@@ -18,14 +18,14 @@ from vitzoo.suggest import did_you_mean
 from vitzoo.terminal import plural
 
 
-def preset_gmacs(name: str) -> str:
-    """The preset's GMACs at its input size (counted on meta), or '?' when it cannot run there."""
-    from vitzoo.flops import format_gmacs, preset_macs
+def preset_macs_or_none(name: str) -> int | None:
+    """The preset's MACs at its input size (counted on meta), or None when it cannot run there."""
+    from vitzoo.flops import preset_macs
 
     try:
-        return format_gmacs(preset_macs(name))
+        return preset_macs(name)
     except Exception:  # a preset that cannot run on meta must not break the listing
-        return "?"
+        return None
 
 
 def list_aliases(pattern: str | None, as_json: bool) -> None:
@@ -60,7 +60,11 @@ def entry_row(entry: Any, with_macs: bool) -> dict[str, Any]:
         row["citation"] = entry.citation
         row["aliases"] = list(entry.aliases)
         if with_macs:
-            row["gmacs"] = preset_gmacs(entry.name)
+            from vitzoo.flops import format_gmacs
+
+            macs = preset_macs_or_none(entry.name)
+            row["macs"] = macs
+            row["gmacs"] = "?" if macs is None else format_gmacs(macs)
     elif entry.kind == "converter":
         row["source"] = entry.source
         row["architectures"] = list(entry.architectures)
@@ -85,24 +89,26 @@ def fail_no_match(registry: Registry, pattern: str, kind: str | None) -> NoRetur
 
 
 def registry_table(rows: list[dict[str, Any]], kind: str | None, with_macs: bool) -> Table:
-    """Presets alone: counts (and GMACs); one other kind: its config fields; else the overview."""
+    """Presets alone: counts (and MACs); one other kind: its config fields; else the overview."""
     presets_only = kind == "preset"
     show_fields = kind not in (None, "preset", "converter")  # one kind: room for its fields
     columns = ["kind", "name", "plugin", "summary"]
     if presets_only:
-        columns = ["name", "plugin", "params", *(["GMACs"] if with_macs else []), "summary"]
+        columns = ["name", "plugin", "params", *(["MACs"] if with_macs else []), "summary"]
     elif show_fields:
         columns.append("fields")
     table = Table(title="vitzoo registry", show_lines=False)
     for column in columns:
         table.add_column(
-            column, overflow="fold", justify="right" if column in {"params", "GMACs"} else "left"
+            column, overflow="fold", justify="right" if column in {"params", "MACs"} else "left"
         )
     for row in rows:
         if presets_only:
             params = human_count(row["params"]) if row.get("params") else "-"
-            gmacs = [row["gmacs"]] if with_macs else []
-            table.add_row(row["name"], row["plugin"], params, *gmacs, row["summary"])
+            from vitzoo.flops import format_macs
+
+            macs = [format_macs(row["macs"], suffix="")] if with_macs else []
+            table.add_row(row["name"], row["plugin"], params, *macs, row["summary"])
             continue
         summary = row["summary"]
         if row.get("params"):
@@ -120,7 +126,8 @@ def registry_table(rows: list[dict[str, Any]], kind: str | None, with_macs: bool
     "--macs",
     "with_macs",
     is_flag=True,
-    help="Presets: add a GMACs column (counted on the meta device; takes a while).",
+    help="Presets: add a MACs column (multiply-accumulates at the preset's input size, "
+    "counted on the meta device; takes a while).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(

@@ -17,22 +17,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vitzoo.commands.common import parse_sets, set_option
+from vitzoo.commands.common import image_size, parse_sets, set_option
+from vitzoo.commands.errors import (
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    fail_plainly,
+    say_partial,
+    user_errors,
+)
 from vitzoo.terminal import make_console
-
-
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
-
-
-def _fail_with(exc: BaseException) -> None:
-    """Spec and checkpoint problems go to the CLI's handler (file:line lines, exit 2)."""
-    from vitzoo.checkpoint import CheckpointError
-    from vitzoo.spec import SpecError
-
-    if isinstance(exc, SpecError | CheckpointError):
-        raise exc
-    _fail(str(exc))
 
 
 def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,13 +74,16 @@ def resume_command(
     batch_size: int | None,
     strict_data: bool,
     sets: tuple[str, ...],
+    shortcuts: tuple[str, ...] = (),
 ) -> str:
-    """The exact command line that continues an interrupted run."""
+    """The exact command line that continues an interrupted run (``shortcuts``: the
+    ``--lr 1e-4``-style options as given, flag and value alternating)."""
     args = ["vitzoo", "train", spec, "--data", str(data_dir), "--out", str(run_dir)]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
     if batch_size is not None:
         args += ["--batch-size", str(batch_size)]
+    args += list(shortcuts)
     if strict_data:
         args.append("--strict-data")
     for item in sets:
@@ -95,25 +91,66 @@ def resume_command(
     return shlex.join([*args, "--resume"])
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from vitzoo.checkpoint import CheckpointError
-    from vitzoo.data.images import DataError
-    from vitzoo.errors import DistributedError
-    from vitzoo.export import ExportError
-    from vitzoo.runtime import RuntimeUnavailable
-    from vitzoo.spec import SpecError
+#: ``vitzoo train`` options that are shortcuts for one spec field each (timm's names):
+#: option name -> (spec path, flag). They go through the same override path as ``--set``, and
+#: a bad value is reported at the flag (``--lr -1  train.lr: must be greater than 0``).
+SHORTCUTS = {
+    "lr": ("train.lr", "--lr"),
+    "device": ("train.device", "--device"),
+    "workers": ("data.num_workers", "--workers"),
+    "num_classes": ("model.num_classes", "--num-classes"),
+    "img_size": ("model.image_size", "--img-size"),
+}
 
-    return (
-        SpecError,
-        CheckpointError,
-        DataError,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-        ExportError,
-        RuntimeUnavailable,
-        DistributedError,
-    )
+
+def shortcut_overrides(
+    given: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], tuple[str, ...]]:
+    """(overrides, where each came from, the flags as typed) for the shortcut options given."""
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    typed: list[str] = []
+    for name, raw in given.items():
+        if raw is None:
+            continue
+        path, flag = SHORTCUTS[name]
+        value = image_size(raw) if name == "img_size" else raw
+        overrides[path] = value
+        sources[path] = f"{flag} {raw}"
+        typed += [flag, str(raw)]
+    return overrides, sources, tuple(typed)
+
+
+def shortcut_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--lr``, ``--device``, ``--workers``, ``--num-classes``, ``--img-size``."""
+    for option in reversed(
+        [
+            click.option("--lr", type=float, default=None, help="Override train.lr (peak)."),
+            click.option(
+                "--device", default=None, help="Override train.device: auto, cpu, cuda, cuda:1."
+            ),
+            click.option(
+                "--workers",
+                type=int,
+                default=None,
+                help="Override data.num_workers (data loading processes; 0: in this one).",
+            ),
+            click.option(
+                "--num-classes",
+                type=int,
+                default=None,
+                help="Override model.num_classes (the data's class count decides in the end).",
+            ),
+            click.option(
+                "--img-size",
+                default=None,
+                metavar="N|H,W",
+                help="Override model.image_size (learned positions resample when fine-tuning).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -138,6 +175,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option(
     "--strict-data", is_flag=True, help="Fail on the first unreadable image instead of skipping it."
 )
+@shortcut_options
 @set_option("Override any spec field, e.g. --set train.lr=3e-4 --set model.depth=6.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the final metrics and per-class report as JSON."
@@ -150,11 +188,17 @@ def train(
     out: Path | None,
     resume: bool,
     strict_data: bool,
+    lr: float | None,
+    device: str | None,
+    workers: int | None,
+    num_classes: int | None,
+    img_size: str | None,
     sets: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Train the model described by SPEC (a YAML file or preset name) on an image folder
-    (or, for a video model, a folder of clips).
+    """Train the model described by SPEC (a YAML file, a preset name, or weights to fine-tune:
+    a vitzoo checkpoint, a Hugging Face folder, hf-hub:ORG/NAME) on an image folder (or, for a
+    video model, a folder of clips).
 
     Multi-GPU / multi-process: run the same command under `torchrun --nproc_per_node=N`.
     Ctrl-C finishes the current step, saves it and prints the command that resumes it.
@@ -164,35 +208,39 @@ def train(
 
     console = make_console(stderr=True)
     if resume and out is None:
-        _fail("--resume needs --out RUN_DIR (the run to continue)")
+        fail_plainly("--resume needs --out RUN_DIR (the run to continue)")
+    given = {"lr": lr, "device": device, "workers": workers, "num_classes": num_classes}
+    shortcuts, labels, typed = shortcut_overrides({**given, "img_size": img_size})
     try:
-        result = run_training(
-            spec,
-            data_dir,
-            epochs=epochs,
-            batch_size=batch_size,
-            out=out,
-            resume=resume,
-            strict_data=strict_data,
-            overrides=parse_sets(sets),
-            console=console,
-        )
+        with user_errors(FloatingPointError):  # a diverging loss: the message says what to change
+            result = run_training(
+                spec,
+                data_dir,
+                epochs=epochs,
+                batch_size=batch_size,
+                out=out,
+                resume=resume,
+                strict_data=strict_data,
+                overrides={**shortcuts, **parse_sets(sets)},
+                sources=labels,
+                console=console,
+            )
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{escape(str(stop))}[/]", highlight=False)
         if stop.saved:
             again = resume_command(
-                spec, data_dir, stop.run_dir, epochs, batch_size, strict_data, sets
+                spec, data_dir, stop.run_dir, epochs, batch_size, strict_data, sets, typed
             )
             console.print(f"continue with:\n  {escape(again)}", highlight=False)
-        sys.exit(130)
-    except _known_errors() as exc:
-        _fail_with(exc)
-        return
+        sys.exit(EXIT_INTERRUPTED)
     print_training_result(result, as_json, console)
 
 
 def print_training_result(result: Any, as_json: bool, console: Console) -> None:
-    """The final metrics: everything as JSON on stdout, or one ``done`` line on stderr."""
+    """The final metrics: everything as JSON on stdout, or one ``done`` line on stderr; by
+    rank 0 alone under torchrun (every rank returns the same result)."""
+    if not getattr(result, "is_main", True):
+        return
     final = result.final
     if as_json:
         click.echo(
@@ -289,38 +337,44 @@ def evaluate(
     as_json: bool,
     confusion_png: Path | None,
 ) -> None:
-    """Accuracy, balanced accuracy, per-class precision/recall and the confusion matrix of
-    CHECKPOINT on a labelled folder."""
+    """Accuracy, top-5 accuracy (more than 5 classes), balanced accuracy, per-class
+    precision/recall and the confusion matrix of CHECKPOINT on a labelled folder."""
     from vitzoo.training.inference import evaluate as run_evaluate
     from vitzoo.training.report import plot_confusion
 
-    try:
-        with _plain_warnings(make_console(stderr=True)):
-            report = run_evaluate(
-                checkpoint,
-                data_dir,
-                split=split,
-                batch_size=batch_size,
-                strict=strict_data,
-                device=device,
-                runtime=runtime,
-                precision=precision,
-            )
-    except _known_errors() as exc:
-        _fail_with(exc)
-        return
+    with user_errors(), _plain_warnings(make_console(stderr=True)):
+        report = run_evaluate(
+            checkpoint,
+            data_dir,
+            split=split,
+            batch_size=batch_size,
+            strict=strict_data,
+            device=device,
+            runtime=runtime,
+            precision=precision,
+        )
     if confusion_png is not None:
         plot_confusion(report, confusion_png, title=f"{checkpoint.name} on {report['data']}")
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    console = make_console()
+    errors = make_console(stderr=True)
     for path, why in report["skipped"]:
-        console.print(
+        errors.print(
             f"[yellow]skipped unreadable file[/] {escape(path)}: {escape(why)}", highlight=False
         )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_evaluation(report)
+    if report["skipped"]:
+        say_partial(len(report["skipped"]), report["samples"] + len(report["skipped"]), "files")
+
+
+def _print_evaluation(report: dict[str, Any]) -> None:
+    """The report as a person reads it: the headline, per-class table, confusion matrix."""
+    console = make_console()
+    top5 = report.get("top5_accuracy")
+    top5 = "" if top5 is None else f", top-5 accuracy [bold]{top5:.2%}[/]"
     console.print(
-        f"{escape(report['data'])}: accuracy [bold]{report['accuracy']:.2%}[/], balanced "
+        f"{escape(report['data'])}: accuracy [bold]{report['accuracy']:.2%}[/]{top5}, balanced "
         f"accuracy [bold]{report['balanced_accuracy']:.2%}[/] on {report['samples']} samples, "
         f"loss {report['loss']:.4f}",
         highlight=False,
@@ -356,24 +410,22 @@ def predict(
     using CHECKPOINT's class names."""
     from vitzoo.training.inference import predict as run_predict
 
-    try:
-        with _plain_warnings(make_console(stderr=True)):
-            results = run_predict(
-                checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
-            )
-    except _known_errors() as exc:
-        _fail_with(exc)
-        return
-    failed = any("error" in r for r in results)
+    with user_errors(), _plain_warnings(make_console(stderr=True)):
+        results = run_predict(
+            checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
+        )
+    errors = make_console(stderr=True)
+    failed = [r for r in results if "error" in r]
+    for result in failed:  # unreadable inputs: stderr, whatever the output format
+        errors.print(
+            f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
+        )
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
         console = make_console()
         for result in results:
             if "error" in result:
-                console.print(
-                    f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
-                )
                 continue
             console.print(f"[bold]{escape(result['image'])}[/]", highlight=False)
             table = Table()
@@ -382,8 +434,11 @@ def predict(
             for entry in result["top"]:
                 table.add_row(escape(entry["class"]), f"{entry['probability']:.2%}")
             console.print(table)
+    if failed and len(failed) == len(results):
+        errors.print("error: no input could be read", highlight=False)
+        sys.exit(EXIT_INPUT)
     if failed:
-        sys.exit(1)
+        say_partial(len(failed), len(results))
 
 
 COMMANDS = [train, evaluate, predict]

@@ -113,6 +113,12 @@ class TrainConfig(_Section):
         description="Seconds a process waits for the others (a collective, the start of the "
         "job) before the job stops with an error naming the wait, instead of hanging.",
     )
+    best_metric: Literal["val_accuracy", "val_balanced_accuracy", "val_loss"] = Field(
+        default="val_accuracy",
+        description="The validation column that picks best.safetensors; ties go to the lower "
+        "val_loss (to the higher val_accuracy for val_loss). Without a validation split the "
+        "training accuracy (or loss) stands in.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> TrainConfig:

@@ -1,12 +1,14 @@
-"""Scoring during training: the validation columns of each epoch's row, and the final per-class
-report on ``best.safetensors`` (``evaluation.json``, ``confusion.png`` and a few summary lines).
+"""Scoring during training: the validation columns of each epoch's row, which epoch is the best
+(``train.best_metric``, ties to the lower validation loss), and the final per-class report on
+``best.safetensors`` (``evaluation.json``, ``confusion.png`` and a few summary lines).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,56 @@ from vitzoo.training import distributed
 from vitzoo.training.inference import evaluate_model
 from vitzoo.training.report import per_class_rows, plot_confusion
 from vitzoo.training.state import BEST
+
+#: Where the run has no validation split, the training column standing in for each metric.
+TRAIN_FALLBACK = {
+    "val_accuracy": "train_accuracy",
+    "val_balanced_accuracy": "train_accuracy",
+    "val_loss": "train_loss",
+}
+
+
+def _value(row: Mapping[str, Any], column: str) -> float | None:
+    value = row.get(column, row.get(TRAIN_FALLBACK.get(column, column)))
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def metric_value(row: Mapping[str, Any], metric: str) -> float | None:
+    """The epoch's ``metric`` (``train.best_metric``), or its training stand-in."""
+    return _value(row, metric)
+
+
+def best_key(row: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+    """How good an epoch is for ``best.safetensors``, as a tuple where larger is better: the
+    metric (negated for a loss), then the tie-breaker -- the lower validation loss, or for a
+    loss metric the higher accuracy. ``None``: the epoch has no such metric."""
+    primary = _value(row, metric)
+    if primary is None:
+        return None
+    if metric.endswith("loss"):
+        tie = _value(row, "val_accuracy")
+        return (-primary, tie if tie is not None else 0.0)
+    tie = _value(row, "val_loss")
+    return (primary, -tie if tie is not None else 0.0)
+
+
+def is_new_best(history: Sequence[Mapping[str, Any]], row: Mapping[str, Any], metric: str) -> bool:
+    """Whether ``row`` beats every earlier epoch (strictly: an equal epoch keeps the earlier)."""
+    key = best_key(row, metric)
+    if key is None:
+        return False
+    earlier = [k for r in history if (k := best_key(r, metric)) is not None]
+    return not earlier or key > max(earlier)
+
+
+def best_epoch(history: Sequence[Mapping[str, Any]], metric: str) -> int | None:
+    """The epoch the trainer kept as ``best.safetensors`` (the first of equals)."""
+    best, chosen = None, None
+    for row in history:
+        key = best_key(row, metric)
+        if key is not None and (best is None or key > best):
+            best, chosen = key, int(row["epoch"])
+    return chosen
 
 
 @dataclass

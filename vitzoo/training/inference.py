@@ -30,6 +30,9 @@ from vitzoo.training.objective import classification_logits
 from vitzoo.training.report import classification_report
 from vitzoo.training.state import CLASSES_KEY, class_names
 
+#: ``top5_accuracy``: the true class among the model's 5 most likely (timm's top-5).
+TOP_K = 5
+
 
 def evaluate_model(
     model: nn.Module,
@@ -57,14 +60,16 @@ def evaluate_model(
         len(dataset), batch_size, epoch=0, seed=0, train=False, rank=rank, world=world
     )
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    loss_sum = torch.zeros(1, dtype=torch.float64)
+    sums = torch.zeros(2, dtype=torch.float64)  # loss, top-5 hits
     was_training = model.training
     model.eval()
     calls = 0
     with torch.no_grad(), autocast(device, precision):
         for images, targets in loader(dataset, sampler, num_workers):
             logits = classification_logits(model(images.to(device))).float().cpu()
-            loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
+            sums[0] += F.cross_entropy(logits, targets, reduction="sum").double()
+            top = logits.topk(min(TOP_K, num_classes), dim=-1).indices
+            sums[1] += (top == targets[:, None]).any(dim=-1).sum().double()
             index = targets * num_classes + logits.argmax(dim=-1)
             confusion += torch.bincount(index, minlength=num_classes**2).view_as(confusion)
             calls += 1
@@ -74,12 +79,14 @@ def evaluate_model(
     model.train(was_training)
     if info is not None:
         distributed.all_reduce_sum(confusion, info)
-        distributed.all_reduce_sum(loss_sum, info)
+        distributed.all_reduce_sum(sums, info)
     total = float(confusion.sum())
     counts = confusion.long().tolist()
     return {
         "samples": int(total),
-        "loss": float(loss_sum) / max(total, 1.0),
+        "loss": float(sums[0]) / max(total, 1.0),
+        # with 5 classes or fewer every label is in the top 5: no information, so none
+        "top5_accuracy": float(sums[1]) / max(total, 1.0) if num_classes > TOP_K else None,
         **classification_report(counts),
         "confusion": counts,
     }

@@ -28,7 +28,7 @@ from vitzoo.spec import SpecBase
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.ema import ModelEma
-from vitzoo.training.evaluation import Validation
+from vitzoo.training.evaluation import Validation, is_new_best, metric_value
 from vitzoo.training.interrupt import StopNow, StopRequest, TrainingInterrupted
 from vitzoo.training.metrics import plot_curves, write_metrics
 from vitzoo.training.objective import make_objective
@@ -421,12 +421,11 @@ class TrainingRun:
     # ----------------------------------------------------------------------------------------
     def record(self, row: dict[str, Any]) -> bool:
         """Add the finished epoch to the history; whether it is the best so far."""
+        is_best = is_new_best(self.history, row, self.cfg.best_metric)  # ties: lower val loss
         self.history.append(row)
         self.epoch += 1
-        score = row.get("val_accuracy", row.get("train_accuracy"))
-        is_best = score is not None and (self.best is None or score > self.best)
         if is_best:
-            self.best = score
+            self.best = metric_value(row, self.cfg.best_metric)
         return is_best
 
     @property
@@ -466,7 +465,7 @@ class TrainingRun:
             if not self.collective_save:
                 self.save(is_best=is_best)
             write_metrics(self.run_dir, self.history)
-            plot_curves(self.history, self.run_dir / "curves.png")
+            plot_curves(self.history, self.run_dir / "curves.png", self.cfg.best_metric)
             self.reporter.log(self.epoch_line(row))
         self.committing = False
         distributed.barrier(self.info)

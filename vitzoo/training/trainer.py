@@ -30,11 +30,13 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from vitzoo.bench.timing import oversubscription
 from vitzoo.builder import resolve_spec
 from vitzoo.checkpoint import CheckpointError, load_weights
 from vitzoo.data.folders import balanced_weights
 from vitzoo.data.images import DataError
 from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.precision import slow_bf16_note
 from vitzoo.spec import SpecBase, spec_to_yaml
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
@@ -50,6 +52,7 @@ from vitzoo.training.preparation import (
     input_config,
     make_dataset,
     scan_data,
+    with_model_of_weights,
 )
 from vitzoo.training.progress import Reporter
 from vitzoo.training.run import TrainingRun, run_epochs
@@ -67,6 +70,8 @@ class TrainResult:
     model: nn.Module = field(repr=False)
     #: Per-class evaluation of best.safetensors on the validation split (None without one).
     report: dict[str, Any] | None = field(default=None, repr=False)
+    #: Whether this process is rank 0 (under torchrun only rank 0 reports the result).
+    is_main: bool = True
 
     @property
     def final(self) -> dict[str, Any]:
@@ -85,18 +90,20 @@ def train(
     overrides: Mapping[str, Any] | None = None,
     system: PluginSystem | None = None,
     console: Console | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Train the model ``spec`` describes on ``data_dir`` (``<train split>/<class>/<file>``,
     or the ``data.train_csv`` table; clips for a video model).
 
     ``spec``: a YAML path, preset name, mapping or spec. ``epochs``/``batch_size`` override
     ``train.epochs``/``train.batch_size``; ``overrides`` sets any spec field by dotted path.
+    ``sources`` names where an override came from (``{"train.lr": "--lr -1"}``), for errors;
     ``out`` is the run folder (default ``runs/<spec name>``); ``resume`` continues from
     ``out/last.safetensors``. Ctrl-C finishes the current step, saves it and raises
     :class:`TrainingInterrupted` (resume continues exactly from there).
     """
     system = system or get_plugin_system()
-    spec, run_dir = resolve_run_spec(spec, epochs, batch_size, overrides, out, system)
+    spec, run_dir = resolve_run_spec(spec, epochs, batch_size, overrides, out, system, sources)
     info = distributed.setup(spec.train.device, spec.train.dist_timeout)
     reporter = Reporter(console, enabled=info.is_main, log_every=spec.train.log_every)
     run: TrainingRun | None = None
@@ -129,11 +136,12 @@ def resolve_run_spec(
     overrides: Mapping[str, Any] | None,
     out: str | Path | None,
     system: PluginSystem,
+    given_sources: Mapping[str, str] | None = None,
 ) -> tuple[SpecBase, Path]:
     """The spec with the command line's changes applied (each error names the option that set
     the value), and the run folder."""
     changes = dict(overrides or {})
-    sources = {k: f"--set {k}={v}" for k, v in changes.items()}
+    sources = {k: f"--set {k}={v}" for k, v in changes.items()} | dict(given_sources or {})
     if epochs is not None:
         changes["train.epochs"] = epochs
         sources["train.epochs"] = f"--epochs {epochs}"
@@ -141,6 +149,7 @@ def resolve_run_spec(
         changes["train.batch_size"] = batch_size
         sources["train.batch_size"] = f"--batch-size {batch_size}"
     name = Path(spec).stem if isinstance(spec, str | Path) else None
+    spec, changes, sources = with_model_of_weights(spec, changes, sources, system)
     spec = resolve_spec(spec, changes, system=system, sources=sources)
     run_dir = Path(out) if out is not None else Path("runs") / (name or spec.model.type)
     return spec, run_dir
@@ -175,7 +184,9 @@ def set_up_run(
     )
     torch.manual_seed(spec.train.seed)
     saved = read_resume_point(run_dir) if resume else None
-    spec, model = build_model(spec, len(classes), system, reporter, use_init_from=saved is None)
+    spec, model = build_model(
+        spec, len(classes), system, reporter, use_init_from=saved is None, classes=classes
+    )
     if saved is not None:
         check_same_model(spec, saved.metadata, run_dir)
         if saved.weights:  # a sharded state holds the weights itself (run.restore loads them)
@@ -220,13 +231,29 @@ def announce(run: TrainingRun, splits: Splits) -> None:
     micro = f" ({accumulation} x {batch // accumulation})" if accumulation > 1 else ""
     what = "clips" if splits.train.kind == "clip" else "images"
     sharded = " (fsdp: weights, gradients and optimiser state sharded)" if run.sharding else ""
+    note = slow_bf16_note(info.device) if spec.train.precision == "bf16" else None
+    if note is not None:
+        run.reporter.log(f"[yellow]warning:[/] train.precision=bf16: {escape(note)}")
+    threads, busy = cpu_threads(info.device)
+    if busy is not None:
+        run.reporter.log(f"[yellow]warning:[/] {escape(busy)}")
     run.reporter.log(
         f"training {spec.model.type} on {len(splits.train)} {what}, "
         f"{plural(len(run.classes), 'class', 'classes')}; "
         f"{plural(spec.train.epochs, 'epoch')} x {plural(run.steps_per_epoch, 'step')} "
-        f"of {batch}{micro} on {info.world} x {info.device}{sharded}; run folder "
+        f"of {batch}{micro} on {info.world} x {info.device}{sharded}{threads}; run folder "
         f"{escape(str(run.run_dir))}"
     )
+
+
+def cpu_threads(device: torch.device) -> tuple[str, str | None]:
+    """(`` (2 threads)`` for the start line, a warning when the machine is too busy for them:
+    :func:`vitzoo.bench.timing.oversubscription`). The count is said, not changed: a resumed
+    run must compute exactly as the first one did, so the user chooses (``OMP_NUM_THREADS``)."""
+    if device.type != "cpu":
+        return "", None
+    threads = torch.get_num_threads()
+    return f" ({plural(threads, 'thread')})", oversubscription(threads, what="training")
 
 
 def finish(run: TrainingRun) -> TrainResult:
@@ -234,7 +261,9 @@ def finish(run: TrainingRun) -> TrainResult:
     report = run.final_report()
     if report is not None and run.info.is_main:
         run.reporter.log(per_class_summary(report))
-    return TrainResult(run.run_dir, run.history, run.classes, run.trained_model(), report)
+    return TrainResult(
+        run.run_dir, run.history, run.classes, run.trained_model(), report, is_main=run.info.is_main
+    )
 
 
 __all__ = [
