@@ -150,7 +150,9 @@ def test_a_headless_release_builds_without_a_head_and_overrides_adapt(system, ca
 
 
 def test_unknown_tag_suggests_the_nearest(system) -> None:
-    with pytest.raises(WeightsError, match=r"no weights tagged 'test-in1' \(did you mean 'test-in1k'"):
+    with pytest.raises(
+        WeightsError, match=r"no weights tagged 'test-in1' \(did you mean 'test-in1k'"
+    ):
         vitzoo.build("tiny-tagged.test-in1", system=system)
 
 
@@ -207,6 +209,9 @@ def test_vit_and_deit_presets_carry_timms_tags() -> None:
     assert vit_s16.weight_tag("augreg_in21k").num_classes == 21843
     for name in ("vit-ti16", "vit-b16", "vit-b32", "vit-l16", "deit-ti", "deit-s", "deit-b"):
         assert registry.get("preset", name).default_weights is not None, name
-    assert registry.get("preset", "deit-s").default_weights.hub == "timm/deit_small_patch16_224.fb_in1k"
+    assert (
+        registry.get("preset", "deit-s").default_weights.hub
+        == "timm/deit_small_patch16_224.fb_in1k"
+    )
     split = registry.split_weights_name("vit_small_patch16_224.augreg_in21k_ft_in1k")
     assert split is not None and split[0].name == "vit-s16"

@@ -13,13 +13,13 @@ import sys
 
 import click
 
-from vitzoo.commands import build, check, deploy, inspect, registry, train, weights
+from vitzoo.commands import build, check, deploy, inspect, probe, registry, train, weights
 from vitzoo.commands.common import err
 from vitzoo.commands.errors import VitzooGroup
 from vitzoo.plugins import PluginSystem, get_plugin_system
 
 #: The modules of the built-in commands (each exposes ``COMMANDS``), in help order.
-COMMAND_MODULES = (registry, build, check, train, inspect, weights, deploy)
+COMMAND_MODULES = (registry, build, check, train, probe, inspect, weights, deploy)
 #: Arguments click answers itself, before any command runs.
 OWN_OPTIONS = ("-h", "--help", "--version")
 

@@ -7,7 +7,9 @@ consoles that never wrap when piped (:func:`vitzoo.terminal.make_console`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,3 +47,33 @@ def human_count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return str(n)
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` callback drawing a rich bar on stderr when it is a terminal (and
+    nothing when piped or in CI, where a bar is noise)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    if not enabled or not err.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def refuse_existing(path: Path, overwrite: bool, *, resumable: bool = False) -> None:
+    """An output file that exists is kept unless ``--overwrite`` says otherwise (``resumable``
+    commands name ``--resume`` too): one plain line, exit status 2."""
+    from vitzoo.commands.errors import fail_plainly
+
+    if path.exists() and not overwrite:
+        options = "--resume to continue it or --overwrite" if resumable else "--overwrite"
+        fail_plainly(f"{path} exists; pass {options} to replace it")
