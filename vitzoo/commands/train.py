@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -331,7 +332,13 @@ def evaluate(
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--from-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Also predict the paths listed in this file, one per line.",
+)
 @click.option(
     "--top-k",
     "-k",
@@ -340,50 +347,156 @@ def evaluate(
     show_default=True,
     help="Classes to show per input (at least 1).",
 )
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write one row per input to a .csv, .jsonl or .parquet file (parquet needs pyarrow).",
+)
+@click.option("--resume", is_flag=True, help="Skip the inputs --output already holds.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Data-loader worker processes decoding images (default: min(4, CPUs)).",
+)
+@click.option("--flip", is_flag=True, help="Test-time augmentation: average with the mirror image.")
 @click.option("--device", default="cpu", show_default=True)
 @inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(
     checkpoint: Path,
     images: tuple[Path, ...],
+    from_file: Path | None,
     top_k: int,
+    output: Path | None,
+    resume: bool,
+    overwrite: bool,
+    batch_size: int,
+    workers: int | None,
+    flip: bool,
     device: str,
     runtime: str,
     precision: str,
     as_json: bool,
 ) -> None:
-    """Top-k classes with probabilities for each IMAGE (a clip, for a video checkpoint),
-    using CHECKPOINT's class names."""
-    from vitzoo.training.inference import predict as run_predict
+    """Top-k classes with probabilities for each IMAGE -- files, folders (searched recursively)
+    and the paths of --from-file; clips for a video checkpoint -- using CHECKPOINT's class names.
 
+    With --output the rows go to a file as they are computed (--resume continues an interrupted
+    run, each input written once). An unreadable input gets a row with its error and the run
+    goes on; the exit status is then 1 (0 when every input was read).
+    """
+    from vitzoo.commands.common import progress_bar, refuse_existing
+    from vitzoo.training.inference import load_classifier
+    from vitzoo.training.prediction import PredictOptions, collect_inputs, predict_rows
+    from vitzoo.training.prediction_files import output_format
+
+    if not images and from_file is None:
+        raise click.UsageError("give images or folders, or --from-file LIST")
+    if resume and output is None:
+        raise click.UsageError("--resume needs --output FILE (the file to continue)")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other; pick one")
+    if output is not None:
+        output_format(output)  # an unknown suffix or a missing pyarrow stops before any work
+        if not resume:
+            refuse_existing(output, overwrite, resumable=True)
+    console = make_console(stderr=True)
     try:
-        with _plain_warnings(make_console(stderr=True)):
-            results = run_predict(
-                checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
+        with _plain_warnings(console):
+            model, classes, data_cfg = load_classifier(
+                checkpoint, device=device, runtime=runtime, precision=precision
             )
+            paths = collect_inputs(images, from_file, clips=data_cfg.frames is not None)
+            workers = min(4, os.cpu_count() or 1) if workers is None else workers
+            options = PredictOptions(top_k, batch_size, workers, device, flip)
+            if output is not None:
+                _predict_to_file(model, classes, data_cfg, paths, options, output, resume)
+                return
+            with progress_bar("predicting") as tick:
+                results = list(predict_rows(model, classes, data_cfg, paths, options, tick))
     except _known_errors() as exc:
         _fail_with(exc)
         return
-    failed = any("error" in r for r in results)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    else:
-        console = make_console()
-        for result in results:
-            if "error" in result:
-                console.print(
-                    f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
-                )
-                continue
-            console.print(f"[bold]{escape(result['image'])}[/]", highlight=False)
-            table = Table()
-            table.add_column("class")
-            table.add_column("probability", justify="right")
-            for entry in result["top"]:
-                table.add_row(escape(entry["class"]), f"{entry['probability']:.2%}")
-            console.print(table)
+    _print_predictions(results, as_json)
+    if any(r.get("error") for r in results):
+        sys.exit(1)
+
+
+def _predict_to_file(
+    model: Any,
+    classes: list[str],
+    data_cfg: Any,
+    paths: list[Path],
+    options: Any,
+    output: Path,
+    resume: bool,
+) -> None:
+    """Rows to ``output`` batch by batch; a summary line on stderr; exit 1 if any failed."""
+    import time
+
+    from vitzoo.commands.common import progress_bar
+    from vitzoo.training.prediction import predict_rows
+    from vitzoo.training.prediction_files import PredictionFile
+
+    sink = PredictionFile(output, min(options.top_k, len(classes)), resume=resume)
+    todo = [p for p in paths if str(p) not in sink.done]
+    started, written, failed = time.perf_counter(), 0, 0
+    complete = False
+    try:
+        with progress_bar(f"predicting {len(todo)} inputs") as tick:
+            batch: list[dict[str, Any]] = []
+            for row in predict_rows(model, classes, data_cfg, todo, options, tick):
+                batch.append(row)
+                failed += bool(row.get("error"))
+                if len(batch) >= options.batch_size:
+                    sink.write(batch)
+                    written, batch = written + len(batch), []
+            sink.write(batch)
+            written += len(batch)
+        complete = True
+    finally:
+        sink.close(complete=complete)
+    seconds = time.perf_counter() - started
+    skipped = len(paths) - len(todo)
+    make_console(stderr=True).print(
+        f"wrote {written} rows to {output}"
+        + (f" ({skipped} already there)" if skipped else "")
+        + (f", {failed} unreadable" if failed else "")
+        + f"; {written / max(seconds, 1e-9):.1f} inputs/s",
+        markup=False,
+        highlight=False,
+    )
     if failed:
         sys.exit(1)
+
+
+def _print_predictions(results: list[dict[str, Any]], as_json: bool) -> None:
+    results = [
+        {"image": r["path"], **{k: v for k, v in r.items() if k != "path" and v is not None}}
+        for r in results
+    ]
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    console = make_console()
+    for result in results:
+        if "error" in result:
+            console.print(
+                f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
+            )
+            continue
+        console.print(f"[bold]{escape(result['image'])}[/]", highlight=False)
+        table = Table()
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for entry in result["top"]:
+            table.add_row(escape(entry["class"]), f"{entry['probability']:.2%}")
+        console.print(table)
 
 
 COMMANDS = [train, evaluate, predict]
