@@ -188,6 +188,31 @@ def test_cli_weights_lists_tags_with_their_facts_and_cache_state(system, cache) 
     assert "tiny-tagged.test-in1k" in loaded.output
 
 
+def test_cli_build_takes_a_tag(system, cache, tmp_path: Path) -> None:
+    out = tmp_path / "tagged.safetensors"
+    result = CliRunner().invoke(cli, ["build", "tiny-tagged.test-in1k", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    model = vitzoo.load(out).eval()
+    assert_matches_fixture(model, FIXTURE, dtypes=(torch.float32,))
+
+
+def test_train_init_from_a_tag_fine_tunes_the_release(system, cache, tmp_path: Path) -> None:
+    """``train.init_from: PRESET.TAG`` starts from the release (head reset for the data's
+    classes, its preprocessing adopted)."""
+    from training_helpers import make_dataset
+
+    from vitzoo.training.trainer import train
+
+    data = make_dataset(tmp_path / "data", per_class=4, val_per_class=2, odd_formats=False)
+    spec = {
+        "preset": "tiny-tagged",
+        "train": {"epochs": 1, "batch_size": 4, "init_from": "tiny-tagged.test-in1k"},
+    }
+    run = train(spec, data, out=tmp_path / "run", system=system)
+    assert run.model.num_classes == 2
+    assert tuple(run.model.vitzoo_spec.data.mean) == (0.5, 0.5, 0.5)
+
+
 def test_cli_list_pretrained_shows_only_presets_with_tags(system) -> None:
     result = CliRunner().invoke(cli, ["list", "--pretrained", "--json"])
     assert result.exit_code == 0, result.output

@@ -76,9 +76,16 @@ def build_model(
     """The model, the metadata its checkpoint should carry, and the trial report (None when
     the spec came with the weights: the caller resolves that spec, once)."""
     import vitzoo.builder
+    from vitzoo.plugins import get_plugin_system
     from vitzoo.spec import assignment_sources
     from vitzoo.weights.load import load_pretrained
+    from vitzoo.weights.named import load_named, named_weights
 
+    named = None if weights is not None else named_weights(source, get_plugin_system().registry)
+    if named is not None:  # a released tag: vit-s16.augreg-in21k-ft-in1k
+        log = lambda line: err.print(line, markup=False, highlight=False)  # noqa: E731
+        loaded = load_named(named, parse_sets(sets), log=log)
+        return loaded.model, loaded.metadata(), None
     if weights is not None or source.startswith("hf-hub:"):
         loaded = load_pretrained(
             weights or source,
@@ -155,7 +162,8 @@ def build_command(
     """Validate SOURCE (a spec file, a preset name or alias such as a timm model name), build it
     and print a summary: parameters, GMACs at its input size, shapes, module tree.
 
-    With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files).
+    With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files);
+    PRESET.TAG (`vitzoo list --pretrained`) builds a preset with its released weights.
     """
     import vitzoo.builder
     from vitzoo.checkpoint import save

@@ -147,6 +147,18 @@ def target_overrides(named: NamedWeights, overrides: Mapping[str, Any]) -> dict[
     return out
 
 
+def checked_source(named: NamedWeights) -> str:
+    """``named``'s weights source; offline without it in the cache, one line naming the
+    repository and the command that fetches it."""
+    if hub_offline() and cached_folder(named) is None:
+        raise WeightsError(
+            f"{named.name}: {named.tag.hub} is not in the local Hugging Face cache and "
+            f"HF_HUB_OFFLINE=1; fetch it once with network: `{named.fetch_command()}` "
+            f"(or `hf download {named.tag.hub}`)"
+        )
+    return named.source
+
+
 def load_named(
     named: NamedWeights,
     overrides: Mapping[str, Any] | None = None,
@@ -160,14 +172,8 @@ def load_named(
     from vitzoo.weights.load import load_pretrained
 
     system = system or get_plugin_system()
-    if hub_offline() and cached_folder(named) is None:
-        raise WeightsError(
-            f"{named.name}: {named.tag.hub} is not in the local Hugging Face cache and "
-            f"HF_HUB_OFFLINE=1; fetch it once with network: `{named.fetch_command()}` "
-            f"(or `hf download {named.tag.hub}`)"
-        )
     return load_pretrained(
-        named.source,
+        checked_source(named),
         {"preset": named.preset.name},
         overrides=target_overrides(named, overrides or {}),
         system=system,
