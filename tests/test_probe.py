@@ -198,3 +198,25 @@ def test_knn_matches_scikit_learns_weighted_cosine_neighbours() -> None:
     ).fit(x.double().numpy(), y.numpy())
     ours = knn_probabilities(x, y, query, 3, k=20, temperature=temperature)
     assert np.abs(ours.numpy() - theirs.predict_proba(query.double().numpy())).max() <= 1e-9
+
+
+def test_the_readme_walkthrough_commands_exist_with_these_options() -> None:
+    """Every ``vitzoo`` line of the README's small-data walkthrough parses against the CLI
+    (each step itself is exercised by the tests above and in test_predict / test_finetune /
+    test_named_weights)."""
+    import shlex
+
+    import click
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Small data") : readme.index("## Deploy")]
+    block = section[
+        section.index("```console") : section.index("```", section.index("```console") + 3)
+    ]
+    lines = [line[2:].split("  #")[0] for line in block.splitlines() if line.startswith("$ vitzoo")]
+    assert len(lines) >= 8
+    for line in lines:
+        name, *args = shlex.split(line)[1:]
+        command = cli.commands[name]
+        with click.Context(command) as ctx:
+            command.parse_args(ctx, list(args))
