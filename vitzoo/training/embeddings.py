@@ -83,7 +83,14 @@ def embed_batch(model: nn.Module, images: torch.Tensor, features: str) -> torch.
     """(B, D) features of one preprocessed batch (``model`` from :func:`feature_model`)."""
     tokens = model.forward_features(images)
     if features != "cls-mean":
-        return model.forward_head(tokens, pre_logits=True)
+        pooled = model.forward_head(tokens, pre_logits=True)
+        if pooled.ndim != 2:
+            raise InputError(
+                f"--features {features}: this {type(model).__name__} pools to "
+                f"{tuple(pooled.shape[1:])} per image (several tokens), not one vector; "
+                "try --features cls or mean"
+            )
+        return pooled
     parts = []
     for pool in ("cls", "mean"):
         model.set_global_pool(pool)
