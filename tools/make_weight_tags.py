@@ -52,6 +52,17 @@ DATASETS = {
 SKIP = {"bamboo"}  # other normalisation and a 115k-class head: not the preset's function
 
 
+def insert_block(text: str, preset: str, block: str) -> str:
+    """``block`` as the preset entry's ``weights:`` (an old one removed), just before ``spec:``."""
+    name = re.escape(preset)
+    old = re.compile(rf"(\n  {name}:\n(?:    (?!weights:).*\n)*?)    weights:\n(?:      .*\n)+")
+    text = old.sub(r"\1", text)
+    entry = re.compile(rf"(\n  {name}:\n(?:    .*\n|      .*\n)*?)(    spec:\n)")
+    text, count = entry.subn(lambda m: m.group(1) + block + m.group(2), text, count=1)
+    assert count == 1, preset
+    return text
+
+
 def main(results_csv: str) -> None:
     from timm.models import get_pretrained_cfg
     from timm.models._registry import _model_with_tags
@@ -85,11 +96,7 @@ def main(results_csv: str) -> None:
             if cfg["num_classes"] != 1000:
                 fields.append(f"num_classes: {cfg['num_classes']}")
             lines.append(f"      {tag.replace('_', '-')}: {{{', '.join(fields)}}}")
-        block = "    weights:\n" + "\n".join(lines) + "\n"
-        entry = re.compile(rf"(\n  {re.escape(preset)}:\n(?:    .*\n|      .*\n)*?)(    spec:\n)")
-        text = re.sub(r"(\n  " + re.escape(preset) + r":\n(?:    (?!weights:).*\n)*?)    weights:\n(?:      .*\n)+", r"\1", text)
-        text, count = entry.subn(lambda m: m.group(1) + block + m.group(2), text, count=1)
-        assert count == 1, preset
+        text = insert_block(text, preset, "    weights:\n" + "\n".join(lines) + "\n")
     path.write_text(text, encoding="utf-8")
 
 
