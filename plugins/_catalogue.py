@@ -66,4 +66,5 @@ def register_catalogue_presets(register: Any, plugin: str) -> None:
             aliases=entry.get("aliases", ()),
             expected_macs=entry.get("macs"),
             released=entry.get("released", {}),
+            weights=entry.get("weights", {}),
         )

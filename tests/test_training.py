@@ -18,8 +18,8 @@ from training_helpers import TINY_SPEC, make_dataset
 import vitzoo
 from vitzoo.builder import resolve_spec
 from vitzoo.checkpoint import CheckpointError, read_checkpoint
+from vitzoo.commands.predict import predict as predict_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
-from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.commands.train import train as train_cmd
 from vitzoo.components.posenc import resize_grid_embedding
 from vitzoo.data.folders import EpochBatches, SampleIndex

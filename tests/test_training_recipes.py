@@ -18,8 +18,8 @@ from training_helpers import TINY_SPEC, make_dataset
 
 import vitzoo
 from vitzoo.checkpoint import read_checkpoint
+from vitzoo.commands.predict import predict as predict_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
-from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.commands.train import resume_command
 from vitzoo.data import augment
 from vitzoo.data.folders import EpochBatches, SampleIndex, balanced_weights

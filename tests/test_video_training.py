@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from rich.console import Console
 from video_helpers import TINY_VIVIT, make_clip_dataset
 
+from vitzoo.commands.predict import predict as predict_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
-from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.data.folders import SampleIndex
 from vitzoo.data.folders import generator as seeded
 from vitzoo.data.images import frame_indices, read_clip

@@ -13,13 +13,24 @@ import sys
 
 import click
 
-from vitzoo.commands import build, check, deploy, info, inspect, registry, train, weights
+from vitzoo.commands import (
+    build,
+    check,
+    deploy,
+    info,
+    inspect,
+    predict,
+    probe,
+    registry,
+    train,
+    weights,
+)
 from vitzoo.commands.common import err
 from vitzoo.commands.errors import VitzooGroup, show_warnings_plainly
 from vitzoo.plugins import PluginSystem, get_plugin_system
 
 #: The modules of the built-in commands (each exposes ``COMMANDS``), in help order.
-COMMAND_MODULES = (registry, build, check, train, inspect, info, weights, deploy)
+COMMAND_MODULES = (registry, build, check, train, predict, probe, inspect, info, weights, deploy)
 #: Arguments click answers itself, before any command runs.
 OWN_OPTIONS = ("-h", "--help", "--version")
 

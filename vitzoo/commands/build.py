@@ -76,10 +76,17 @@ def build_model(
     """The model, the metadata its checkpoint should carry, and the trial report (None when
     the spec came with the weights: the caller resolves that spec, once)."""
     import vitzoo.builder
+    from vitzoo.plugins import get_plugin_system
     from vitzoo.spec import assignment_sources
     from vitzoo.weights.load import load_pretrained
+    from vitzoo.weights.named import load_named, named_weights
     from vitzoo.weights.sources import is_weights_source
 
+    named = None if weights is not None else named_weights(source, get_plugin_system().registry)
+    if named is not None:  # a released tag: vit-s16.augreg-in21k-ft-in1k
+        log = lambda line: err.print(line, markup=False, highlight=False)  # noqa: E731
+        loaded = load_named(named, parse_sets(sets), log=log)
+        return loaded.model, loaded.metadata(), None
     if weights is not None or is_weights_source(source):
         loaded = load_pretrained(
             weights or source,
@@ -163,7 +170,8 @@ def build_command(
     and print a summary: parameters, GMACs at its input size, shapes, module tree.
 
     SOURCE may also be weights with a spec of their own (a vitzoo checkpoint, a Hugging Face
-    folder, hf-hub:ORG/NAME); with --weights, SOURCE may be "-" to use the weights' own spec.
+    folder, hf-hub:ORG/NAME); with --weights, SOURCE may be "-" to use the weights' own spec;
+    PRESET.TAG (`vitzoo list --pretrained`) builds a preset with its released weights.
     """
     import vitzoo.builder
     from vitzoo.checkpoint import save

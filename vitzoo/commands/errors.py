@@ -117,10 +117,12 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
         fail_plainly(str(exc))
 
 
-def say_partial(skipped: int, total: int, what: str = "inputs") -> NoReturn:
-    """One stderr line saying the results above are partial, then exit status 3."""
+def say_partial(
+    skipped: int, total: int, what: str = "inputs", listed: str = "listed above"
+) -> NoReturn:
+    """One stderr line saying the results are partial, then exit status 3."""
     err.print(
-        f"warning: {skipped} of {total} {what} could not be read (listed above); the results "
+        f"warning: {skipped} of {total} {what} could not be read ({listed}); the results "
         f"cover the other {total - skipped}",
         markup=False,
         highlight=False,

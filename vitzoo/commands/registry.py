@@ -46,6 +46,16 @@ def list_aliases(pattern: str | None, as_json: bool) -> None:
     out.print(table)
 
 
+def list_pretrained(pattern: str | None, as_json: bool) -> None:
+    from vitzoo.commands.weights import pretrained_rows, tags_table
+
+    rows = pretrained_rows(get_plugin_system().registry, pattern)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    out.print(tags_table(rows, "released weights (vitzoo.build('PRESET.TAG'))"))
+
+
 def entry_row(entry: Any, with_macs: bool) -> dict[str, Any]:
     """One registration as a JSON-able row: presets carry counts and aliases, converters what
     they convert, every other kind its tags and config fields."""
@@ -129,9 +139,19 @@ def registry_table(rows: list[dict[str, Any]], kind: str | None, with_macs: bool
     help="Presets: add a MACs column (multiply-accumulates at the preset's input size, "
     "counted on the meta device; takes a while).",
 )
+@click.option(
+    "--pretrained",
+    is_flag=True,
+    help="Presets' released weights by tag (PRESET.TAG for vitzoo.build / --pretrained).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(
-    pattern: str | None, kind: str | None, show_aliases: bool, with_macs: bool, as_json: bool
+    pattern: str | None,
+    kind: str | None,
+    show_aliases: bool,
+    with_macs: bool,
+    pretrained: bool,
+    as_json: bool,
 ) -> None:
     """Every registered component, architecture, objective and preset, and its plugin.
 
@@ -140,6 +160,9 @@ def list_command(
     """
     if show_aliases:
         list_aliases(pattern, as_json)
+        return
+    if pretrained:
+        list_pretrained(pattern, as_json)
         return
     if with_macs and kind is None:
         kind = "preset"  # only presets have an input size to count at

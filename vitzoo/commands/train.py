@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +15,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vitzoo.commands.common import image_size, parse_sets, set_option
+from vitzoo.commands.common import (
+    image_size,
+    inference_options,
+    parse_sets,
+    plain_warnings,
+    set_option,
+)
 from vitzoo.commands.errors import (
-    EXIT_INPUT,
     EXIT_INTERRUPTED,
     fail_plainly,
     say_partial,
     user_errors,
 )
 from vitzoo.terminal import make_console
-
-
-def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--runtime`` and ``--precision``, shared by evaluate and predict."""
-    command = click.option(
-        "--precision",
-        type=click.Choice(["fp32", "bf16"]),
-        default="fp32",
-        show_default=True,
-        help="bf16: weights cast once to bfloat16 (torch runtime).",
-    )(command)
-    return click.option(
-        "--runtime",
-        type=click.Choice(["torch", "onnxruntime"]),
-        default="torch",
-        show_default=True,
-        help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
-    )(command)
-
-
-@contextmanager
-def _plain_warnings(console: Console) -> Iterator[None]:
-    """Show library warnings (a class list that disagrees with the outputs, skipped files)
-    as one ``warning:`` line each on stderr, without Python's file:line prefix."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for item in caught:
-                # Libraries' deprecation notices are for their developers, and Python hides them
-                # by default; "always" above is only there so repeated vitzoo warnings show.
-                if issubclass(item.category, DEPRECATIONS):
-                    continue
-                console.print(f"[yellow]warning:[/] {escape(str(item.message))}", highlight=False)
-
-
-DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 def resume_command(
@@ -342,7 +307,7 @@ def evaluate(
     from vitzoo.training.inference import evaluate as run_evaluate
     from vitzoo.training.report import plot_confusion
 
-    with user_errors(), _plain_warnings(make_console(stderr=True)):
+    with user_errors(), plain_warnings(make_console(stderr=True)):
         report = run_evaluate(
             checkpoint,
             data_dir,
@@ -383,62 +348,4 @@ def _print_evaluation(report: dict[str, Any]) -> None:
     console.print(_confusion_table(report))
 
 
-@click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--top-k",
-    "-k",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Classes to show per input (at least 1).",
-)
-@click.option("--device", default="cpu", show_default=True)
-@inference_options
-@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
-def predict(
-    checkpoint: Path,
-    images: tuple[Path, ...],
-    top_k: int,
-    device: str,
-    runtime: str,
-    precision: str,
-    as_json: bool,
-) -> None:
-    """Top-k classes with probabilities for each IMAGE (a clip, for a video checkpoint),
-    using CHECKPOINT's class names."""
-    from vitzoo.training.inference import predict as run_predict
-
-    with user_errors(), _plain_warnings(make_console(stderr=True)):
-        results = run_predict(
-            checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
-        )
-    errors = make_console(stderr=True)
-    failed = [r for r in results if "error" in r]
-    for result in failed:  # unreadable inputs: stderr, whatever the output format
-        errors.print(
-            f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
-        )
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    else:
-        console = make_console()
-        for result in results:
-            if "error" in result:
-                continue
-            console.print(f"[bold]{escape(result['image'])}[/]", highlight=False)
-            table = Table()
-            table.add_column("class")
-            table.add_column("probability", justify="right")
-            for entry in result["top"]:
-                table.add_row(escape(entry["class"]), f"{entry['probability']:.2%}")
-            console.print(table)
-    if failed and len(failed) == len(results):
-        errors.print("error: no input could be read", highlight=False)
-        sys.exit(EXIT_INPUT)
-    if failed:
-        say_partial(len(failed), len(results))
-
-
-COMMANDS = [train, evaluate, predict]
+COMMANDS = [train, evaluate]

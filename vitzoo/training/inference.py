@@ -20,7 +20,7 @@ from torch import nn
 from vitzoo.checkpoint import load, read_checkpoint
 from vitzoo.data.config import ResolvedDataConfig, resolve_data_config
 from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
-from vitzoo.data.images import DataError, image_error, is_clip, open_image, read_clip
+from vitzoo.data.images import DataError
 from vitzoo.data.transforms import create_transform
 from vitzoo.plugins import PluginSystem
 from vitzoo.precision import autocast
@@ -200,41 +200,24 @@ def predict(
     system: PluginSystem | None = None,
     runtime: str = "torch",
     precision: str = "fp32",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    flip: bool = False,
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities per image (or clip, for a video checkpoint);
-    unreadable inputs get an ``error``. ``top_k`` must be >= 1 (more than the classes shows
-    them all)."""
+    """Top-k classes with probabilities per image (or clip, for a video checkpoint), folders
+    searched recursively; unreadable inputs get an ``error``. ``top_k`` must be >= 1 (more than
+    the classes shows them all). The batched engine and its file output are
+    :mod:`vitzoo.training.prediction` (``vitzoo predict``)."""
+    from vitzoo.training.prediction import PredictOptions, collect_inputs, predict_rows
+
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
     model, classes, data_cfg = load_classifier(
         checkpoint, system=system, device=device, runtime=runtime, precision=precision
     )
-    transform = create_transform(data_cfg, train=False)
-    frames = data_cfg.frames
-    k = min(top_k, len(classes))
-    results: list[dict[str, Any]] = []
-    for path in images:
-        try:
-            if frames is not None:
-                if not is_clip(Path(path)):
-                    raise DataError("not a clip (a folder of frames, .npy/.npz or video file)")
-                img = read_clip(Path(path), frames, transform.channels, None, False)
-            else:
-                img = open_image(path, transform.channels)
-        except Exception as exc:  # Pillow raises many types for bad files
-            results.append({"image": str(path), "error": image_error(path, exc)})
-            continue
-        with torch.no_grad():
-            logits = classification_logits(model(transform(img).unsqueeze(0).to(device)))
-        probs = logits.float().softmax(dim=-1)[0].cpu()
-        values, indices = probs.topk(k)
-        results.append(
-            {
-                "image": str(path),
-                "top": [
-                    {"class": classes[i], "index": int(i), "probability": float(p)}
-                    for p, i in zip(values.tolist(), indices.tolist(), strict=True)
-                ],
-            }
-        )
-    return results
+    paths = collect_inputs(images, clips=data_cfg.frames is not None)
+    options = PredictOptions(top_k, batch_size, num_workers, device, flip)
+    return [
+        {"image": row["path"], **{k: v for k, v in row.items() if k != "path" and v is not None}}
+        for row in predict_rows(model, classes, data_cfg, paths, options)
+    ]

@@ -29,7 +29,9 @@ from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.ema import ModelEma
 from vitzoo.training.evaluation import Validation, is_new_best, metric_value
+from vitzoo.training.freeze import hold_frozen_norms
 from vitzoo.training.interrupt import StopNow, StopRequest, TrainingInterrupted
+from vitzoo.training.lora import restore_adapter_tensors
 from vitzoo.training.metrics import plot_curves, write_metrics
 from vitzoo.training.objective import make_objective
 from vitzoo.training.optim import lr_at, make_optimizer, set_lr
@@ -218,6 +220,8 @@ class TrainingRun:
             self.totals = EpochTotals.from_partial(state.partial or {})
         if state.scaler and self.scaler.is_enabled():
             self.scaler.load_state_dict(state.scaler)
+        if getattr(state, "lora", None):
+            restore_adapter_tensors(self.objective, state.lora)
         restore_rng(state.rng)
 
     def wrap(self) -> None:
@@ -251,6 +255,7 @@ class TrainingRun:
         """The remaining steps of the current epoch; its row of training metrics."""
         info, cfg = self.info, self.cfg
         self.objective.train()
+        hold_frozen_norms(self.model)  # train.freeze: frozen BatchNorm statistics stay
         sampler = EpochBatches(
             len(self.train_set),
             self.batch,

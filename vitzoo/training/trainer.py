@@ -41,6 +41,7 @@ from vitzoo.spec import SpecBase, spec_to_yaml
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.evaluation import per_class_summary
+from vitzoo.training.freeze import tune_model
 from vitzoo.training.interrupt import TrainingInterrupted
 from vitzoo.training.preparation import (
     Splits,
@@ -191,6 +192,7 @@ def set_up_run(
         check_same_model(spec, saved.metadata, run_dir)
         if saved.weights:  # a sharded state holds the weights itself (run.restore loads them)
             load_weights(model, saved.weights, source=str(run_dir / LAST))
+    tune_model(spec, model, reporter.log)
     data = input_config(model, reporter, data_kind(spec))
     balanced = spec.train.class_weights == "balanced"
     seed = spec.train.seed
@@ -261,6 +263,11 @@ def finish(run: TrainingRun) -> TrainResult:
     report = run.final_report()
     if report is not None and run.info.is_main:
         run.reporter.log(per_class_summary(report))
+    lora = run.spec.train.lora
+    if lora is not None and lora.save_adapter and run.info.is_main:
+        from vitzoo.training.lora import ADAPTER_FILE, save_adapter
+
+        save_adapter(run.model, run.run_dir / ADAPTER_FILE)
     return TrainResult(
         run.run_dir, run.history, run.classes, run.trained_model(), report, is_main=run.info.is_main
     )

@@ -406,12 +406,17 @@ def fine_tune_start(
     log: Callable[[str], None] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> tuple[SpecBase, nn.Module]:
-    """``train.init_from``: the model for ``spec`` started from that source (head rows matched
-    to ``class_names``, the data's classes, where the source names its own), and the spec with
-    the weights' normalisation / eval crop wherever it keeps vitzoo's defaults."""
-    loaded = load_pretrained(
-        spec.train.init_from, spec, system=system, log=log, class_names=class_names
-    )
+    """``train.init_from``: the model for ``spec`` started from that source (a named release
+    ``PRESET.TAG`` too; head rows matched to ``class_names``, the data's classes, where the
+    source names its own), and the spec with the weights' normalisation / eval crop wherever it
+    keeps vitzoo's defaults."""
+    from vitzoo.weights.named import checked_source, named_weights
+
+    source = spec.train.init_from
+    named = named_weights(source, (system or get_plugin_system()).registry)
+    if named is not None:
+        source = checked_source(named)
+    loaded = load_pretrained(source, spec, system=system, log=log, class_names=class_names)
     updates = prep.data_overrides(loaded.preprocessing, spec.data)
     if updates:
         spec = spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
