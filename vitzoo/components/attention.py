@@ -131,6 +131,8 @@ class MhsaConfig(ComponentConfig):
     type: Literal["mhsa"] = "mhsa"
     head_dim: PositiveInt | None = None
     qkv_bias: bool = True
+    #: Bias of the output projection (AIMv2 has none).
+    proj_bias: bool = True
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
     qk_norm_type: NormKind = "layernorm"
@@ -164,7 +166,7 @@ class MultiHeadAttention(AttentionBase):
         self.k_norm = (
             make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
         )
-        self.proj = nn.Linear(inner, dim)
+        self.proj = nn.Linear(inner, dim, bias=config.proj_bias)
         self.proj_drop = nn.Dropout(config.proj_drop)
         self.dim_major = config.head_merge == "dim-major"
 

@@ -25,6 +25,7 @@ from vitzoo.weights.rules import (
     Rename,
     Shape,
     Split,
+    Sum,
     Unused,
     apply_ops,
     expand_target,
@@ -184,6 +185,13 @@ def apply_rules(
                 shape = tuple(target_shapes.get(target, joined.shape))
                 emit(target, apply_ops(rule.ops, joined, shape), " + ".join(names))
                 consumed.update(names)
+            elif isinstance(rule, Sum):
+                names = [key, *(match.expand(s) for s in rule.sources[1:])]
+                own = [n for i, n in enumerate(names) if i not in rule.shared]
+                if any(n not in tensors for n in names) or any(n in consumed for n in own):
+                    continue  # an incomplete group: let a later rule (or the report) have it
+                _emit_sum(rule, match, names, tensors, target_shapes, emit, out)
+                consumed.update(own)
             elif isinstance(rule, Split):
                 targets = [match.expand(t) for t in rule.targets]
                 whole = apply_ops(rule.ops, tensors[key], tuple(tensors[key].shape))
@@ -213,6 +221,30 @@ def apply_rules(
         else:
             out.missing_target.append(target)
     return out
+
+
+def _emit_sum(
+    rule: Sum,
+    match: re.Match[str],
+    names: list[str],
+    tensors: Mapping[str, torch.Tensor],
+    target_shapes: Mapping[str, Shape],
+    emit: Callable[[str, torch.Tensor, str], None],
+    out: Conversion,
+) -> None:
+    """Add ``names``' tensors (each through its ops) into the rule's target."""
+    target = match.expand(rule.target)
+    shape = tuple(target_shapes.get(target, tensors[names[0]].shape))
+    ops = rule.source_ops or tuple(() for _ in names)
+    parts = [apply_ops(o, tensors[n], shape) for o, n in zip(ops, names, strict=True)]
+    if any(p.shape != parts[0].shape for p in parts):
+        shapes = " + ".join(str(tuple(p.shape)) for p in parts)
+        out.unknown_target[names[0]] = f"{target} (summed shapes differ: {shapes})"
+        return
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    emit(target, total, " + ".join(names))
 
 
 def target_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

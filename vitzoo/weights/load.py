@@ -30,6 +30,7 @@ from torch import nn
 
 from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
 from vitzoo.checkpoint import save
+from vitzoo.components.resample import table_resamplings
 from vitzoo.errors import SpecError, WeightsError
 from vitzoo.formats import WEIGHTS_CONVERTER_KEY, WEIGHTS_SOURCE_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
@@ -259,7 +260,7 @@ def load_pretrained(
         raise_for_problems(conversion, fitted_shapes, src.location, hint)
     final_shapes = shapes_of(target_model)
     plans = plan_adaptations(fitted, target_model, shapes_of)
-    apply_adaptations(conversion, plans, final_shapes, note)
+    apply_adaptations(conversion, plans, final_shapes, note, table_resamplings(model))
     conversion.refit(final_shapes)
     load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
     if not strict:
