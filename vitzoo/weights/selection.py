@@ -6,9 +6,11 @@
 mismatch (with both shapes). ``strict=False`` loads what fits and returns the account of the rest.
 
 Choosing: the converters registered for the model's architecture are the candidates -- the
-user named the model, so another family's converter is never chosen behind their back. With
-one candidate for the source kind, it is used (strict accounting then names every tensor that
-does not fit); with several, detection chooses among them.
+user named the model, so another family's converter is never chosen behind their back. The
+first one (source kinds in order of preference) that recognises the checkpoint is used; when
+none does, the one candidate of the first kind that has exactly one is (strict accounting then
+names every tensor that does not fit). So a plain ``.pth`` file in an official release's layout
+finds the official converter even where the family also has a timm one.
 """
 
 from __future__ import annotations
@@ -55,13 +57,15 @@ def pick_converter(
     config = config or {}
     sources = (source,) if isinstance(source, str) else tuple(source)
     kinds = "/".join(sources)
-    for kind in sources:  # in order of preference: the first kind with candidates decides
+    for kind in sources:  # in order of preference: the first converter that recognises it
         own = converters_for(architecture, kind, system=system)
-        if len(own) == 1:
-            return own[0]
         recognised = [c for c in own if c.recognises(tensors, config)]
         if recognised:
             return recognised[0]
+    for kind in sources:  # none does: the one candidate of the first kind that has one
+        own = converters_for(architecture, kind, system=system)
+        if len(own) == 1:
+            return own[0]
     own = [c for s in sources for c in converters_for(architecture, s, system=system)]
     looks_like = family_hint(architecture, sources, tensors, config, system=system)
     if not own:
