@@ -5,9 +5,10 @@ function; these layouts prove that it maps every tensor of the full-size release
 onto the matching vitzoo preset (names and shapes, strictly), without shipping any weights.
 Models are built on the meta device, so nothing is allocated or downloaded.
 
-Usage, in the reference environment::
+Usage, in the reference environment, with checkouts of the official DINOv2 and DeiT repositories
+(not on PyPI)::
 
-    /work/refenv/bin/python tools/make_reference_layouts.py
+    DINOV2_REPO=/tmp/dinov2 DEIT_REPO=/tmp/deit /work/refenv/bin/python tools/make_reference_layouts.py
 """
 
 from __future__ import annotations
@@ -80,6 +81,20 @@ TIMM_NAMES = [
     "crossvit_9_dagger_240",
     "crossvit_15_dagger_240",
     "crossvit_18_dagger_240",
+    # issue 21: backbones for small-data fine-tuning
+    *(
+        f"vit_{size}_patch14_{reg}dinov2"
+        for size in ("small", "base", "large", "giant")
+        for reg in ("", "reg4_")
+    ),
+    *(f"deit3_{size}_patch16_224" for size in ("small", "medium", "base", "large")),
+    "deit3_huge_patch14_224",
+    *(f"deit3_{size}_patch16_384" for size in ("small", "base", "large")),
+    *(
+        f"aimv2_{size}_patch14_{px}"
+        for size in ("large", "huge", "1b", "3b")
+        for px in (224, 336, 448)
+    ),
 ]
 
 #: Official CCT models (vit-pytorch's port has the official module tree): name -> constructor.
@@ -90,6 +105,53 @@ CCT = {
         dict(img_size=224, kernel_size=7, n_conv_layers=2, num_classes=1000),
     ),
 }
+
+
+#: Official DINOv2 hub models (facebookresearch/dinov2, checkout in DINOV2_REPO): hub function
+#: names, built with pretrained=False as torch.hub.load builds them.
+DINOV2_HUB = [f"dinov2_vit{s}14{reg}" for s in "sblg" for reg in ("", "_reg")]
+#: Official DeiT III (facebookresearch/deit models_v2.py, checkout in DEIT_REPO): release file
+#: stem -> (constructor, image size).
+DEIT3 = {
+    **{
+        f"deit_3_{size}_224": (f"deit_{size}_patch{14 if size == 'huge' else 16}_LS", 224)
+        for size in ("small", "medium", "base", "large", "huge")
+    },
+    **{
+        f"deit_3_{size}_384": (f"deit_{size}_patch16_LS", 384)
+        for size in ("small", "base", "large")
+    },
+}
+
+
+def official_checkout(variable: str, url: str) -> str:
+    """The path of a checkout of an official repository that is not on PyPI."""
+    import os
+
+    path = os.environ.get(variable)
+    if not path:
+        raise SystemExit(f"set {variable} to a checkout of {url} (git clone {url})")
+    return path
+
+
+def official_layouts() -> dict[str, dict[str, list[int]]]:
+    """DINOv2 hub backbones and DeiT III models, from their authors' constructors."""
+    import sys
+
+    sys.path.insert(
+        0, official_checkout("DINOV2_REPO", "https://github.com/facebookresearch/dinov2")
+    )
+    sys.path.insert(0, official_checkout("DEIT_REPO", "https://github.com/facebookresearch/deit"))
+    import models_v2
+    from dinov2.hub import backbones
+
+    out = {}
+    with torch.device("meta"):
+        for name in DINOV2_HUB:
+            out[name] = layout(getattr(backbones, name)(pretrained=False))
+        for stem, (fn, size) in DEIT3.items():
+            out[stem] = layout(getattr(models_v2, fn)(pretrained=False, img_size=size))
+    return out
 
 
 def layout(model: torch.nn.Module) -> dict[str, list[int]]:
@@ -108,6 +170,7 @@ def main() -> None:
         # CCT's constructor calls .item() on a tensor, which the meta device refuses.
         model = getattr(cct, fn)(positional_embedding="learnable", **kwargs)
         layouts["official"][name] = layout(model)
+    layouts["official"].update(official_layouts())
     OUT.write_bytes(gzip.compress(json.dumps(layouts, sort_keys=True).encode(), mtime=0))
     print(f"{OUT}: {OUT.stat().st_size / 1024:.0f} KiB, {sum(map(len, layouts.values()))} models")
 

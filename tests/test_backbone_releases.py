@@ -1,0 +1,79 @@
+"""The released DINOv2, DeiT III and AIMv2 models are their presets: exact parameter counts,
+timm names as aliases, and every tensor of each full-size release (timm's, and the official
+DINOv2 hub and DeiT III checkpoints) landing on its preset by name and shape, on the meta device.
+
+Layouts: ``tests/data/reference/layouts.json.gz`` (``tools/make_reference_layouts.py``, from the
+references' own constructors). The tiny fixtures prove the function; this proves the shapes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_weights_timm import released_layouts
+
+import vitzoo
+from vitzoo.spec.sources import validate_source
+from vitzoo.weights.converter import raise_for_problems, target_shapes
+from vitzoo.weights.selection import pick_converter
+
+FAMILIES = ("dinov2", "deit3", "aimv2")
+REGISTRY = vitzoo.get_registry()
+PRESETS = sorted(
+    name for name in REGISTRY.names("preset") if REGISTRY.get("preset", name).plugin in FAMILIES
+)
+
+#: The official releases (hub function / release file stem) each preset loads.
+OFFICIAL = {
+    **{f"dinov2-{s}": f"dinov2_vit{s}14" for s in "sblg"},
+    **{f"dinov2-{s}-reg4": f"dinov2_vit{s}14_reg" for s in "sblg"},
+    "deit3-s": "deit_3_small_224",
+    "deit3-m": "deit_3_medium_224",
+    "deit3-b": "deit_3_base_224",
+    "deit3-l": "deit_3_large_224",
+    "deit3-h": "deit_3_huge_224",
+    "deit3-s-384": "deit_3_small_384",
+    "deit3-b-384": "deit_3_base_384",
+    "deit3-l-384": "deit_3_large_384",
+}
+
+
+def test_every_published_size_is_a_preset() -> None:
+    assert len(PRESETS) == 8 + 8 + 12, PRESETS
+    assert set(OFFICIAL) <= set(PRESETS)
+
+
+def _maps_onto(model: torch.nn.Module, layout: dict[str, list[int]], source: str) -> str:
+    """Map ``layout`` onto ``model`` (meta) strictly through the converter vitzoo picks for it
+    (by detection among the family's converters); returns that converter's name."""
+    with torch.device("meta"):
+        tensors = {k: torch.empty(shape) for k, shape in layout.items()}
+    kinds = ("timm", "official") if source == "timm" else ("official", "timm")
+    converter = pick_converter(model.vitzoo_spec.model.type, kinds, tensors)
+    assert converter.source == source and converter.recognises(tensors, {})
+    shapes = target_shapes(model)
+    raise_for_problems(converter.convert(tensors, shapes), shapes, source)
+    return converter.name
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_exact_count_timm_alias_and_full_size_timm_release(name: str) -> None:
+    """The catalogue's count is the reference's exact one, the timm name is the preset, and
+    every tensor of timm's full-size model lands on it."""
+    entry = REGISTRY.get("preset", name)
+    (alias,) = entry.aliases
+    with torch.device("meta"):
+        model = vitzoo.build(name)
+    assert sum(p.numel() for p in model.parameters()) == entry.expected_params
+    assert validate_source(alias, REGISTRY)[0].model == model.vitzoo_spec.model
+    _maps_onto(model, released_layouts()["timm"][alias], "timm")
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_full_size_official_release_maps_onto_its_preset(name: str) -> None:
+    """A plain file of the official release, read as timm's format is (a .pth says nothing),
+    still finds the official converter: timm's does not recognise it."""
+    with torch.device("meta"):
+        model = vitzoo.build(name)
+    converter = _maps_onto(model, released_layouts()["official"][OFFICIAL[name]], "official")
+    assert converter.startswith("official-")
