@@ -6,9 +6,8 @@ AIMv2's encoder is the ViT base with other parts, each a registered component or
 RMSNorm right after the patch projection (``patch: {norm: rmsnorm}``), no class token (mean
 pooling over the patch tokens, after the final norm, as timm's ``global_pool='avg'`` with
 ``fc_norm=False``), RMSNorm everywhere (eps 1e-5), no bias in q/k/v, the attention output or
-the MLP, and a SwiGLU MLP (``mlp: {type: swiglu, bias: false}``, from the ``improvements``
-plugin; timm's ``fc1_g`` / ``fc1_x`` and HF's ``gate_proj`` / ``up_proj`` are its packed
-``fc1``, gate first). The table covers the patches only and is resampled at other sizes as timm
+the MLP, and a SwiGLU MLP (``mlp: {type: swiglu, bias: false}``; timm's ``fc1_g`` / ``fc1_x``
+and HF's ``gate_proj`` / ``up_proj`` are its packed ``fc1``, gate first). The table covers the patches only and is resampled at other sizes as timm
 does (bicubic, antialiased).
 """
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo_plugins.vit_weights import TIMM_VIT_RULES
+from vitzoo_plugins._vit_rules import TIMM_VIT_RULES
 
 from vitzoo.errors import WeightsError
 from vitzoo.weights import Concat, Rename, Reshape, WeightConverter

@@ -5,9 +5,9 @@ DINOv2 is the ViT base with other defaults, so this module only declares a confi
 
 * patch 14 and a 518-px learned table (37 x 37), trained with the class token's position in it;
 * LayerScale on both branches (``block: {type: pre-norm, layer_scale: ...}``);
-* ViT-g uses a fused SwiGLU MLP (``mlp: {type: swiglu, hidden_dim: 4096}``, from the
-  ``improvements`` plugin: the official ``SwiGLUFFNFused`` / timm's ``SwiGLUPacked`` layout,
-  one ``fc1`` of 2 x 4096 rows, the SiLU on the first half);
+* ViT-g uses a fused SwiGLU MLP (``mlp: {type: swiglu, hidden_dim: 4096}``: the official
+  ``SwiGLUFFNFused`` / timm's ``SwiGLUPacked`` layout, one ``fc1`` of 2 x 4096 rows, the SiLU
+  on the first half);
 * with registers (``register_tokens: 4``) the table covers the patches only
   (``posenc: {include_prefix: false}``): timm folds the class token's position into the class
   token, which its converters from the official and Hugging Face layouts do too.

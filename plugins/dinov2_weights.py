@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vitzoo_plugins.vit_weights import TIMM_VIT_RULES
+from vitzoo_plugins._vit_rules import TIMM_VIT_RULES
 
 from vitzoo.weights import (
     Concat,

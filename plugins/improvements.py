@@ -1,9 +1,9 @@
 """Built-in plugin: transformer improvements any ViT can take (vit-pytorch's "combining with other
 transformer improvements").
 
-* ``swiglu`` / ``geglu`` MLPs -- gated linear units (Shazeer, 2020, "GLU Variants Improve
-  Transformer", arXiv:2002.05202): ``fc2(act(x W) * (x V))``. The hidden width defaults to
-  ``8/3 * dim`` (the paper's 2/3 of the 4x MLP), so parameters match the plain MLP.
+* ``swiglu`` / ``geglu`` MLPs -- gated linear units, now core components
+  (:mod:`vitzoo.components.mlp`: released families -- DINOv2-g, AIMv2 -- use them, and built-in
+  plugins must not depend on each other); the names stay importable from here.
 * ``rope`` attention -- multi-head attention with 2-D rotary position embedding on queries and
   keys (Heo et al., ECCV 2024, arXiv:2403.13298; axial or RoPE-Mixed), see
   :mod:`vitzoo.components.rope`. Use it with ``posenc: {type: none}`` for RoPE-only models, or
@@ -19,59 +19,19 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from vitzoo import ComponentConfig, SpecValueError, hookimpl
+from vitzoo import SpecValueError, hookimpl
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
+from vitzoo.components.mlp import (  # noqa: F401 - re-exported: they lived here before
+    GatedMlp,
+    GatedMlpConfig,
+    GegluConfig,
+    SwigluConfig,
+    build_gated_mlp,
+)
 from vitzoo.components.rope import RopeKind, Rotary2d
-from vitzoo.config import PositiveFloat, PositiveInt, Rate
-
-GATES = {"swiglu": F.silu, "geglu": F.gelu}
-
-
-class GatedMlpConfig(ComponentConfig):
-    """Gated MLP: fc2(act(x W) * (x V)); hidden width = ratio * dim."""
-
-    type: Literal["swiglu", "geglu"]
-    ratio: PositiveFloat = 8 / 3
-    hidden_dim: PositiveInt | None = None
-    dropout: Rate = 0.0
-    bias: bool = True
-
-
-class SwigluConfig(GatedMlpConfig):
-    """SwiGLU MLP (SiLU gate)."""
-
-    type: Literal["swiglu"] = "swiglu"
-
-
-class GegluConfig(GatedMlpConfig):
-    """GEGLU MLP (GELU gate)."""
-
-    type: Literal["geglu"] = "geglu"
-
-
-class GatedMlp(nn.Module):
-    """Both input projections in one matmul (``fc1`` is 2x hidden wide), split, gate, project."""
-
-    def __init__(self, dim: int, config: GatedMlpConfig) -> None:
-        super().__init__()
-        hidden = config.hidden_dim or max(1, int(dim * config.ratio))
-        self.gate = GATES[config.type]
-        self.fc1 = nn.Linear(dim, 2 * hidden, bias=config.bias)
-        self.drop = nn.Dropout(config.dropout)
-        self.fc2 = nn.Linear(hidden, dim, bias=config.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gated, linear = self.fc1(x).chunk(2, dim=-1)
-        return self.drop(self.fc2(self.drop(self.gate(gated) * linear)))
-
-
-def build_gated_mlp(config: GatedMlpConfig, ctx: BuildContext) -> GatedMlp:
-    """Gated linear unit MLP (SwiGLU / GEGLU)."""
-    return GatedMlp(ctx.dim, config)
+from vitzoo.config import PositiveFloat
 
 
 class RopeAttentionConfig(MhsaConfig):
@@ -116,12 +76,6 @@ class RopeAttention(MultiHeadAttention):
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = super().split_heads(x)
         return self.rope(q), self.rope(k), v
-
-
-@hookimpl
-def register_mlps(register: Any) -> None:
-    register("swiglu", build_gated_mlp, SwigluConfig)
-    register("geglu", build_gated_mlp, GegluConfig)
 
 
 @hookimpl

@@ -75,6 +75,8 @@ def register_attention(register: Any) -> None:
 @hookimpl
 def register_mlps(register: Any) -> None:
     register("mlp", mlp.build_mlp, mlp.MlpConfig)
+    register("swiglu", mlp.build_gated_mlp, mlp.SwigluConfig)
+    register("geglu", mlp.build_gated_mlp, mlp.GegluConfig)
 
 
 @hookimpl

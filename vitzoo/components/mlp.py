@@ -1,10 +1,20 @@
-"""Channel-mixing MLPs: (B, N, D) -> (B, N, D)."""
+"""Channel-mixing MLPs: (B, N, D) -> (B, N, D).
+
+* ``mlp`` -- two linear layers with an activation between;
+* ``swiglu`` / ``geglu`` -- gated linear units (Shazeer, 2020, "GLU Variants Improve
+  Transformer", arXiv:2002.05202): ``fc2(act(x W) * (x V))``. The hidden width defaults to
+  ``8/3 * dim`` (the paper's 2/3 of the 4x MLP), so parameters match the plain MLP. Both input
+  projections are one packed ``fc1`` (gate first): the layout of DINOv2's ``SwiGLUFFNFused``
+  and timm's ``SwiGLUPacked``; AIMv2's separate gate / value projections concatenate into it.
+  Core components because several families' released models use them (DINOv2-g, AIMv2).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
@@ -59,3 +69,49 @@ def mlp_hidden_dim(config: MlpConfig, dim: int) -> int:
 def build_mlp(config: MlpConfig, ctx: BuildContext) -> Mlp:
     """Feed-forward MLP."""
     return Mlp(ctx.dim, mlp_hidden_dim(config, ctx.dim), config)
+
+
+GATES = {"swiglu": F.silu, "geglu": F.gelu}
+
+
+class GatedMlpConfig(ComponentConfig):
+    """Gated MLP: fc2(act(x W) * (x V)); hidden width = ratio * dim."""
+
+    type: Literal["swiglu", "geglu"]
+    ratio: PositiveFloat = 8 / 3
+    hidden_dim: PositiveInt | None = None
+    dropout: Rate = 0.0
+    bias: bool = True
+
+
+class SwigluConfig(GatedMlpConfig):
+    """SwiGLU MLP (SiLU gate)."""
+
+    type: Literal["swiglu"] = "swiglu"
+
+
+class GegluConfig(GatedMlpConfig):
+    """GEGLU MLP (GELU gate)."""
+
+    type: Literal["geglu"] = "geglu"
+
+
+class GatedMlp(nn.Module):
+    """Both input projections in one matmul (``fc1`` is 2x hidden wide), split, gate, project."""
+
+    def __init__(self, dim: int, config: GatedMlpConfig) -> None:
+        super().__init__()
+        hidden = config.hidden_dim or max(1, int(dim * config.ratio))
+        self.gate = GATES[config.type]
+        self.fc1 = nn.Linear(dim, 2 * hidden, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+        self.fc2 = nn.Linear(hidden, dim, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gated, linear = self.fc1(x).chunk(2, dim=-1)
+        return self.drop(self.fc2(self.drop(self.gate(gated) * linear)))
+
+
+def build_gated_mlp(config: GatedMlpConfig, ctx: BuildContext) -> GatedMlp:
+    """Gated linear unit MLP (SwiGLU / GEGLU)."""
+    return GatedMlp(ctx.dim, config)
