@@ -77,3 +77,32 @@ def test_full_size_official_release_maps_onto_its_preset(name: str) -> None:
         model = vitzoo.build(name)
     converter = _maps_onto(model, released_layouts()["official"][OFFICIAL[name]], "official")
     assert converter.startswith("official-")
+
+
+@pytest.mark.parametrize(
+    ("name", "crop", "mean"),
+    [
+        ("dinov2-s-reg4", 0.875, (0.485, 0.456, 0.406)),
+        ("deit3-m", 0.9, (0.485, 0.456, 0.406)),
+        ("deit3-b-384", 1.0, (0.485, 0.456, 0.406)),
+        ("aimv2-l-336", 1.0, (0.48145466, 0.4578275, 0.40821073)),
+    ],
+)
+def test_preprocessing_travels_with_the_preset(tmp_path, name: str, crop: float, mean) -> None:
+    """Each preset's spec carries its release's evaluation preprocessing (timm's
+    pretrained_cfg; DINOv2's official eval transform, 224 of 256); resolve_data_config -- what
+    train, evaluate, predict and attention call -- reads it from the model and from a saved
+    checkpoint alike, and the model's own input size decides the rest (DINOv2 at 224: 256 -> 224).
+    """
+    from vitzoo.data import resolve_data_config
+
+    small = {"model.depth": 1, "model.dim": 32, "model.num_heads": 2}  # the preprocessing only
+    model = vitzoo.build(name, **small)
+    config = resolve_data_config(model)
+    assert (config.crop_pct, config.mean, config.interpolation) == (crop, mean, "bicubic")
+    path = tmp_path / "model.safetensors"
+    vitzoo.save(model, path)
+    assert resolve_data_config(path).to_dict() == config.to_dict()
+    if name.startswith("dinov2"):
+        at_224 = resolve_data_config(vitzoo.build(name, image_size=224, **small))
+        assert at_224.input_size == (3, 224, 224) and round(224 / at_224.crop_pct) == 256
