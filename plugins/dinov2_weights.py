@@ -19,8 +19,10 @@ dicts load through the ViT base's rules. The other two differ in three ways:
   not on the inference path: declared unused, never dropped silently.
 
 Hugging Face's ``Dinov2ForImageClassification`` / ``Dinov2WithRegistersForImageClassification``
-classify [class token, mean of the patch tokens] (registers excluded): their spec takes
-``pool: {type: cls-mean}`` with a 2 D-wide linear head. The spec derived from ``config.json``
+and the hub's 1-layer linear classifiers (``dinov2_vit*14[_reg]_lc(layers=1)``: the backbone
+under ``backbone.``, the Linear as ``linear_head``) classify [class token, mean of the patch
+tokens] (registers excluded): their spec takes ``pool: {type: cls-mean}`` with a 2 D-wide
+linear head. The spec derived from ``config.json``
 also carries Hugging Face's way of resampling the table at other input sizes (bicubic to the
 target size; antialiased with registers), which differs from timm's and the hub's.
 """
@@ -80,11 +82,13 @@ TIMM_DINOV2 = WeightConverter(
 )
 
 # -- the official release (facebookresearch/dinov2) -----------------------------------------
+#: The hub's linear classifiers (``dinov2_vit*14_lc``) wrap the backbone as ``backbone.``.
+_HUB = r"(?:backbone\.)?"
 #: A block of the official model: ``blocks.N.`` (hub) or ``blocks.<chunk>.N.`` (block_chunks).
-_BLOCK = r"blocks\.(?:\d+\.)?(\d+)\."
+_BLOCK = _HUB + r"blocks\.(?:\d+\.)?(\d+)\."
 
 OFFICIAL_COMMON = (
-    Rename(r"patch_embed\.proj\.(weight|bias)", r"patch.proj.\1"),
+    Rename(_HUB + r"patch_embed\.proj\.(weight|bias)", r"patch.proj.\1"),
     Rename(
         _BLOCK + r"(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)",
         r"blocks.\1.\2.\3",
@@ -92,17 +96,22 @@ OFFICIAL_COMMON = (
     Rename(_BLOCK + r"mlp\.w12\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
     Rename(_BLOCK + r"mlp\.w3\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
     Rename(_BLOCK + r"(ls1|ls2)\.gamma", r"blocks.\1.\2.gamma"),
-    Rename(r"norm\.(weight|bias)", r"norm.\1"),
-    Unused(r"mask_token", MASK_TOKEN),
+    Rename(_HUB + r"norm\.(weight|bias)", r"norm.\1"),
+    # dinov2_vit*14_lc(layers=1): a Linear on [class token, mean of the patch tokens] -- the
+    # cls-mean pooling (layers=4 reads four blocks' class tokens: no vitzoo pooling, so its
+    # 5 D-wide head is reported as a shape mismatch)
+    Rename(r"linear_head\.(weight|bias)", r"head.fc.\1"),
+    Unused(_HUB + r"mask_token", MASK_TOKEN),
     KeepInit(r"head\..*", "the hub backbones have no classifier"),
 )
 
 
 def _looks_official(tensors: Mapping[str, Any], registers: bool) -> bool:
+    prefix = "backbone." if "backbone.mask_token" in tensors else ""
     return (
-        "mask_token" in tensors
-        and "patch_embed.proj.weight" in tensors
-        and ("register_tokens" in tensors) == registers
+        prefix + "mask_token" in tensors
+        and prefix + "patch_embed.proj.weight" in tensors
+        and (prefix + "register_tokens" in tensors) == registers
     )
 
 
@@ -111,12 +120,13 @@ OFFICIAL_DINOV2 = WeightConverter(
     source="official",
     architectures=("dinov2",),
     rules=(
-        Rename(r"cls_token", r"cls_token"),
-        Rename(r"pos_embed", r"posenc.pos_embed"),
+        Rename(_HUB + r"cls_token", r"cls_token"),
+        Rename(_HUB + r"pos_embed", r"posenc.pos_embed"),
         *OFFICIAL_COMMON,
     ),
     detect=lambda tensors, config: _looks_official(tensors, registers=False),
-    summary="facebookresearch/dinov2 hub checkpoints dinov2_vit{s,b,l,g}14 (mask token unused)",
+    summary="facebookresearch/dinov2 hub checkpoints dinov2_vit{s,b,l,g}14 and their 1-layer "
+    "linear classifiers (_lc; pool: cls-mean); mask token unused",
     verified_by=TEST,
 )
 
@@ -129,14 +139,19 @@ OFFICIAL_DINOV2_REG = WeightConverter(
     source="official",
     architectures=("dinov2",),
     rules=(
-        Sum(("cls_token", "pos_embed"), "cls_token", ((), FOLD_CLASS_ROW), shared=(1,)),
-        Rename(r"pos_embed", r"posenc.pos_embed", PATCH_ROWS),
-        Rename(r"register_tokens", r"reg_token"),
+        Sum(
+            (r"((?:backbone\.)?)cls_token", r"\1pos_embed"),
+            "cls_token",
+            ((), FOLD_CLASS_ROW),
+            shared=(1,),
+        ),
+        Rename(_HUB + r"pos_embed", r"posenc.pos_embed", PATCH_ROWS),
+        Rename(_HUB + r"register_tokens", r"reg_token"),
         *OFFICIAL_COMMON,
     ),
     detect=lambda tensors, config: _looks_official(tensors, registers=True),
-    summary="facebookresearch/dinov2 hub checkpoints dinov2_vit{s,b,l,g}14_reg (class position "
-    "folded into the class token, mask token unused)",
+    summary="facebookresearch/dinov2 hub checkpoints dinov2_vit{s,b,l,g}14_reg and their 1-layer "
+    "linear classifiers (class position folded into the class token, mask token unused)",
     verified_by=TEST,
 )
 

@@ -111,6 +111,16 @@ def test_each_resampling_option_is_needed(name, source, preset, changed) -> None
         assert max_abs_diff(model(small), expected) > 1e-3
 
 
+def test_official_hub_linear_classifier_is_cls_mean() -> None:
+    """dinov2_vits14_reg_lc(layers=1) -- the model card's linear probe: a Linear on [class token,
+    mean of the patch tokens], registers out -- is the preset with ``pool: cls-mean`` and a
+    linear head, at 24 px and at 16 x 20 px."""
+    name = "official-dinov2-reg4-lc1"
+    table = {name: ("dinov2-s-reg4", {"pool": {"type": "cls-mean"}})}
+    size = tuple(load_reference(name).meta["second_size"])
+    assert_matches_folded(name, table, "official", at_two_sizes(size, resized_copy=False))
+
+
 def test_an_official_file_finds_the_official_converter(tmp_path: Path) -> None:
     """The user's path: a hub .pth/.safetensors in the official layout, loaded into the preset
     with the file format detected as a plain state dict (timm's converter does not recognise

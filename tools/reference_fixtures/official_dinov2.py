@@ -16,6 +16,10 @@ Two tiny models, each as the hub builds its release (``_make_dinov2_model``):
   ``block_chunks=2`` so the training checkpoints' nested ``blocks.<chunk>.<i>`` layout is read
   too (the hub passes ``block_chunks=0``).
 
+A third, ``official-dinov2-reg4-lc1``, is the hub's 1-layer linear classifier
+(``dinov2_vits14_reg_lc(layers=1)``: ``_LinearClassifierWrapper`` over the registers' backbone,
+a Linear on [class token, mean of the patch tokens]) -- the model card's linear probe.
+
 Each records, at 24 px and at 16 x 20 px (the table resampled by the model's own
 ``interpolate_pos_encoding``), the hub model's output (the normalised class token) and the
 normalised patch tokens (registers excluded), so every token the model returns is compared.
@@ -49,6 +53,8 @@ REG_SWIGLU = COMMON | {
     "interpolate_antialias": True,
     "interpolate_offset": 0.0,
 }
+#: dinov2_vits14_reg's settings (MLP, registers, antialias) for the linear classifier.
+REG_PLAIN = REG_SWIGLU | {"block_chunks": 0, "ffn_layer": "mlp"}
 SECOND_SIZE = (16, 20)
 NOISE = 0.3
 
@@ -58,15 +64,30 @@ def _cls_and_patches(model, x):
     return model.head(features["x_norm_clstoken"]), features["x_norm_patchtokens"]
 
 
-def _official(kwargs: dict):
+def _backbone(kwargs: dict):
     repo = os.environ.get("DINOV2_REPO")
     if not repo:
         raise SystemExit("set DINOV2_REPO to a checkout of facebookresearch/dinov2 (see docstring)")
     sys.path.insert(0, repo)
     from dinov2.models.vision_transformer import DinoVisionTransformer
 
-    model = DinoVisionTransformer(**kwargs)
-    return with_second_size(model, SECOND_SIZE, run=_cls_and_patches)
+    return DinoVisionTransformer(**kwargs)
+
+
+def _official(kwargs: dict):
+    return with_second_size(_backbone(kwargs), SECOND_SIZE, run=_cls_and_patches)
+
+
+def _linear_classifier(kwargs: dict):
+    """The hub's dinov2_vit*14_lc(layers=1) around a tiny backbone, with 5 classes."""
+    from torch import nn
+
+    backbone = _backbone(kwargs)
+    from dinov2.hub.classifiers import _LinearClassifierWrapper
+
+    head = nn.Linear(2 * kwargs["embed_dim"], 5)
+    wrapper = _LinearClassifierWrapper(backbone=backbone, linear_head=head, layers=1)
+    return with_second_size(wrapper, SECOND_SIZE)
 
 
 def _fixture(name: str, kwargs: dict) -> Fixture:
@@ -90,4 +111,22 @@ def _fixture(name: str, kwargs: dict) -> Fixture:
 FIXTURES = [
     _fixture("official-dinov2", PLAIN),
     _fixture("official-dinov2-reg4-swiglu", REG_SWIGLU),
+    Fixture(
+        name="official-dinov2-reg4-lc1",
+        build=lambda: _linear_classifier(REG_PLAIN),
+        input_shape=(2, 3, 24, 24),
+        library="dinov2",
+        constructor="dinov2.hub.classifiers._LinearClassifierWrapper(backbone="
+        "DinoVisionTransformer("
+        + ", ".join(f"{k}={v!r}" for k, v in REG_PLAIN.items())
+        + f"), linear_head=nn.Linear(32, 5), layers=1); outputs: logits at 24 px, then at "
+        f"{SECOND_SIZE}",
+        meta={
+            "official": "facebookresearch/dinov2@b8931f7",
+            **REG_PLAIN,
+            "num_classes": 5,
+            "second_size": list(SECOND_SIZE),
+        },
+        noise=NOISE,
+    ),
 ]
