@@ -235,9 +235,11 @@ def spec_from_hf_dinov2(config: Mapping[str, Any]) -> dict[str, Any]:
     if config.get("use_swiglu_ffn"):
         mlp: dict[str, Any] = {"type": "swiglu", "hidden_dim": _swiglu_hidden(dim, ratio)}
     else:
+        hidden = int(dim * ratio)
+        width = {"ratio": float(hidden // dim)} if hidden % dim == 0 else {"hidden_dim": hidden}
         mlp = {
             "type": "mlp",
-            "hidden_dim": int(dim * ratio),
+            **width,
             "activation": hf_activation(config.get("hidden_act", "gelu")),
         }
     classes = hf_num_classes(config)
