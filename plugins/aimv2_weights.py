@@ -1,9 +1,12 @@
-"""Weight converters for AIMv2 (``aimv2``): timm's ``aimv2_*`` and transformers'
-``Aimv2VisionModel``.
+"""Weight converters for AIMv2 (``aimv2``): timm's ``aimv2_*``, the official release
+(apple/ml-aim ``AIMv2VisionEncoder``) and transformers' ``Aimv2VisionModel``.
 
 Data only. timm's layout is the ViT base's plus the patch RMSNorm (``patch_embed.norm``) and
 its SwiGLU's two input projections ``mlp.fc1_g`` (gate) and ``mlp.fc1_x``, concatenated into
-vitzoo's packed ``mlp.fc1`` (gate first). transformers names the same tensors
+vitzoo's packed ``mlp.fc1`` (gate first). The official layout nests the same tensors under
+``preprocessor.`` (``pos_embed``, ``patchifier.proj``, ``patchifier.norm``) and ``trunk.``
+(``blocks.N.{attn.qkv, attn.proj, norm_1, norm_2, mlp.fc1 (gate), mlp.fc3, mlp.fc2}``,
+``post_trunk_norm``). transformers names the same tensors
 ``embeddings.patch_embed`` / ``embeddings.rms_norm`` / ``embeddings.position_embedding``
 (an ``nn.Embedding``: a (N, D) table, reshaped to (1, N, D)), ``encoder.layers.N.attention.
 {q,k,v,out}_proj``, ``ffn.{gate,up,down}_proj``, ``rms_norm1/2`` and ``rms_norm``; its config's
@@ -86,6 +89,29 @@ def spec_from_hf_aimv2(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"model": model}
 
 
+_TRUNK = r"trunk\.blocks\.(\d+)\."
+OFFICIAL_AIMV2 = WeightConverter(
+    name="official-aimv2",
+    source="official",
+    architectures=("aimv2",),
+    rules=(
+        Rename(r"preprocessor\.pos_embed", r"posenc.pos_embed"),
+        Rename(r"preprocessor\.patchifier\.proj\.(weight|bias)", r"patch.proj.\1"),
+        Rename(r"preprocessor\.patchifier\.norm\.weight", r"patch.norm.weight"),
+        Rename(_TRUNK + r"attn\.(qkv|proj)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
+        Rename(_TRUNK + r"norm_(1|2)\.weight", r"blocks.\1.norm\2.weight"),
+        Concat(
+            (_TRUNK + r"mlp\.fc1\.(weight|bias)", r"trunk.blocks.\1.mlp.fc3.\2"),
+            r"blocks.\1.mlp.fc1.\2",
+        ),
+        Rename(_TRUNK + r"mlp\.fc2\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+        Rename(r"trunk\.post_trunk_norm\.weight", r"norm.weight"),
+    ),
+    detect=lambda tensors, config: "preprocessor.patchifier.proj.weight" in tensors,
+    summary="apple/ml-aim AIMv2VisionEncoder checkpoints (no attention-pooling head)",
+    verified_by=TEST,
+)
+
 _LAYER = r"encoder\.layers\.(\d+)\."
 HF_AIMV2 = WeightConverter(
     name="hf-aimv2",
@@ -119,4 +145,4 @@ HF_AIMV2 = WeightConverter(
 )
 
 
-CONVERTERS = (TIMM_AIMV2, HF_AIMV2)
+CONVERTERS = (TIMM_AIMV2, OFFICIAL_AIMV2, HF_AIMV2)

@@ -23,7 +23,8 @@ PRESETS = sorted(
     name for name in REGISTRY.names("preset") if REGISTRY.get("preset", name).plugin in FAMILIES
 )
 
-#: The official releases (hub function / release file stem) each preset loads.
+#: The official releases each preset loads: DINOv2 hub function, DeiT III release file stem,
+#: AIMv2 release name (apple/<name> on the Hugging Face hub, apple/ml-aim's layout).
 OFFICIAL = {
     **{f"dinov2-{s}": f"dinov2_vit{s}14" for s in "sblg"},
     **{f"dinov2-{s}-reg4": f"dinov2_vit{s}14_reg" for s in "sblg"},
@@ -35,6 +36,11 @@ OFFICIAL = {
     "deit3-s-384": "deit_3_small_384",
     "deit3-b-384": "deit_3_base_384",
     "deit3-l-384": "deit_3_large_384",
+    **{
+        f"aimv2-{short}{'' if px == 224 else f'-{px}'}": f"aimv2-{size}-patch14-{px}"
+        for short, size in (("l", "large"), ("h", "huge"), ("1b", "1B"), ("3b", "3B"))
+        for px in (224, 336, 448)
+    },
 }
 
 

@@ -32,6 +32,24 @@ def test_timm_aimv2_at_its_size_and_resampled() -> None:
     assert_matches_fixture(model, fixture, at_two_sizes(tuple(fixture.meta["second_size"])))
 
 
+def test_official_aimv2_encoder(tmp_path) -> None:
+    """apple/ml-aim's AIMv2VisionEncoder (its preprocessor / trunk layout, the SwiGLU's gate in
+    ``fc1`` and value in ``fc3``): its tokens after post_trunk_norm, from a plain file whose
+    layout is detected."""
+    from safetensors.torch import save_file
+
+    fixture = load_reference("official-aimv2")
+    meta = fixture.meta
+    timm_names = {"embed_dim": meta["embed_dim"], "depth": meta["num_blocks"]}
+    spec = tiny_preset(
+        "aimv2-l", meta | timm_names, **{"model.mlp.hidden_dim": meta["mlp_hidden_dim"]}
+    ).vitzoo_spec
+    path = tmp_path / "aimv2-large-patch14-224.safetensors"
+    save_file({k: v.contiguous() for k, v in fixture.state_dict.items()}, str(path))
+    model = vitzoo.build(spec, weights=str(path)).eval()
+    assert_matches_fixture(model, fixture, lambda model, x: model.forward_features(x))
+
+
 @pytest.mark.parametrize(
     "changed",
     [

@@ -6,9 +6,10 @@ onto the matching vitzoo preset (names and shapes, strictly), without shipping a
 Models are built on the meta device, so nothing is allocated or downloaded.
 
 Usage, in the reference environment, with checkouts of the official DINOv2 and DeiT repositories
-(not on PyPI)::
+and apple/ml-aim (not on PyPI)::
 
-    DINOV2_REPO=/tmp/dinov2 DEIT_REPO=/tmp/deit /work/refenv/bin/python tools/make_reference_layouts.py
+    DINOV2_REPO=/tmp/dinov2 DEIT_REPO=/tmp/deit ML_AIM_REPO=/tmp/ml-aim \
+        /work/refenv/bin/python tools/make_reference_layouts.py
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ DEIT3 = {
         for size in ("small", "base", "large")
     },
 }
+#: Official AIMv2 encoders (apple/ml-aim, checkout in ML_AIM_REPO): release name (as on the
+#: Hugging Face hub, apple/<name>) -> (constructor, image size).
+AIMV2 = {
+    f"aimv2-{size}-patch14-{px}": (f"aimv2_{size}", px)
+    for size in ("large", "huge", "1B", "3B")
+    for px in (224, 336, 448)
+}
 
 
 def official_checkout(variable: str, url: str) -> str:
@@ -135,14 +143,18 @@ def official_checkout(variable: str, url: str) -> str:
 
 
 def official_layouts() -> dict[str, dict[str, list[int]]]:
-    """DINOv2 hub backbones and DeiT III models, from their authors' constructors."""
+    """DINOv2 hub backbones, DeiT III and AIMv2 models, from their authors' constructors."""
+    import os
     import sys
 
     sys.path.insert(
         0, official_checkout("DINOV2_REPO", "https://github.com/facebookresearch/dinov2")
     )
     sys.path.insert(0, official_checkout("DEIT_REPO", "https://github.com/facebookresearch/deit"))
+    ml_aim = official_checkout("ML_AIM_REPO", "https://github.com/apple/ml-aim")
+    sys.path[:0] = [os.path.join(ml_aim, "aim-v1"), os.path.join(ml_aim, "aim-v2")]
     import models_v2
+    from aim.v2.torch import models as aimv2
     from dinov2.hub import backbones
 
     out = {}
@@ -151,6 +163,8 @@ def official_layouts() -> dict[str, dict[str, list[int]]]:
             out[name] = layout(getattr(backbones, name)(pretrained=False))
         for stem, (fn, size) in DEIT3.items():
             out[stem] = layout(getattr(models_v2, fn)(pretrained=False, img_size=size))
+        for name, (fn, size) in AIMV2.items():
+            out[name] = layout(getattr(aimv2, fn)(img_size=size))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Fixtures: timm's DeiT III and AIMv2, and the official DeiT III model, tiny.
+"""Fixtures: timm's DeiT III and AIMv2, and the official DeiT III and AIMv2 models, tiny.
 
 timm's are run at their own size and at a second one, both ways timm offers
 (``dynamic_img_size=True`` and ``set_input_size`` on a copy; bicubic, antialiased
@@ -9,6 +9,14 @@ resampling: it is run at its own size. Check the repository out and point ``DEIT
 
     git clone https://github.com/facebookresearch/deit /tmp/deit
     DEIT_REPO=/tmp/deit /work/refenv/bin/python tools/make_reference_fixtures.py official-deit3
+
+The official AIMv2 encoder (apple/ml-aim, ``aim-v2/aim/v2/torch/models.py``; it needs the
+sibling ``aim-v1`` package) likewise, from ``ML_AIM_REPO`` (made with commit bd9e068)::
+
+    git clone https://github.com/apple/ml-aim /tmp/ml-aim
+    ML_AIM_REPO=/tmp/ml-aim /work/refenv/bin/python tools/make_reference_fixtures.py official-aimv2
+
+Its output is the encoder's (the tokens after ``post_trunk_norm``; no head).
 """
 
 import os
@@ -80,6 +88,26 @@ def _official_deit3():
     )
 
 
+def _official_aimv2():
+    repo = os.environ.get("ML_AIM_REPO")
+    if not repo:
+        raise SystemExit("set ML_AIM_REPO to a checkout of apple/ml-aim (see docstring)")
+    sys.path[:0] = [os.path.join(repo, "aim-v1"), os.path.join(repo, "aim-v2")]
+    from aim.v2.torch.models import AIMv2VisionEncoder
+
+    return AIMv2VisionEncoder(**OFFICIAL_AIMV2)
+
+
+#: AIMv2VisionEncoder kwargs (aimv2_large's, at the tiny size of the timm fixture).
+OFFICIAL_AIMV2 = {
+    "img_size": 24,
+    "patch_size": 4,
+    "embed_dim": 16,
+    "mlp_hidden_dim": 44,
+    "num_blocks": 2,
+    "num_heads": 2,
+}
+
 FIXTURES = [
     _timm_fixture("timm-deit3", "deit3_small_patch16_224", DEIT3, (2, 3, 24, 24), (16, 12)),
     _timm_fixture("timm-aimv2", "aimv2_large_patch14_224", AIMV2, (2, 3, 24, 24), (16, 20)),
@@ -93,6 +121,17 @@ FIXTURES = [
         + ", mlp_ratio=4, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), "
         "block_layers=Layer_scale_init_Block) (as deit_small_patch16_LS builds it)",
         meta={"official": "facebookresearch/deit@7e160fe models_v2.py", **DEIT3},
+        noise=NOISE,
+    ),
+    Fixture(
+        name="official-aimv2",
+        build=_official_aimv2,
+        input_shape=(2, 3, 24, 24),
+        library="aim",
+        constructor="aim.v2.torch.models.AIMv2VisionEncoder("
+        + ", ".join(f"{k}={v!r}" for k, v in OFFICIAL_AIMV2.items())
+        + ") (apple/ml-aim layout: preprocessor.*, trunk.*)",
+        meta={"official": "apple/ml-aim@bd9e068", **OFFICIAL_AIMV2},
         noise=NOISE,
     ),
 ]
