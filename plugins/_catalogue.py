@@ -42,6 +42,7 @@ def register_catalogue_presets(register: Any, plugin: str) -> None:
             expected_params=entry.get("params"),
             summary=entry.get("summary", ""),
             tags=entry.get("tags", ()),
-            aliases=entry.get("aliases", ()),
+            # released timm names are aliases too (the `released` field of the root registry.yaml)
+            aliases=(*entry.get("aliases", ()), *entry.get("released", {}).get("timm", ())),
             expected_macs=entry.get("macs"),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_weights_timm import released_layouts
+from vitzoo_plugins._catalogue import catalogue
 
 import vitzoo
 from vitzoo.spec.sources import validate_source
@@ -23,30 +24,16 @@ PRESETS = sorted(
     name for name in REGISTRY.names("preset") if REGISTRY.get("preset", name).plugin in FAMILIES
 )
 
-#: The official releases each preset loads: DINOv2 hub function, DeiT III release file stem,
-#: AIMv2 release name (apple/<name> on the Hugging Face hub, apple/ml-aim's layout).
-OFFICIAL = {
-    **{f"dinov2-{s}": f"dinov2_vit{s}14" for s in "sblg"},
-    **{f"dinov2-{s}-reg4": f"dinov2_vit{s}14_reg" for s in "sblg"},
-    "deit3-s": "deit_3_small_224",
-    "deit3-m": "deit_3_medium_224",
-    "deit3-b": "deit_3_base_224",
-    "deit3-l": "deit_3_large_224",
-    "deit3-h": "deit_3_huge_224",
-    "deit3-s-384": "deit_3_small_384",
-    "deit3-b-384": "deit_3_base_384",
-    "deit3-l-384": "deit_3_large_384",
-    **{
-        f"aimv2-{short}{'' if px == 224 else f'-{px}'}": f"aimv2-{size}-patch14-{px}"
-        for short, size in (("l", "large"), ("h", "huge"), ("1b", "1B"), ("3b", "3B"))
-        for px in (224, 336, 448)
-    },
-}
+#: Each preset's released names per source kind (the catalogue's ``released`` field).
+RELEASED = {name: catalogue()[name]["released"] for name in PRESETS}
+OFFICIAL = {name: released["official"][0] for name, released in RELEASED.items()}
 
 
 def test_every_published_size_is_a_preset() -> None:
+    """DINOv2 S/B/L/g with and without registers, DeiT III S/M/B/L/H and the 384-px S/B/L,
+    AIMv2 L/H/1B/3B at 224, 336 and 448 px: each with its timm and official release names."""
     assert len(PRESETS) == 8 + 8 + 12, PRESETS
-    assert set(OFFICIAL) <= set(PRESETS)
+    assert all(set(r) >= {"timm", "official"} for r in RELEASED.values())
 
 
 def _maps_onto(model: torch.nn.Module, layout: dict[str, list[int]], source: str) -> str:
@@ -67,7 +54,8 @@ def test_exact_count_timm_alias_and_full_size_timm_release(name: str) -> None:
     """The catalogue's count is the reference's exact one, the timm name is the preset, and
     every tensor of timm's full-size model lands on it."""
     entry = REGISTRY.get("preset", name)
-    (alias,) = entry.aliases
+    (alias,) = RELEASED[name]["timm"]
+    assert alias in entry.aliases
     with torch.device("meta"):
         model = vitzoo.build(name)
     assert sum(p.numel() for p in model.parameters()) == entry.expected_params
