@@ -30,6 +30,7 @@ from torch import nn
 
 from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
 from vitzoo.checkpoint import save
+from vitzoo.components.resample import table_resamplings
 from vitzoo.errors import SpecError, WeightsAdaptationWarning, WeightsError, warn
 from vitzoo.formats import WEIGHTS_CONVERTER_KEY, WEIGHTS_SOURCE_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
@@ -343,7 +344,14 @@ def load_pretrained(
     source_classes = preprocessing_of(src).class_names
     plans = plan_adaptations(fitted, target_model, shapes_of, (source_classes, class_names))
     initial = model.state_dict()
-    apply_adaptations(conversion, plans, final_shapes, note, init=initial.__getitem__)
+    apply_adaptations(
+        conversion,
+        plans,
+        final_shapes,
+        note,
+        init=initial.__getitem__,
+        resamplings=table_resamplings(model),
+    )
     conversion.refit(final_shapes)
     load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
     if conversion.other_tower:
@@ -397,32 +405,3 @@ def convert_checkpoint(
     loaded = load_pretrained(source, spec, **options)
     save(loaded.model, output, metadata=loaded.metadata())
     return loaded
-
-
-def fine_tune_start(
-    spec: SpecBase,
-    *,
-    system: PluginSystem | None = None,
-    log: Callable[[str], None] | None = None,
-    class_names: Sequence[str] | None = None,
-) -> tuple[SpecBase, nn.Module]:
-    """``train.init_from``: the model for ``spec`` started from that source (a named release
-    ``PRESET.TAG`` too; head rows matched to ``class_names``, the data's classes, where the
-    source names its own), and the spec with the weights' normalisation / eval crop wherever it
-    keeps vitzoo's defaults."""
-    from vitzoo.weights.named import checked_source, named_weights
-
-    source = spec.train.init_from
-    named = named_weights(source, (system or get_plugin_system()).registry)
-    if named is not None:
-        source = checked_source(named)
-    loaded = load_pretrained(source, spec, system=system, log=log, class_names=class_names)
-    updates = prep.data_overrides(loaded.preprocessing, spec.data)
-    if updates:
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
-        (log or logger.info)(  # the spec says it too: not an adaptation of the weights
-            "data normalisation from the weights: "
-            + ", ".join(f"data.{k}={v}" for k, v in updates.items())
-        )
-    loaded.model.vitzoo_spec = spec
-    return spec, loaded.model
