@@ -283,6 +283,45 @@ def _convert(
     return converter.convert(src.tensors, fitted_shapes), converter, hint
 
 
+def _adapt_and_load(
+    model: nn.Module,
+    conversion: Conversion,
+    fitted: Mapping[str, Any],
+    target_model: Mapping[str, Any],
+    shapes_of: _Shapes,
+    how: tuple[WeightsSource, Sequence[str] | None, bool, str],
+    note: Callable[[str], None],
+) -> list[Any]:
+    """Adapt the converted tensors from the model the checkpoint was made for to the target
+    (classes, image size, channels; one note each), load them, and say what was left out.
+    Returns the adaptation plans (the preprocessing follows them)."""
+    src, class_names, strict, hint = how
+    final_shapes = shapes_of(target_model)
+    source_classes = preprocessing_of(src).class_names
+    plans = plan_adaptations(fitted, target_model, shapes_of, (source_classes, class_names))
+    initial = model.state_dict()
+    apply_adaptations(
+        conversion,
+        plans,
+        final_shapes,
+        note,
+        init=initial.__getitem__,
+        resamplings=table_resamplings(model),
+    )
+    conversion.refit(final_shapes)
+    load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
+    if conversion.other_tower:
+        note(
+            f"multimodal checkpoint: loaded its vision tower; {len(conversion.other_tower)} "
+            f"tensors of its other tower(s) (text encoder, logit scale) left out"
+        )
+    if not strict:
+        left = conversion.problems(final_shapes)
+        if left:
+            note(f"loaded what fits (strict=False); not loaded: {'; '.join(left)}")
+    return plans
+
+
 def load_pretrained(
     source: str | Path,
     spec: SpecSource | None = None,
@@ -340,29 +379,9 @@ def load_pretrained(
         raise_for_problems(conversion, fitted_shapes, src.location, hint)
     if used is not None and used.assumes:
         note(used.assumption_note())
-    final_shapes = shapes_of(target_model)
-    source_classes = preprocessing_of(src).class_names
-    plans = plan_adaptations(fitted, target_model, shapes_of, (source_classes, class_names))
-    initial = model.state_dict()
-    apply_adaptations(
-        conversion,
-        plans,
-        final_shapes,
-        note,
-        init=initial.__getitem__,
-        resamplings=table_resamplings(model),
+    plans = _adapt_and_load(
+        model, conversion, fitted, target_model, shapes_of, (src, class_names, strict, hint), note
     )
-    conversion.refit(final_shapes)
-    load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
-    if conversion.other_tower:
-        note(
-            f"multimodal checkpoint: loaded its vision tower; {len(conversion.other_tower)} "
-            f"tensors of its other tower(s) (text encoder, logit scale) left out"
-        )
-    if not strict:
-        left = conversion.problems(final_shapes)
-        if left:
-            note(f"loaded what fits (strict=False); not loaded: {'; '.join(left)}")
     pre = _preprocessing(src, model, preprocessing, plans, class_names)
     model.vitzoo_spec = target
     model.vitzoo_preprocessing = pre
