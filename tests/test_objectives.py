@@ -352,3 +352,15 @@ def test_inspect_hierarchical_model_gives_feature_maps() -> None:
         torch.testing.assert_close(seen.output, model(x))
     assert seen.intermediates
     assert all(t.ndim == 4 and t.shape[0] == 2 for t in seen.intermediates.values())
+
+
+def test_a_teacher_must_take_the_students_images() -> None:
+    """The teacher is fed the student's batch: a teacher built for another image size is a
+    whole-spec error at the teacher, not a shape error in the first training step."""
+    teacher = {"spec": {"model": {**TINY, "image_size": 64, "num_classes": TINY["num_classes"]}}}
+    data = {"model": TINY, "objective": {"type": "distillation", "teacher": teacher}}
+    with pytest.raises(SpecError) as info:
+        resolve_spec(data, system=SYSTEM)
+    (issue,) = info.value.issues
+    assert issue.path == "objective.teacher.spec"
+    assert "the teacher takes [64, 64]-pixel images and the student is fed [32, 32]" in str(issue)

@@ -235,15 +235,33 @@ def _nested_spec_problems(
         ((*path, field, *sub) if field == "spec" else (*path, field), f"in this nested spec: {m}")
         for sub, m in inner_problems
     ]
-    student = getattr(spec.model, "num_classes", None)
-    teacher = getattr(inner.model, "num_classes", None)
-    if path[-1:] == ("teacher",) and None not in (student, teacher) and student != teacher:
+    if path[-1:] == ("teacher",):
+        found += [((*path, field), m) for m in _teacher_mismatches(spec.model, inner.model)]
+    return found
+
+
+def _size(model: Any) -> tuple[int, ...] | None:
+    size = getattr(model, "image_size", None)
+    if size is None:
+        return None
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _teacher_mismatches(student: Any, teacher: Any) -> list[str]:
+    """A teacher sees the student's images and is compared on the student's classes."""
+    found = []
+    mine, theirs = getattr(student, "num_classes", None), getattr(teacher, "num_classes", None)
+    if None not in (mine, theirs) and mine != theirs:
         found.append(
-            (
-                (*path, field),
-                f"the teacher predicts {teacher} classes and the student {student}; they must "
-                f"agree (set the teacher's num_classes, e.g. overrides: {{num_classes: {student}}})",
-            )
+            f"the teacher predicts {theirs} classes and the student {mine}; they must "
+            f"agree (set the teacher's num_classes, e.g. overrides: {{num_classes: {mine}}})"
+        )
+    mine_size, their_size = _size(student), _size(teacher)
+    if None not in (mine_size, their_size) and mine_size != their_size:
+        found.append(
+            f"the teacher takes {list(their_size)}-pixel images and the student is fed "
+            f"{list(mine_size)}; they must agree (set the teacher's image_size, e.g. "
+            f"overrides: {{image_size: {list(mine_size)}}})"
         )
     return found
 
