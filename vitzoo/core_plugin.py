@@ -16,11 +16,14 @@ from vitzoo.components import (
     block,
     class_attention,
     conv,
+    factorized_posenc,
+    flat_patch,
     heads,
     mlp,
     patchify,
     pooling,
     posenc,
+    query_pool,
     spatial_attention,
     windows,
 )
@@ -32,6 +35,22 @@ from vitzoo.registration_examples import grid_only_example
 @hookimpl
 def register_patchifiers(register: Any) -> None:
     register("linear", patchify.build_linear_patch, patchify.LinearPatchConfig, tags={"image"})
+    # Native-resolution models' patch embedding (NaViT, SigLIP 2 NaFlex): a Linear over
+    # flattened patches, with vit-pytorch's norms before / after.
+    register(
+        "flat-linear",
+        flat_patch.build_flat_linear_patch,
+        flat_patch.FlatLinearPatchConfig,
+        tags={"image"},
+        example={
+            "config": {
+                "patch_size": 8,
+                "order": "chw",
+                "pre_norm": "layernorm-nobias",
+                "norm": "layernorm-nobias",
+            }
+        },
+    )
 
 
 @hookimpl
@@ -39,6 +58,12 @@ def register_positional_encodings(register: Any) -> None:
     register("learned", posenc.build_learned, posenc.LearnedPosConfig)
     register("sincos", posenc.build_sincos, posenc.SinCosConfig)
     register("none", posenc.build_none, posenc.NoPosConfig)
+    register(
+        "factorized",
+        factorized_posenc.build_factorized,
+        factorized_posenc.FactorizedPosConfig,
+        tags={"image"},
+    )
     register("peg", conv.build_peg, conv.PegConfig, tags={"image"}, needs={"grid-2d", "fixed-grid"})
 
 
@@ -109,6 +134,15 @@ def register_pooling(register: Any) -> None:
         attention_pool.MapPoolConfig,
         offers={"pooled-vector"},
         summary="multi-head attention pooling: a learned probe attends to the tokens (SigLIP)",
+    )
+    register(
+        "query-attention",
+        query_pool.build_query_pool,
+        query_pool.QueryPoolConfig,
+        offers={"pooled-vector"},
+        example={
+            "model": {"attention": {"type": "mhsa", "qk_norm": True, "qk_norm_per_head": True}}
+        },
     )
     register(
         "cls-dist",

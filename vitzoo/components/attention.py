@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.components.norms import NormKind, make_norm
-from vitzoo.config import ComponentConfig, PositiveInt, Rate
+from vitzoo.components.norms import NormKind, PerHeadNorm, make_norm
+from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
 
 def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -131,9 +131,16 @@ class MhsaConfig(ComponentConfig):
     type: Literal["mhsa"] = "mhsa"
     head_dim: PositiveInt | None = None
     qkv_bias: bool = True
+    #: Bias of the output projection (AIMv2 has none).
+    proj_bias: bool = True
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
     qk_norm_type: NormKind = "layernorm"
+    #: One set of qk-norm weights per head, shape (heads, 1, head_dim), instead of one shared by
+    #: all heads (vit-pytorch's NaViT).
+    qk_norm_per_head: bool = False
+    #: eps of the qk norms.
+    qk_norm_eps: PositiveFloat = 1e-5
     attn_drop: Rate = 0.0
     proj_drop: Rate = 0.0
     #: How the heads' outputs are laid side by side before the output projection: ``head-major``
@@ -143,6 +150,15 @@ class MhsaConfig(ComponentConfig):
     #: function with the layout it was trained with, and that permutation depends on the head
     #: count, which no tensor shape records, so it is a property of the model, not of a converter.
     head_merge: Literal["head-major", "dim-major"] = "head-major"
+
+
+def qk_norm(config: MhsaConfig, heads: int, head_dim: int) -> nn.Module:
+    """The norm ``config`` applies to queries or keys (B, heads, N, head_dim); identity when off."""
+    if not config.qk_norm:
+        return nn.Identity()
+    if config.qk_norm_per_head:
+        return PerHeadNorm(config.qk_norm_type, heads, head_dim, config.qk_norm_eps)
+    return make_norm(config.qk_norm_type, head_dim, config.qk_norm_eps)
 
 
 class MultiHeadAttention(AttentionBase):
@@ -158,13 +174,9 @@ class MultiHeadAttention(AttentionBase):
         self.head_dim = config.head_dim or dim // num_heads
         inner = self.num_heads * self.head_dim
         self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias)
-        self.q_norm = (
-            make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
-        )
-        self.k_norm = (
-            make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
-        )
-        self.proj = nn.Linear(inner, dim)
+        self.q_norm = qk_norm(config, self.num_heads, self.head_dim)
+        self.k_norm = qk_norm(config, self.num_heads, self.head_dim)
+        self.proj = nn.Linear(inner, dim, bias=config.proj_bias)
         self.proj_drop = nn.Dropout(config.proj_drop)
         self.dim_major = config.head_merge == "dim-major"
 
