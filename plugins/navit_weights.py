@@ -12,7 +12,9 @@ zero shifts (``beta`` buffers, never trained) have no vitzoo counterpart: vitzoo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,11 +73,16 @@ VIT_PYTORCH_NAVIT_RULES = (
 )
 
 
+def _looks_like_vit_pytorch_navit(tensors: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    return "to_patch_embedding.1.weight" in tensors and "attn_pool_queries" in tensors
+
+
 VIT_PYTORCH_NAVIT = WeightConverter(
     name="vit-pytorch-navit",
     source="official",
     architectures=("navit",),
     rules=VIT_PYTORCH_NAVIT_RULES,
+    detect=_looks_like_vit_pytorch_navit,
     summary="vit-pytorch NaViT state dicts (vit_pytorch.na_vit.NaViT, the reference code)",
     verified_by="tests/test_navit.py",
 )

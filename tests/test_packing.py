@@ -190,3 +190,17 @@ def test_factorized_positions_refuse_a_grid_beyond_their_tables() -> None:
         model([torch.randn(3, 8, 64)])
     assert model.native_resolution.max_grid == (6, 6)
     assert model.native_resolution.patch_size == (8, 8)
+
+
+def test_packed_path_exports_specialised_to_one_batch_composition() -> None:
+    """The declared limit of the packed path under torch.export: the greedy layout is Python, so
+    the program holds this batch's layout as constants -- it gives the eager outputs for these
+    sizes and its guards refuse other sizes (the tensor path exports with a dynamic batch: the
+    conformance suite's export checks)."""
+    model = tiny_navit(pack_length=64)
+    batch = images()
+    program = torch.export.export(model, (batch,), strict=False).module()
+    with torch.no_grad():
+        torch.testing.assert_close(program(batch), model(batch), atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="[Gg]uard"):
+        program(images([(16, 16), (32, 8), (8, 8), (8, 16), (16, 24)]))

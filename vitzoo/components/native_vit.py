@@ -11,11 +11,13 @@ row of logits per image, in the order given, equal (within float tolerance) to r
 image alone.
 
 A ``(B, C, H, W)`` tensor takes the ViT base's path unchanged (no packing, no mask): it is
-what ``torch.export``, ONNX, ``forward_intermediates`` and the conformance suite exercise. The
-packed path is eager only: how many rows a batch needs depends on the images' sizes, so a
-traced program would bake one batch's layout in. The export conformance checks prove the tensor
-path; the packed path is proved by its own tests (each image as if alone, no cross-image
-attention).
+what ``forward_intermediates``, ONNX and the conformance suite's checks exercise, and it exports
+with a dynamic batch like any ViT. The packed path exports too, but only *specialised* to one
+batch composition: the rows, their length and the mask are decided in Python from the images'
+sizes (a greedy packing), so ``torch.export`` bakes that layout in as constants and the program
+refuses a list of other sizes (its shape guards fail); export once per composition, or export the
+tensor path. The packed path is proved by its own tests (each image as if alone, no
+cross-image attention, the specialised export).
 
 Token dropout (NaViT, Sec. 2.3): while training, each image keeps a random subset of its patch
 tokens -- ``patch_dropout`` of them dropped, then at most ``token_budget`` kept -- on either path.

@@ -129,11 +129,13 @@ class PackedLayout:
 
     @cached_property
     def _flat_index(self) -> torch.Tensor:
-        lengths = torch.tensor(self.lengths)
-        starts = torch.tensor(self.rows) * self.row_length + torch.tensor(self.offsets)
-        first = torch.cumsum(lengths, 0) - lengths  # where each image starts in the concatenation
-        within = torch.arange(int(lengths.sum())) - first.repeat_interleave(lengths)
-        return starts.repeat_interleave(lengths) + within
+        # Python arithmetic on the layout's numbers (no tensor maths): under torch.export the
+        # index is a constant of the traced program, not a data-dependent computation.
+        index: list[int] = []
+        for row, offset, length in zip(self.rows, self.offsets, self.lengths, strict=True):
+            start = row * self.row_length + offset
+            index.extend(range(start, start + length))
+        return torch.tensor(index, dtype=torch.long)
 
     def flat_index(self, device: torch.device | str | None = None) -> torch.Tensor:
         """For the images' tokens concatenated in image order: each one's index in the
@@ -142,10 +144,15 @@ class PackedLayout:
 
     def image_ids(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``(num_rows, row_length)``: the image each token belongs to, ``-1`` for padding."""
-        ids = torch.full((self.num_rows * self.row_length,), -1, dtype=torch.long)
-        owner = torch.arange(self.num_images).repeat_interleave(torch.tensor(self.lengths))
-        ids[self._flat_index] = owner
-        return ids.view(self.num_rows, self.row_length).to(device)
+        ids = [-1] * (self.num_rows * self.row_length)
+        for row, offset, length, image in zip(
+            self.rows, self.offsets, self.lengths, range(self.num_images), strict=True
+        ):
+            start = row * self.row_length + offset
+            ids[start : start + length] = [image] * length
+        return torch.tensor(ids, dtype=torch.long, device=device).view(
+            self.num_rows, self.row_length
+        )
 
     def attention_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Boolean ``(num_rows, row_length, row_length)``, True where a query may attend to a
