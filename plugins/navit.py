@@ -96,9 +96,10 @@ def register_architectures(register: Any) -> None:
         NaVitConfig,
         tags={"image", "tokens", "mask"},
         # The packed path masks attention across images, so every attention and block must
-        # take a mask; it does not offer a 2-D grid to its parts (a packed row is no grid).
+        # take a mask; it does not offer a 2-D grid to its parts (a packed row is no grid);
+        # it takes lists of images of different sizes (data.max_patches).
         needs={"token-mask"},
-        offers={"image", "tokens"},
+        offers={"image", "tokens", "packed-images"},
         summary="NaViT: images of any size and aspect ratio packed into shared sequences",
         example=TINY_NAVIT,
     )

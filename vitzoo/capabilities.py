@@ -55,6 +55,9 @@ class Capability(StrEnum):
     POOLED_VECTOR = "pooled-vector"
     #: Pooling gives the class and distillation tokens (B, 2, D); a distillation head needs it.
     POOLED_PAIR = "pooled-pair"
+    #: Architecture: takes a list of images of different sizes (native resolution, packed into
+    #: shared sequences); ``data.max_patches`` needs it.
+    PACKED_IMAGES = "packed-images"
 
 
 VOCABULARY: frozenset[str] = frozenset(c.value for c in Capability)

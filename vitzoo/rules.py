@@ -177,6 +177,35 @@ def objective_problems(registry: Registry, spec: Any, host: Host) -> list[Proble
     ]
 
 
+def data_problems(spec: Any, host: Host) -> list[Problem]:
+    """Native-resolution data (``data.max_patches``): the model must take images of different
+    sizes, and nothing may need the batch's images to share one size (mixup / cutmix)."""
+    data = getattr(spec, "data", None)
+    if getattr(data, "max_patches", None) is None:
+        return []
+    found: list[Problem] = []
+    if "packed-images" not in host.offers:
+        found.append(
+            (
+                ("data", "max_patches"),
+                "data.max_patches feeds images of different sizes, which needs a model with a "
+                f"packed path (navit, siglip2-naflex); model.type {host.type!r} takes one size "
+                "(remove data.max_patches to resize every image to the model's size)",
+            )
+        )
+    objective = getattr(spec, "objective", None)
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(objective, name, 0):
+            found.append(
+                (
+                    ("objective", name),
+                    f"{name.split('_')[0]} blends images of one size; with data.max_patches "
+                    f"each image keeps its own size (set objective.{name}: 0)",
+                )
+            )
+    return found
+
+
 def problems(registry: Registry, spec: Any) -> list[Problem]:
     """(spec path, plain sentence) for every pair of parts that cannot work together."""
     host = Host.of(registry, spec.model)
@@ -187,6 +216,7 @@ def problems(registry: Registry, spec: Any) -> list[Problem]:
         where = ("model", *path, "type")
         found += [(where, sentence) for sentence in _part_problems(host, path, entry, pool)]
     found += objective_problems(registry, spec, host)
+    found += data_problems(spec, host)
     found += nested_problems(registry, spec)
     return found
 
