@@ -18,15 +18,25 @@ from vitzoo.config import ComponentConfig, PositiveFloat, SpecValueError
 
 
 def resize_grid_embedding(
-    pos: torch.Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...]
+    pos: torch.Tensor,
+    old_grid: tuple[int, ...],
+    new_grid: tuple[int, ...],
+    *,
+    interpolation: str = "bicubic",
+    antialias: bool = False,
 ) -> torch.Tensor:
-    """Resample a (1, prod(old_grid), D) table to ``new_grid`` (bicubic in 2D, trilinear in 3D)."""
+    """Resample a (1, prod(old_grid), D) table to ``new_grid`` (2D: ``interpolation``, bicubic
+    by default, optionally antialiased; 1D linear, 3D trilinear), in float32 as the references do."""
     if tuple(old_grid) == tuple(new_grid):
         return pos
     dim = pos.shape[-1]
     grid = pos.reshape(1, *old_grid, dim).movedim(-1, 1)
-    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(old_grid)]
-    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode=mode, align_corners=False)
+    two_d = len(old_grid) == 2
+    mode = interpolation if two_d else {1: "linear", 3: "trilinear"}[len(old_grid)]
+    options = {"antialias": antialias} if two_d else {}
+    grid = F.interpolate(
+        grid.float(), size=tuple(new_grid), mode=mode, align_corners=False, **options
+    )
     return grid.movedim(1, -1).reshape(1, -1, dim).to(pos.dtype)
 
 
@@ -36,13 +46,27 @@ class LearnedPosConfig(ComponentConfig):
     type: Literal["learned"] = "learned"
     include_prefix: bool = True
     init_std: PositiveFloat = 0.02
+    #: How the table is resampled to another 2-D grid: bicubic (timm, DeiT) or bilinear.
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    #: torch's antialiased resampling (SigLIP 2 NaFlex resizes its table per image this way).
+    antialias: bool = False
 
 
 class LearnedPositions(nn.Module):
-    def __init__(self, dim: int, grid: tuple[int, ...], num_prefix: int, init_std: float):
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple[int, ...],
+        num_prefix: int,
+        init_std: float,
+        *,
+        interpolation: str = "bicubic",
+        antialias: bool = False,
+    ):
         super().__init__()
         self.grid = tuple(grid)
         self.num_prefix = num_prefix
+        self.resampling = {"interpolation": interpolation, "antialias": antialias}
         self.pos_embed = nn.Parameter(torch.zeros(1, num_prefix + math.prod(grid), dim))
         nn.init.trunc_normal_(self.pos_embed, std=init_std)
 
@@ -52,7 +76,7 @@ class LearnedPositions(nn.Module):
         if self.num_prefix and tuple(grid) == self.grid:  # the common case: no split, no copy
             return tokens + self.pos_embed
         prefix, patches = self.pos_embed[:, : self.num_prefix], self.pos_embed[:, self.num_prefix :]
-        patches = resize_grid_embedding(patches, self.grid, grid)
+        patches = resize_grid_embedding(patches, self.grid, grid, **self.resampling)
         if self.num_prefix:
             return tokens + torch.cat([prefix, patches], dim=1)
         return torch.cat(
@@ -77,7 +101,9 @@ class LearnedPositions(nn.Module):
                 state_dict[key] = torch.cat(
                     [
                         stored[:, : self.num_prefix],
-                        resize_grid_embedding(stored[:, self.num_prefix :], old_grid, self.grid),
+                        resize_grid_embedding(
+                            stored[:, self.num_prefix :], old_grid, self.grid, **self.resampling
+                        ),
                     ],
                     dim=1,
                 )
@@ -87,7 +113,14 @@ class LearnedPositions(nn.Module):
 def build_learned(config: LearnedPosConfig, ctx: BuildContext) -> LearnedPositions:
     """Learned absolute positions (ViT, DeiT)."""
     num_prefix = ctx.num_prefix_tokens if config.include_prefix else 0
-    return LearnedPositions(ctx.dim, ctx.grid, num_prefix, config.init_std)
+    return LearnedPositions(
+        ctx.dim,
+        ctx.grid,
+        num_prefix,
+        config.init_std,
+        interpolation=config.interpolation,
+        antialias=config.antialias,
+    )
 
 
 def sincos_table(

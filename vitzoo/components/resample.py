@@ -82,13 +82,16 @@ def resize_token_table(
     old_grid: Sequence[int],
     new_grid: Sequence[int],
     prefix: int,
+    **resampling: Any,
 ) -> torch.Tensor:
     """Resample a (1, prefix + prod(old_grid), C) position table to ``new_grid``: the patch part
     on its grid (:func:`~vitzoo.components.posenc.resize_grid_embedding`), the ``prefix``
     entries (class / distillation tokens) kept as they are. Both ``set_input_size`` and weight
-    adaptation (:mod:`vitzoo.weights.adapt`) resample absolute tables with it."""
+    adaptation (:mod:`vitzoo.weights.adapt`) resample absolute tables with it; ``resampling``:
+    the table's ``interpolation`` / ``antialias`` (:class:`LearnedPositions`)."""
     head, patches = tensor[:, :prefix], tensor[:, prefix:]
-    return torch.cat([head, resize_grid_embedding(patches, tuple(old_grid), tuple(new_grid))], 1)
+    resized = resize_grid_embedding(patches, tuple(old_grid), tuple(new_grid), **resampling)
+    return torch.cat([head, resized], 1)
 
 
 def resize_tensor(
@@ -105,7 +108,9 @@ def resize_tensor(
     old_grid = tuple(getattr(old_module, "grid", ()) or ())
     new_grid = tuple(getattr(new_module, "grid", ()) or ())
     if isinstance(old_module, LearnedPositions) and attr == "pos_embed":
-        return resize_token_table(tensor, old_module.grid, new_module.grid, old_module.num_prefix)
+        return resize_token_table(
+            tensor, old_module.grid, new_module.grid, old_module.num_prefix, **old_module.resampling
+        )
     if attr == "relative_position_bias_table" and hasattr(old_module, "window"):
         return resize_relative_position_table(
             tensor, to_pair(old_module.window), to_pair(new_module.window)
