@@ -16,6 +16,7 @@ from PIL import Image
 from training_helpers import pattern
 
 import vitzoo
+from vitzoo.commands.inspect import attention as attention_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.components.packing import ImageList
@@ -154,3 +155,13 @@ def test_evaluate_and_predict_keep_each_image_size(trained, data: Path) -> None:
     assert len(predictions) == 3
     for p in predictions:
         assert sum(t["probability"] for t in p["top"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_attention_overlay_follows_the_image_grid(trained, data: Path, tmp_path: Path) -> None:
+    """``vitzoo attention`` on a native-resolution checkpoint maps the image's own patch grid."""
+    wide = sorted((data / "val" / "top").iterdir())[1]  # 48 x 24 px: a 2:1 image
+    out = tmp_path / "overlay.png"
+    ckpt = str(trained.run_dir / "last.safetensors")
+    result = CliRunner().invoke(attention_cmd, [ckpt, str(wide), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "grid (2, 4)" in result.output and out.is_file()

@@ -68,6 +68,8 @@ def test_greedy_layout_fills_rows_first_fit_decreasing() -> None:
     assert PackedLayout.greedy([9, 2], capacity=4).row_length == 9
     # one image per row, no padding: attention needs no mask
     assert not PackedLayout.greedy([4, 4]).needs_mask
+    padded = PackedLayout.padded([5, 3, 2])
+    assert (padded.num_rows, padded.row_length, padded.padding) == (3, 5, 5)
 
 
 def test_pack_and_unpack_are_inverse_and_the_mask_is_block_diagonal() -> None:
@@ -113,11 +115,14 @@ def test_image_list_answers_like_a_batch() -> None:
 
 
 # -- the packed path -----------------------------------------------------------------------------
-@pytest.mark.parametrize("pack_length", [None, 48, 200])
-def test_packed_batch_gives_each_image_its_own_output(pack_length) -> None:
-    """A batch of five sizes, packed (several images per row, padding), gives per image the output
-    of that image run alone on the tensor path -- float64, so the bound is tight."""
-    model = tiny_navit(pack_length=pack_length).double()
+@pytest.mark.parametrize(
+    ("pack_length", "packing"), [(None, "greedy"), (48, "greedy"), (200, "greedy"), (None, "padded")]
+)
+def test_packed_batch_gives_each_image_its_own_output(pack_length, packing) -> None:
+    """A batch of five sizes, packed (several images per row, padding) or padded (one image per
+    row), gives per image the output of that image run alone on the tensor path -- float64, so
+    the bound is tight."""
+    model = tiny_navit(pack_length=pack_length, packing=packing).double()
     batch = images(dtype=torch.float64)
     with torch.no_grad():
         packed = model(batch)

@@ -56,6 +56,10 @@ class NativeVitConfig(VitConfig):
     #: batch the same row shape (what a compiled model wants); an image longer than it widens
     #: the rows of its batch.
     pack_length: PositiveInt | None = None
+    #: ``greedy``: images share rows where they fit (first-fit decreasing); ``padded``: one image
+    #: per row, padded to the longest (timm's / Hugging Face's NaFlex batches; same outputs,
+    #: more padding -- benchmarks/native_resolution.py measures the difference).
+    packing: Literal["greedy", "padded"] = "greedy"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ class NativeVisionTransformer(VisionTransformer):
         sequences = [embedded[i] for i in range(len(images))]
         if self.training:
             sequences = [self.drop_image_tokens(tokens) for tokens in sequences]
-        layout = PackedLayout.greedy([s.shape[0] for s in sequences], self.config.pack_length)
+        arrange = PackedLayout.greedy if self.config.packing == "greedy" else PackedLayout.padded
+        layout = arrange([s.shape[0] for s in sequences], self.config.pack_length)
         rows = layout.pack(sequences)
         mask = layout.attention_mask(rows.device) if layout.needs_mask else None
         return PackedTokens(self.encode(rows, mask=mask), layout)

@@ -113,6 +113,17 @@ class PackedLayout:
             free[row] -= lengths[i]
         return cls(lengths, tuple(rows), tuple(offsets), len(free), width)
 
+    @classmethod
+    def padded(cls, lengths: Sequence[int], capacity: int | None = None) -> PackedLayout:
+        """One image per row, each padded to the longest (or ``capacity``): the padded batch
+        timm's and Hugging Face's NaFlex models take -- what packing saves is measured against it."""
+        lengths = tuple(int(n) for n in lengths)
+        if not lengths or min(lengths) < 1:
+            raise ValueError(f"every image needs at least one token, got lengths {lengths}")
+        width = max(max(lengths), capacity or 0)
+        count = len(lengths)
+        return cls(lengths, tuple(range(count)), (0,) * count, count, width)
+
     @property
     def num_images(self) -> int:
         return len(self.lengths)
