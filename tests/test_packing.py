@@ -116,7 +116,8 @@ def test_image_list_answers_like_a_batch() -> None:
 
 # -- the packed path -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("pack_length", "packing"), [(None, "greedy"), (48, "greedy"), (200, "greedy"), (None, "padded")]
+    ("pack_length", "packing"),
+    [(None, "greedy"), (48, "greedy"), (200, "greedy"), (None, "padded")],
 )
 def test_packed_batch_gives_each_image_its_own_output(pack_length, packing) -> None:
     """A batch of five sizes, packed (several images per row, padding) or padded (one image per
@@ -209,3 +210,59 @@ def test_packed_path_exports_specialised_to_one_batch_composition() -> None:
         torch.testing.assert_close(program(batch), model(batch), atol=1e-5, rtol=1e-5)
     with pytest.raises(Exception, match="[Gg]uard"):
         program(images([(16, 16), (32, 8), (8, 8), (8, 16), (16, 24)]))
+
+
+def test_variable_length_attention_path_gives_the_masked_result(monkeypatch) -> None:
+    """On CUDA a packed batch's attention runs torch's variable-length flash kernel, every image
+    its own sequence (no mask, no padding computed). No CUDA here: the plumbing -- gathering
+    each image's tokens, the sequence boundaries, putting outputs back -- runs with a reference
+    kernel (SDPA per sequence) and must give the dense block-diagonal mask's result."""
+    import torch.nn.functional as F
+
+    from vitzoo.components import packing
+    from vitzoo.components.native_vit import NativeVisionTransformer
+
+    calls = []
+
+    def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None):
+        calls.append((cu_q.tolist(), max_q))
+        out = torch.empty_like(q)
+        for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist(), strict=True):
+            heads_first = [t[start:end].transpose(0, 1) for t in (q, k, v)]
+            out[start:end] = F.scaled_dot_product_attention(*heads_first, scale=scale).transpose(
+                0, 1
+            )
+        return out
+
+    model = tiny_navit(pack_length=64).double()
+    batch = images(dtype=torch.float64)
+    with torch.no_grad():
+        dense = model(batch)
+    monkeypatch.setattr(packing, "_varlen_kernel", lambda: reference_varlen)
+    monkeypatch.setattr(packing.PackedMask, "takes_varlen", lambda self, q: True)
+    monkeypatch.setattr(
+        NativeVisionTransformer,
+        "packed_mask",
+        lambda self, layout, rows: packing.PackedMask(layout, rows.device),
+    )
+    with torch.no_grad():
+        varlen = model(batch)
+    lengths = [(h // 8) * (w // 8) for h, w in SIZES]
+    assert calls and calls[0][0] == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert len(calls) == 2  # one per block; the pooling's attention takes a key-padding mask
+    assert (varlen - dense).abs().max().item() < 1e-12
+
+
+def test_greedy_packing_needs_parts_that_take_a_block_mask() -> None:
+    """An attention that only takes key-padding masks (performer: linear attention) cannot keep
+    images apart inside one sequence: refused with greedy packing, accepted padded (one image per
+    sequence, a key-padding mask), where it runs and keeps each image to itself."""
+    base = {"attention": {"type": "performer"}, "pool": {"type": "mean"}}
+    with pytest.raises(vitzoo.SpecError, match="packing 'greedy' packs several images"):
+        tiny_navit(**base)
+    model = tiny_navit(**base, packing="padded").double()
+    batch = images(dtype=torch.float64)
+    with torch.no_grad():
+        packed = model(batch)
+        alone = torch.cat([model(image.unsqueeze(0)) for image in batch])
+    assert (packed - alone).abs().max().item() < 1e-10

@@ -41,6 +41,9 @@ class Capability(StrEnum):
     #: Attention / block: accepts a key-padding token mask. Architecture: passes one to its
     #: blocks, so it NEEDS parts that offer it.
     TOKEN_MASK = "token-mask"
+    #: Attention / block: accepts a full (query x key) boolean mask -- the block-diagonal mask of
+    #: a packed batch, where several images share one sequence (``packing: greedy``).
+    BLOCK_MASK = "block-mask"
     #: The model exposes a flat token sequence with ``embed`` / ``encode`` (masked-image
     #: objectives need it).
     TOKENS = "tokens"

@@ -69,7 +69,13 @@ def register_positional_encodings(register: Any) -> None:
 
 @hookimpl
 def register_attention(register: Any) -> None:
-    register("mhsa", attention.build_mhsa, attention.MhsaConfig, tags={"mask", "sdpa"})
+    register(
+        "mhsa",
+        attention.build_mhsa,
+        attention.MhsaConfig,
+        tags={"mask", "sdpa"},
+        offers={"token-mask", "block-mask"},
+    )
     # Attention over the 2D patch grid, shared by the hierarchical families (Twins, MaxViT, CvT,
     # ...); it reads the grid from ctx.grid, so it also slots into a flat ViT.
     register(
@@ -105,7 +111,13 @@ def register_mlps(register: Any) -> None:
 
 @hookimpl
 def register_blocks(register: Any) -> None:
-    register("pre-norm", block.PreNormBlock, block.PreNormBlockConfig, tags={"mask"})
+    register(
+        "pre-norm",
+        block.PreNormBlock,
+        block.PreNormBlockConfig,
+        tags={"mask"},
+        offers={"token-mask", "block-mask"},
+    )
     # Shared by every late-class-token architecture (CaiT, XCiT): see components.late_class_token.
     register(
         "class-attention",

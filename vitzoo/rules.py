@@ -74,6 +74,9 @@ class Host:
     class_token: bool
     #: Why the token grid changes inside the model (patch dropout, token merging), if it does.
     grid_changes: tuple[str, ...]
+    #: Several images share one sequence (a packed model with ``packing: greedy``), so attention
+    #: takes a block-diagonal mask.
+    packs_images: bool = False
 
     @classmethod
     def of(cls, registry: Registry, model: Any) -> Host:
@@ -98,6 +101,7 @@ class Host:
             prefix_tokens=prefix,
             class_token=bool(getattr(model, "class_token", True)),
             grid_changes=tuple(changes),
+            packs_images=getattr(model, "packing", None) == "greedy",
         )
 
     def gives(self) -> str:
@@ -152,6 +156,13 @@ def _part_problems(host: Host, path: tuple[Any, ...], entry: Any, pool: Any) -> 
             found.append(
                 f"model.type {host.type!r} passes a token mask to its blocks, and {what} cannot "
                 "take one; choose a part that supports masks (e.g. mhsa, pre-norm)"
+            )
+    if host.packs_images and entry.kind in ("attention", "block"):
+        if "block-mask" not in offers_of(entry):
+            found.append(
+                f"model.packing 'greedy' packs several images into one sequence and masks "
+                f"attention between them; {what} cannot take such a mask (use packing: padded, "
+                "one image per sequence, or a part that can: mhsa, pre-norm)"
             )
     if entry.kind == "head" and path == ("head",) and pool is not None:
         wanted = needs & set(POOLED_SHAPES)

@@ -8,7 +8,9 @@ variant transform the weights, and keeps a detached copy in ``attention_map``. V
 expose their maps without a second implementation.
 
 ``mask`` is boolean, ``True`` where attention is allowed: either a key-padding mask (B, N) or a
-full mask broadcastable to (B, heads, N, N).
+full mask broadcastable to (B, heads, N, N); or a packed batch's
+:class:`~vitzoo.components.packing.PackedMask`, which runs CUDA's variable-length kernel where it
+can and is its dense block-diagonal mask everywhere else.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.norms import NormKind, PerHeadNorm, make_norm
+from vitzoo.components.packing import PackedMask
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
 
-def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Normalise a key-padding (B, N) or full boolean mask to a (B|1, 1|H, N|1, N) one."""
+def as_attention_mask(mask: torch.Tensor | PackedMask | None) -> torch.Tensor | None:
+    """Normalise a key-padding (B, N) or full boolean mask to a (B|1, 1|H, N|1, N) one (a packed
+    batch's :class:`~vitzoo.components.packing.PackedMask`: its dense block-diagonal mask)."""
     if mask is None:
         return None
+    if isinstance(mask, PackedMask):
+        mask = mask.dense
     if mask.dtype != torch.bool:
         raise TypeError(f"attention masks are boolean (True = attend), got {mask.dtype}")
     if mask.ndim == 2:
@@ -80,7 +86,6 @@ class AttentionBase(nn.Module):
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """softmax(q k^T * scale + bias, masked) v for (B, H, N, d) inputs."""
-        mask = as_attention_mask(mask)
         dropout = self.attn_drop if self.training else 0.0
         explicit = (
             self.needs_matrix
@@ -88,6 +93,15 @@ class AttentionBase(nn.Module):
             or isinstance(scale, torch.Tensor)
             or sdpa_falls_back_to_math(q, v)
         )
+        if (
+            isinstance(mask, PackedMask)
+            and not explicit
+            and bias is None
+            and not dropout
+            and mask.takes_varlen(q)
+        ):  # a packed batch on CUDA: one variable-length sequence per image, no mask
+            return mask.attend(q, k, v, scale=scale)
+        mask = as_attention_mask(mask)
         if not explicit:
             attn_mask = mask
             if bias is not None:

@@ -33,6 +33,7 @@ import torch
 from vitzoo.components.context import BuildContext
 from vitzoo.components.packing import (
     PackedLayout,
+    PackedMask,
     PackedTokens,
     check_images,
     drop_tokens,
@@ -105,8 +106,20 @@ class NativeVisionTransformer(VisionTransformer):
         arrange = PackedLayout.greedy if self.config.packing == "greedy" else PackedLayout.padded
         layout = arrange([s.shape[0] for s in sequences], self.config.pack_length)
         rows = layout.pack(sequences)
-        mask = layout.attention_mask(rows.device) if layout.needs_mask else None
-        return PackedTokens(self.encode(rows, mask=mask), layout)
+        return PackedTokens(self.encode(rows, mask=self.packed_mask(layout, rows)), layout)
+
+    def packed_mask(self, layout: PackedLayout, rows: torch.Tensor) -> Any:
+        """What attention needs for ``layout``: nothing (one image per row, no padding), a
+        key-padding mask (one image per row: any part taking a token mask can use it), or the
+        block-diagonal mask -- as a :class:`PackedMask` on CUDA, where torch's variable-length
+        kernel can replace it (parts offering ``block-mask`` all route masks through it)."""
+        if not layout.needs_mask:
+            return None
+        if layout.one_image_per_row:
+            return layout.key_padding_mask(rows.device)
+        if rows.is_cuda:
+            return PackedMask(layout, rows.device)
+        return layout.attention_mask(rows.device)
 
     def drop_image_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token dropout of one image's (n, D) tokens (prefix tokens kept)."""

@@ -171,6 +171,23 @@ class PackedLayout:
         ids = self.image_ids(device)
         return ids[:, :, None] == ids[:, None, :]
 
+    def key_padding_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Boolean ``(num_rows, row_length)``, True on tokens of an image: enough for attention
+        when every row holds one image (any part that takes a token mask can use it)."""
+        return self.image_ids(device) >= 0
+
+    @property
+    def one_image_per_row(self) -> bool:
+        return self.num_rows == self.num_images
+
+    def cu_seqlens(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Cumulative token counts of the images in concatenation order, ``(images + 1,)`` int32:
+        the sequence boundaries a variable-length attention kernel takes."""
+        bounds = [0]
+        for length in self.lengths:
+            bounds.append(bounds[-1] + length)
+        return torch.tensor(bounds, dtype=torch.int32, device=device)
+
     def pack(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-image ``(n_i, D)`` tokens -> rows ``(num_rows, row_length, D)`` (zero padding)."""
         flat = torch.cat(list(sequences), dim=0)
@@ -263,3 +280,69 @@ def drop_tokens(tokens: torch.Tensor, num_prefix: int, keep: int) -> torch.Tenso
         return tokens
     chosen = torch.rand(patches, device=tokens.device).argsort()[:keep].sort().values
     return torch.cat([tokens[:num_prefix], tokens[num_prefix:].index_select(0, chosen)], dim=0)
+
+
+def _varlen_kernel() -> Any:
+    """CUDA's variable-length flash attention (``torch.nn.attention.varlen``), or None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+class PackedMask:
+    """The attention mask of a packed batch together with its layout.
+
+    Attention (:meth:`~vitzoo.components.attention.AttentionBase.attend`) reads it one of two
+    ways: where torch has a variable-length kernel for the inputs (CUDA, half precision, no
+    bias, no dropout) every image is one sequence of that kernel -- no mask, no padding
+    computed; everywhere else it is the dense block-diagonal mask (:attr:`dense`). A model
+    passes one only where every attention routes masks through ``attend`` (``packing:
+    greedy`` admits only parts offering ``block-mask``).
+    """
+
+    def __init__(self, layout: PackedLayout, device: torch.device | str | None = None) -> None:
+        self.layout = layout
+        self.device = device
+        self._dense: torch.Tensor | None = None
+
+    @property
+    def dense(self) -> torch.Tensor:
+        """The boolean ``(rows, length, length)`` block-diagonal mask."""
+        if self._dense is None:
+            self._dense = self.layout.attention_mask(self.device)
+        return self._dense
+
+    def takes_varlen(self, q: torch.Tensor) -> bool:
+        """Whether the variable-length kernel can run these (rows, heads, length, dim) queries."""
+        return (
+            q.is_cuda
+            and q.dtype in (torch.float16, torch.bfloat16)
+            and _varlen_kernel() is not None
+        )
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        scale: float | None = None,
+        kernel: Any = None,
+    ) -> torch.Tensor:
+        """Attention of (rows, heads, length, dim) q, k, v with every image its own sequence:
+        the images' tokens gathered, one variable-length call, the outputs put back (padding
+        positions get zeros: nothing reads them). ``kernel`` defaults to torch's."""
+        kernel = kernel or _varlen_kernel()
+        rows, heads, length, dim = q.shape
+        index = self.layout.flat_index(q.device)
+        cu = self.layout.cu_seqlens(q.device)
+        longest = max(self.layout.lengths)
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            flat = t.transpose(1, 2).reshape(rows * length, heads, t.shape[-1])
+            return flat.index_select(0, index)
+
+        out = kernel(gather(q), gather(k), gather(v), cu, cu, longest, longest, scale=scale)
+        full = out.new_zeros(rows * length, heads, out.shape[-1]).index_copy(0, index, out)
+        return full.view(rows, length, heads, -1).transpose(1, 2)
