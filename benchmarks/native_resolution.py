@@ -15,7 +15,8 @@ Per mode: inference images/s (``torch.inference_mode``, eval) and training image
 cross-entropy, backward, AdamW step), the tokens the model computes (rows x row length) against
 the tokens that carry an image, the padding share, and the attention cost (sum over rows of
 length^2, relative to ``square``). Method as ``compare_peers.py``: warm-up, modes interleaved in
-rotating order per repetition, medians. A measurement script, not a test::
+rotating order per repetition, medians; ``--clock cpu`` counts CPU-seconds of the process instead
+of wall time (steadier on a shared machine). A measurement script, not a test::
 
     python benchmarks/native_resolution.py                          # generated folder, CPU
     python benchmarks/native_resolution.py --data DIR --budget 256 --batch 32 --preset navit-b16
@@ -72,14 +73,14 @@ def to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:
     return (torch.from_numpy(array).permute(2, 0, 1) - MEAN) / STD
 
 
-def prepare(images: list[Image.Image], patch: int, budget: int, max_grid):
+def prepare(images: list[Image.Image], patch: int, budget: int, max_grid, upscale: bool = True):
     """The square tensors and the native-size list of the same images, and the aspect-ratio
     distortion the square resize causes (mean |log(new aspect / old aspect)|)."""
     side = math.isqrt(budget) * patch
     square = torch.stack([to_tensor(im, side, side) for im in images])
     native = []
     for im in images:
-        h, w = native_size(im.height, im.width, (patch, patch), budget, max_grid)
+        h, w = native_size(im.height, im.width, (patch, patch), budget, max_grid, upscale=upscale)
         native.append(to_tensor(im, h, w))
     distortion = statistics.mean(abs(math.log(im.height / im.width)) for im in images)
     return square, native, distortion
@@ -123,10 +124,10 @@ def train_step(model, optimizer, batch, labels) -> None:
     optimizer.step()
 
 
-def seconds(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def seconds(fn: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
@@ -141,7 +142,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--keep-small",
+        action="store_true",
+        help="native modes never enlarge an image (fewer patches for small images, NaViT-style); "
+        "default: every image scaled to fill the budget (SigLIP 2 NaFlex's rule)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: images per CPU-second of this process (steadier on a shared machine)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     if args.threads:
@@ -164,7 +177,7 @@ def main() -> None:
     reference = modes["square"]
     patch = reference.native_resolution.patch_size[0]
     square, native, distortion = prepare(
-        images, patch, args.budget, reference.native_resolution.max_grid
+        images, patch, args.budget, reference.native_resolution.max_grid, not args.keep_small
     )
     batches = [slice(i, i + args.batch) for i in range(0, len(images) - args.batch + 1, args.batch)]
     inputs = {
@@ -187,6 +200,7 @@ def main() -> None:
             train_step(modes[name], optimizers[name], batch, labels)
 
     names = list(modes)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for name in names:  # warm-up
         infer(name)
         train(name)
@@ -194,8 +208,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
-            timings[name]["infer"].append(seconds(lambda n=name: infer(n)))
-            timings[name]["train"].append(seconds(lambda n=name: train(n)))
+            timings[name]["infer"].append(seconds(lambda n=name: infer(n), clock))
+            timings[name]["train"].append(seconds(lambda n=name: train(n), clock))
 
     count = len(batches) * args.batch
     base_attention = sum(token_counts(reference, b)["attention"] for b in inputs["square"])
@@ -230,8 +244,10 @@ def main() -> None:
             "params": sum(p.numel() for p in reference.parameters()),
         },
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "torch": torch.__version__,
         "square_aspect_distortion": distortion,
+        "native_sizing": "keep small images" if args.keep_small else "fill the budget",
         "rows": rows,
     }
     print(markdown(report))
@@ -243,9 +259,10 @@ def markdown(report: dict) -> str:
     lines = [
         f"{report['timed_images']} images (of {report['images']}), batch {report['batch']}, "
         f"budget {report['budget_patches']} patches of {report['patch']} px, "
-        f"{report['model']['params'] / 1e6:.1f}M-parameter NaViT, {report['threads']} threads; "
-        f"square resize distorts the aspect ratio by a mean |log| of "
-        f"{report['square_aspect_distortion']:.2f}",
+        f"{report['model']['params'] / 1e6:.1f}M-parameter NaViT, {report['threads']} threads, "
+        f"{report['clock']} clock; "
+        f"native sizing: {report['native_sizing']}; square resize distorts the aspect ratio "
+        f"by a mean |log| of {report['square_aspect_distortion']:.2f}",
         "",
         "| mode | infer img/s | train img/s | tokens/img | computed/img | padding | attention cost |",
         "|---|---:|---:|---:|---:|---:|---:|",

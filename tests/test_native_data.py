@@ -89,6 +89,8 @@ def test_native_size_keeps_the_aspect_ratio_under_the_budget(height: int, width:
 def test_native_size_respects_the_largest_grid_and_enlarges_small_images() -> None:
     assert native_size(10, 1000, (16, 16), 256, max_grid=(32, 32)) == (16, 512)
     assert native_size(8, 8, (16, 16), 64) == (128, 128)  # enlarged to the budget
+    assert native_size(40, 90, (16, 16), 64, upscale=False) == (48, 96)  # its own size, rounded up
+    assert native_size(400, 900, (16, 16), 64, upscale=False) == native_size(400, 900, (16, 16), 64)
 
 
 def test_transform_sizes_each_image_and_the_loader_yields_image_lists(data: Path) -> None:
@@ -165,3 +167,12 @@ def test_attention_overlay_follows_the_image_grid(trained, data: Path, tmp_path:
     result = CliRunner().invoke(attention_cmd, [ckpt, str(wide), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "grid (2, 4)" in result.output and out.is_file()
+
+
+def test_the_native_resolution_example_builds_and_takes_images_of_any_size() -> None:
+    root = Path(__file__).resolve().parents[1]
+    model = vitzoo.build(str(root / "examples" / "native-resolution.yaml")).eval()
+    assert resolve_data_config(model).native.max_patches == 256
+    with torch.no_grad():
+        logits = model([torch.randn(3, 64, 160), torch.randn(3, 384, 32)])
+    assert logits.shape == (2, 2)

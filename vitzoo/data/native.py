@@ -72,9 +72,13 @@ def native_size(
     patch: tuple[int, int],
     max_patches: int,
     max_grid: tuple[int, int] | None = None,
+    *,
+    upscale: bool = True,
 ) -> tuple[int, int]:
     """The largest aspect-preserving size of a ``height`` x ``width`` image whose patch grid has
     at most ``max_patches`` cells (and fits ``max_grid``), each side a whole number of patches.
+    ``upscale=False`` never enlarges an image beyond its own size (rounded up to whole patches):
+    small images keep their native resolution and take fewer patches.
 
     Bisection on the scale factor: the grid only grows with the scale, so the largest scale that
     fits is found to ~1e-6 relative. Rounding each side up to a whole patch distorts the aspect
@@ -88,7 +92,9 @@ def native_size(
         inside = max_grid is None or (rows <= max_grid[0] and cols <= max_grid[1])
         return rows * cols <= max_patches and inside
 
-    low, high = 1e-6 / max(height, width), 1e3
+    low, high = 1e-6 / max(height, width), (1e3 if upscale else 1.0)
+    if not upscale and fits(high):
+        low = high
     if not fits(low):  # even one patch per side is too many (max_patches < 1 cannot happen)
         return patch
     while high - low > 1e-7 * high:
