@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vitzoo.bench.runner import logits_loss
-from vitzoo.bench.timing import interleaved, peak_memory_mib, rates
+from vitzoo.bench.timing import interleaved, oversubscription, peak_memory_mib, rates
 
 # --------------------------------------------------------------------------------------------
 # Peer constructors. Each entry maps a vitzoo preset to the *same architecture* in a peer library:
@@ -448,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_probe(args)))
         return 0
     torch.set_num_threads(args.threads)
+    # threads = the idle cores (benchmarks/README.md, "Threads"); say so when there are fewer
+    busy = oversubscription(args.threads, what="these timings") if args.device == "cpu" else None
+    if busy:
+        print(f"warning: {busy}", file=sys.stderr)
     torch.manual_seed(0)
     print(
         f"model={args.model} device={args.device} dtype={args.dtype} compile={args.compile} "

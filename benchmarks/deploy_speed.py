@@ -52,7 +52,7 @@ from compare_peers import build_library_model  # noqa: E402
 
 from vitzoo.bench.roofline import MatmulProbe, count_flops  # noqa: E402
 from vitzoo.bench.runner import BenchOptions, TrainStep, model_flops  # noqa: E402
-from vitzoo.bench.timing import Spread, interleaved, rates  # noqa: E402
+from vitzoo.bench.timing import Spread, interleaved, oversubscription, rates  # noqa: E402
 from vitzoo.precision import for_inference  # noqa: E402
 
 SMALL = "mobilevit-xs,pit-ti,maxvit-t,twins-svt-s,levit-128s"
@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         print("CUDA is not available", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    # threads = the idle cores (benchmarks/README.md, "Threads"); say so when there are fewer
+    busy = oversubscription(args.threads, what="these timings") if args.device == "cpu" else None
+    if busy:
+        print(f"warning: {busy}", file=sys.stderr)
     torch.manual_seed(0)
     if args.scenario == "compile" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         # A cold compile, as in a fresh training run: not inductor's cache of earlier runs.

@@ -24,7 +24,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from vitzoo.spec import load_yaml
 
 #: The catalogue file: shipped inside ``vitzoo_plugins``; at the root of a source tree.
 CATALOGUE_FILE = "registry.yaml"
@@ -47,7 +47,7 @@ def catalogue_path() -> Traversable:
 @cache
 def catalogue() -> dict[str, dict[str, Any]]:
     text = catalogue_path().read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    data = load_yaml(text) or {}  # as every spec is read: ``lr: 3e-4`` is a number
     return dict(data.get("presets", {}))
 
 
@@ -66,4 +66,5 @@ def register_catalogue_presets(register: Any, plugin: str) -> None:
             aliases=entry.get("aliases", ()),
             expected_macs=entry.get("macs"),
             released=entry.get("released", {}),
+            weights=entry.get("weights", {}),
         )

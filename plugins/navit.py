@@ -14,9 +14,9 @@ all registered components usable in any spec:
 * ``factorized`` positions: a row table plus a column table, indexed by each patch's row and
   column (images up to ``image_size`` on each side);
 * attention ``mhsa`` without biases, with per-head RMS qk-norm (``qk_norm_per_head``);
-* blocks, final norm and the head's norm: bias-free LayerNorms, eps 1e-5;
+* blocks, final norm and the pooled vector's norm (``fc_norm``): bias-free LayerNorms, eps 1e-5;
 * pooling ``query-attention``: a learned query attends to each image's tokens through the same
-  attention, plus the query; head ``linear`` with a bias-free LayerNorm and no bias.
+  attention, plus the query; head ``projection`` (a Linear without bias).
 
 One function, two scalings: vit-pytorch computes attention logits with scale 1 on RMS-normalised
 queries and keys (their RMS norm is ``F.normalize(x) * sqrt(d) * gamma``); vitzoo's mhsa keeps its
@@ -67,9 +67,10 @@ class NaVitConfig(NativeVitConfig):
     pool: ComponentSpec("pooling") = component_default(
         type="query-attention", norm=_NORM, norm_eps=_EPS
     )
-    head: ComponentSpec("head") = component_default(
-        type="linear", norm=_NORM, norm_eps=_EPS, bias=False
-    )
+    #: vit-pytorch's ``mlp_head``: a bias-free LayerNorm of the pooled vector, then a Linear
+    #: without bias -- the ViT base's ``fc_norm`` (the ``norm`` kind) and the projection head.
+    fc_norm: bool = True
+    head: ComponentSpec("head") = component_default(type="projection")
     norm: NormKind = _NORM
     norm_eps: PositiveFloat = _EPS
 

@@ -63,8 +63,8 @@ VIT_PYTORCH_NAVIT_RULES = (
     Rename(r"transformer\.norm\.gamma", "norm.weight"),
     Rename(r"attn_pool_queries", "pool.query", ops=(Reshape(),)),
     Rename(r"attn_pool\.norm\.gamma", "pool.norm.weight"),
-    Rename(r"mlp_head\.0\.gamma", "head.fc.0.weight"),
-    Rename(r"mlp_head\.1\.weight", "head.fc.1.weight"),
+    Rename(r"mlp_head\.0\.gamma", "fc_norm.weight"),
+    Rename(r"mlp_head\.1\.weight", "head.fc.weight"),
     Unused(
         r"(?:.*\.)?beta",
         "the zero shift of vit-pytorch's LayerNorm: a constant buffer, never trained "

@@ -229,6 +229,12 @@ class AtsVitConfig(VitConfig):
             raise SpecValueError(
                 "block.type", "ATS is placed inside pre-norm blocks; allowed: pre-norm"
             )
+        if self.block.norm_position != "pre":
+            raise SpecValueError(
+                "block.norm_position", "ATS sits between pre-norm branches; allowed: pre"
+            )
+        if self.attention.cosine:
+            raise SpecValueError("attention.cosine", "ATS scores dot-product logits; must be false")
         if self.patch_dropout:
             raise SpecValueError("patch_dropout", "ATS selects tokens itself; must be 0")
         return self
@@ -326,6 +332,20 @@ class AtsViT(VisionTransformer):
     def truncate_feature_layers(self, keep: int) -> None:
         super().truncate_feature_layers(keep)
         self.budgets = self.budgets[:keep]
+
+    def shard_units(self) -> list[str]:
+        """A layer with a token budget runs its block's parts one by one (:func:`ats_block`:
+        the token scores need the attention's queries and keys), so there the parts it calls
+        whole are the units -- the attention's two projections and the MLP, nearly all of the
+        layer's weights; its norms and layer scales join the model's other parameters."""
+        units = []
+        for unit in super().shard_units():
+            kind, _, index = unit.partition(".")
+            if kind == "blocks" and self.budgets[int(index)] is not None:
+                units += [f"{unit}.attn.qkv", f"{unit}.attn.proj", f"{unit}.mlp"]
+            else:
+                units.append(unit)
+        return units
 
 
 @hookimpl

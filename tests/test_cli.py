@@ -21,7 +21,7 @@ def run(*args: str) -> object:
 
 def test_list_shows_components_architectures_and_presets() -> None:
     result = run("list", "--json")
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     seen = {(r["kind"], r["name"]): r for r in rows}
     for key in [
         ("architecture", "vit"),
@@ -60,7 +60,7 @@ def test_build_with_overrides_json_and_checkpoint(tmp_path) -> None:
         "--output",
         str(ckpt),
     )
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert (
         info["output_shape"] == [1, 3]
         and info["tokens"] == 17

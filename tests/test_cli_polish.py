@@ -51,7 +51,7 @@ def test_check_folds_skipped_slow_checks_into_one_line(monkeypatch: pytest.Monke
         "1 passed, 70 skipped",
     ]
     as_json = CliRunner().invoke(cli, ["check", "--json"])
-    assert len(json.loads(as_json.output)) == 71
+    assert len(json.loads(as_json.stdout)) == 71
 
 
 def test_attention_overlay_is_readable_and_warns_on_untrained_weights(tmp_path: Path) -> None:

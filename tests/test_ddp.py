@@ -29,6 +29,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "on 2 x cpu" in done.stderr  # one log (rank 0), reporting both processes
+    assert done.stderr.count("done:") == 1, done.stderr  # the result too (issue 20, item 8)
 
     single = train(TINY_SPEC, data, out=tmp_path / "single")
     ddp_weights = read_checkpoint(tmp_path / "ddp" / "last.safetensors")[0]

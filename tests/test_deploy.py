@@ -105,8 +105,8 @@ def test_onnx_export_predicts_like_torch(tiny: dict[str, Path]) -> None:
     assert result.exit_code == 0, result.output
     images = [str(p) for p in tiny["images"]]
     ckpt = str(tiny["checkpoint"])
-    eager = json.loads(run("predict", ckpt, *images, "-k", "3", "--json").output)
-    from_file = json.loads(run("predict", str(onnx_path), *images, "-k", "3", "--json").output)
+    eager = json.loads(run("predict", ckpt, *images, "-k", "3", "--json").stdout)
+    from_file = json.loads(run("predict", str(onnx_path), *images, "-k", "3", "--json").stdout)
     in_memory = json.loads(
         run("predict", ckpt, *images, "-k", "3", "--json", "--runtime", "onnxruntime").output
     )
@@ -219,7 +219,7 @@ def test_evaluate_runs_in_bf16_and_onnxruntime(tiny: dict[str, Path]) -> None:
         args = ["evaluate", str(tiny["checkpoint"]), "--data", str(data), "--json"]
         result = run(*args, "--runtime", runtime, "--precision", precision)
         assert result.exit_code == 0, result.output
-        reports[runtime, precision] = json.loads(result.output)
+        reports[runtime, precision] = json.loads(result.stdout)
     base = reports["torch", "fp32"]
     assert all(r["samples"] == base["samples"] == 3 for r in reports.values())
     if ("onnxruntime", "fp32") in reports:
@@ -231,7 +231,7 @@ def test_bench_reports_every_field(tiny: dict[str, Path]) -> None:
     args = ["bench", str(tiny["spec"]), "--batch", "1,2", "--repeats", "1", "--iters", "1"]
     result = run(*args, "--warmup", "0", "--train", "--json", "--plot", str(plot))
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     for key in ("model", "architecture", "params", "device", "threads", "precision", "runtime"):
         assert key in report
     assert report["architecture"] == "vit" and report["precision"] == "fp32"

@@ -19,12 +19,12 @@ from vitzoo_plugins.efficient_attention import (
     PerformerAttention,
     PerformerConfig,
 )
-from vitzoo_plugins.improvements import GatedMlp, SwigluConfig
 
 import vitzoo
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.favor import linear_attention, positive_random_features
+from vitzoo.components.mlp import GatedMlp, SwigluConfig
 from vitzoo.components.rope import Rotary2d
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

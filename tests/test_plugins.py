@@ -123,7 +123,8 @@ def test_every_builtin_plugin_works_alone() -> None:
 
         system = load_plugins(only=sorted({name, DEFAULT_HOST}), strict=True, quiet=True)
         for variant in variants(plugin=name, system=system):
-            variant.tiny_spec()  # raises SpecError naming the unknown type
+            if variant.kind != "preset":  # presets: resolved below
+                variant.tiny_spec()  # raises SpecError naming the unknown type
         for preset in system.registry.entries("preset"):
             if preset.plugin == name:
                 resolve_spec(preset.name, system=system)

@@ -1,6 +1,11 @@
-"""Every shipped preset builds and matches its paper's parameter count within 1%, on the meta
-device (no memory is allocated, no weights are initialised: only shapes matter here); the
-catalogue (root registry.yaml) is where presets and their released names come from."""
+"""The house's presets: each cites its paper and declares the reference code's exact parameter
+count; the catalogue (root registry.yaml) is where presets and their released names come from.
+
+The counts themselves (exactly, on the meta device) and the stated MACs (within 5%) are checked
+by the conformance suite's preset checks (``vitzoo.testing.preset_checks``, run over every
+registered preset by tests/test_conformance.py), which third-party presets get too; this file
+holds what only the house asks of its own catalogue.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ import pytest
 import torch
 
 import vitzoo
-from vitzoo.flops import count_macs
 from vitzoo.plugins import PluginLoadError, load_plugins
 
 PRESETS = vitzoo.get_registry().names("preset")
@@ -20,26 +24,11 @@ PRESETS = vitzoo.get_registry().names("preset")
 WITH_MACS = [n for n in PRESETS if vitzoo.get_registry().get("preset", n).expected_macs]
 
 
-def preset_param_count(name: str) -> int:
-    """The model's parameters; for an objective preset (MAE), the objective's trainable ones
-    (encoder + decoder), which is what the pre-training papers and codes count."""
-    with torch.device("meta"):
-        model = vitzoo.build(name)
-        if model.vitzoo_spec.objective is None:
-            return sum(p.numel() for p in model.parameters())
-        objective = vitzoo.build_objective(model.vitzoo_spec, model)
-        return sum(p.numel() for p in objective.trainable_parameters())
-
-
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_parameter_count_is_the_references_exact_count(name: str) -> None:
+def test_preset_cites_its_paper_and_declares_the_exact_count(name: str) -> None:
     entry = vitzoo.get_registry().get("preset", name)
     assert entry.citation, f"{name}: cite the paper"
     assert entry.expected_params, f"{name}: give the reference's exact parameter count"
-    count = preset_param_count(name)
-    assert count == entry.expected_params, (
-        f"{name}: {count:,} parameters vs {entry.expected_params:,} in the reference"
-    )
 
 
 def test_vit_b16_is_86_6m() -> None:
@@ -50,17 +39,6 @@ def test_vit_b16_is_86_6m() -> None:
 
 def test_some_presets_state_their_macs() -> None:
     assert len(WITH_MACS) >= 5, WITH_MACS
-
-
-@pytest.mark.parametrize("name", WITH_MACS)
-def test_preset_macs_match_paper(name: str) -> None:
-    """Counted by torch's FlopCounterMode at the preset's input size, within 5% of the paper."""
-    entry = vitzoo.get_registry().get("preset", name)
-    with torch.device("meta"):
-        macs = count_macs(vitzoo.build(name))
-    assert abs(macs - entry.expected_macs) / entry.expected_macs <= 0.05, (
-        f"{name}: {macs / 1e9:.3f} GMACs counted vs {entry.expected_macs / 1e9:.3f} published"
-    )
 
 
 # -- released names: the catalogue is their one home --------------------------------------------

@@ -26,7 +26,8 @@ from vitzoo.testing.variants import plugin_system, variants  # noqa: E402
 EXAMPLES = int(os.environ.get("VITZOO_SPEC_EXAMPLES", "200"))
 SYSTEM = plugin_system()
 BASES = sorted(
-    ((v.id, v.tiny_spec_data()) for v in variants(system=SYSTEM)), key=lambda item: item[0]
+    ((v.id, v.tiny_spec_data()) for v in variants(system=SYSTEM) if v.kind != "preset"),
+    key=lambda item: item[0],
 )
 COUNTS: collections.Counter[str] = collections.Counter()
 

@@ -394,13 +394,13 @@ def test_cli_attention_refuses_bad_inputs_plainly(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     result = run("attention", "vit-ti16", str(text), "-o", str(tmp_path / "out.png"))
-    assert result.exit_code == 1 and "is not an image file" in result.output
+    assert result.exit_code == 2 and "is not an image file" in result.output  # bad input
     from PIL import Image
 
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)
     result = run("attention", "vit-ti16", str(image), "-o", str(tmp_path / "missing" / "o.png"))
-    assert result.exit_code == 1 and "does not exist" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output
 
 
 def test_cli_attention_layer_range_and_data_statistics(tmp_path: Path) -> None:
@@ -417,7 +417,7 @@ def test_cli_attention_layer_range_and_data_statistics(tmp_path: Path) -> None:
     result = run(
         "attention", str(spec_path), str(image), "-o", str(tmp_path / "o.png"), "--layer", "99"
     )
-    assert result.exit_code == 1 and "--layer: layer index 99 is out of range" in result.output
+    assert result.exit_code == 2 and "--layer: layer index 99 is out of range" in result.output
     model = vitzoo.build(str(spec_path))
     data = resolve_data_config(model)  # what `attention` normalises with
     assert (data.mean, data.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -428,7 +428,7 @@ def test_cli_predict_missing_image_says_so(tmp_path: Path) -> None:
     ckpt = tmp_path / "m.safetensors"
     vitzoo.save(model, ckpt)
     result = run("predict", str(ckpt), str(tmp_path / "nope.png"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # no input readable: bad input (README, "Exit status")
     output = " ".join(result.output.split())  # rich wraps long lines
     assert "no such file" in output and "Errno" not in output
 

@@ -18,8 +18,8 @@ from training_helpers import TINY_SPEC, make_dataset
 import vitzoo
 from vitzoo.builder import resolve_spec
 from vitzoo.checkpoint import CheckpointError, read_checkpoint
+from vitzoo.commands.predict import predict as predict_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
-from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.commands.train import train as train_cmd
 from vitzoo.components.posenc import resize_grid_embedding
 from vitzoo.data.folders import EpochBatches, SampleIndex
@@ -225,7 +225,7 @@ def test_evaluate_cli_reports_accuracy_per_class_and_confusion(trained, data: Pa
         evaluate_cmd, [str(trained.run_dir / "last.safetensors"), "--data", str(data), "--json"]
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["samples"] == 8 and report["classes"] == ["cat", "dog"]
     confusion = torch.tensor(report["confusion"])
     assert confusion.shape == (2, 2) and confusion.sum() == 8
@@ -244,13 +244,14 @@ def test_predict_cli_gives_top_k_with_class_names(trained, data: Path, tmp_path:
     ckpt = str(trained.run_dir / "last.safetensors")
     result = CliRunner().invoke(predict_cmd, [ckpt, *map(str, images), "--json", "-k", "2"])
     assert result.exit_code == 0, result.output
-    predictions = json.loads(result.output)
+    predictions = json.loads(result.stdout)
     assert [p["image"] for p in predictions] == [str(i) for i in images]
     for p in predictions:
         assert {t["class"] for t in p["top"]} == {"cat", "dog"}
         assert sum(t["probability"] for t in p["top"]) == pytest.approx(1.0, abs=1e-5)
     failed = CliRunner().invoke(predict_cmd, [ckpt, str(images[0]), str(bad)])
-    assert failed.exit_code == 1 and "bad.png" in failed.output
+    # partial results: exit 3, the unreadable file on stderr (README, "Exit status")
+    assert failed.exit_code == 3 and "bad.png" in failed.stderr
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def test_gender_classification_example_trains_on_a_synthetic_folder(tmp_path: Pa
     assert result.exit_code == 0, result.output
     ckpt = tmp_path / "run" / "best.safetensors"
     report = runner.invoke(evaluate_cmd, [str(ckpt), "--data", str(data), "--json"])
-    assert json.loads(report.output)["classes"] == ["female", "male"]
+    assert json.loads(report.stdout)["classes"] == ["female", "male"]
 
 
 # -- options and display --------------------------------------------------------------------------

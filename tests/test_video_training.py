@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from rich.console import Console
 from video_helpers import TINY_VIVIT, make_clip_dataset
 
+from vitzoo.commands.predict import predict as predict_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
-from vitzoo.commands.train import predict as predict_cmd
 from vitzoo.data.folders import SampleIndex
 from vitzoo.data.folders import generator as seeded
 from vitzoo.data.images import frame_indices, read_clip
@@ -63,13 +63,13 @@ def test_tiny_vivit_learns_the_direction_of_motion(clips: Path, tmp_path: Path) 
     assert result.report is not None and result.report["balanced_accuracy"] >= 0.6
     ckpt = str(result.run_dir / "best.safetensors")
     runner = CliRunner()
-    report = json.loads(runner.invoke(evaluate_cmd, [ckpt, "--data", str(clips), "--json"]).output)
+    report = json.loads(runner.invoke(evaluate_cmd, [ckpt, "--data", str(clips), "--json"]).stdout)
     assert report["accuracy"] == pytest.approx(max(accuracy))
     assert report["classes"] == ["down", "left", "right", "up"]
     clip_folder = clips / "val" / "left" / "clip0"
     out = runner.invoke(predict_cmd, [ckpt, str(clip_folder), "--json", "-k", "4"])
     assert out.exit_code == 0, out.output
-    top = json.loads(out.output)[0]["top"]
+    top = json.loads(out.stdout)[0]["top"]
     assert len(top) == 4 and sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-5)
     assert torch.isfinite(torch.tensor(result.final["train_loss"]))
 

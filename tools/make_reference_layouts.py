@@ -59,6 +59,31 @@ def open_clip_layout(name: str) -> dict[str, list[int]]:
         return layout(CLIP(**config))
 
 
+def official_swin_layouts() -> dict[str, dict[str, list[int]]]:
+    """Microsoft's Swin / Swin V2 checkpoints: the timm model the same preset releases,
+    re-keyed into the official layout with its saved buffers
+    (``reference_fixtures.swin.official_state_dict``, checked against microsoft/Swin-Transformer's
+    own modules)."""
+    import timm
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reference_fixtures.swin import official_state_dict
+
+    presets = yaml.safe_load(CATALOGUE.read_text(encoding="utf-8"))["presets"]
+    out = {}
+    for entry in presets.values():
+        if entry.get("plugin") != "swin":
+            continue
+        classes = entry["spec"]["model"].get("num_classes", 1000)
+        for name in entry.get("released", {}).get("official", []):
+            with torch.device("meta"):
+                twin = entry["released"]["timm"][0]
+                model = timm.create_model(twin, pretrained=False, num_classes=classes)
+            out[name] = {k: list(v.shape) for k, v in official_state_dict(model).items()}
+    return out
+
+
 def official_xcit_module(checkout: Path):
     """facebookresearch/xcit's ``xcit.py`` (its checkpoints are ``<constructor>_224.pth``)."""
     spec = importlib.util.spec_from_file_location("official_xcit", checkout / "xcit.py")
@@ -95,7 +120,11 @@ def main() -> None:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False, num_classes=classes)
         layouts["timm"][name] = layout(model)
+    swin = official_swin_layouts()
     for name in sorted(released("official")):
+        if name in swin:
+            layouts["official"][name] = swin[name]
+            continue
         if name.startswith("ViT-"):  # OpenCLIP's model names
             layouts["official"][name] = open_clip_layout(name)
             continue

@@ -52,7 +52,8 @@ class Capability(StrEnum):
     #: ``forward_features`` gives one feature per patch or map location (implied by ``tokens``
     #: and ``feature-maps``); region-level objectives (EsViT) need it.
     SPATIAL_FEATURES = "spatial-features"
-    #: The encoder drops or merges tokens (the token grid changes inside the model).
+    #: The encoder drops or merges tokens (the token grid changes inside the model). Offered by
+    #: an objective: it runs the model's blocks on a subset of the patch tokens (MAE).
     DROPS_TOKENS = "drops-tokens"
     #: Pooling gives one vector per image (B, D); a head needs that.
     POOLED_VECTOR = "pooled-vector"

@@ -50,10 +50,21 @@ def _preprocessing_metadata(model: nn.Module) -> dict[str, str]:
     return pre.to_metadata() if pre is not None else {}
 
 
-def save(model: nn.Module, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``model``'s weights and spec to ``path`` (safetensors), atomically."""
+def save(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    tensors: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model``'s weights and spec to ``path`` (safetensors), atomically.
+
+    ``tensors`` replaces ``model.state_dict()`` -- the full weights of a model whose own
+    parameters are shards (a sharded training run gathers them first).
+    """
     spec = current_spec(model)
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict() if tensors is None else tensors
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
     meta = {
         FORMAT_KEY: FORMAT_VERSION,
         VERSION_KEY: __version__,

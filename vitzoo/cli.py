@@ -13,13 +13,24 @@ import sys
 
 import click
 
-from vitzoo.commands import build, check, deploy, inspect, registry, train, weights
+from vitzoo.commands import (
+    build,
+    check,
+    deploy,
+    info,
+    inspect,
+    predict,
+    probe,
+    registry,
+    train,
+    weights,
+)
 from vitzoo.commands.common import err
-from vitzoo.commands.errors import VitzooGroup
+from vitzoo.commands.errors import VitzooGroup, show_warnings_plainly
 from vitzoo.plugins import PluginSystem, get_plugin_system
 
 #: The modules of the built-in commands (each exposes ``COMMANDS``), in help order.
-COMMAND_MODULES = (registry, build, check, train, inspect, weights, deploy)
+COMMAND_MODULES = (registry, build, check, train, predict, probe, inspect, info, weights, deploy)
 #: Arguments click answers itself, before any command runs.
 OWN_OPTIONS = ("-h", "--help", "--version")
 
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     rest = args[1:] if args and args[0] == "--debug" else args
     if not rest or rest[0] in ("-h", "--help") or rest[0] not in (*cli.commands, *OWN_OPTIONS):
         add_plugin_commands(cli, get_plugin_system())
+    show_warnings_plainly()
     cli.main(args=args, prog_name="vitzoo")
 
 

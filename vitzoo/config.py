@@ -120,6 +120,12 @@ SizeOrPair = Annotated[
     _one_error("expected a positive integer or a pair [h, w] of positive integers"),
 ]
 
+#: Like :data:`SizeOrPair` but zero is allowed (shifts, offsets): ``0``, ``3`` or ``[3, 0]``.
+NonNegativeIntOrPair = Annotated[
+    NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt],
+    _one_error("expected an integer >= 0 or a pair [h, w] of integers >= 0"),
+]
+
 #: One positive size for every axis, or one per axis: ``3`` or ``[1, 3, 3]``.
 PositiveIntOrTuple = Annotated[
     PositiveInt | tuple[PositiveInt, ...],

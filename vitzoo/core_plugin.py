@@ -24,6 +24,7 @@ from vitzoo.components import (
     pooling,
     posenc,
     query_pool,
+    rope,
     spatial_attention,
     windows,
 )
@@ -102,11 +103,23 @@ def register_attention(register: Any) -> None:
         needs={"grid-2d", "fixed-grid"},
         example={"config": {"kernel_size": 3, "kv_stride": 2}},
     )
+    # 2-D RoPE (issue 10; EVA-02's layout, issue 21): the rotation is defined on the patch grid,
+    # so the host keeps every token (no patch dropout).
+    register(
+        "rope",
+        rope.RopeAttention,
+        rope.RopeAttentionConfig,
+        tags={"image", "mask", "sdpa"},
+        needs={"image", "grid-2d", "fixed-grid"},
+        example={"config": {"rope": "mixed"}, "model": {"posenc": {"type": "none"}}},
+    )
 
 
 @hookimpl
 def register_mlps(register: Any) -> None:
     register("mlp", mlp.build_mlp, mlp.MlpConfig)
+    register("swiglu", mlp.build_gated_mlp, mlp.SwigluConfig)
+    register("geglu", mlp.build_gated_mlp, mlp.GegluConfig)
 
 
 @hookimpl

@@ -12,6 +12,9 @@ lines with exit status 2 instead of a traceback.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +38,17 @@ class PluginLoadError(VitzooError, RuntimeError):
 
 
 # -- specs -----------------------------------------------------------------------------------
+#: The ``file`` of an issue in a spec that was never a file (a mapping, a preset name).
+NO_FILE = "<spec>"
+
+
 @dataclass(frozen=True)
 class SpecIssue:
     """One problem: where it is (file, line, column, spec path) and what to change."""
 
     path: str
     message: str
-    file: str = "<spec>"
+    file: str = NO_FILE
     line: int | None = None
     column: int | None = None
 
@@ -50,7 +57,7 @@ class SpecIssue:
         cls,
         path: tuple[Any, ...],
         message: str,
-        file: str = "<spec>",
+        file: str = NO_FILE,
         positions: Mapping[tuple[Any, ...], tuple[int, int]] | None = None,
     ) -> SpecIssue:
         """The issue at spec ``path``, on the line of that path or of its nearest parent
@@ -63,8 +70,13 @@ class SpecIssue:
         return cls(".".join(str(p) for p in path), message, file, line, col)
 
     def __str__(self) -> str:
+        """``file:line:col  path: message``; a part that is not known is left out (never
+        ``<spec>  <root>:`` placeholders in front of the sentence)."""
         where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
-        return f"{where}  {self.path or '<root>'}: {self.message}"
+        if where == NO_FILE:
+            where = ""
+        what = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{where}  {what}" if where else what
 
 
 class SpecError(InputError):
@@ -131,3 +143,37 @@ class RuntimeUnavailable(VitzooError):
 
 class BenchError(InputError):
     """Benchmark options that cannot work together."""
+
+
+# -- training ------------------------------------------------------------------------------
+class DistributedError(VitzooError, RuntimeError):
+    """The processes of a multi-process run stopped hearing from each other (one died, hung or
+    timed out); raised instead of waiting forever, naming the rank and the wait."""
+
+
+# -- warnings --------------------------------------------------------------------------------
+class VitzooWarning(UserWarning):
+    """Base of the warnings vitzoo gives a Python user (shown by default, also in notebooks)."""
+
+
+class WeightsAdaptationWarning(VitzooWarning):
+    """Pretrained weights were changed to fit the model: a head re-initialised or matched by
+    class name, positions resampled, the input layer adapted, a setting that differs from the
+    weights'. The command line prints these as plain lines instead."""
+
+
+class PerformanceWarning(VitzooWarning):
+    """A setting that runs, but far slower than it should here (bf16 on a CPU without bf16)."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = VitzooWarning) -> None:
+    """``warnings.warn`` pointing at the first caller outside vitzoo (the user's line), so
+    the warning names the call the user wrote and Python's once-per-location filter works."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

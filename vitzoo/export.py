@@ -16,8 +16,11 @@ onnxscript, onnxruntime); ``torch.export`` needs nothing beyond torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,33 @@ MAX_BATCH = 4096
 INPUT_NAME = "images"
 #: The name of the symbolic batch axis in an ONNX graph (what timm/HF users see in Netron).
 BATCH_AXIS = "batch"
+
+
+#: torch's ONNX exporter logs one warning per torchvision operator it cannot register when
+#: torchvision is missing (it is not a vitzoo dependency, and no ViT uses those operators).
+_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+class _NoTorchvisionNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Export without torch's notices meant for its own developers: the "torchvision is not
+    installed" log lines and the FutureWarning / DeprecationWarning its tracing code raises
+    (``isinstance(treespec, LeafSpec)`` is deprecated ...). vitzoo's own errors still raise."""
+    logger = logging.getLogger(_REGISTRATION_LOGGER)
+    notice = _NoTorchvisionNotice()
+    logger.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:
@@ -107,29 +137,33 @@ def export_program(
     elif x.shape[0] != static_batch:
         raise ExportError(f"static batch {static_batch} but the example has batch {x.shape[0]}")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet_exporter():
             return torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
         raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
 
 
-def _to_onnx(program: torch.export.ExportedProgram) -> Any:
-    return torch.onnx.export(
-        program,
-        input_names=[INPUT_NAME],
-        output_names=["logits"],
-        dynamo=True,
-        optimize=True,
-        verbose=False,
-    )
+def _to_onnx(program: torch.export.ExportedProgram, opset: int | None = None) -> Any:
+    with quiet_exporter():
+        return torch.onnx.export(
+            program,
+            input_names=[INPUT_NAME],
+            output_names=["logits"],
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+            opset_version=opset,
+        )
 
 
 def onnx_model(
     program: torch.export.ExportedProgram,
     *,
     metadata: Mapping[str, str] | None = None,
+    opset: int | None = None,
 ) -> Any:
-    """The ONNX ``ModelProto`` of an exported program (onnxscript graph optimisations applied).
+    """The ONNX ``ModelProto`` of an exported program (onnxscript graph optimisations applied),
+    at ONNX ``opset`` (default: the exporter's own, 18 with torch 2.13).
 
     A symbolic batch dimension of the program stays symbolic in the ONNX graph. When the
     exporter's own decomposition fails, the program is lowered to core ATen first
@@ -140,10 +174,10 @@ def onnx_model(
     """
     require_onnx()
     try:
-        onnx_program = _to_onnx(program)
+        onnx_program = _to_onnx(program, opset)
     except Exception as direct:
         try:
-            onnx_program = _to_onnx(program.run_decompositions())
+            onnx_program = _to_onnx(program.run_decompositions(), opset)
         except Exception:
             raise ExportError(f"ONNX conversion failed: {first_line(direct)}") from direct
     proto = onnx_program.model_proto
@@ -187,23 +221,26 @@ def export(
     fmt: str | None = None,
     static_batch: int | None = None,
     classes: Sequence[str] | None = None,
+    opset: int | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` as ONNX or a ``torch.export`` program; returns the path.
 
     The batch dimension is dynamic (any batch size) unless ``static_batch`` fixes it, for
-    runtimes that need fixed shapes.
+    runtimes that need fixed shapes. ``opset``: the ONNX opset (ONNX only).
     """
     path = Path(path)
     fmt = format_for(path, fmt)
     if fmt == "onnx":
         require_onnx()
+    elif opset is not None:
+        raise ExportError("an opset is an ONNX setting; a .pt2 program has none")
     program = export_program(model, static_batch=static_batch)
     meta = model_metadata(model, classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torch-export":
         torch.export.save(program, path, extra_files=meta)
         return path
-    proto = onnx_model(program, metadata=meta)
+    proto = onnx_model(program, metadata=meta, opset=opset)
     path.write_bytes(proto.SerializeToString())
     return path
 

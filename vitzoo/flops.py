@@ -47,3 +47,16 @@ def preset_macs(source: Any, **overrides: Any) -> int:
 
 def format_gmacs(macs: int) -> str:
     return f"{macs / 1e9:.2f}"
+
+
+def format_macs(macs: int | None, suffix: str = "MACs") -> str:
+    """``17.58 GMACs``, ``3.46 MMACs``, ``310 KMACs``: the unit that fits (a tiny model showed
+    ``0.00 GMACs``); three significant digits. ``?`` when not counted."""
+    if macs is None:
+        return "?"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if macs >= scale:
+            value = macs / scale
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}{suffix}"
+    return f"{macs} {suffix}"

@@ -33,6 +33,9 @@ COMPONENT_KINDS: tuple[str, ...] = (
 )
 KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset", "converter")
 
+#: Up to this many names, an unknown-name error lists them all; beyond, it says where they are.
+LISTED_NAMES = 30
+
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
 
@@ -77,6 +80,50 @@ class Release:
 #: The source kind whose released names are also aliases (people type timm names).
 ALIASED_SOURCE = "timm"
 
+#: Fields a named weight tag may carry (``weights:`` of a catalogue entry).
+TAG_FIELDS = frozenset(
+    {
+        "hub",
+        "default",
+        "licence",
+        "dataset",
+        "top1",
+        "top1_source",
+        "preprocessing",
+        "num_classes",
+        "notes",
+    }
+)
+
+
+@dataclass(frozen=True)
+class WeightTag:
+    """One named release of a preset's weights (timm's ``model.tag``, written kebab-case).
+
+    ``hub`` is the Hugging Face repository holding them (timm's own hub folders:
+    ``timm/<timm name>.<tag>``, a ``config.json`` with the timm architecture and its
+    ``pretrained_cfg`` plus ``model.safetensors``). The rest is what a user picks weights by:
+    licence, training data, preprocessing (mean, std, crop_pct, interpolation), the reported
+    ImageNet-1k top-1 and where it is reported, and the class count of the released head
+    (21843 for ImageNet-21k heads; the build follows it unless told otherwise).
+    """
+
+    tag: str
+    hub: str
+    default: bool = False
+    licence: str = ""
+    dataset: str = ""
+    top1: float | None = None
+    top1_source: str = ""
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
+    notes: str = ""
+
+
+def normalise_tag(tag: str) -> str:
+    """timm spells tags with underscores (``augreg_in21k_ft_in1k``); vitzoo with dashes."""
+    return tag.strip().lower().replace("_", "-")
+
 
 @dataclass(frozen=True)
 class PresetEntry:
@@ -96,10 +143,25 @@ class PresetEntry:
     expected_macs: int | None = None
     #: Released weights that compute this preset's function, by source kind.
     released: tuple[Release, ...] = ()
+    #: Named weight tags (``vit-s16.augreg-in21k-ft-in1k``); at most one is the default.
+    weights: tuple[WeightTag, ...] = ()
 
     def released_names(self, source: str) -> tuple[str, ...]:
         """What ``source`` (``timm``, ``hf``, ``official``) calls this preset's released weights."""
         return tuple(r.name for r in self.released if r.source == source)
+
+    def weight_tag(self, tag: str) -> WeightTag | None:
+        """The tag named ``tag`` (either spelling), or None."""
+        wanted = normalise_tag(tag)
+        return next((t for t in self.weights if t.tag == wanted), None)
+
+    @property
+    def default_weights(self) -> WeightTag | None:
+        """The tag ``pretrained=True`` takes: the one marked default, else the only one."""
+        marked = [t for t in self.weights if t.default]
+        if marked:
+            return marked[0]
+        return self.weights[0] if len(self.weights) == 1 else None
 
 
 def name_matches(names: Iterable[str], pattern: str) -> bool:
@@ -142,8 +204,13 @@ class Registry:
             if kind == "preset":
                 known = [*known, *self._aliases]
             hint = did_you_mean(name, known) if isinstance(name, str) else ""
-            choices = ", ".join(sorted(self._entries.get(kind, {}))) or "(none)"
-            raise KeyError(f"no {kind} named {name!r}{hint}; registered: {choices}") from None
+            names = sorted(self._entries.get(kind, {}))
+            choices = (
+                f"registered: {', '.join(names) or '(none)'}"
+                if len(names) <= LISTED_NAMES
+                else f"`vitzoo list --kind {kind}` lists the {len(names)} registered"
+            )
+            raise KeyError(f"no {kind} named {name!r}{hint}; {choices}") from None
 
     def find(self, pattern: str, kind: str | None = None) -> list[Entry | PresetEntry]:
         """Entries whose name, or a preset alias, matches a shell-style ``pattern`` (``cait-*``);
@@ -153,6 +220,17 @@ class Registry:
             for e in self.entries(kind)
             if name_matches([e.name, *getattr(e, "aliases", ())], pattern)
         ]
+
+    def split_weights_name(self, name: str) -> tuple[PresetEntry, str] | None:
+        """``PRESET.TAG`` (or timm's ``model_name.tag``) -> (the preset, the tag as written);
+        None when the part before the last dot is no preset or alias. The tag is not checked
+        here (:mod:`vitzoo.weights.named` says which tags exist)."""
+        if not isinstance(name, str) or "." not in name:
+            return None
+        preset, _, tag = name.rpartition(".")
+        if not tag or ("preset", preset) not in self:
+            return None
+        return self.get("preset", preset), tag
 
     def aliases(self) -> dict[str, str]:
         """Every preset alias and the preset it resolves to, sorted by alias."""
@@ -293,6 +371,7 @@ def make_preset(
     aliases: Any = (),
     expected_macs: int | None = None,
     released: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Any] | None = None,
 ) -> PresetEntry:
     where = f"plugin {plugin!r} registering preset {name!r}"
     if not _NAME.match(name):
@@ -328,6 +407,7 @@ def make_preset(
         aliases=aliases,
         expected_macs=expected_macs,
         released=releases,
+        weights=_weight_tags(weights or {}, where),
     )
 
 
@@ -352,4 +432,35 @@ def _releases(released: Mapping[str, Any], where: str) -> tuple[Release, ...]:
         if len(set(names)) != len(names):
             raise RegistrationError(f"{where}: a released {source} name is listed twice")
         out.extend(Release(source, n) for n in names)
+    return tuple(out)
+
+
+def _weight_tags(weights: Mapping[str, Any], where: str) -> tuple[WeightTag, ...]:
+    """``{tag: {hub: ORG/NAME, licence: ..., ...}}`` -> :class:`WeightTag` entries, checked."""
+    if not isinstance(weights, Mapping):
+        raise RegistrationError(f"{where}: weights must map a tag to its release")
+    out: list[WeightTag] = []
+    for tag, fields in weights.items():
+        name = normalise_tag(str(tag))
+        if not _NAME.match(name) or "." in name:
+            raise RegistrationError(f"{where}: weight tag {tag!r} must be lowercase-kebab")
+        if not isinstance(fields, Mapping):
+            raise RegistrationError(f"{where}: weight tag {name!r} must be a mapping")
+        unknown = sorted(set(fields) - TAG_FIELDS)
+        if unknown:
+            raise RegistrationError(
+                f"{where}: weight tag {name!r} has unknown fields {unknown}; allowed: "
+                f"{', '.join(sorted(TAG_FIELDS))}"
+            )
+        hub = fields.get("hub")
+        if not isinstance(hub, str) or hub.count("/") != 1:
+            raise RegistrationError(f"{where}: weight tag {name!r} needs hub: ORG/NAME")
+        try:
+            out.append(WeightTag(tag=name, **dict(fields)))
+        except TypeError as exc:
+            raise RegistrationError(f"{where}: weight tag {name!r}: {exc}") from None
+    if len({t.tag for t in out}) != len(out):
+        raise RegistrationError(f"{where}: a weight tag is listed twice")
+    if sum(t.default for t in out) > 1:
+        raise RegistrationError(f"{where}: more than one weight tag is the default")
     return tuple(out)

@@ -13,6 +13,7 @@ A spec nested in the spec (a distillation teacher's) is validated and checked at
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,19 @@ class Host:
     def gives(self) -> str:
         words = [phrase(w) for w in sorted(self.offers & {"image", "video"})]
         return " and ".join(words) or "none"
+
+    def under_objective(self, registry: Registry, objective: Any) -> Host:
+        """What the model's parts see when the objective runs them on a subset of the patch
+        tokens (MAE's encoder, whose registration offers ``drops-tokens``): a changing grid,
+        which parts that need every token cannot take."""
+        if objective is None or ("objective", objective.type) not in registry:
+            return self
+        if "drops-tokens" not in offers_of(registry.get("objective", objective.type)):
+            return self
+        change = f"objective {objective.type!r} encodes a subset of the patch tokens"
+        return dataclasses.replace(
+            self, offers=self.offers | {"drops-tokens"}, grid_changes=(*self.grid_changes, change)
+        )
 
 
 def _unmet_problems(host: Host, what: str, needs: frozenset[str]) -> list[str]:
@@ -220,12 +234,13 @@ def data_problems(spec: Any, host: Host) -> list[Problem]:
 def problems(registry: Registry, spec: Any) -> list[Problem]:
     """(spec path, plain sentence) for every pair of parts that cannot work together."""
     host = Host.of(registry, spec.model)
+    seen = host.under_objective(registry, getattr(spec, "objective", None))
     parts = list(components(registry, spec.model))
     pool = next(((c, e) for p, c, e in parts if e.kind == "pooling" and p == ("pool",)), None)
     found: list[Problem] = []
     for path, _, entry in parts:
         where = ("model", *path, "type")
-        found += [(where, sentence) for sentence in _part_problems(host, path, entry, pool)]
+        found += [(where, sentence) for sentence in _part_problems(seen, path, entry, pool)]
     found += objective_problems(registry, spec, host)
     found += data_problems(spec, host)
     found += nested_problems(registry, spec)

@@ -68,6 +68,8 @@ def register_objectives(register: Any) -> None:
         MaeConfig,
         tags=MASKED_IMAGE_TAGS,
         needs=TOKEN_MODEL_NEEDS,
+        # its encoder sees a subset of the patch tokens: parts that need all of them cannot
+        offers={"drops-tokens"},
         example={"config": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}},
     )
     register(

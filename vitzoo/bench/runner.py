@@ -21,7 +21,13 @@ from torch import nn
 from vitzoo.bench.roofline import FlopCount, MatmulProbe, count_flops
 from vitzoo.bench.timing import Spread, interleaved, peak_memory_mib, percentile, rates
 from vitzoo.errors import BenchError
-from vitzoo.precision import PRECISIONS, autocast, for_inference
+from vitzoo.precision import (
+    PRECISIONS,
+    autocast,
+    cpu_bf16_capability,
+    for_inference,
+    slow_bf16_note,
+)
 from vitzoo.runtime import RUNTIMES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -263,12 +269,22 @@ def _report(
         "clock": options.clock,
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "cpu_bf16": cpu_bf16_capability() if device.type == "cpu" else None,
+        "notes": [n for n in [slow_bf16_note(device)] if n and options.precision == "bf16"],
         "matmul": matmul,
         "results": results,
     }
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (Linux), else the machine type."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()

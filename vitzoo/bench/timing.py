@@ -8,11 +8,14 @@ alike; figures are medians over repetitions, with min/max kept as the spread. Us
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -110,6 +113,32 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# Threads
+# --------------------------------------------------------------------------------------------
+def oversubscription(threads: int, *, what: str = "this") -> str | None:
+    """A one-line warning when ``threads`` CPU threads meet a machine already busy, else None.
+
+    torch runs each CPU operation on ``threads`` threads that wait for each other when it ends;
+    when other processes keep the cores busy, the waiting is for a descheduled thread, once per
+    operation. Measured (README, "Threads"): the digits example trained at 2.7 s/epoch with
+    ``OMP_NUM_THREADS=1`` and 35-72 s/epoch with 2, on 2 cores at load average 7-11. The load
+    average (1 minute) counts this process too, so one unit of it is taken as ours.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+        others = max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):  # not Linux: no way to tell
+        return None
+    if threads < 2 or others + threads <= cores + 0.5:
+        return None
+    return (
+        f"{threads} torch threads on {cores} cores of a busy machine (load average "
+        f"{others + 1:.1f}): threads that wait for each other can make {what} many times "
+        "slower; OMP_NUM_THREADS=1 (or the number of idle cores) is faster here"
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Peak memory
 # --------------------------------------------------------------------------------------------
 def proc_status_mib(field_name: str) -> float:
@@ -121,12 +150,33 @@ def proc_status_mib(field_name: str) -> float:
     raise OSError(f"{field_name} not in /proc/self/status")
 
 
+def _trim_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``); False where
+    there is no such call (another C library)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim is False:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+_malloc_trim: Any = None
+
+
 def peak_memory_mib(fn: Workload, device: str | torch.device = "cpu") -> float | None:
     """Peak memory of one call above what was held before it, in MiB (None where unknown).
 
-    CUDA: ``max_memory_allocated`` minus the memory allocated before. CPU (Linux >= 4.0): the
-    resident-set high-water mark is reset just before the call (``5`` written to
-    /proc/self/clear_refs) and ``VmHWM - VmRSS`` is reported; it includes allocator slack.
+    CUDA: ``max_memory_allocated`` minus the memory allocated before. CPU (Linux with glibc):
+    the heap's free pages are returned to the system first (``malloc_trim``) -- after the
+    warm-up calls the allocator keeps the memory they used resident, so the call would reuse it
+    without raising the resident set and the peak read 0.0 -- then the resident-set high-water
+    mark is reset (``5`` written to /proc/self/clear_refs) and ``VmHWM - VmRSS`` is reported;
+    it includes allocator slack. Without glibc or /proc: None (unavailable), never a made-up 0.
     """
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -137,6 +187,8 @@ def peak_memory_mib(fn: Workload, device: str | torch.device = "cpu") -> float |
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     try:
         gc.collect()
+        if not _trim_heap():
+            return None
         before = proc_status_mib("VmRSS")
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")

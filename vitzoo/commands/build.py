@@ -76,10 +76,18 @@ def build_model(
     """The model, the metadata its checkpoint should carry, and the trial report (None when
     the spec came with the weights: the caller resolves that spec, once)."""
     import vitzoo.builder
+    from vitzoo.plugins import get_plugin_system
     from vitzoo.spec import assignment_sources
     from vitzoo.weights.load import load_pretrained
+    from vitzoo.weights.named import load_named, named_weights
+    from vitzoo.weights.sources import is_weights_source
 
-    if weights is not None or source.startswith("hf-hub:"):
+    named = None if weights is not None else named_weights(source, get_plugin_system().registry)
+    if named is not None:  # a released tag: vit-s16.augreg-in21k-ft-in1k
+        log = lambda line: err.print(line, markup=False, highlight=False)  # noqa: E731
+        loaded = load_named(named, parse_sets(sets), log=log)
+        return loaded.model, loaded.metadata(), None
+    if weights is not None or is_weights_source(source):
         loaded = load_pretrained(
             weights or source,
             None if source == "-" or weights is None else source,
@@ -100,8 +108,10 @@ def build_model(
 
 
 def add_report(info: dict[str, Any], spec: Any, report: Any) -> None:
-    """GMACs and an objective's trainable parameters, from the trial build's report."""
-    info["gmacs"] = None if report is None or report.macs is None else round(report.macs / 1e9, 3)
+    """MACs and an objective's trainable parameters, from the trial build's report."""
+    macs = None if report is None or report.macs is None else int(report.macs)
+    info["macs"] = macs
+    info["gmacs"] = None if macs is None else round(macs / 1e9, 3)
     if getattr(spec, "objective", None) is not None and report is not None:
         if report.objective_trainable is not None:
             info["objective"] = spec.objective.type
@@ -112,10 +122,14 @@ def summary_table(title: str, info: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
+    from vitzoo.flops import format_macs
+
     for key, value in info.items():
-        shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
         if key == "gmacs":
-            key, shown = "GMACs", "?" if value is None else f"{value:.2f} (multiply-accumulates)"
+            continue  # the JSON's number; the table shows "macs" in the unit that fits
+        shown = f"{human_count(value)} ({value:,})" if key.endswith("params") else str(value)
+        if key == "macs":
+            key, shown = "MACs", f"{format_macs(value)} (multiply-accumulates)"
         table.add_row(key, shown)
     return table
 
@@ -155,7 +169,9 @@ def build_command(
     """Validate SOURCE (a spec file, a preset name or alias such as a timm model name), build it
     and print a summary: parameters, GMACs at its input size, shapes, module tree.
 
-    With --weights, SOURCE may be "-" to use the weights' own spec (HF folders, vitzoo files).
+    SOURCE may also be weights with a spec of their own (a vitzoo checkpoint, a Hugging Face
+    folder, hf-hub:ORG/NAME); with --weights, SOURCE may be "-" to use the weights' own spec;
+    PRESET.TAG (`vitzoo list --pretrained`) builds a preset with its released weights.
     """
     import vitzoo.builder
     from vitzoo.checkpoint import save

@@ -7,24 +7,24 @@ prints.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from vitzoo.commands.common import image_size
+from vitzoo.commands.errors import user_errors
+from vitzoo.terminal import make_console, plural
 
 
 def _load(source: str) -> Any:
-    """A checkpoint, spec file or preset, with plain errors (never a traceback)."""
-    from vitzoo.checkpoint import CheckpointError
+    """A checkpoint, spec file or preset, with plain errors (never a traceback, exit 2)."""
     from vitzoo.commands.inspect import load_model
-    from vitzoo.spec import SpecError
 
-    try:
+    with user_errors():
         return load_model(source)
-    except (SpecError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.command("export")
@@ -58,8 +58,28 @@ def _load(source: str) -> Any:
     hidden=True,
     help="Accepted for old scripts; the batch is dynamic by default.",
 )
+@click.option(
+    "--opset",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX opset version (default: the exporter's, 18 with torch 2.13).",
+)
+@click.option(
+    "--img-size",
+    "img_size",
+    default=None,
+    metavar="N|H,W",
+    help="Export at this input size (learned positions resampled, as set_input_size does; "
+    "default: the model's own).",
+)
 def export_command(
-    source: str, output: Path, fmt: str | None, static_batch: int | None, dynamic_batch: bool
+    source: str,
+    output: Path,
+    fmt: str | None,
+    static_batch: int | None,
+    dynamic_batch: bool,
+    opset: int | None,
+    img_size: str | None,
 ) -> None:
     """Export SOURCE (a checkpoint, spec file or preset) for deployment.
 
@@ -68,22 +88,26 @@ def export_command(
     `vitzoo train`), so `vitzoo predict --runtime onnxruntime model.onnx` needs nothing else.
     """
     from vitzoo.checkpoint import read_checkpoint
-    from vitzoo.export import ExportError, export
+    from vitzoo.export import export
     from vitzoo.training.state import class_names
 
     if dynamic_batch and static_batch is not None:
         raise click.UsageError("--dynamic-batch and --static-batch contradict each other")
+    given = image_size(img_size)
+    size = None if given is None else tuple(given) if isinstance(given, list) else (given, given)
     model = _load(source)
     classes = None
-    if Path(source).is_file() and Path(source).suffix == ".safetensors":
-        classes = class_names(read_checkpoint(source)[1], int(model.num_classes))
-    try:
-        path = export(model, output, fmt=fmt, static_batch=static_batch, classes=classes)
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
+    with user_errors():
+        if Path(source).is_file() and Path(source).suffix == ".safetensors":
+            classes = class_names(read_checkpoint(source)[1], int(model.num_classes))
+        if size is not None and tuple(getattr(model, "input_size", ())[-2:]) != size:
+            model.set_input_size(size)
+        path = export(
+            model, output, fmt=fmt, static_batch=static_batch, classes=classes, opset=opset
+        )
     size = path.stat().st_size / 2**20
     batch = "any batch size" if static_batch is None else f"batch {static_batch} only"
-    Console(stderr=True).print(f"wrote {path} ({size:.1f} MiB, {batch})", highlight=False)
+    make_console(stderr=True).print(f"wrote {path} ({size:.1f} MiB, {batch})", highlight=False)
 
 
 def _batches(value: str) -> list[int]:
@@ -139,8 +163,9 @@ def bench_command(
     """
     import torch
 
-    from vitzoo.bench.runner import BenchError, BenchOptions, bench_model
-    from vitzoo.runtime import RuntimeUnavailable
+    from vitzoo.bench.runner import BenchOptions, bench_model
+    from vitzoo.bench.timing import oversubscription
+    from vitzoo.errors import PerformanceWarning
 
     if threads:
         torch.set_num_threads(threads)
@@ -157,10 +182,12 @@ def bench_command(
         clock=clock,
     )
     model = _load(source)
-    try:
+    with user_errors(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PerformanceWarning)  # the report's "notes" say it
         report = bench_model(model, options, label=source)
-    except (BenchError, RuntimeUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
+    busy = oversubscription(report["threads"], what="these timings") if device == "cpu" else None
+    for note in [*report["notes"], *([busy] if busy else [])]:
+        make_console(stderr=True).print(f"warning: {note}", highlight=False, markup=False)
     if plot is not None:
         from vitzoo.bench.plot import plot_report
 
@@ -172,14 +199,21 @@ def bench_command(
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    console = Console()
+    console = make_console()
     matmul = report["matmul"]
     rate = (
         f"{matmul['gflops_per_s']['median']:.1f} GFLOP/s at {matmul['shape']}" if matmul else "n/a"
     )
+    bf16 = report.get("cpu_bf16")
+    native = (
+        ""
+        if not bf16
+        else {True: ", native bf16", False: ", no native bf16"}.get(bf16["native"], "")
+    )
     console.print(
         f"{report['model']} ({report['architecture']}, {report['params']:,} params) on "
-        f"{report['device_name']}, {report['threads']} threads, {report['precision']}, "
+        f"{report['device_name']}{native}, {plural(report['threads'], 'thread')}, "
+        f"{report['precision']}, "
         f"{report['runtime']}{', compiled' if report['compile'] else ''}; matmul rate {rate}",
         highlight=False,
     )

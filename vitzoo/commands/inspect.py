@@ -16,6 +16,8 @@ from typing import Any
 import click
 
 from vitzoo.capabilities import offers_of_model
+from vitzoo.commands.errors import user_errors
+from vitzoo.errors import InputError
 from vitzoo.plugins import get_registry
 
 
@@ -46,7 +48,7 @@ def attention_grid(
             num_prefix = prefix
             break
     if not square:
-        raise click.ClickException(
+        raise InputError(
             f"no attention map over the {n_patches} patch tokens was recorded; this model's "
             "attention does not act on the patch grid"
         )
@@ -55,7 +57,7 @@ def attention_grid(
     try:  # out of range is an error, not a wrap-around to another layer
         (index,) = resolve_feature_indices([layer], len(square))
     except FeatureIndexError as exc:
-        raise click.ClickException(f"--layer: {exc}") from None
+        raise InputError(f"--layer: {exc}") from None
     chosen = square[: index + 1]
     if rollout:
         eye = torch.eye(n_tokens)
@@ -152,6 +154,19 @@ def attention(
     source: str, image_path: str, output: str, layer: int, rollout: bool, alpha: float
 ) -> None:
     """Write an attention-map overlay of IMAGE for a checkpoint or preset."""
+    if not is_checkpoint(source):
+        click.echo(
+            f"warning: {source} is not a checkpoint, so its weights are random (untrained); "
+            "the map shows no learned attention. Pass a trained .safetensors file.",
+            err=True,
+        )
+    with user_errors():
+        _attention(source, image_path, output, layer, rollout, alpha)
+
+
+def _attention(
+    source: str, image_path: str, output: str, layer: int, rollout: bool, alpha: float
+) -> None:
     import torch
     from PIL import Image
 
@@ -160,26 +175,18 @@ def attention(
     from vitzoo.data.transforms import create_transform
     from vitzoo.introspection import inspect_forward
 
-    if not is_checkpoint(source):
-        click.echo(
-            f"warning: {source} is not a checkpoint, so its weights are random (untrained); "
-            "the map shows no learned attention. Pass a trained .safetensors file.",
-            err=True,
-        )
     target = Path(output)
     if not target.parent.is_dir():
-        raise click.ClickException(
-            f"cannot write {output}: the folder {target.parent} does not exist"
-        )
+        raise InputError(f"cannot write {output}: the folder {target.parent} does not exist")
     try:
         image = Image.open(image_path)
         image.load()
     except Exception as exc:  # Pillow raises many types for bad files
-        raise click.ClickException(image_error(image_path, exc)) from None
+        raise InputError(image_error(image_path, exc)) from None
     model = load_model(source).eval()
     offers = offers_of_model(model, get_registry()) or frozenset()
     if "tokens" not in offers:
-        raise click.ClickException(
+        raise InputError(
             f"attention overlays need a flat-token model (capability tokens); "
             f"{type(model).__name__} offers {sorted(offers) or '(nothing declared)'}"
         )

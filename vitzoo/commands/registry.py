@@ -18,14 +18,14 @@ from vitzoo.suggest import did_you_mean
 from vitzoo.terminal import plural
 
 
-def preset_gmacs(name: str) -> str:
-    """The preset's GMACs at its input size (counted on meta), or '?' when it cannot run there."""
-    from vitzoo.flops import format_gmacs, preset_macs
+def preset_macs_or_none(name: str) -> int | None:
+    """The preset's MACs at its input size (counted on meta), or None when it cannot run there."""
+    from vitzoo.flops import preset_macs
 
     try:
-        return format_gmacs(preset_macs(name))
+        return preset_macs(name)
     except Exception:  # a preset that cannot run on meta must not break the listing
-        return "?"
+        return None
 
 
 def list_aliases(pattern: str | None, as_json: bool) -> None:
@@ -46,6 +46,16 @@ def list_aliases(pattern: str | None, as_json: bool) -> None:
     out.print(table)
 
 
+def list_pretrained(pattern: str | None, as_json: bool) -> None:
+    from vitzoo.commands.weights import pretrained_rows, tags_table
+
+    rows = pretrained_rows(get_plugin_system().registry, pattern)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    out.print(tags_table(rows, "released weights (vitzoo.build('PRESET.TAG'))"))
+
+
 def entry_row(entry: Any, with_macs: bool) -> dict[str, Any]:
     """One registration as a JSON-able row: presets carry counts and aliases, converters what
     they convert, every other kind its tags and config fields."""
@@ -60,7 +70,11 @@ def entry_row(entry: Any, with_macs: bool) -> dict[str, Any]:
         row["citation"] = entry.citation
         row["aliases"] = list(entry.aliases)
         if with_macs:
-            row["gmacs"] = preset_gmacs(entry.name)
+            from vitzoo.flops import format_gmacs
+
+            macs = preset_macs_or_none(entry.name)
+            row["macs"] = macs
+            row["gmacs"] = "?" if macs is None else format_gmacs(macs)
     elif entry.kind == "converter":
         row["source"] = entry.source
         row["architectures"] = list(entry.architectures)
@@ -85,24 +99,26 @@ def fail_no_match(registry: Registry, pattern: str, kind: str | None) -> NoRetur
 
 
 def registry_table(rows: list[dict[str, Any]], kind: str | None, with_macs: bool) -> Table:
-    """Presets alone: counts (and GMACs); one other kind: its config fields; else the overview."""
+    """Presets alone: counts (and MACs); one other kind: its config fields; else the overview."""
     presets_only = kind == "preset"
     show_fields = kind not in (None, "preset", "converter")  # one kind: room for its fields
     columns = ["kind", "name", "plugin", "summary"]
     if presets_only:
-        columns = ["name", "plugin", "params", *(["GMACs"] if with_macs else []), "summary"]
+        columns = ["name", "plugin", "params", *(["MACs"] if with_macs else []), "summary"]
     elif show_fields:
         columns.append("fields")
     table = Table(title="vitzoo registry", show_lines=False)
     for column in columns:
         table.add_column(
-            column, overflow="fold", justify="right" if column in {"params", "GMACs"} else "left"
+            column, overflow="fold", justify="right" if column in {"params", "MACs"} else "left"
         )
     for row in rows:
         if presets_only:
             params = human_count(row["params"]) if row.get("params") else "-"
-            gmacs = [row["gmacs"]] if with_macs else []
-            table.add_row(row["name"], row["plugin"], params, *gmacs, row["summary"])
+            from vitzoo.flops import format_macs
+
+            macs = [format_macs(row["macs"], suffix="")] if with_macs else []
+            table.add_row(row["name"], row["plugin"], params, *macs, row["summary"])
             continue
         summary = row["summary"]
         if row.get("params"):
@@ -120,11 +136,22 @@ def registry_table(rows: list[dict[str, Any]], kind: str | None, with_macs: bool
     "--macs",
     "with_macs",
     is_flag=True,
-    help="Presets: add a GMACs column (counted on the meta device; takes a while).",
+    help="Presets: add a MACs column (multiply-accumulates at the preset's input size, "
+    "counted on the meta device; takes a while).",
+)
+@click.option(
+    "--pretrained",
+    is_flag=True,
+    help="Presets' released weights by tag (PRESET.TAG for vitzoo.build / --pretrained).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(
-    pattern: str | None, kind: str | None, show_aliases: bool, with_macs: bool, as_json: bool
+    pattern: str | None,
+    kind: str | None,
+    show_aliases: bool,
+    with_macs: bool,
+    pretrained: bool,
+    as_json: bool,
 ) -> None:
     """Every registered component, architecture, objective and preset, and its plugin.
 
@@ -133,6 +160,9 @@ def list_command(
     """
     if show_aliases:
         list_aliases(pattern, as_json)
+        return
+    if pretrained:
+        list_pretrained(pattern, as_json)
         return
     if with_macs and kind is None:
         kind = "preset"  # only presets have an input size to count at

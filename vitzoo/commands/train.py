@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,60 +15,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vitzoo.commands.common import parse_sets, set_option
+from vitzoo.commands.common import (
+    image_size,
+    inference_options,
+    parse_sets,
+    plain_warnings,
+    set_option,
+)
+from vitzoo.commands.errors import (
+    EXIT_INTERRUPTED,
+    fail_plainly,
+    say_partial,
+    user_errors,
+)
 from vitzoo.terminal import make_console
-
-
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
-
-
-def _fail_with(exc: BaseException) -> None:
-    """Spec and checkpoint problems go to the CLI's handler (file:line lines, exit 2)."""
-    from vitzoo.checkpoint import CheckpointError
-    from vitzoo.spec import SpecError
-
-    if isinstance(exc, SpecError | CheckpointError):
-        raise exc
-    _fail(str(exc))
-
-
-def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--runtime`` and ``--precision``, shared by evaluate and predict."""
-    command = click.option(
-        "--precision",
-        type=click.Choice(["fp32", "bf16"]),
-        default="fp32",
-        show_default=True,
-        help="bf16: weights cast once to bfloat16 (torch runtime).",
-    )(command)
-    return click.option(
-        "--runtime",
-        type=click.Choice(["torch", "onnxruntime"]),
-        default="torch",
-        show_default=True,
-        help="onnxruntime: export in memory and run in ONNX Runtime (a .onnx file always is).",
-    )(command)
-
-
-@contextmanager
-def _plain_warnings(console: Console) -> Iterator[None]:
-    """Show library warnings (a class list that disagrees with the outputs, skipped files)
-    as one ``warning:`` line each on stderr, without Python's file:line prefix."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for item in caught:
-                # Libraries' deprecation notices are for their developers, and Python hides them
-                # by default; "always" above is only there so repeated vitzoo warnings show.
-                if issubclass(item.category, DEPRECATIONS):
-                    continue
-                console.print(f"[yellow]warning:[/] {escape(str(item.message))}", highlight=False)
-
-
-DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 def resume_command(
@@ -81,13 +39,16 @@ def resume_command(
     batch_size: int | None,
     strict_data: bool,
     sets: tuple[str, ...],
+    shortcuts: tuple[str, ...] = (),
 ) -> str:
-    """The exact command line that continues an interrupted run."""
+    """The exact command line that continues an interrupted run (``shortcuts``: the
+    ``--lr 1e-4``-style options as given, flag and value alternating)."""
     args = ["vitzoo", "train", spec, "--data", str(data_dir), "--out", str(run_dir)]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
     if batch_size is not None:
         args += ["--batch-size", str(batch_size)]
+    args += list(shortcuts)
     if strict_data:
         args.append("--strict-data")
     for item in sets:
@@ -95,23 +56,66 @@ def resume_command(
     return shlex.join([*args, "--resume"])
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from vitzoo.checkpoint import CheckpointError
-    from vitzoo.data.images import DataError
-    from vitzoo.export import ExportError
-    from vitzoo.runtime import RuntimeUnavailable
-    from vitzoo.spec import SpecError
+#: ``vitzoo train`` options that are shortcuts for one spec field each (timm's names):
+#: option name -> (spec path, flag). They go through the same override path as ``--set``, and
+#: a bad value is reported at the flag (``--lr -1  train.lr: must be greater than 0``).
+SHORTCUTS = {
+    "lr": ("train.lr", "--lr"),
+    "device": ("train.device", "--device"),
+    "workers": ("data.num_workers", "--workers"),
+    "num_classes": ("model.num_classes", "--num-classes"),
+    "img_size": ("model.image_size", "--img-size"),
+}
 
-    return (
-        SpecError,
-        CheckpointError,
-        DataError,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-        ExportError,
-        RuntimeUnavailable,
-    )
+
+def shortcut_overrides(
+    given: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], tuple[str, ...]]:
+    """(overrides, where each came from, the flags as typed) for the shortcut options given."""
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    typed: list[str] = []
+    for name, raw in given.items():
+        if raw is None:
+            continue
+        path, flag = SHORTCUTS[name]
+        value = image_size(raw) if name == "img_size" else raw
+        overrides[path] = value
+        sources[path] = f"{flag} {raw}"
+        typed += [flag, str(raw)]
+    return overrides, sources, tuple(typed)
+
+
+def shortcut_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--lr``, ``--device``, ``--workers``, ``--num-classes``, ``--img-size``."""
+    for option in reversed(
+        [
+            click.option("--lr", type=float, default=None, help="Override train.lr (peak)."),
+            click.option(
+                "--device", default=None, help="Override train.device: auto, cpu, cuda, cuda:1."
+            ),
+            click.option(
+                "--workers",
+                type=int,
+                default=None,
+                help="Override data.num_workers (data loading processes; 0: in this one).",
+            ),
+            click.option(
+                "--num-classes",
+                type=int,
+                default=None,
+                help="Override model.num_classes (the data's class count decides in the end).",
+            ),
+            click.option(
+                "--img-size",
+                default=None,
+                metavar="N|H,W",
+                help="Override model.image_size (learned positions resample when fine-tuning).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -136,6 +140,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option(
     "--strict-data", is_flag=True, help="Fail on the first unreadable image instead of skipping it."
 )
+@shortcut_options
 @set_option("Override any spec field, e.g. --set train.lr=3e-4 --set model.depth=6.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the final metrics and per-class report as JSON."
@@ -148,11 +153,17 @@ def train(
     out: Path | None,
     resume: bool,
     strict_data: bool,
+    lr: float | None,
+    device: str | None,
+    workers: int | None,
+    num_classes: int | None,
+    img_size: str | None,
     sets: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Train the model described by SPEC (a YAML file or preset name) on an image folder
-    (or, for a video model, a folder of clips).
+    """Train the model described by SPEC (a YAML file, a preset name, or weights to fine-tune:
+    a vitzoo checkpoint, a Hugging Face folder, hf-hub:ORG/NAME) on an image folder (or, for a
+    video model, a folder of clips).
 
     Multi-GPU / multi-process: run the same command under `torchrun --nproc_per_node=N`.
     Ctrl-C finishes the current step, saves it and prints the command that resumes it.
@@ -162,35 +173,39 @@ def train(
 
     console = make_console(stderr=True)
     if resume and out is None:
-        _fail("--resume needs --out RUN_DIR (the run to continue)")
+        fail_plainly("--resume needs --out RUN_DIR (the run to continue)")
+    given = {"lr": lr, "device": device, "workers": workers, "num_classes": num_classes}
+    shortcuts, labels, typed = shortcut_overrides({**given, "img_size": img_size})
     try:
-        result = run_training(
-            spec,
-            data_dir,
-            epochs=epochs,
-            batch_size=batch_size,
-            out=out,
-            resume=resume,
-            strict_data=strict_data,
-            overrides=parse_sets(sets),
-            console=console,
-        )
+        with user_errors(FloatingPointError):  # a diverging loss: the message says what to change
+            result = run_training(
+                spec,
+                data_dir,
+                epochs=epochs,
+                batch_size=batch_size,
+                out=out,
+                resume=resume,
+                strict_data=strict_data,
+                overrides={**shortcuts, **parse_sets(sets)},
+                sources=labels,
+                console=console,
+            )
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{escape(str(stop))}[/]", highlight=False)
         if stop.saved:
             again = resume_command(
-                spec, data_dir, stop.run_dir, epochs, batch_size, strict_data, sets
+                spec, data_dir, stop.run_dir, epochs, batch_size, strict_data, sets, typed
             )
             console.print(f"continue with:\n  {escape(again)}", highlight=False)
-        sys.exit(130)
-    except _known_errors() as exc:
-        _fail_with(exc)
-        return
+        sys.exit(EXIT_INTERRUPTED)
     print_training_result(result, as_json, console)
 
 
 def print_training_result(result: Any, as_json: bool, console: Console) -> None:
-    """The final metrics: everything as JSON on stdout, or one ``done`` line on stderr."""
+    """The final metrics: everything as JSON on stdout, or one ``done`` line on stderr; by
+    rank 0 alone under torchrun (every rank returns the same result)."""
+    if not getattr(result, "is_main", True):
+        return
     final = result.final
     if as_json:
         click.echo(
@@ -287,38 +302,44 @@ def evaluate(
     as_json: bool,
     confusion_png: Path | None,
 ) -> None:
-    """Accuracy, balanced accuracy, per-class precision/recall and the confusion matrix of
-    CHECKPOINT on a labelled folder."""
+    """Accuracy, top-5 accuracy (more than 5 classes), balanced accuracy, per-class
+    precision/recall and the confusion matrix of CHECKPOINT on a labelled folder."""
     from vitzoo.training.inference import evaluate as run_evaluate
     from vitzoo.training.report import plot_confusion
 
-    try:
-        with _plain_warnings(make_console(stderr=True)):
-            report = run_evaluate(
-                checkpoint,
-                data_dir,
-                split=split,
-                batch_size=batch_size,
-                strict=strict_data,
-                device=device,
-                runtime=runtime,
-                precision=precision,
-            )
-    except _known_errors() as exc:
-        _fail_with(exc)
-        return
+    with user_errors(), plain_warnings(make_console(stderr=True)):
+        report = run_evaluate(
+            checkpoint,
+            data_dir,
+            split=split,
+            batch_size=batch_size,
+            strict=strict_data,
+            device=device,
+            runtime=runtime,
+            precision=precision,
+        )
     if confusion_png is not None:
         plot_confusion(report, confusion_png, title=f"{checkpoint.name} on {report['data']}")
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    console = make_console()
+    errors = make_console(stderr=True)
     for path, why in report["skipped"]:
-        console.print(
+        errors.print(
             f"[yellow]skipped unreadable file[/] {escape(path)}: {escape(why)}", highlight=False
         )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_evaluation(report)
+    if report["skipped"]:
+        say_partial(len(report["skipped"]), report["samples"] + len(report["skipped"]), "files")
+
+
+def _print_evaluation(report: dict[str, Any]) -> None:
+    """The report as a person reads it: the headline, per-class table, confusion matrix."""
+    console = make_console()
+    top5 = report.get("top5_accuracy")
+    top5 = "" if top5 is None else f", top-5 accuracy [bold]{top5:.2%}[/]"
     console.print(
-        f"{escape(report['data'])}: accuracy [bold]{report['accuracy']:.2%}[/], balanced "
+        f"{escape(report['data'])}: accuracy [bold]{report['accuracy']:.2%}[/]{top5}, balanced "
         f"accuracy [bold]{report['balanced_accuracy']:.2%}[/] on {report['samples']} samples, "
         f"loss {report['loss']:.4f}",
         highlight=False,
@@ -327,61 +348,4 @@ def evaluate(
     console.print(_confusion_table(report))
 
 
-@click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--top-k",
-    "-k",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Classes to show per input (at least 1).",
-)
-@click.option("--device", default="cpu", show_default=True)
-@inference_options
-@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
-def predict(
-    checkpoint: Path,
-    images: tuple[Path, ...],
-    top_k: int,
-    device: str,
-    runtime: str,
-    precision: str,
-    as_json: bool,
-) -> None:
-    """Top-k classes with probabilities for each IMAGE (a clip, for a video checkpoint),
-    using CHECKPOINT's class names."""
-    from vitzoo.training.inference import predict as run_predict
-
-    try:
-        with _plain_warnings(make_console(stderr=True)):
-            results = run_predict(
-                checkpoint, images, top_k=top_k, device=device, runtime=runtime, precision=precision
-            )
-    except _known_errors() as exc:
-        _fail_with(exc)
-        return
-    failed = any("error" in r for r in results)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    else:
-        console = make_console()
-        for result in results:
-            if "error" in result:
-                console.print(
-                    f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
-                )
-                continue
-            console.print(f"[bold]{escape(result['image'])}[/]", highlight=False)
-            table = Table()
-            table.add_column("class")
-            table.add_column("probability", justify="right")
-            for entry in result["top"]:
-                table.add_row(escape(entry["class"]), f"{entry['probability']:.2%}")
-            console.print(table)
-    if failed:
-        sys.exit(1)
-
-
-COMMANDS = [train, evaluate, predict]
+COMMANDS = [train, evaluate]

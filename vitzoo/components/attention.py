@@ -15,16 +15,18 @@ can and is its dense block-diagonal mask everywhere else.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.norms import NormKind, PerHeadNorm, make_norm
 from vitzoo.components.packing import PackedMask
-from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
+from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate, SpecValueError
 
 
 def as_attention_mask(mask: torch.Tensor | PackedMask | None) -> torch.Tensor | None:
@@ -145,7 +147,12 @@ class MhsaConfig(ComponentConfig):
     type: Literal["mhsa"] = "mhsa"
     head_dim: PositiveInt | None = None
     qkv_bias: bool = True
-    #: Bias of the output projection (AIMv2 has none).
+    #: With ``qkv_bias``: False gives queries and values a bias and fixes the key bias at zero
+    #: (BEiT, EVA, Swin V2: ``q_bias`` / ``v_bias``; the zero is no parameter, so it can never
+    #: train). A key bias adds ``q . b_k`` to every logit of a query's row, which the softmax
+    #: cancels, so it was a parameter without effect.
+    key_bias: bool = True
+    #: Bias of the output projection (some recent ViTs drop it).
     proj_bias: bool = True
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
@@ -164,6 +171,39 @@ class MhsaConfig(ComponentConfig):
     #: function with the layout it was trained with, and that permutation depends on the head
     #: count, which no tensor shape records, so it is a property of the model, not of a converter.
     head_merge: Literal["head-major", "dim-major"] = "head-major"
+    #: Scaled cosine attention (Swin V2, Liu et al. 2022, Sec. 3.2): logits are
+    #: cos(q, k) / tau with a learned per-head tau, kept above ``1 / cosine_max_scale`` (the
+    #: scale is stored as its log, ``logit_scale``, and clamped), instead of q.k / sqrt(d). Why:
+    #: dot-product logits of large models grow with depth and a few pairs dominate; cosine
+    #: logits are bounded.
+    cosine: bool = False
+    cosine_max_scale: PositiveFloat = 100.0
+
+    #: Whether this config's attention computes its weights through
+    #: :meth:`MultiHeadAttention.attend` and its projections through ``split_heads``, so the
+    #: ``cosine`` and ``key_bias: false`` options act. Not inherited: a subclass config opts in
+    #: (set it True in its body), so a variant that computes its weights its own way (a
+    #: kernel approximation, a cross-covariance) cannot silently ignore them.
+    shared_weight_options: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.shared_weight_options = bool(cls.__dict__.get("shared_weight_options", False))
+
+    @model_validator(mode="after")
+    def _options_this_attention_honours(self) -> MhsaConfig:
+        if type(self).shared_weight_options:
+            return self
+        unhonoured = {"cosine": self.cosine is True, "key_bias": self.key_bias is False}
+        for field, value in unhonoured.items():
+            if value:
+                raise SpecValueError(
+                    field,
+                    f"the {self.type} attention computes its weights its own way, so "
+                    f"{field}: {getattr(self, field)} would have no effect here (it works in "
+                    "the mhsa and window attentions)",
+                )
+        return self
 
 
 def qk_norm(config: MhsaConfig, heads: int, head_dim: int) -> nn.Module:
@@ -179,7 +219,9 @@ class MultiHeadAttention(AttentionBase):
     """q, k, v projections -> multi-head attention -> output projection.
 
     Subclasses reuse the projections and override only what differs (how logits/weights are
-    formed), which is why the maths of SDPA attention lives here once.
+    formed), which is why the maths of SDPA attention lives here once. The ``key_bias: false``
+    and ``cosine`` options act in :meth:`split_heads` / :meth:`attend`, so every subclass that
+    goes through them has them.
     """
 
     def __init__(self, dim: int, num_heads: int, config: MhsaConfig) -> None:
@@ -187,18 +229,57 @@ class MultiHeadAttention(AttentionBase):
         self.num_heads = num_heads
         self.head_dim = config.head_dim or dim // num_heads
         inner = self.num_heads * self.head_dim
-        self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias)
+        separate = config.qkv_bias and not config.key_bias
+        self.qkv = nn.Linear(dim, inner * 3, bias=config.qkv_bias and not separate)
+        # q and v biases beside a bias-free qkv, the key's fixed at zero (``in_bias``)
+        self.q_bias = nn.Parameter(torch.zeros(inner)) if separate else None
+        self.v_bias = nn.Parameter(torch.zeros(inner)) if separate else None
         self.q_norm = qk_norm(config, self.num_heads, self.head_dim)
         self.k_norm = qk_norm(config, self.num_heads, self.head_dim)
         self.proj = nn.Linear(inner, dim, bias=config.proj_bias)
         self.proj_drop = nn.Dropout(config.proj_drop)
         self.dim_major = config.head_merge == "dim-major"
+        if config.cosine:
+            # Swin V2's initial temperature 0.1 (logit scale 10), stored as its log.
+            self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+            self.max_log_scale = math.log(config.cosine_max_scale)
+
+    def in_bias(self) -> torch.Tensor | None:
+        """The bias of the fused q, k, v projection: ``qkv.bias``, or [q_bias, 0, v_bias]."""
+        if self.q_bias is None:
+            return self.qkv.bias
+        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+
+    def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, 3 * inner): queries, keys and values side by side."""
+        if self.q_bias is None:
+            return self.qkv(x)
+        return F.linear(x, self.qkv.weight, self.in_bias())
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.project_qkv(x)
+        qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         return self.q_norm(q), self.k_norm(k), v
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        scale: float | torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`AttentionBase.attend`; with ``cosine`` the logits are cos(q, k) times the
+        clamped learned per-head scale (folded into q, so SDPA still runs fused)."""
+        if "logit_scale" in self._parameters:
+            log_scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
+            q = F.normalize(q, dim=-1) * log_scale
+            k, scale = F.normalize(k, dim=-1), 1.0
+        return super().attend(q, k, v, mask, scale=scale, bias=bias)
 
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         b, _, n, _ = out.shape

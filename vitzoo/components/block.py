@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from vitzoo.components.context import BuildContext
 from vitzoo.components.layers import maybe_drop_path, maybe_layer_scale
 from vitzoo.components.norms import NormKind, make_norm
-from vitzoo.config import ComponentConfig, PositiveFloat
+from vitzoo.config import ComponentConfig, PositiveFloat, SpecValueError
 
 
 class PreNormBlockConfig(ComponentConfig):
@@ -22,10 +23,34 @@ class PreNormBlockConfig(ComponentConfig):
     norm_eps: PositiveFloat = 1e-6
     #: LayerNorm (ViT) or RMSNorm before each branch.
     norm: NormKind = "layernorm"
+    #: Where each branch's norm sits: ``pre`` (x + f(norm(x)), ViT) or ``res-post``
+    #: (x + norm(f(x)), Swin V2's residual post-norm, Liu et al. 2022, Sec. 3.1: the branch
+    #: output is normalised before it joins the residual, so activations do not pile up with
+    #: depth in large models). The module names (norm1, attn, norm2, mlp) are the same.
+    norm_position: Literal["pre", "res-post"] = "pre"
+
+    #: Whether this config's block runs :meth:`PreNormBlock.forward`, where ``norm_position``
+    #: acts. Not inherited: a subclass whose block has its own forward (DeepViT's scaled
+    #: branches) opts in explicitly, so ``res-post`` is refused rather than silently ignored.
+    honours_norm_position: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.honours_norm_position = bool(cls.__dict__.get("honours_norm_position", False))
+
+    @model_validator(mode="after")
+    def _norm_position_honoured(self) -> PreNormBlockConfig:
+        if self.norm_position != "pre" and not type(self).honours_norm_position:
+            raise SpecValueError(
+                "norm_position",
+                f"the {self.type} block places its norms itself; allowed here: pre",
+            )
+        return self
 
 
 class PreNormBlock(nn.Module):
-    """Pre-norm transformer block.
+    """Pre-norm transformer block (or, with ``norm_position: res-post``, Swin V2's residual
+    post-norm block).
 
     The standard ViT block. Drop-path rate comes from the architecture's per-layer schedule."""
 
@@ -39,8 +64,12 @@ class PreNormBlock(nn.Module):
         self.mlp = ctx.build("mlp", ctx.mlp)
         self.ls2 = maybe_layer_scale(dim, config.layer_scale)
         self.drop_path = maybe_drop_path(ctx.drop_path)
+        self.post_norm = config.norm_position == "res-post"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.drop_path(self.ls1(self.norm1(self.attn(x, mask=mask))))
+            return x + self.drop_path(self.ls2(self.norm2(self.mlp(x))))
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), mask=mask)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 

@@ -34,7 +34,7 @@ class ClassAttention(MultiHeadAttention):
             raise ValueError("class attention takes a (B, N) key-padding mask")
         b, n, _ = x.shape
         inner = self.num_heads * self.head_dim
-        weight, bias = self.qkv.weight, self.qkv.bias
+        weight, bias = self.qkv.weight, self.in_bias()
         q = F.linear(x[:, :1], weight[:inner], None if bias is None else bias[:inner])
         kv = F.linear(x, weight[inner:], None if bias is None else bias[inner:])
         q = self.q_norm(q.reshape(b, 1, self.num_heads, self.head_dim).transpose(1, 2))

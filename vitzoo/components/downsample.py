@@ -6,14 +6,18 @@
 * :class:`BlockAggregation` -- NesT's block aggregation: 3x3 conv, LayerNorm over channels,
   3x3 max-pool with stride 2. It halves the map so four neighbouring blocks become one.
 
-Both take and return (B, C, H, W) maps; :func:`conv_embed_grid` / :func:`conv_embed_stage_grids`
+* :class:`PatchMerging` -- Swin's patch merging: each 2x2 neighbourhood's channels are
+  concatenated (4C) and projected to the next width, with a LayerNorm before the projection
+  (Swin) or after it (Swin V2); odd maps are zero-padded first.
+
+All take and return (B, C, H, W) maps; :func:`conv_embed_grid` / :func:`conv_embed_stage_grids`
 give the output sizes at spec time so configs can validate stage grids without building anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -156,3 +160,45 @@ class BlockAggregation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.norm(self.conv(x)))
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging (Liu et al. 2021, Sec. 3.1): (B, C, H, W) -> (B, out, ceil(H/2),
+    ceil(W/2)).
+
+    The 2x2 neighbourhood is laid out as [(0, 0), (1, 0), (0, 1), (1, 1)] (row, column offsets)
+    along the channels -- the order of the reference code's ``x0..x3``, which the released
+    ``reduction`` weights expect -- then ``norm`` + ``reduction`` (a bias-free Linear 4C -> out):
+    ``norm_position="before"`` normalises the 4C concatenation (Swin),
+    ``"after"`` the projected ``out`` channels (Swin V2). Odd sides are zero-padded at the end,
+    as the reference code does.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int | None = None,
+        *,
+        norm_eps: float = 1e-5,
+        norm_position: Literal["before", "after"] = "before",
+    ) -> None:
+        super().__init__()
+        out_dim = out_dim or 2 * dim
+        self.norm_after = norm_position == "after"
+        self.norm = nn.LayerNorm(out_dim if self.norm_after else 4 * dim, eps=norm_eps)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = x.permute(0, 2, 3, 1)
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        hh, ww = x.shape[1] // 2, x.shape[2] // 2
+        x = x.reshape(b, hh, 2, ww, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, hh, ww, 4 * c)
+        x = self.norm(self.reduction(x)) if self.norm_after else self.reduction(self.norm(x))
+        return x.permute(0, 3, 1, 2)
+
+
+def merged_grid(size: int) -> int:
+    """Side length after :class:`PatchMerging` (odd sides are padded, so it rounds up)."""
+    return (size + 1) // 2

@@ -8,42 +8,29 @@ import torch
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.components.norms import make_norm
-from vitzoo.config import ComponentConfig, PositiveFloat, Rate, SpecValueError
+from vitzoo.config import ComponentConfig, Rate, SpecValueError
 
 
 def linear_or_identity(num_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-#: A norm of the pooled vector owned by one classifier (LeViT's heads: BatchNorm -> Linear;
-#: vit-pytorch's NaViT: a LayerNorm without bias -> Linear).
-HeadNorm = Literal["none", "batchnorm", "layernorm", "layernorm-nobias"]
+#: A norm of the pooled vector owned by one classifier (LeViT's heads: BatchNorm -> Linear).
+HeadNorm = Literal["none", "batchnorm"]
 
 
-def classifier(
-    num_features: int,
-    num_classes: int,
-    norm: str = "none",
-    *,
-    bias: bool = True,
-    norm_eps: float = 1e-5,
-) -> nn.Module:
-    """Linear classifier, preceded by its own norm when ``norm`` is not ``"none"``.
+def classifier(num_features: int, num_classes: int, norm: str = "none") -> nn.Module:
+    """Linear classifier, preceded by its own BatchNorm when ``norm == "batchnorm"``.
 
     Why per classifier: LeViT's released models (official code, timm, HF) normalise the pooled
-    vector separately for the class and the distillation head, with two sets of statistics;
-    NaViT's head normalises the pooled vector before its bias-free projection.
+    vector separately for the class and the distillation head, with two sets of statistics.
     ``num_classes == 0`` gives an identity (features), without the norm, as the references do.
     """
     if num_classes <= 0:
         return nn.Identity()
-    linear = nn.Linear(num_features, num_classes, bias=bias)
     if norm == "batchnorm":
-        return nn.Sequential(nn.BatchNorm1d(num_features), linear)
-    if norm in ("layernorm", "layernorm-nobias"):
-        return nn.Sequential(make_norm(norm, num_features, norm_eps), linear)  # type: ignore[arg-type]
-    return linear
+        return nn.Sequential(nn.BatchNorm1d(num_features), nn.Linear(num_features, num_classes))
+    return nn.Linear(num_features, num_classes)
 
 
 class LinearHeadConfig(ComponentConfig):
@@ -51,28 +38,17 @@ class LinearHeadConfig(ComponentConfig):
 
     type: Literal["linear"] = "linear"
     dropout: Rate = 0.0
-    #: ``batchnorm``: BatchNorm1d of the pooled vector before the linear layer (LeViT);
-    #: ``layernorm`` / ``layernorm-nobias`` (eps ``norm_eps``): a LayerNorm there (NaViT).
+    #: ``batchnorm``: BatchNorm1d of the pooled vector before the linear layer (LeViT).
     norm: HeadNorm = "none"
-    norm_eps: PositiveFloat = 1e-5
-    #: Bias of the linear layer (NaViT's classifier has none).
-    bias: bool = True
 
 
 class LinearHead(nn.Module):
     def __init__(
-        self,
-        num_features: int,
-        num_classes: int,
-        dropout: float,
-        norm: str = "none",
-        *,
-        bias: bool = True,
-        norm_eps: float = 1e-5,
+        self, num_features: int, num_classes: int, dropout: float, norm: str = "none"
     ) -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
-        self.fc = classifier(num_features, num_classes, norm, bias=bias, norm_eps=norm_eps)
+        self.fc = classifier(num_features, num_classes, norm)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(pooled))
@@ -80,14 +56,7 @@ class LinearHead(nn.Module):
 
 def build_linear_head(config: LinearHeadConfig, ctx: BuildContext) -> LinearHead:
     """Linear classifier."""
-    return LinearHead(
-        ctx.num_features,
-        ctx.num_classes,
-        config.dropout,
-        config.norm,
-        bias=config.bias,
-        norm_eps=config.norm_eps,
-    )
+    return LinearHead(ctx.num_features, ctx.num_classes, config.dropout, config.norm)
 
 
 class ProjectionHeadConfig(ComponentConfig):

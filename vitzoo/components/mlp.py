@@ -1,13 +1,25 @@
-"""Channel-mixing MLPs: (B, N, D) -> (B, N, D)."""
+"""Channel-mixing MLPs: (B, N, D) -> (B, N, D).
+
+* ``mlp`` -- two linear layers with an activation between (ViT);
+* ``swiglu`` / ``geglu`` -- gated linear units (Shazeer, 2020, "GLU Variants Improve
+  Transformer", arXiv:2002.05202): ``fc2(act(x W) * (x V))``. The hidden width defaults to
+  ``8/3 * dim`` (the paper's 2/3 of the 4x MLP), so parameters match the plain MLP. ``norm``
+  adds a norm over the hidden units before ``fc2`` (EVA-02's sub-LN, Fang et al., 2023).
+  Both input projections live in one ``fc1`` (gate rows first); checkpoints that keep them
+  apart (timm's ``fc1_g`` / ``fc1_x``, EVA's ``w1`` / ``w2``) are joined by converter rules.
+  Registered by the core (not a plugin) because families build on them (EVA-02).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
+from vitzoo.components.norms import NormKind, make_norm
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate
 
 
@@ -73,3 +85,59 @@ def mlp_hidden_dim(config: MlpConfig, dim: int) -> int:
 def build_mlp(config: MlpConfig, ctx: BuildContext) -> Mlp:
     """Feed-forward MLP."""
     return Mlp(ctx.dim, mlp_hidden_dim(config, ctx.dim), config)
+
+
+# -- gated linear units -------------------------------------------------------------------------
+GATES = {"swiglu": F.silu, "geglu": F.gelu}
+
+
+class GatedMlpConfig(ComponentConfig):
+    """Gated MLP: fc2(act(x W) * (x V)); hidden width = ratio * dim."""
+
+    type: Literal["swiglu", "geglu"]
+    ratio: PositiveFloat = 8 / 3
+    hidden_dim: PositiveInt | None = None
+    dropout: Rate = 0.0
+    bias: bool = True
+    #: A norm over the gated hidden units before ``fc2`` (EVA-02's sub-LN); null: none.
+    norm: NormKind | None = None
+    norm_eps: PositiveFloat = 1e-6
+
+
+class SwigluConfig(GatedMlpConfig):
+    """SwiGLU MLP (SiLU gate)."""
+
+    type: Literal["swiglu"] = "swiglu"
+
+
+class GegluConfig(GatedMlpConfig):
+    """GEGLU MLP (GELU gate)."""
+
+    type: Literal["geglu"] = "geglu"
+
+
+class GatedMlp(nn.Module):
+    """Both input projections in one matmul (``fc1`` is 2x hidden wide: the gate's rows, then the
+    linear half's), split, gate, optionally normalise, project."""
+
+    def __init__(self, dim: int, config: GatedMlpConfig) -> None:
+        super().__init__()
+        hidden = config.hidden_dim or max(1, int(dim * config.ratio))
+        self.gate = GATES[config.type]
+        self.fc1 = nn.Linear(dim, 2 * hidden, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+        self.norm = (
+            nn.Identity()
+            if config.norm is None
+            else make_norm(config.norm, hidden, config.norm_eps)
+        )
+        self.fc2 = nn.Linear(hidden, dim, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gated, linear = self.fc1(x).chunk(2, dim=-1)
+        return self.drop(self.fc2(self.norm(self.drop(self.gate(gated) * linear))))
+
+
+def build_gated_mlp(config: GatedMlpConfig, ctx: BuildContext) -> GatedMlp:
+    """Gated linear unit MLP (SwiGLU / GEGLU)."""
+    return GatedMlp(ctx.dim, config)

@@ -225,7 +225,7 @@ class VitzooModel(nn.Module):
         """Keep only what the selected feature layers need; returns the absolute indices.
 
         Layers after the last selected one are removed, ``prune_head`` replaces the classifier
-        (and pre-logits) by identities, ``prune_norm`` the final norm. The pruned model is a
+        (and pre-logits, post-pool norm) by identities, ``prune_norm`` the final norm. The pruned model is a
         feature extractor: call ``forward_intermediates(..., intermediates_only=True)``.
         """
         take = resolve_feature_indices(indices, len(self.feature_layer_names()))
@@ -237,8 +237,9 @@ class VitzooModel(nn.Module):
             self.drop_final_norm()
         if prune_head:
             self.reset_classifier(0)
-            if isinstance(getattr(self, "pre_logits", None), nn.Module):
-                self.pre_logits = nn.Identity()
+            for part in ("pre_logits", "fc_norm"):  # what feeds only the classifier
+                if isinstance(getattr(self, part, None), nn.Module):
+                    setattr(self, part, nn.Identity())
         self.__dict__["_feature_info_cache"] = (tuple(self.input_size), info)
         self.__dict__["_pruned"] = (list(take), prune_norm, prune_head)
         return take
@@ -293,6 +294,38 @@ class VitzooModel(nn.Module):
         :func:`parameter_layers`), so every model has it.
         """
         return parameter_layers(self)
+
+    def shard_units(self) -> list[str]:
+        """The submodules a sharded run (``train.strategy: fsdp``) shards one by one.
+
+        FSDP gathers a unit's parameters when the unit is called and frees them when it
+        returns, so a unit must run through its own ``__call__`` (as :func:`run_block` does)
+        and its parameters must not be used outside that call. The default is the model's
+        layers, as :meth:`parameter_layers` counts them; an architecture that calls the parts
+        of a layer one by one overrides this to leave that layer out (its parameters are then
+        gathered with the model's other, non-layer parameters).
+        """
+        return _block_units(self)
+
+
+def shard_units(module: nn.Module) -> list[str]:
+    """Names of the submodules of ``module`` to shard one by one, for any model or for an
+    objective that holds models (the student, an EMA teacher, a decoder's blocks).
+
+    Each vitzoo model inside ``module`` answers for itself (:meth:`VitzooModel.shard_units`);
+    the rest is read like a model's module tree (stacks of multi-part blocks). The units never
+    nest, and ``module`` itself is not one: what no unit holds is gathered with the root.
+    """
+    if isinstance(module, VitzooModel):
+        return module.shard_units()
+    models: list[tuple[str, VitzooModel]] = []
+    for path, sub in module.named_modules():
+        if isinstance(sub, VitzooModel) and not any(path.startswith(f"{p}.") for p, _ in models):
+            models.append((path, sub))
+    units = [u for u in _block_units(module) if not any(u.startswith(f"{p}.") for p, _ in models)]
+    for path, model in models:
+        units.extend(f"{path}.{unit}" for unit in model.shard_units())
+    return units
 
 
 def _block_units(module: nn.Module, prefix: str = "", *, in_stage: bool = False) -> list[str]:

@@ -79,9 +79,10 @@ def cross_attend(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``attn`` with queries from ``queries`` (B, M, D) and keys / values from ``context``
-    (B, N, D): its fused q, k, v weights split, its qk-norm, heads and output projection."""
+    (B, N, D): its fused q, k, v weights and biases split, its qk-norm, heads, logit scaling
+    (``attend``: cosine too) and output projection."""
     inner = attn.num_heads * attn.head_dim
-    weight, bias = attn.qkv.weight, attn.qkv.bias
+    weight, bias = attn.qkv.weight, attn.in_bias()
     q = F.linear(queries, weight[:inner], None if bias is None else bias[:inner])
     kv = F.linear(context, weight[inner:], None if bias is None else bias[inner:])
     b, m, _ = queries.shape
@@ -96,6 +97,6 @@ def build_query_pool(config: QueryPoolConfig, ctx: BuildContext) -> QueryAttenti
     width = ctx.num_features or ctx.dim
     spec = config.attention or ctx.attention or MhsaConfig()
     attention = ctx.replace(dim=width).build("attention", spec)
-    if type(attention) is not MultiHeadAttention or getattr(attention, "q_bias", None) is not None:
+    if type(attention) is not MultiHeadAttention:
         raise SpecValueError("attention", "query-attention pooling needs a plain mhsa attention")
     return QueryAttentionPool(width, attention, config)

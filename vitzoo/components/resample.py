@@ -11,7 +11,8 @@ resampled here by rules keyed on what the tensor *is*:
 * a (1, C, h, w) position map (PiT): resampled bicubically;
 * a (1, N, C) table on a module that knows its ``grid``: resampled like learned positions;
 * relative-position tables ((2h-1)(2w-1), heads): resampled on their offset grid
-  (:func:`resize_relative_position_table`);
+  (:func:`resize_relative_position_table`); BEiT's whole-sequence tables are resampled as its
+  reference does (:func:`resize_relative_table_geometric`, through the module's own rule);
 * a (heads, h*w) per-offset bias on a module that knows its ``grid`` (LeViT): resampled as a
   map;
 * a module may define ``resample_tensor(name, tensor, old_module)`` for its own tensors
@@ -30,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.layers import to_pair
+from vitzoo.components.partition import window_partition, window_reverse
 from vitzoo.components.posenc import LearnedPositions, resize_grid_embedding
-from vitzoo.components.windows import window_partition, window_reverse
 from vitzoo.errors import InputSizeError
 
 
@@ -47,6 +48,90 @@ def resize_relative_position_table(
     grid = table.reshape(1, *old, heads).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
     return grid.permute(0, 2, 3, 1).reshape(-1, heads).to(table.dtype)
+
+
+def geometric_offsets(src: int, dst: int) -> list[float]:
+    """Where the ``src`` offsets of one axis of a relative table sit after spreading them over
+    ``dst`` offsets (BEiT's fine-tuning recipe, microsoft/unilm ``run_class_finetuning.py``, as
+    timm's ``resize_rel_pos_bias_table`` computes it): the gaps grow geometrically from the
+    centre, the ratio found by bisection so the outermost offset reaches ``dst // 2``. Near
+    offsets keep their value, far ones are stretched. Plain Python floats, as the reference's.
+    """
+    half = src // 2
+    low, high = 1.01, 1.5
+    ratio = low
+    while high - low > 1e-6:
+        ratio = (low + high) / 2.0
+        reach = 1.0 * (1.0 - ratio**half) / (1.0 - ratio)  # 1 + r + ... + r^(half-1)
+        if reach > dst // 2:
+            high = ratio
+        else:
+            low = ratio
+    outward, offset = [], 1.0
+    for i in range(half):
+        outward.append(offset)
+        offset += ratio ** (i + 1)
+    return [-o for o in reversed(outward)] + [0.0] + outward
+
+
+def _bracket(points: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Left / right neighbours among sorted ``points`` of each of ``at`` and the distances to
+    them; outside the points the nearer end value is taken (the distance past it counts 0)."""
+    last = points.shape[0] - 1
+    right = torch.bucketize(at, points).clamp(max=last)
+    left = (right - 1).clamp(0, last)
+    to_left = (at - points[left]).clamp(min=0)
+    to_right = (points[right] - at).clamp(min=0)
+    both_zero = (to_left == 0) & (to_right == 0)
+    to_left = torch.where(both_zero, torch.ones_like(to_left), to_left)
+    to_right = torch.where(both_zero, torch.ones_like(to_right), to_right)
+    return left, right, to_left, to_right
+
+
+def interpolate_uneven_grid(
+    values: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, at_y: torch.Tensor, at_x: torch.Tensor
+) -> torch.Tensor:
+    """Bilinear interpolation of (C, len(ys), len(xs)) ``values`` sampled at the sorted, unevenly
+    spaced ``ys`` / ``xs``, at the points (``at_y``, ``at_x``) (same shape): (C, *at_y.shape).
+
+    Written as the distance-weighted sum over the four corners divided by the cell's area,
+    which is how timm's ``RegularGridInterpolator`` (used by ``resize_rel_pos_bias_table``)
+    evaluates it, so float32 results agree to the bit."""
+    y0, y1, dy0, dy1 = _bracket(ys, at_y)
+    x0, x1, dx0, dx1 = _bracket(xs, at_x)
+    total = values[:, y0, x0] * (dy1 * dx1)
+    total = total + values[:, y0, x1] * (dy1 * dx0)
+    total = total + values[:, y1, x0] * (dy0 * dx1)
+    total = total + values[:, y1, x1] * (dy0 * dx0)
+    return total / ((dy0 + dy1) * (dx0 + dx1))
+
+
+def resize_relative_table_geometric(
+    table: torch.Tensor, old_window: Sequence[int], new_window: Sequence[int]
+) -> torch.Tensor:
+    """Resample a ((2h-1)(2w-1), heads) relative-offset table to another window the way BEiT's
+    reference (timm ``resize_rel_pos_bias_table``, no SciPy) does: each axis's old offsets are
+    spread geometrically (:func:`geometric_offsets`) and the table is interpolated bilinearly at
+    the new integer offsets, in float32."""
+    old = (2 * old_window[0] - 1, 2 * old_window[1] - 1)
+    new = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
+    if old == new:
+        return table
+    heads = table.shape[-1]
+    if table.is_meta:
+        return table.new_empty(new[0] * new[1], heads)
+    ys = torch.tensor(geometric_offsets(old[0], new[0]), dtype=torch.float32)
+    xs = torch.tensor(geometric_offsets(old[1], new[1]), dtype=torch.float32)
+    reach_y, reach_x = new[0] // 2.0, new[1] // 2.0
+    at = torch.meshgrid(
+        torch.arange(-reach_y, reach_y + 0.1, 1.0, dtype=torch.float32),
+        torch.arange(-reach_x, reach_x + 0.1, 1.0, dtype=torch.float32),
+        indexing="ij",
+    )
+    at = [a.contiguous() for a in at]
+    grid = table.detach().float().cpu().t().reshape(heads, *old)
+    out = interpolate_uneven_grid(grid, ys, xs, *at)
+    return out.reshape(heads, -1).t().contiguous().to(device=table.device, dtype=table.dtype)
 
 
 def resize_map(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

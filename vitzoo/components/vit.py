@@ -52,6 +52,10 @@ class VitConfig(ComponentConfig):
     block: ComponentSpec("block") = component_default(type="pre-norm")
     pool: ComponentSpec("pooling") = component_default(type="cls")
     head: ComponentSpec("head") = component_default(type="linear")
+    #: A norm of the pooled vector, before the head (timm's ``fc_norm``): BEiT, EVA and MAE
+    #: fine-tunes average the patch tokens and normalise the average instead of the tokens
+    #: (with ``final_norm: false``). Same kind and eps as the final norm (``norm``, ``norm_eps``).
+    fc_norm: bool = False
     class_token: bool = True
     distillation_token: bool = False
     register_tokens: NonNegativeInt = 0
@@ -183,6 +187,9 @@ class VisionTransformer(VitzooModel):
             attention=config.attention,
         )
         self.pool = self._head_ctx.build("pooling", config.pool)
+        self.fc_norm = (
+            make_norm(config.norm, dim, config.norm_eps) if config.fc_norm else nn.Identity()
+        )
         self.head = self._head_ctx.build("head", config.head, num_classes=config.num_classes)
         self._init_weights()
 
@@ -288,7 +295,7 @@ class VisionTransformer(VitzooModel):
         return self.encode(self.drop_patches(tokens))
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
-        pooled = self.pool_tokens(features)
+        pooled = self.fc_norm(self.pool_tokens(features))
         if pre_logits:
             return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
         return self.head(pooled)
@@ -366,8 +373,14 @@ class VisionTransformer(VitzooModel):
             )
 
     def no_weight_decay(self) -> set[str]:
+        """Tokens, position tables and relative-position tables (BEiT's recipe, as the
+        hierarchical models already do)."""
         names = {"cls_token", "dist_token", "reg_token"}
-        return {n for n, _ in self.named_parameters() if n in names or "pos_embed" in n}
+        return {
+            n
+            for n, _ in self.named_parameters()
+            if n in names or "pos_embed" in n or "relative_position" in n
+        }
 
 
 def tokens_to_grid_map(tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:

@@ -1,24 +1,26 @@
-"""Window attention on a 2D token grid: partition helpers, relative position bias, attention.
+"""Window attention on a 2D token grid: partition helpers and the ``window`` attention.
 
 * :func:`window_partition` / :func:`window_reverse` -- (B, H, W, C) <-> (B * nW, wh * ww, C) over
   non-overlapping contiguous windows (Swin, Twins LSA, MaxViT block attention).
 * :func:`grid_partition` / :func:`grid_reverse` -- the dilated counterpart: a fixed g x g grid of
   tokens spread over the whole map, one group per offset (MaxViT grid attention, CrossFormer's
   long-distance attention).
-* :class:`RelativePositionBias` -- a learned (2w-1)^2 x heads table indexed by relative offsets
-  inside a window.
 * :class:`WindowAttention` -- multi-head attention (the projections of
-  :class:`~vitzoo.components.attention.MultiHeadAttention`, weights through ``attend`` so SDPA and
-  ``record_attention`` work) computed inside windows (``mode="block"``) or grids
-  (``mode="grid"``). Maps not divisible by the window are zero-padded and the padding is masked
-  out of the keys. Registered by the core plugin as the ``window`` attention; in a flat ViT it
+  :class:`~vitzoo.components.attention.MultiHeadAttention`, weights through ``attend`` so SDPA,
+  ``record_attention``, scaled cosine attention and q/v-only biases work) computed inside
+  windows (``mode="block"``) or grids (``mode="grid"``), with a relative position bias from
+  :mod:`vitzoo.components.relative_position` (a learned table, or Swin V2's continuous MLP).
+  Maps not divisible by the window are zero-padded (the padding masked out of the keys unless
+  ``mask_padding: false``). ``shift_size`` makes it Swin's shifted-window attention: the map is
+  rolled by the shift, and a mask (:func:`shift_region_labels`) keeps the tokens that wrapped
+  around apart. Registered by the core plugin as the ``window`` attention; in a flat ViT it
   reads the patch grid from ``ctx.grid`` (class tokens are not allowed: they are not on the grid).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,70 +30,18 @@ from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.grid import FollowsGrid, refuse_dynamic_grid
 from vitzoo.components.layers import to_pair
-from vitzoo.config import SizeOrPair, SpecValueError
-
-
-def window_partition(x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
-    """(B, H, W, C) -> (B * H/wh * W/ww, wh * ww, C), windows of adjacent tokens."""
-    b, h, w, c = x.shape
-    wh, ww = window
-    x = x.view(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh * ww, c)
-
-
-def window_reverse(windows: torch.Tensor, window: Sequence[int], hw: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: -> (B, H, W, C)."""
-    wh, ww = window
-    h, w = hw
-    c = windows.shape[-1]
-    x = windows.view(-1, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
-
-
-def grid_partition(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """(B, H, W, C) -> (B * H/gh * W/gw, gh * gw, C): each group is a gh x gw grid, stride H/gh."""
-    b, h, w, c = x.shape
-    gh, gw = grid
-    x = x.view(b, gh, h // gh, gw, w // gw, c).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(-1, gh * gw, c)
-
-
-def grid_reverse(groups: torch.Tensor, grid: Sequence[int], hw: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`grid_partition`: -> (B, H, W, C)."""
-    gh, gw = grid
-    h, w = hw
-    c = groups.shape[-1]
-    x = groups.view(-1, h // gh, w // gw, gh, gw, c).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(-1, h, w, c)
-
-
-def relative_position_index(window: Sequence[int]) -> torch.Tensor:
-    """(N, N) index into a (2wh-1)(2ww-1) table of relative offsets, N = wh * ww."""
-    wh, ww = window
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(
-        1
-    )
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    return (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
-
-
-class RelativePositionBias(nn.Module):
-    """Learned per-head bias for every relative offset inside a window -> (heads, N, N)."""
-
-    def __init__(self, window: Sequence[int], num_heads: int) -> None:
-        super().__init__()
-        wh, ww = window
-        self.window = (wh, ww)
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads)
-        )
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer("index", relative_position_index(window), persistent=False)
-
-    def forward(self) -> torch.Tensor:
-        n = self.index.shape[0]
-        bias = self.relative_position_bias_table[self.index.reshape(-1)].view(n, n, -1)
-        return bias.permute(2, 0, 1).contiguous()
+from vitzoo.components.partition import (  # noqa: F401 - re-exported: families import them here
+    grid_partition,
+    grid_reverse,
+    window_partition,
+    window_reverse,
+)
+from vitzoo.components.relative_position import (  # noqa: F401 - RelativePositionBias re-exported
+    ContinuousPositionBias,
+    RelativePositionBias,
+    relative_position_index,
+)
+from vitzoo.config import NonNegativeIntOrPair, PositiveInt, SizeOrPair, SpecValueError
 
 
 def require_grid_only(what: str, class_token: bool, distillation_token: bool) -> None:
@@ -154,22 +104,72 @@ class GridBoundAttentionChecks:
 
 
 class WindowAttentionConfig(MhsaConfig):
-    """Attention inside local windows (block) or dilated grids, optional relative position bias."""
+    """Attention inside local windows (block) or dilated grids, optional relative position bias,
+    optional cyclic shift (Swin's shifted windows)."""
 
     type: Literal["window"] = "window"  # type: ignore[assignment]
     window_size: SizeOrPair = 7
     mode: Literal["block", "grid"] = "block"
+    #: Cyclic shift of the map before partitioning (Swin's shifted windows; ``block`` mode
+    #: only): the windows of a shifted block straddle the unshifted block's borders, and a mask
+    #: keeps tokens that only met through the wrap-around from attending each other. ``0``: none.
+    shift_size: NonNegativeIntOrPair = 0
+    #: Where a map that the windows do not tile is zero-padded, relative to the shift:
+    #: ``shift-then-pad`` (timm's Swin and Swin V2) or ``pad-then-shift`` (the Microsoft
+    #: detection code and Hugging Face's Swin / Swinv2). Both label the shift-mask regions on
+    #: the padded map; they place the padding, hence the windows' contents, differently, so a
+    #: checkpoint computes its function at such sizes only with its reference's order.
+    pad_order: Literal["shift-then-pad", "pad-then-shift"] = "shift-then-pad"
     relative_bias: bool = True
+    #: The relative bias: a learned ``table`` per offset (Swin, MaxViT), or ``continuous``: a
+    #: small MLP over log-spaced offsets (Swin V2's CPB), whose weights fit any window size.
+    position_bias: Literal["table", "continuous"] = "table"
+    #: ``continuous`` only: the window the CPB was trained with; offsets are normalised by it,
+    #: so fine-tuning at a larger window extrapolates (Swin V2's ``pretrained_window_size``).
+    #: None: the window itself.
+    pretrained_window_size: SizeOrPair | None = None
+    #: ``continuous`` only: the CPB MLP's hidden width.
+    cpb_hidden_dim: PositiveInt = 512
     #: When the grid does not tile into windows it is zero-padded; True masks the padded keys
     #: out, False lets them take part (their keys and values are the projections' biases), as
-    #: Twins' reference code (and timm's port) does -- so its weights compute their function
-    #: at any image size, not only where the windows tile the map.
+    #: Twins' and Swin's reference code (and timm's ports) do -- so their weights compute their
+    #: function at any image size, not only where the windows tile the map.
     mask_padding: bool = True
+    shared_weight_options: ClassVar[bool] = True
 
     def check(self, class_token: bool = False, distillation_token: bool = False, **_: Any) -> None:
-        if min(to_pair(self.window_size)) < 1:
+        window, shift = to_pair(self.window_size), to_pair(self.shift_size)
+        if min(window) < 1:
             raise SpecValueError("window_size", f"must be positive, got {self.window_size}")
+        if any(s >= w for s, w in zip(shift, window, strict=True)):
+            raise SpecValueError(
+                "shift_size",
+                f"{self.shift_size} must be smaller than the window {self.window_size} on each "
+                f"axis (Swin shifts by half a window); allowed: 0 to {min(window) - 1}",
+            )
+        if any(shift) and self.mode != "block":
+            raise SpecValueError("shift_size", "shifted windows need mode: block")
+        if self.pretrained_window_size is not None and self.position_bias != "continuous":
+            raise SpecValueError(
+                "pretrained_window_size", "only the continuous position bias takes it"
+            )
         require_grid_only("window attention", class_token, distillation_token)
+
+
+def shift_region_labels(
+    padded: Sequence[int], window: Sequence[int], shift: Sequence[int]
+) -> torch.Tensor:
+    """(H, W) labels of the cyclic-shift regions of a shifted, padded map (Swin's mask).
+
+    Per axis with a shift ``s``: ``[0, L - w)`` is region 0, ``[L - w, L - s)`` region 1 and
+    ``[L - s, L)`` region 2 (the rows that wrapped around); an axis without shift is one region.
+    Tokens attend each other only within a region.
+    """
+    labels = []
+    for length, w, s in zip(padded, window, shift, strict=True):
+        idx = torch.arange(length)
+        labels.append((idx >= length - w).long() + (idx >= length - s).long() if s else idx * 0)
+    return labels[0][:, None] * 3 + labels[1][None, :]
 
 
 class WindowAttention(FollowsGrid, MultiHeadAttention):
@@ -185,13 +185,13 @@ class WindowAttention(FollowsGrid, MultiHeadAttention):
     ) -> None:
         super().__init__(dim, num_heads, config)
         self.window = to_pair(config.window_size)
+        self.shift = to_pair(config.shift_size)
+        self.pad_first = config.pad_order == "pad-then-shift"
         self.mode = config.mode
         self.grid = tuple(grid)
         if num_prefix_tokens:
             raise ValueError("window attention cannot attend prefix tokens (they have no window)")
-        self.relative_position = (
-            RelativePositionBias(self.window, num_heads) if config.relative_bias else None
-        )
+        self.relative_position = position_bias(config, self.window, num_heads)
         self.mask_padding = config.mask_padding
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,23 +205,58 @@ class WindowAttention(FollowsGrid, MultiHeadAttention):
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C) with attention inside each window / grid group."""
         b, h, w, c = x.shape
-        wh, ww = self.window
-        pad_h, pad_w = (-h) % wh, (-w) % ww
-        key_mask = None
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        if (pad_h or pad_w) and self.mask_padding:
-            valid = torch.zeros(1, h + pad_h, w + pad_w, 1, dtype=torch.bool, device=x.device)
-            valid[:, :h, :w] = True
-            key_mask = self._partition(valid.to(x.dtype)).squeeze(-1).bool()  # (nW, N)
-            key_mask = key_mask.repeat(b, 1)[:, None, None, :]
-        hp, wp = h + pad_h, w + pad_w
-        groups = self._partition(x)
+        pads = ((-h) % self.window[0], (-w) % self.window[1])
+        padded = (h + pads[0], w + pads[1])
+        groups = self._partition(self._arrange(x, pads))
         q, k, v = self.split_heads(groups)
+        mask = self._window_mask(b, (h, w), pads, x.device)
         bias = self.relative_position() if self.relative_position is not None else None
-        out = self.merge_heads(self.attend(q, k, v, key_mask, bias=bias))
-        out = self._reverse(out, (hp, wp))
-        return out[:, :h, :w].contiguous() if (pad_h or pad_w) else out
+        out = self.merge_heads(self.attend(q, k, v, mask, bias=bias))
+        return self._restore(self._reverse(out, padded), (h, w))
+
+    def _arrange(self, x: torch.Tensor, pads: tuple[int, int]) -> torch.Tensor:
+        """Shift and pad a (B, H, W, C) map in the configured order."""
+        shifted = any(self.shift)
+        if shifted and not self.pad_first:
+            x = torch.roll(x, (-self.shift[0], -self.shift[1]), (1, 2))
+        if any(pads):
+            x = F.pad(x, (0, 0, 0, pads[1], 0, pads[0]))
+        if shifted and self.pad_first:
+            x = torch.roll(x, (-self.shift[0], -self.shift[1]), (1, 2))
+        return x
+
+    def _restore(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Undo :meth:`_arrange` on the (B, Hp, Wp, C) output: unshift and crop."""
+        shifted = any(self.shift)
+        if shifted and self.pad_first:
+            x = torch.roll(x, self.shift, (1, 2))
+        if x.shape[1:3] != hw:
+            x = x[:, : hw[0], : hw[1]].contiguous()
+        if shifted and not self.pad_first:
+            x = torch.roll(x, self.shift, (1, 2))
+        return x
+
+    def _window_mask(
+        self, batch: int, hw: tuple[int, int], pads: tuple[int, int], device: torch.device
+    ) -> torch.Tensor | None:
+        """(B * nW, 1, N, N) boolean mask (True = attend), or None when every pair may attend:
+        the shift's regions (:func:`shift_region_labels`) and, with ``mask_padding``, the
+        padded keys."""
+        shifted, masked_pad = any(self.shift), self.mask_padding and any(pads)
+        if not (shifted or masked_pad):
+            return None
+        padded = (hw[0] + pads[0], hw[1] + pads[1])
+        allowed = None
+        if shifted:
+            labels = shift_region_labels(padded, self.window, self.shift).to(device)
+            labels = self._partition(labels[None, :, :, None]).squeeze(-1)  # (nW, N)
+            allowed = labels[:, :, None] == labels[:, None, :]
+        if masked_pad:
+            valid = self._arrange(torch.ones(1, *hw, 1, device=device), pads)
+            keys = self._partition(valid).squeeze(-1).bool()[:, None, :]  # (nW, 1, N)
+            allowed = keys if allowed is None else allowed & keys
+        assert allowed is not None
+        return allowed.repeat(batch, 1, 1)[:, None]
 
     def _partition(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "block":
@@ -232,6 +267,23 @@ class WindowAttention(FollowsGrid, MultiHeadAttention):
         if self.mode == "block":
             return window_reverse(groups, self.window, hw)
         return grid_reverse(groups, self.window, hw)
+
+
+def position_bias(
+    config: WindowAttentionConfig, window: tuple[int, int], num_heads: int
+) -> nn.Module | None:
+    """The relative position bias module ``config`` asks for, for ``window``, or None."""
+    if not config.relative_bias:
+        return None
+    if config.position_bias == "table":
+        return RelativePositionBias(window, num_heads)
+    pretrained = config.pretrained_window_size
+    return ContinuousPositionBias(
+        window,
+        num_heads,
+        hidden=config.cpb_hidden_dim,
+        pretrained_window=None if pretrained is None else to_pair(pretrained),
+    )
 
 
 def build_window_attention(config: WindowAttentionConfig, ctx: BuildContext) -> WindowAttention:

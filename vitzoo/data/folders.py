@@ -285,6 +285,14 @@ class EpochBatches(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return self.global_steps() - (self.start_step if self.train else 0)
 
+    def most_local_batches(self) -> int:
+        """The most batches any process of ``world`` gets (rank 0's: evaluation gives it
+        the odd samples), so processes that must call a sharded model in step know how often."""
+        if self.train:
+            return len(self)
+        local = max(1, math.ceil(self.batch_size / self.world))
+        return math.ceil(math.ceil(self.size / self.world) / local)
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.train:
             gen = generator(self.seed, self.epoch, -1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vitzoo.errors import DataError
 
@@ -82,6 +82,8 @@ def check_image(path: Path) -> str | None:
                 img.verify()
                 if img.size[0] < 1 or img.size[1] < 1:
                     return "empty image"
+    except UnidentifiedImageError:  # the usual case: say it without Pillow's exception name
+        return "not an image file Pillow can read (PNG, JPEG, ...)"
     except Exception as exc:  # Pillow raises many types for bad files; all mean "unusable"
         return f"{type(exc).__name__}: {exc}"
     return None

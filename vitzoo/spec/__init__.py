@@ -40,6 +40,7 @@ from vitzoo.spec.validate import load_spec_file, load_spec_text, validate_spec
 from vitzoo.spec.yaml_source import (
     SPEC_FILE_SUFFIXES,
     is_spec_file_name,
+    load_yaml,
     parse_yaml,
     read_spec_file,
     spec_to_dict,
@@ -69,6 +70,7 @@ __all__ = [
     "is_spec_file_name",
     "load_spec_file",
     "load_spec_text",
+    "load_yaml",
     "override_path",
     "parse_assignments",
     "parse_yaml",

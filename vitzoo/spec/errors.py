@@ -125,6 +125,14 @@ def _plain(msg: str) -> str:
     return msg.replace("Input should be", "must be").replace("input should be", "must be")
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _message(
     err: Mapping[str, Any],
     failed_plugins: list[str],
@@ -164,6 +172,8 @@ def _message(
         given = err.get("input")
         if isinstance(given, bool | int | float | str) and "got" not in msg:
             msg += f", got {given!r}"
+        if kind in ("float_type", "int_type") and isinstance(given, str) and _numeric(given):
+            msg += " (a string: write the number without quotes)"
     if kind in {"union_tag_invalid", "literal_error", "union_tag_not_found"} and failed_plugins:
         msg += f"; note: plugins that failed to load: {', '.join(failed_plugins)}"
     return msg

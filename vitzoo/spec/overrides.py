@@ -17,6 +17,7 @@ import yaml
 from vitzoo.config import SpecValueError
 from vitzoo.errors import OverrideSyntaxError, SpecError, SpecIssue
 from vitzoo.registry import Registry
+from vitzoo.spec.yaml_source import load_yaml
 from vitzoo.suggest import did_you_mean
 
 #: Root sections an override key may start with; any other bare key means ``model.<key>``.
@@ -59,13 +60,31 @@ def expand_preset(registry: Registry, data: Mapping[str, Any]) -> dict[str, Any]
     if name is None:
         return data
     if not isinstance(name, str) or ("preset", name) not in registry:
-        raise SpecValueError(
-            ("preset",),
-            f"unknown preset {name!r}{did_you_mean(str(name), registry.names('preset'))}; "
-            f"registered presets: {', '.join(registry.names('preset'))}",
-        )
+        raise SpecValueError(("preset",), unknown_preset_message(registry, name))
     base = dict(registry.get("preset", name).spec)
     return deep_merge(base, data)
+
+
+#: Endings of weights files and folders people write where a preset name goes.
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".pt2")
+
+
+def unknown_preset_message(registry: Registry, name: Any) -> str:
+    """What to do about ``preset: NAME`` naming no preset: the closest name and where the list
+    is (never the whole list: 116 names buried the suggestion), or -- for a weights file -- how
+    to start from weights instead."""
+    text = str(name)
+    if text.startswith("hf-hub:") or text.endswith(WEIGHTS_SUFFIXES) or "/" in text:
+        return (
+            f"{text!r} is not a preset but weights; to start from them write `train.init_from: "
+            f"{text}` (fine-tuning: the model section is taken from the weights) or `weights: "
+            f"{{source: {text}}}`"
+        )
+    names = [*registry.names("preset"), *registry.aliases()]
+    return (
+        f"unknown preset {text!r}{did_you_mean(text, names)}; "
+        "`vitzoo list --kind preset` lists the presets"
+    )
 
 
 def override_path(key: str) -> str:
@@ -91,8 +110,9 @@ def apply_overrides(data: Any, overrides: Mapping[str, Any] | None) -> Any:
 def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
     """``["model.dim=384", "train.lr=0.001"]`` -> ``{"model.dim": 384, "train.lr": 0.001}``.
 
-    Values are YAML scalars or flow collections (``[8, 16]``, ``{type: mlp}``); an empty value
-    means null. Raises :class:`OverrideSyntaxError` for an item the user has to rewrite.
+    Values are YAML scalars or flow collections (``[8, 16]``, ``{type: mlp}``), read as a spec
+    file's values are (:func:`~vitzoo.spec.yaml_source.load_yaml`: ``3e-4`` is a number); an
+    empty value means null. Raises :class:`OverrideSyntaxError` for an item the user has to rewrite.
     """
     overrides: dict[str, Any] = {}
     for item in items:
@@ -100,7 +120,7 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise OverrideSyntaxError(f"expected key=value, got {item!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            overrides[key.strip()] = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or "not valid YAML"
             raise OverrideSyntaxError(f"cannot read the value of {item!r}: {problem}") from None
@@ -122,12 +142,14 @@ def blame_overrides(
         override_path(key): sources.get(key) or f"override {override_path(key)}={value!r}"
         for key, value in overrides.items()
     }
+    # the most specific override wins: `--set model.dim=7` over a whole `model` given at once
+    by_depth = sorted(labels.items(), key=lambda item: -item[0].count("."))
     issues = []
     for issue in exc.issues:
         label = next(
             (
                 lab
-                for path, lab in labels.items()
+                for path, lab in by_depth
                 if issue.path == path or issue.path.startswith(path + ".")
             ),
             None,

@@ -33,6 +33,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class LoraSection(_Section):
+    """``train.lora``: low-rank adapters (LoRA, Hu et al. 2021, arXiv:2106.09685) through
+    Hugging Face ``peft`` (the ``lora`` extra) on the named linear layers; the rest of the
+    backbone is frozen, the classifier trains. Checkpoints hold the merged weights (ordinary
+    vitzoo checkpoints); ``save_adapter`` also writes the adapters alone."""
+
+    rank: PositiveInt = Field(default=8, description="Rank r of each adapter.")
+    alpha: PositiveFloat = Field(
+        default=16.0, description="Scale: the update is (alpha / rank) * B @ A."
+    )
+    dropout: Rate = Field(default=0.0, description="Dropout on the adapters' input.")
+    targets: tuple[str, ...] = Field(
+        default=("qkv",),
+        description="Last names of the linear layers to adapt (e.g. qkv, proj, fc1, fc2); a "
+        "fused qkv projection is adapted as one layer, as peft does.",
+    )
+    save_adapter: bool = Field(
+        default=False, description="Also write RUN/adapter.safetensors (adapters + config)."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> LoraSection:
+        if not self.targets or not all(isinstance(t, str) and t.strip() for t in self.targets):
+            raise SpecValueError("targets", "name at least one linear layer, e.g. [qkv]")
+        return self
+
+
+#: ``train.freeze``: nothing, everything but the classifier, or all but the last N layers.
+FreezeSetting = Literal["none", "backbone"] | NonNegativeInt
+
+
 class TrainConfig(_Section):
     """Optimisation settings: AdamW with warmup + cosine decay, precision, fine-tuning source.
 
@@ -90,6 +121,45 @@ class TrainConfig(_Section):
         default="none",
         description="'balanced': weight the loss of each class by N / (classes * count).",
     )
+    strategy: Literal["ddp", "fsdp"] | None = Field(
+        default=None,
+        description="How the processes of a torchrun job share the model: 'ddp' keeps a full "
+        "copy on each; 'fsdp' shards parameters, gradients and optimiser state across them "
+        "(PyTorch FSDP2; run state written with torch.distributed.checkpoint). null: ddp "
+        "under torchrun; one process needs neither.",
+    )
+    fsdp_cpu_offload: bool = Field(
+        default=False,
+        description="fsdp: keep the parameter, gradient and optimiser-state shards in host "
+        "memory (the optimiser step runs on the CPU); only for models that do not fit.",
+    )
+    fsdp_reshard_after_forward: bool = Field(
+        default=True,
+        description="fsdp: free a block's gathered parameters after its forward and gather "
+        "them again for backward (least memory); false keeps them until backward (less "
+        "communication).",
+    )
+    dist_timeout: PositiveInt = Field(
+        default=1800,
+        description="Seconds a process waits for the others (a collective, the start of the "
+        "job) before the job stops with an error naming the wait, instead of hanging.",
+    )
+    best_metric: Literal["val_accuracy", "val_balanced_accuracy", "val_loss"] = Field(
+        default="val_accuracy",
+        description="The validation column that picks best.safetensors; ties go to the lower "
+        "val_loss (to the higher val_accuracy for val_loss). Without a validation split the "
+        "training accuracy (or loss) stands in.",
+    )
+    freeze: FreezeSetting = Field(
+        default="none",
+        description="'backbone': train only the classifier; N: train only the model's last N "
+        "layers (blocks; a hierarchical model's blocks within its stages) and what follows "
+        "them (final norm, classifier); 'none': train everything. Frozen parameters get no "
+        "optimiser state and their BatchNorm statistics stay as loaded.",
+    )
+    lora: LoraSection | None = Field(
+        default=None, description="Low-rank adapters through peft; null disables."
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> TrainConfig:
@@ -114,6 +184,32 @@ class TrainConfig(_Section):
             raise SpecValueError("ema_decay", "must be in (0, 1), or null to disable the EMA")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise SpecValueError("layer_decay", "must be in (0, 1], or null to disable it")
+        if self.strategy != "fsdp":
+            for name, default in (
+                ("fsdp_cpu_offload", False),
+                ("fsdp_reshard_after_forward", True),
+            ):
+                if getattr(self, name) != default:
+                    here = self.strategy or "null"
+                    raise SpecValueError(
+                        name, f"only applies with strategy: fsdp (strategy here: {here})"
+                    )
+        if self.dist_timeout < 1:
+            raise SpecValueError("dist_timeout", "must be a positive number of seconds")
+        if self.lora is not None and self.freeze != "none":
+            raise SpecValueError(
+                "freeze",
+                "train.lora freezes everything but the adapters and the classifier "
+                "already; leave train.freeze at none",
+            )
+        if self.lora is not None and self.ema_decay is not None:
+            raise SpecValueError(
+                "ema_decay", "a weight EMA is not kept for LoRA runs; set train.ema_decay: null"
+            )
+        if self.lora is not None and self.strategy == "fsdp":
+            raise SpecValueError(
+                "lora", "LoRA runs are not sharded (strategy: fsdp); use ddp, adapters are small"
+            )
         return self
 
 

@@ -110,14 +110,46 @@ def validate_spec(
     model = spec_model(registry)
     positions = key_positions(text)
     failed = failed_plugins or []
+    written = data
     try:
         data = expand_preset(registry, data)  # here too, so error paths follow the merged data
         spec = _validate_once(model, data)
     except (ValidationError, SpecValueError) as exc:
         found = issues_of(exc, data, failed_plugins=failed, root=model)
-        found += _issues_behind(model, data, found, failed)
-        raise SpecError(to_issues(found, positions, file)) from None
+        behind = _issues_behind(model, data, found, failed)
+        if any(loc == ("preset",) for loc, _, _ in found):
+            # the unknown preset would have given the missing fields: not problems of their own
+            behind = [f for f in behind if f[2] not in ("missing", "union_tag_not_found")]
+        issues = to_issues(found + behind, positions, file)
+        raise SpecError(_blame_preset(issues, written, registry)) from None
     return spec
+
+
+def _is_written(data: Any, path: str) -> bool:
+    """Whether the spec path ``a.b.0.c`` is written in ``data`` (the spec as the user gave it)."""
+    cursor = data
+    for step in path.split(".") if path else ():
+        if isinstance(cursor, Mapping) and step in cursor:
+            cursor = cursor[step]
+        elif isinstance(cursor, list) and step.isdigit() and int(step) < len(cursor):
+            cursor = cursor[int(step)]
+        else:
+            return False
+    return True
+
+
+def _blame_preset(issues: list[SpecIssue], written: Any, registry: Registry) -> list[SpecIssue]:
+    """A problem in a field the spec took from its ``preset:`` is reported at that preset
+    (``preset 'my-vit'  model.num_heads: ...``), not at a line of a file that does not hold it:
+    a third party's broken preset must name itself."""
+    name = written.get("preset") if isinstance(written, Mapping) else None
+    if not isinstance(name, str) or ("preset", name) not in registry:
+        return issues
+    where = f"preset {registry.canonical('preset', name)!r}"
+    return [
+        SpecIssue(i.path, i.message, where) if i.path and not _is_written(written, i.path) else i
+        for i in issues
+    ]
 
 
 def load_spec_text(

@@ -8,6 +8,7 @@ maps spec paths to lines and columns, which the error mapping uses to point at t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,33 @@ def is_spec_file_name(source: str | Path) -> bool:
 Positions = dict[tuple[Any, ...], tuple[int, int]]
 
 
+class SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``3e-4``, ``1E5`` and ``1.0e5`` as floats.
+
+    PyYAML implements YAML 1.1, whose float needs a dot and a signed exponent (``3.0e-4``), so
+    ``lr: 3e-4`` -- how every ML user writes a learning rate -- arrived as the string ``'3e-4'``
+    and the strict number fields refused it. YAML 1.2 (and JSON) read it as a number; so does
+    this loader, for every spec vitzoo reads: files, ``--set`` values, stored specs. The
+    resolver is tried after the built-in ones, so nothing PyYAML already reads changes.
+    """
+
+
+#: YAML 1.2's float forms that YAML 1.1 reads as strings: an exponent without a dot or sign.
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way every spec is read (:class:`SpecLoader`); errors propagate."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+
+
 def key_positions(text: str | None) -> Positions:
     """Map every key path in a YAML document to its 1-based (line, column)."""
     if not text:
         return {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=SpecLoader)
     except yaml.YAMLError:
         return {}
     out: Positions = {}
@@ -81,10 +103,10 @@ def _duplicate_keys(node: yaml.Node, path: tuple[Any, ...] = ()) -> list[SpecIss
 
 
 def parse_yaml(text: str, file: str = "<spec>") -> Any:
-    """``yaml.safe_load`` with invalid YAML and duplicate keys as a :class:`SpecError`."""
+    """:func:`load_yaml` with invalid YAML and duplicate keys as a :class:`SpecError`."""
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = load_yaml(text)
+        root = yaml.compose(text, Loader=SpecLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -107,6 +129,18 @@ def read_spec_file(path: str | Path) -> tuple[str, Any]:
     except OSError as exc:
         raise SpecError(
             [SpecIssue("", f"cannot read spec file: {exc.strerror}", str(path))]
+        ) from None
+    except UnicodeDecodeError:
+        raise SpecError(
+            [
+                SpecIssue(
+                    "",
+                    "not a spec (YAML text) but a binary file; weights? Start from them with "
+                    f"`train.init_from: {path}` (or pass the file itself where a checkpoint "
+                    "goes), see what it holds with `vitzoo info`",
+                    str(path),
+                )
+            ]
         ) from None
     return text, parse_yaml(text, str(path))
 

@@ -28,7 +28,13 @@ if "pytest" in sys.modules:  # readable assert failures inside checks when run u
         "vitzoo.testing.checks", "vitzoo.testing.model_checks", "vitzoo.testing.feature_checks"
     )
 
-from vitzoo.testing.variants import VARIANT_KINDS, Variant, VariantError, variants
+from vitzoo.testing.variants import (
+    TINY_MODEL_KINDS,
+    VARIANT_KINDS,
+    Variant,
+    VariantError,
+    variants,
+)
 
 _LAZY = {
     "Check": "vitzoo.testing.checks",
@@ -42,7 +48,14 @@ _LAZY = {
     "parametrize_with_checks": "vitzoo.testing.parametrize",
 }
 
-__all__ = ["VARIANT_KINDS", "Variant", "VariantError", "variants", *sorted(_LAZY)]
+__all__ = [
+    "TINY_MODEL_KINDS",
+    "VARIANT_KINDS",
+    "Variant",
+    "VariantError",
+    "variants",
+    *sorted(_LAZY),
+]
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -44,6 +44,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "vitzoo.testing.objective_checks",
     "vitzoo.testing.export_checks",
     "vitzoo.testing.contract",
+    "vitzoo.testing.preset_checks",
 )
 BATCH = 2
 
@@ -237,5 +238,7 @@ def check_validates_from_defaults(variant: Variant) -> None:
 
 @register_check_generator("*")
 def yield_registration_checks(variant: Variant) -> Iterator[Check]:
+    if variant.kind == "preset":  # a spec, not a config class: vitzoo.testing.preset_checks
+        return
     yield check_registration_metadata
     yield check_validates_from_defaults

@@ -14,7 +14,9 @@ A variant knows how to make a CPU-tiny model that exercises it:
   capabilities the component needs and which accepts it; when none can, the variant's model
   checks are skipped with the reason (the core depends on no one plugin);
 * an **objective** gets the same tiny host model plus ``objective: {"type": name, **config}``
-  in the spec, so objective checks (``vitzoo.testing.objective_checks``) start from a model.
+  in the spec, so objective checks (``vitzoo.testing.objective_checks``) start from a model;
+* a **preset** has no tiny model: it is a full-size spec, checked on the meta device
+  (``vitzoo.testing.preset_checks``); :data:`TINY_MODEL_KINDS` are the others.
 
 Everything goes through :func:`vitzoo.spec.validate_spec` and
 :func:`vitzoo.builder.build_from_spec`, so the YAML/spec path users take is the one tested.
@@ -37,8 +39,11 @@ from vitzoo.spec import SpecBase, SpecError, deep_merge, set_path, validate_spec
 if TYPE_CHECKING:
     from torch import nn
 
-#: Kinds the conformance suite covers (presets have their own test: they are full-size specs).
-VARIANT_KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective")
+#: Kinds the conformance suite covers. Presets are full-size specs with no tiny model: their
+#: checks (:mod:`vitzoo.testing.preset_checks`) validate and trial-build them on the meta device.
+VARIANT_KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective", "preset")
+#: The kinds whose variants make a tiny model (:meth:`Variant.tiny_spec`); not presets.
+TINY_MODEL_KINDS: tuple[str, ...] = (*COMPONENT_KINDS, "architecture", "objective")
 
 #: Where a component of each kind sits in the host architecture's config.
 HOST_FIELD: dict[str, str] = {
@@ -108,7 +113,10 @@ class Variant:
             if "host" not in self._cache:
                 self._cache["host"] = choose_host(self)
             return self._hosted_spec_data(self._cache["host"], example)
-        raise VariantError(f"{self}: kind {self.kind!r} has no tiny model")
+        raise VariantError(
+            f"{self}: kind {self.kind!r} has no tiny model (presets are full-size specs; "
+            f"select kind= among {', '.join(TINY_MODEL_KINDS)})"
+        )
 
     def _hosted_spec_data(self, host: str, example: Mapping[str, Any]) -> dict[str, Any]:
         """This component (or objective) in the tiny ``host`` architecture."""
@@ -220,7 +228,7 @@ def variants(
     *,
     system: PluginSystem | None = None,
 ) -> list[Variant]:
-    """Everything registered (presets excepted), optionally only one plugin's or one kind's.
+    """Everything registered (presets included), optionally only one plugin's or one kind's.
 
     Without ``system`` a fresh one is loaded. With ``plugin=None`` it is strict: any plugin that
     fails to load raises, so a broken plugin cannot hide its variants from the suite. With a

@@ -1,11 +1,14 @@
-"""Scoring during training: the validation columns of each epoch's row, and the final per-class
-report on ``best.safetensors`` (``evaluation.json``, ``confusion.png`` and a few summary lines).
+"""Scoring during training: the validation columns of each epoch's row, which epoch is the best
+(``train.best_metric``, ties to the lower validation loss), and the final per-class report on
+``best.safetensors`` (``evaluation.json``, ``confusion.png`` and a few summary lines).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,56 @@ from vitzoo.training.inference import evaluate_model
 from vitzoo.training.report import per_class_rows, plot_confusion
 from vitzoo.training.state import BEST
 
+#: Where the run has no validation split, the training column standing in for each metric.
+TRAIN_FALLBACK = {
+    "val_accuracy": "train_accuracy",
+    "val_balanced_accuracy": "train_accuracy",
+    "val_loss": "train_loss",
+}
+
+
+def _value(row: Mapping[str, Any], column: str) -> float | None:
+    value = row.get(column, row.get(TRAIN_FALLBACK.get(column, column)))
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def metric_value(row: Mapping[str, Any], metric: str) -> float | None:
+    """The epoch's ``metric`` (``train.best_metric``), or its training stand-in."""
+    return _value(row, metric)
+
+
+def best_key(row: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+    """How good an epoch is for ``best.safetensors``, as a tuple where larger is better: the
+    metric (negated for a loss), then the tie-breaker -- the lower validation loss, or for a
+    loss metric the higher accuracy. ``None``: the epoch has no such metric."""
+    primary = _value(row, metric)
+    if primary is None:
+        return None
+    if metric.endswith("loss"):
+        tie = _value(row, "val_accuracy")
+        return (-primary, tie if tie is not None else 0.0)
+    tie = _value(row, "val_loss")
+    return (primary, -tie if tie is not None else 0.0)
+
+
+def is_new_best(history: Sequence[Mapping[str, Any]], row: Mapping[str, Any], metric: str) -> bool:
+    """Whether ``row`` beats every earlier epoch (strictly: an equal epoch keeps the earlier)."""
+    key = best_key(row, metric)
+    if key is None:
+        return False
+    earlier = [k for r in history if (k := best_key(r, metric)) is not None]
+    return not earlier or key > max(earlier)
+
+
+def best_epoch(history: Sequence[Mapping[str, Any]], metric: str) -> int | None:
+    """The epoch the trainer kept as ``best.safetensors`` (the first of equals)."""
+    best, chosen = None, None
+    for row in history:
+        key = best_key(row, metric)
+        if key is not None and (best is None or key > best):
+            best, chosen = key, int(row["epoch"])
+    return chosen
+
 
 @dataclass
 class Validation:
@@ -31,6 +84,9 @@ class Validation:
     info: distributed.DistInfo
     precision: str
     num_workers: int
+    #: The scored models are sharded (``train.strategy: fsdp``): every process calls them
+    #: equally often (see :func:`~vitzoo.training.inference.evaluate_model`).
+    lockstep: bool = False
 
     def score(self, model: nn.Module) -> dict[str, Any]:
         """Loss, accuracy, per-class counts: :func:`~vitzoo.training.inference.evaluate_model`."""
@@ -43,6 +99,7 @@ class Validation:
             precision=self.precision,
             info=self.info,
             num_workers=self.num_workers,
+            lockstep=self.lockstep,
         )
 
     def columns(self, model: nn.Module, raw_model: nn.Module | None = None) -> dict[str, Any]:
@@ -60,11 +117,22 @@ class Validation:
             row["raw_val_accuracy"] = raw["accuracy"]
         return row
 
-    def final_report(self, model: nn.Module, run_dir: Path) -> dict[str, Any]:
+    def final_report(
+        self,
+        model: nn.Module,
+        run_dir: Path,
+        best_model: Callable[[Path], nn.Module] | None = None,
+    ) -> dict[str, Any]:
         """Per-class evaluation of the best weights (``model`` with ``best.safetensors`` loaded
-        when the run wrote one); rank 0 writes ``evaluation.json`` and ``confusion.png``."""
+        when the run wrote one); rank 0 writes ``evaluation.json`` and ``confusion.png``.
+
+        ``best_model(path)`` makes the scored model from the best file instead of a copy of
+        ``model`` (a sharded model cannot be copied: the run loads and shards the file).
+        """
         best_path = run_dir / BEST
-        if best_path.is_file():
+        if best_path.is_file() and best_model is not None:
+            model = best_model(best_path)
+        elif best_path.is_file():
             model = copy.deepcopy(model)
             load_weights(model, read_checkpoint(best_path)[0], source=str(best_path))
         report = self.score(model)

@@ -20,7 +20,7 @@ from torch import nn
 from vitzoo.checkpoint import load, read_checkpoint
 from vitzoo.data.config import ResolvedDataConfig, resolve_data_config
 from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
-from vitzoo.data.images import DataError, image_error, is_clip, open_image, read_clip
+from vitzoo.data.images import DataError
 from vitzoo.data.transforms import create_transform
 from vitzoo.plugins import PluginSystem
 from vitzoo.precision import autocast
@@ -29,6 +29,9 @@ from vitzoo.training import distributed
 from vitzoo.training.objective import classification_logits
 from vitzoo.training.report import classification_report
 from vitzoo.training.state import CLASSES_KEY, class_names
+
+#: ``top5_accuracy``: the true class among the model's 5 most likely (timm's top-5).
+TOP_K = 5
 
 
 def evaluate_model(
@@ -41,11 +44,15 @@ def evaluate_model(
     precision: str = "fp32",
     info: distributed.DistInfo | None = None,
     num_workers: int = 0,
+    lockstep: bool = False,
 ) -> dict[str, Any]:
     """Loss, accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
     matrix (rows: true, cols: predicted); see :func:`vitzoo.training.report.classification_report`.
 
     Under data parallelism each process scores its share and the counts are summed.
+    ``lockstep``: ``model`` is sharded (every call gathers parameters from all processes), so
+    a process with fewer batches runs discarded forwards until it has called the model as
+    often as the others.
     """
     device = torch.device(device)
     rank, world = (info.rank, info.world) if info else (0, 1)
@@ -53,24 +60,33 @@ def evaluate_model(
         len(dataset), batch_size, epoch=0, seed=0, train=False, rank=rank, world=world
     )
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    loss_sum = torch.zeros(1, dtype=torch.float64)
+    sums = torch.zeros(2, dtype=torch.float64)  # loss, top-5 hits
     was_training = model.training
     model.eval()
+    calls = 0
     with torch.no_grad(), autocast(device, precision):
         for images, targets in loader(dataset, sampler, num_workers):
             logits = classification_logits(model(images.to(device))).float().cpu()
-            loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
+            sums[0] += F.cross_entropy(logits, targets, reduction="sum").double()
+            top = logits.topk(min(TOP_K, num_classes), dim=-1).indices
+            sums[1] += (top == targets[:, None]).any(dim=-1).sum().double()
             index = targets * num_classes + logits.argmax(dim=-1)
             confusion += torch.bincount(index, minlength=num_classes**2).view_as(confusion)
+            calls += 1
+        if lockstep:
+            for _ in range(sampler.most_local_batches() - calls):
+                model(torch.zeros(1, *model.input_size, device=device))
     model.train(was_training)
     if info is not None:
         distributed.all_reduce_sum(confusion, info)
-        distributed.all_reduce_sum(loss_sum, info)
+        distributed.all_reduce_sum(sums, info)
     total = float(confusion.sum())
     counts = confusion.long().tolist()
     return {
         "samples": int(total),
-        "loss": float(loss_sum) / max(total, 1.0),
+        "loss": float(sums[0]) / max(total, 1.0),
+        # with 5 classes or fewer every label is in the top 5: no information, so none
+        "top5_accuracy": float(sums[1]) / max(total, 1.0) if num_classes > TOP_K else None,
         **classification_report(counts),
         "confusion": counts,
     }
@@ -184,41 +200,24 @@ def predict(
     system: PluginSystem | None = None,
     runtime: str = "torch",
     precision: str = "fp32",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    flip: bool = False,
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities per image (or clip, for a video checkpoint);
-    unreadable inputs get an ``error``. ``top_k`` must be >= 1 (more than the classes shows
-    them all)."""
+    """Top-k classes with probabilities per image (or clip, for a video checkpoint), folders
+    searched recursively; unreadable inputs get an ``error``. ``top_k`` must be >= 1 (more than
+    the classes shows them all). The batched engine and its file output are
+    :mod:`vitzoo.training.prediction` (``vitzoo predict``)."""
+    from vitzoo.training.prediction import PredictOptions, collect_inputs, predict_rows
+
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
     model, classes, data_cfg = load_classifier(
         checkpoint, system=system, device=device, runtime=runtime, precision=precision
     )
-    transform = create_transform(data_cfg, train=False)
-    frames = data_cfg.frames
-    k = min(top_k, len(classes))
-    results: list[dict[str, Any]] = []
-    for path in images:
-        try:
-            if frames is not None:
-                if not is_clip(Path(path)):
-                    raise DataError("not a clip (a folder of frames, .npy/.npz or video file)")
-                img = read_clip(Path(path), frames, transform.channels, None, False)
-            else:
-                img = open_image(path, transform.channels)
-        except Exception as exc:  # Pillow raises many types for bad files
-            results.append({"image": str(path), "error": image_error(path, exc)})
-            continue
-        with torch.no_grad():
-            logits = classification_logits(model(transform(img).unsqueeze(0).to(device)))
-        probs = logits.float().softmax(dim=-1)[0].cpu()
-        values, indices = probs.topk(k)
-        results.append(
-            {
-                "image": str(path),
-                "top": [
-                    {"class": classes[i], "index": int(i), "probability": float(p)}
-                    for p, i in zip(values.tolist(), indices.tolist(), strict=True)
-                ],
-            }
-        )
-    return results
+    paths = collect_inputs(images, clips=data_cfg.frames is not None)
+    options = PredictOptions(top_k, batch_size, num_workers, device, flip)
+    return [
+        {"image": row["path"], **{k: v for k, v in row.items() if k != "path" and v is not None}}
+        for row in predict_rows(model, classes, data_cfg, paths, options)
+    ]

@@ -32,8 +32,11 @@ def write_metrics(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, run_dir / "metrics.csv")
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss, accuracy and learning-rate panels per epoch (see :mod:`vitzoo.training.plots`)."""
+def plot_curves(
+    history: Sequence[dict[str, Any]], path: Path, metric: str = "val_accuracy"
+) -> None:
+    """Loss, accuracy and learning-rate panels per epoch (see :mod:`vitzoo.training.plots`),
+    the best epoch by ``metric`` marked."""
     from vitzoo.training.plots import plot_curves as draw
 
-    draw(history, path)
+    draw(history, path, metric)

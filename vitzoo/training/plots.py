@@ -38,12 +38,12 @@ def series(history: Sequence[dict[str, Any]], key: str) -> list[tuple[float, flo
     return out
 
 
-def best_epoch(history: Sequence[dict[str, Any]]) -> int | None:
-    """The epoch the trainer kept as best: highest validation (else training) accuracy,
-    the first one on ties (the trainer only replaces best on a strict improvement)."""
-    key = "val_accuracy" if any("val_accuracy" in r for r in history) else "train_accuracy"
-    scored = [(r[key], -int(r["epoch"])) for r in history if isinstance(r.get(key), int | float)]
-    return -max(scored)[1] if scored else None
+def best_epoch(history: Sequence[dict[str, Any]], metric: str = "val_accuracy") -> int | None:
+    """The epoch the trainer kept as best (the trainer's own rule:
+    :func:`vitzoo.training.evaluation.best_epoch`)."""
+    from vitzoo.training.evaluation import best_epoch as trainers_best
+
+    return trainers_best(history, metric)
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -89,17 +89,20 @@ def tick_label(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Write ``path`` (PNG) atomically; matplotlib when importable, else Pillow."""
+def plot_curves(
+    history: Sequence[dict[str, Any]], path: Path, metric: str = "val_accuracy"
+) -> Path:
+    """Write ``path`` (PNG) atomically; matplotlib when importable, else Pillow. The best
+    epoch is marked as ``train.best_metric`` (``metric``) chose it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         import matplotlib
     except ImportError:
-        draw_with_pillow(history, tmp)
+        draw_with_pillow(history, tmp, metric)
     else:
         matplotlib.use("Agg", force=False)
-        draw_with_matplotlib(history, tmp)
+        draw_with_matplotlib(history, tmp, metric)
     os.replace(tmp, path)
     return path
 
@@ -107,11 +110,13 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # matplotlib
 # --------------------------------------------------------------------------------------------
-def draw_with_matplotlib(history: Sequence[dict[str, Any]], path: Path) -> None:
+def draw_with_matplotlib(
+    history: Sequence[dict[str, Any]], path: Path, metric: str = "val_accuracy"
+) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    best = best_epoch(history)
+    best = best_epoch(history, metric)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=100)
     for ax, (title, ylabel, lines) in zip(axes, SERIES, strict=True):
         drawn = False
@@ -155,13 +160,15 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_with_pillow(history: Sequence[dict[str, Any]], path: Path) -> None:
+def draw_with_pillow(
+    history: Sequence[dict[str, Any]], path: Path, metric: str = "val_accuracy"
+) -> None:
     width, height = 1380, 440
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     font, small = _font(15), _font(12)
     draw.text((width // 2 - 60, 8), "training curves", fill=(0, 0, 0), font=_font(17))
-    best = best_epoch(history)
+    best = best_epoch(history, metric)
     last = max((int(r["epoch"]) for r in history), default=1)
     panel_w = (width - 60) // 3
     for i, (title, ylabel, lines) in enumerate(SERIES):

@@ -7,9 +7,9 @@ results, so the trainer reads as the list of those steps.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from rich.markup import escape
@@ -24,6 +24,7 @@ from vitzoo.data.transforms import ModelInput, create_transform
 from vitzoo.formats import SPEC_KEY
 from vitzoo.plugins import PluginSystem
 from vitzoo.spec import SpecBase, spec_to_dict
+from vitzoo.spec.sources import read_spec_source
 from vitzoo.training.progress import Reporter
 
 
@@ -97,6 +98,43 @@ def scan_data(data_dir: Path, spec: SpecBase, strict: bool, reporter: Reporter) 
     return Splits(train_index, val_index)
 
 
+def with_model_of_weights(
+    source: Any,
+    changes: dict[str, Any],
+    sources: dict[str, str],
+    system: PluginSystem,
+) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """A spec without a ``model:`` section (and no ``preset:``) that fine-tunes
+    (``train.init_from``) takes the model from those weights; a weights source given where the
+    spec goes (``vitzoo train ckpt.safetensors``) is the spec ``train.init_from: ckpt``.
+
+    Returns the spec source and the changes to resolve it with: the weights' ``model`` first
+    (a problem in it is blamed on ``train.init_from``), the caller's changes over it.
+    """
+    from vitzoo.weights.source_spec import model_of_source
+    from vitzoo.weights.sources import is_weights_source
+
+    if isinstance(source, SpecBase):
+        return source, changes, sources
+    if isinstance(source, str | Path) and is_weights_source(source):
+        data: Any = {"train": {"init_from": str(source)}}
+        source = data
+    else:
+        data = read_spec_source(source, system.registry).data
+    if not isinstance(data, Mapping) or "model" in data or "preset" in data:
+        return source, changes, sources
+    train = data.get("train") if isinstance(data.get("train"), Mapping) else {}
+    init_from = changes.get("train.init_from", train.get("init_from"))
+    if not isinstance(init_from, str | Path):
+        return source, changes, sources
+    model = model_of_source(init_from, system)
+    return (
+        source,
+        {"model": model, **changes},
+        {"model": f"the model of train.init_from {init_from}", **sources},
+    )
+
+
 def global_batch_size(requested: int, images: int, world: int, multiple: int = 1) -> int:
     """The batch every step uses: at most the dataset, and split evenly across processes
     (and, with gradient accumulation, into ``multiple`` equal micro-batches on each)."""
@@ -127,11 +165,14 @@ def build_model(
     reporter: Reporter,
     *,
     use_init_from: bool = True,
+    classes: Sequence[str] | None = None,
 ) -> BuiltModel:
     """The model for ``num_classes`` classes, starting from ``train.init_from`` when set.
 
     Fine-tuning builds the model with the checkpoint's class count, loads it (learned positions
-    resample to a new image size on load), then resets the head for the data's classes.
+    resample to a new image size on load), then fits the head to the data's ``classes``: rows
+    matched by class name where the checkpoint names its classes, else re-initialised for a
+    new class count.
     """
     if getattr(spec.model, "num_classes", num_classes) != num_classes:
         reporter.log(
@@ -146,7 +187,9 @@ def build_model(
 
     # Any weights source (vitzoo/timm checkpoint, HF folder, hf-hub:...): head reset for the
     # data's classes, positions resampled, the weights' normalisation adopted (one line each).
-    spec, model = fine_tune_start(spec, system=system, log=lambda line: reporter.log(escape(line)))
+    spec, model = fine_tune_start(
+        spec, system=system, log=lambda line: reporter.log(escape(line)), class_names=classes
+    )
     reporter.log(f"fine-tuning from {escape(str(source))}")
     return BuiltModel(spec, model)
 

@@ -8,8 +8,10 @@ and is also what a checkpoint saves and a resumed run restores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +20,7 @@ import torch
 from rich.markup import escape
 from torch import nn
 
+from vitzoo.checkpoint import CheckpointError, load
 from vitzoo.data.folders import EpochBatches, FolderDataset, generator, loader
 from vitzoo.plugins import PluginSystem
 from vitzoo.precision import autocast
@@ -25,13 +28,33 @@ from vitzoo.spec import SpecBase
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.ema import ModelEma
-from vitzoo.training.evaluation import Validation
+from vitzoo.training.evaluation import Validation, is_new_best, metric_value
+from vitzoo.training.freeze import hold_frozen_norms
 from vitzoo.training.interrupt import StopNow, StopRequest, TrainingInterrupted
+from vitzoo.training.lora import restore_adapter_tensors
 from vitzoo.training.metrics import plot_curves, write_metrics
 from vitzoo.training.objective import make_objective
 from vitzoo.training.optim import lr_at, make_optimizer, set_lr
 from vitzoo.training.progress import Reporter
-from vitzoo.training.state import TrainingState, restore_rng, rng_state, save_run_checkpoint
+from vitzoo.training.sharded_state import (
+    ShardedTrainingState,
+    load_sharded_state,
+    save_sharded_run_checkpoint,
+)
+from vitzoo.training.sharding import (
+    accumulating,
+    gathered,
+    make_sharding,
+    move_unsharded,
+    reshard_all,
+)
+from vitzoo.training.state import (
+    LAST,
+    TrainingState,
+    restore_rng,
+    rng_state,
+    save_run_checkpoint,
+)
 
 
 def objective_for_run(
@@ -115,20 +138,27 @@ class TrainingRun:
         self.model, self.classes, self.batch = model, classes, batch
         self.train_set = train_set
         self.info, self.reporter, self.run_dir = info, reporter, run_dir
+        self.system = system
         self.sample_weights = sample_weights
+        #: FSDP2 sharding across the processes (``train.strategy: fsdp`` under torchrun).
+        self.sharding = make_sharding(self.cfg, info)
+        #: The run state goes through torch.distributed.checkpoint (``strategy: fsdp``, at any
+        #: world size, so a sharded run resumes on one process and back).
+        self.sharded_state = self.cfg.strategy == "fsdp"
         self.validation = None
         if val_set is not None:
             self.validation = Validation(
-                val_set, classes, batch, info, self.cfg.precision, spec.data.num_workers
+                val_set,
+                classes,
+                batch,
+                info,
+                self.cfg.precision,
+                spec.data.num_workers,
+                lockstep=self.sharding is not None,
             )
-        model.to(info.device)
-        if self.cfg.grad_checkpointing:
-            model.set_grad_checkpointing(True)
-        self.objective = objective_for_run(spec, model, system, class_weights, reporter)
-        self.objective.to(info.device)
+        self.objective, self.ema = self.place(model, class_weights)
         self.optimizer = make_optimizer(self.objective, model, self.cfg)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.cfg.precision == "fp16")
-        self.ema = ModelEma(model, self.cfg.ema_decay) if self.cfg.ema_decay else None
         self.steps_per_epoch = len(train_set) // batch
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
         self.warmup_steps = round(self.cfg.warmup_epochs * self.steps_per_epoch)
@@ -145,12 +175,44 @@ class TrainingRun:
     # ----------------------------------------------------------------------------------------
     # Set-up
     # ----------------------------------------------------------------------------------------
+    def place(
+        self, model: nn.Module, class_weights: torch.Tensor | None
+    ) -> tuple[nn.Module, ModelEma | None]:
+        """The objective around ``model`` and the weight EMA, on the run's device -- sharded
+        when the run is (the optimiser, made next, then holds the shards)."""
+        device = self.info.device
+        if self.sharding is None:
+            model.to(device)  # a sharded model goes to the device shard by shard
+        if self.cfg.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        objective = objective_for_run(self.spec, model, self.system, class_weights, self.reporter)
+        ema = ModelEma(model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+        if self.sharding is None:
+            objective.to(device)
+            return objective, ema
+        for module in (objective, ema.module if ema is not None else None):
+            if module is not None:
+                self.sharding.shard(module)
+                move_unsharded(module, device)
+        return objective, ema
+
     def restore(self, state: TrainingState) -> None:
         """Continue where ``state`` ended (call before :meth:`wrap`)."""
-        self.optimizer.load_state_dict(state.optimizer)
-        if state.objective_extra:
-            own = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-            self.objective.load_state_dict({**own, **state.objective_extra})
+        if isinstance(state, ShardedTrainingState):
+            load_sharded_state(state, self.objective, self.optimizer, self.ema, self.info)
+        elif self.sharding is not None:
+            raise CheckpointError(
+                f"{self.run_dir}: this run's state was written without train.strategy: fsdp "
+                "and cannot be loaded into shards; resume it with the strategy it was started "
+                "with, or start a new run from its weights (train.init_from)"
+            )
+        else:
+            self.optimizer.load_state_dict(state.optimizer)
+            if state.objective_extra:
+                own = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+                self.objective.load_state_dict({**own, **state.objective_extra})
+            if self.ema is not None and state.ema:
+                self.ema.load_state_tensors(state.ema, state.ema_updates)
         self.epoch, self.step, self.best = state.epoch, state.step, state.best_accuracy
         self.history = list(state.history)
         if state.epoch_step:
@@ -158,15 +220,16 @@ class TrainingRun:
             self.totals = EpochTotals.from_partial(state.partial or {})
         if state.scaler and self.scaler.is_enabled():
             self.scaler.load_state_dict(state.scaler)
-        if self.ema is not None and state.ema:
-            self.ema.load_state_tensors(state.ema, state.ema_updates)
+        if getattr(state, "lora", None):
+            restore_adapter_tensors(self.objective, state.lora)
         restore_rng(state.rng)
 
     def wrap(self) -> None:
-        """torch.compile and DistributedDataParallel, as configured."""
+        """torch.compile and DistributedDataParallel, as configured (a sharded objective was
+        wrapped when it was sharded)."""
         if self.cfg.compile:
             self.objective.compile()
-        if self.info.enabled:
+        if self.info.enabled and self.sharding is None:
             cuda = self.info.device.type == "cuda"
             self.runner = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.info.device.index] if cuda else None
@@ -192,6 +255,7 @@ class TrainingRun:
         """The remaining steps of the current epoch; its row of training metrics."""
         info, cfg = self.info, self.cfg
         self.objective.train()
+        hold_frozen_norms(self.model)  # train.freeze: frozen BatchNorm statistics stay
         sampler = EpochBatches(
             len(self.train_set),
             self.batch,
@@ -258,9 +322,11 @@ class TrainingRun:
             x = x.to(info.device, non_blocking=True)
             y = y.to(info.device, non_blocking=True)
             last = index == parts - 1
-            sync = contextlib.nullcontext()
+            sync: Any = contextlib.nullcontext()
             if not last and isinstance(self.runner, nn.parallel.DistributedDataParallel):
                 sync = self.runner.no_sync()
+            elif self.sharding is not None:
+                sync = accumulating(self.objective, last)
             with sync:
                 with autocast(info.device, cfg.precision):
                     output = self.runner(x, y)
@@ -313,35 +379,71 @@ class TrainingRun:
         """What validation scores and best.safetensors holds: the EMA when there is one."""
         return self.model if self.ema is None else self.ema.module
 
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Sharded: the objective's root parameters (the model's non-block ones) gathered
+        while the model runs outside the objective, and everything freed afterwards."""
+        if self.sharding is None:
+            yield
+            return
+        with gathered(self.objective):
+            yield
+        if self.ema is not None:
+            reshard_all(self.ema.module)
+
     def validate(self) -> dict[str, Any]:
         """The epoch's validation columns (none without a validation split)."""
         if self.validation is None:
             return {}
         raw = self.model if self.ema is not None else None
-        return self.validation.columns(self.evaluated_model(), raw)
+        with self.scoring():
+            return self.validation.columns(self.evaluated_model(), raw)
 
     def final_report(self) -> dict[str, Any] | None:
         """Per-class evaluation of the best weights on the validation split (None without one)."""
         if self.validation is None:
             return None
-        return self.validation.final_report(self.evaluated_model(), self.run_dir)
+        best = self.sharded_copy if self.sharding is not None else None
+        with self.scoring():
+            return self.validation.final_report(self.evaluated_model(), self.run_dir, best)
+
+    def sharded_copy(self, path: Path) -> nn.Module:
+        """The model file ``path`` loaded and sharded like the run's model (every process)."""
+        assert self.sharding is not None
+        model = self.sharding.shard(load(path, system=self.system))
+        move_unsharded(model, self.info.device)
+        return model
+
+    def trained_model(self) -> nn.Module:
+        """The trained model as one plain module: a sharded run's is read back from
+        ``last.safetensors`` (its own parameters are shards tied to the process group)."""
+        if self.sharding is None:
+            return self.model
+        return load(self.run_dir / LAST, system=self.system)
 
     # ----------------------------------------------------------------------------------------
     # Checkpoints
     # ----------------------------------------------------------------------------------------
     def record(self, row: dict[str, Any]) -> bool:
         """Add the finished epoch to the history; whether it is the best so far."""
+        is_best = is_new_best(self.history, row, self.cfg.best_metric)  # ties: lower val loss
         self.history.append(row)
         self.epoch += 1
-        score = row.get("val_accuracy", row.get("train_accuracy"))
-        is_best = score is not None and (self.best is None or score > self.best)
         if is_best:
-            self.best = score
+            self.best = metric_value(row, self.cfg.best_metric)
         return is_best
+
+    @property
+    def collective_save(self) -> bool:
+        """A sharded state is written by every process at once (else by rank 0 alone)."""
+        return self.sharded_state and self.info.enabled
 
     def save(self, *, is_best: bool = False, rng: dict[str, torch.Tensor] | None = None) -> None:
         """Checkpoint the run as it stands (mid-epoch when ``epoch_step`` > 0)."""
-        save_run_checkpoint(
+        save = save_run_checkpoint
+        if self.sharded_state:
+            save = functools.partial(save_sharded_run_checkpoint, info=self.info)
+        save(
             self.run_dir,
             self.model,
             self.objective,
@@ -360,11 +462,15 @@ class TrainingRun:
         )
 
     def checkpoint(self, row: dict[str, Any], is_best: bool) -> None:
-        """Rank 0 writes the checkpoint, metrics and plot of the epoch just recorded."""
-        if self.info.is_main:
+        """Rank 0 writes the checkpoint (all processes, when it is sharded), metrics and
+        plot of the epoch just recorded."""
+        if self.collective_save:
             self.save(is_best=is_best)
+        if self.info.is_main:
+            if not self.collective_save:
+                self.save(is_best=is_best)
             write_metrics(self.run_dir, self.history)
-            plot_curves(self.history, self.run_dir / "curves.png")
+            plot_curves(self.history, self.run_dir / "curves.png", self.cfg.best_metric)
             self.reporter.log(self.epoch_line(row))
         self.committing = False
         distributed.barrier(self.info)
@@ -377,13 +483,20 @@ class TrainingRun:
         parts.append(f"{row['seconds']:.1f}s, {row['images_per_second']:.0f} img/s")
         return ", ".join(parts)
 
-    def interrupted(self, rng: dict[str, torch.Tensor]) -> TrainingInterrupted:
-        """Save the last finished step (when the weights are consistent) and say so."""
+    def interrupted(
+        self, rng: dict[str, torch.Tensor], *, together: bool = True
+    ) -> TrainingInterrupted:
+        """Save the last finished step (when the weights are consistent) and say so.
+
+        ``together``: every process stopped at the same step boundary (a requested stop), so
+        a sharded state, which every process writes, can be saved; after an abrupt stop the
+        others may be anywhere, and the previous checkpoint is kept.
+        """
         run_dir = self.run_dir
-        if self.committing:
+        if self.committing or (self.collective_save and not together):
             return TrainingInterrupted(run_dir, self.epoch, self.epoch_step, self.step, False)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.info.is_main:
+        if self.info.is_main or self.collective_save:
             self.committing = True
             try:
                 self.save(rng=rng)
@@ -419,4 +532,4 @@ def run_epochs(run: TrainingRun) -> None:
         except TrainingInterrupted:
             raise
         except KeyboardInterrupt:
-            raise run.interrupted(run.rng_at_step) from None
+            raise run.interrupted(run.rng_at_step, together=False) from None

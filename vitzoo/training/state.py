@@ -22,6 +22,7 @@ from torch import nn
 
 from vitzoo.checkpoint import CheckpointError, atomic_save_tensors, read_checkpoint, save
 from vitzoo.formats import CLASSES_KEY
+from vitzoo.training.lora import adapter_tensors
 
 EPOCH_KEY = "vitzoo.train.epoch"
 STATE_KEY = "vitzoo.train.state_file"
@@ -51,6 +52,8 @@ class TrainingState:
     #: The weight average's tensors (``ema.<name>``) and its update count.
     ema: dict[str, torch.Tensor] | None = None
     ema_updates: int = 0
+    #: ``train.lora``: the unmerged base and adapter tensors (``lora.<layer>.<name>``).
+    lora: dict[str, torch.Tensor] | None = None
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -167,6 +170,7 @@ def _state_tensors(
     weight average) and the optimiser's JSON-safe rest."""
     tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
     tensors.update(objective_extra(objective))
+    tensors.update(adapter_tensors(objective))
     tensors.update(rng if rng is not None else rng_state())
     if ema is not None:
         tensors.update(ema.state_tensors())
@@ -238,6 +242,7 @@ def read_run_checkpoint(run_dir: Path) -> RunCheckpoint:
         scaler=progress.get("scaler"),
         ema={k: v for k, v in state_tensors.items() if k.startswith("ema.")} or None,
         ema_updates=int(progress.get("ema_updates", 0)),
+        lora={k: v for k, v in state_tensors.items() if k.startswith("lora.")} or None,
     )
     return RunCheckpoint(tensors, metadata, state)
 

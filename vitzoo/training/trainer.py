@@ -1,8 +1,10 @@
 """``vitzoo train``: fit a spec's model on an image folder, with checkpoints, metrics and resume.
 
 :func:`train` behaves the same in one process and under ``torchrun``: each process takes its
-slice of every global batch, DistributedDataParallel averages the gradients, and only rank 0
-writes. Determinism: the model is initialised from ``train.seed``; data order and augmentation
+slice of every global batch, DistributedDataParallel averages the gradients (or, with
+``train.strategy: fsdp``, FSDP2 shards the weights, gradients and optimiser state:
+:mod:`~vitzoo.training.sharding`, :mod:`~vitzoo.training.sharded_state`), and only rank 0
+writes files outside a sharded state. Determinism: the model is initialised from ``train.seed``; data order and augmentation
 are derived from ``(seed, epoch, sample)`` (see :mod:`vitzoo.data.folders`); the global RNG
 (dropout, drop-path, mixup) is saved in every checkpoint, together with the weight EMA and the
 fp16 gradient scale. Together these make a resumed run end with the same weights as an
@@ -28,15 +30,18 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from vitzoo.bench.timing import oversubscription
 from vitzoo.builder import resolve_spec
 from vitzoo.checkpoint import CheckpointError, load_weights
 from vitzoo.data.folders import balanced_weights
 from vitzoo.data.images import DataError
 from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.precision import slow_bf16_note
 from vitzoo.spec import SpecBase, spec_to_yaml
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.evaluation import per_class_summary
+from vitzoo.training.freeze import tune_model
 from vitzoo.training.interrupt import TrainingInterrupted
 from vitzoo.training.preparation import (
     Splits,
@@ -48,10 +53,12 @@ from vitzoo.training.preparation import (
     input_config,
     make_dataset,
     scan_data,
+    with_model_of_weights,
 )
 from vitzoo.training.progress import Reporter
 from vitzoo.training.run import TrainingRun, run_epochs
-from vitzoo.training.state import LAST, read_run_checkpoint
+from vitzoo.training.sharded_state import read_resume_point
+from vitzoo.training.state import LAST
 
 
 @dataclass
@@ -64,6 +71,8 @@ class TrainResult:
     model: nn.Module = field(repr=False)
     #: Per-class evaluation of best.safetensors on the validation split (None without one).
     report: dict[str, Any] | None = field(default=None, repr=False)
+    #: Whether this process is rank 0 (under torchrun only rank 0 reports the result).
+    is_main: bool = True
 
     @property
     def final(self) -> dict[str, Any]:
@@ -82,19 +91,21 @@ def train(
     overrides: Mapping[str, Any] | None = None,
     system: PluginSystem | None = None,
     console: Console | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Train the model ``spec`` describes on ``data_dir`` (``<train split>/<class>/<file>``,
     or the ``data.train_csv`` table; clips for a video model).
 
     ``spec``: a YAML path, preset name, mapping or spec. ``epochs``/``batch_size`` override
     ``train.epochs``/``train.batch_size``; ``overrides`` sets any spec field by dotted path.
+    ``sources`` names where an override came from (``{"train.lr": "--lr -1"}``), for errors;
     ``out`` is the run folder (default ``runs/<spec name>``); ``resume`` continues from
     ``out/last.safetensors``. Ctrl-C finishes the current step, saves it and raises
     :class:`TrainingInterrupted` (resume continues exactly from there).
     """
     system = system or get_plugin_system()
-    spec, run_dir = resolve_run_spec(spec, epochs, batch_size, overrides, out, system)
-    info = distributed.setup(spec.train.device)
+    spec, run_dir = resolve_run_spec(spec, epochs, batch_size, overrides, out, system, sources)
+    info = distributed.setup(spec.train.device, spec.train.dist_timeout)
     reporter = Reporter(console, enabled=info.is_main, log_every=spec.train.log_every)
     run: TrainingRun | None = None
     try:
@@ -104,6 +115,11 @@ def train(
         announce(run, splits)
         run_epochs(run)
         return finish(run)
+    except Exception as exc:
+        # a process that died or hangs: one plain line, so the job ends instead of waiting
+        if distributed.lost_peer(exc, info):
+            raise distributed.peer_failure(exc, info) from exc
+        raise
     finally:
         reporter.end_epoch()
         if run is not None:
@@ -121,11 +137,12 @@ def resolve_run_spec(
     overrides: Mapping[str, Any] | None,
     out: str | Path | None,
     system: PluginSystem,
+    given_sources: Mapping[str, str] | None = None,
 ) -> tuple[SpecBase, Path]:
     """The spec with the command line's changes applied (each error names the option that set
     the value), and the run folder."""
     changes = dict(overrides or {})
-    sources = {k: f"--set {k}={v}" for k, v in changes.items()}
+    sources = {k: f"--set {k}={v}" for k, v in changes.items()} | dict(given_sources or {})
     if epochs is not None:
         changes["train.epochs"] = epochs
         sources["train.epochs"] = f"--epochs {epochs}"
@@ -133,6 +150,7 @@ def resolve_run_spec(
         changes["train.batch_size"] = batch_size
         sources["train.batch_size"] = f"--batch-size {batch_size}"
     name = Path(spec).stem if isinstance(spec, str | Path) else None
+    spec, changes, sources = with_model_of_weights(spec, changes, sources, system)
     spec = resolve_spec(spec, changes, system=system, sources=sources)
     run_dir = Path(out) if out is not None else Path("runs") / (name or spec.model.type)
     return spec, run_dir
@@ -166,11 +184,15 @@ def set_up_run(
         spec.train.batch_size, len(splits.train), info.world, spec.train.accumulation_steps
     )
     torch.manual_seed(spec.train.seed)
-    saved = read_run_checkpoint(run_dir) if resume else None
-    spec, model = build_model(spec, len(classes), system, reporter, use_init_from=saved is None)
+    saved = read_resume_point(run_dir) if resume else None
+    spec, model = build_model(
+        spec, len(classes), system, reporter, use_init_from=saved is None, classes=classes
+    )
     if saved is not None:
         check_same_model(spec, saved.metadata, run_dir)
-        load_weights(model, saved.weights, source=str(run_dir / LAST))
+        if saved.weights:  # a sharded state holds the weights itself (run.restore loads them)
+            load_weights(model, saved.weights, source=str(run_dir / LAST))
+    tune_model(spec, model, reporter.log)
     data = input_config(model, reporter, data_kind(spec))
     balanced = spec.train.class_weights == "balanced"
     seed = spec.train.seed
@@ -210,13 +232,30 @@ def announce(run: TrainingRun, splits: Splits) -> None:
     accumulation = spec.train.accumulation_steps
     micro = f" ({accumulation} x {batch // accumulation})" if accumulation > 1 else ""
     what = "clips" if splits.train.kind == "clip" else "images"
+    sharded = " (fsdp: weights, gradients and optimiser state sharded)" if run.sharding else ""
+    note = slow_bf16_note(info.device) if spec.train.precision == "bf16" else None
+    if note is not None:
+        run.reporter.log(f"[yellow]warning:[/] train.precision=bf16: {escape(note)}")
+    threads, busy = cpu_threads(info.device)
+    if busy is not None:
+        run.reporter.log(f"[yellow]warning:[/] {escape(busy)}")
     run.reporter.log(
         f"training {spec.model.type} on {len(splits.train)} {what}, "
         f"{plural(len(run.classes), 'class', 'classes')}; "
         f"{plural(spec.train.epochs, 'epoch')} x {plural(run.steps_per_epoch, 'step')} "
-        f"of {batch}{micro} on {info.world} x {info.device}; run folder "
+        f"of {batch}{micro} on {info.world} x {info.device}{sharded}{threads}; run folder "
         f"{escape(str(run.run_dir))}"
     )
+
+
+def cpu_threads(device: torch.device) -> tuple[str, str | None]:
+    """(`` (2 threads)`` for the start line, a warning when the machine is too busy for them:
+    :func:`vitzoo.bench.timing.oversubscription`). The count is said, not changed: a resumed
+    run must compute exactly as the first one did, so the user chooses (``OMP_NUM_THREADS``)."""
+    if device.type != "cpu":
+        return "", None
+    threads = torch.get_num_threads()
+    return f" ({plural(threads, 'thread')})", oversubscription(threads, what="training")
 
 
 def finish(run: TrainingRun) -> TrainResult:
@@ -224,7 +263,14 @@ def finish(run: TrainingRun) -> TrainResult:
     report = run.final_report()
     if report is not None and run.info.is_main:
         run.reporter.log(per_class_summary(report))
-    return TrainResult(run.run_dir, run.history, run.classes, run.model, report)
+    lora = run.spec.train.lora
+    if lora is not None and lora.save_adapter and run.info.is_main:
+        from vitzoo.training.lora import ADAPTER_FILE, save_adapter
+
+        save_adapter(run.model, run.run_dir / ADAPTER_FILE)
+    return TrainResult(
+        run.run_dir, run.history, run.classes, run.trained_model(), report, is_main=run.info.is_main
+    )
 
 
 __all__ = [

@@ -5,7 +5,10 @@ No family is named here and no converter declares anything: which tensors depend
 device twice -- once as asked, once with that one field set back to the source's value -- and
 comparing state-dict shapes. Then, as timm users expect (each logs one line):
 
-* a new class count re-initialises the head (the target model's fresh init is kept);
+* a new class count re-initialises the head (the target model's fresh init is kept) -- unless
+  both sides name their classes: then head rows are matched by class name (a class both know
+  keeps its trained row, wherever it sits; a new class gets a fresh row), also when the count
+  is the same and only the order differs (a swapped order would silently swap the labels);
 * a new image size resamples position tables with the shared
   :func:`~vitzoo.components.posenc.resize_grid_embedding` (absolute tables with prefix tokens,
   relative-position tables alike); integer index buffers are recomputed by the model;
@@ -16,7 +19,8 @@ comparing state-dict shapes. Then, as timm users expect (each logs one line):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,16 +33,74 @@ from vitzoo.weights.converter import Conversion
 
 ADAPTABLE = ("num_classes", "image_size", "in_chans")
 Shapes = dict[str, tuple[int, ...]]
+#: Class names that only number the outputs (HF's default ``LABEL_3``, vitzoo's ``class_3``).
+_PLACEHOLDER = re.compile(r"^(LABEL_|class_)\d+$")
 
 
 @dataclass
 class Adaptation:
-    """Which vitzoo tensors one differing field touches, and what the source / target values are."""
+    """Which vitzoo tensors one differing field touches, and what the source / target values are.
+
+    For ``num_classes`` with class names on both sides, ``classes`` holds (source names, target
+    names) and ``axes`` the class axis of each key: rows are then matched by name.
+    """
 
     field: str
     source_value: Any
     target_value: Any
     keys: list[str] = field(default_factory=list)
+    classes: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    axes: dict[str, int] = field(default_factory=dict)
+
+
+def named_classes(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``names`` when they name classes; None when absent or mere output numbers."""
+    if not names or all(_PLACEHOLDER.match(str(n)) for n in names):
+        return None
+    return tuple(str(n) for n in names)
+
+
+def _class_axes(target: Shapes, other: Shapes) -> tuple[list[str], dict[str, int]]:
+    """Keys whose shape depends on the class count, and the one axis it changes in each."""
+    keys = sorted(k for k in set(target) | set(other) if target.get(k) != other.get(k))
+    axes = {}
+    for key in keys:
+        a, b = target.get(key), other.get(key)
+        if a is not None and b is not None and len(a) == len(b):
+            diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+            if len(diff) == 1:
+                axes[key] = diff[0]
+    return keys, axes
+
+
+def _plan_classes(
+    source_model: Mapping[str, Any],
+    target_model: Mapping[str, Any],
+    shapes_of: Callable[[Mapping[str, Any]], Shapes],
+    target_shapes: Shapes,
+    classes: tuple[Sequence[str] | None, Sequence[str] | None],
+) -> Adaptation | None:
+    """The ``num_classes`` plan: by name when both sides name their classes (also for the same
+    count in another order), else by count alone (None when the counts agree)."""
+    src, dst = source_model.get("num_classes"), target_model.get("num_classes")
+    if src is None or dst is None:
+        return None
+    names = (named_classes(classes[0]), named_classes(classes[1]))
+    by_name = (
+        names[0] is not None
+        and names[1] is not None
+        and (len(names[0]), len(names[1])) == (src, dst)
+        and names[0] != names[1]
+    )
+    if src == dst and not by_name:
+        return None
+    # the class-dependent tensors: against the source's count, or one more when it is the same
+    other = shapes_of({**target_model, "num_classes": src if src != dst else dst + 1})
+    keys, axes = _class_axes(target_shapes, other)
+    plan = Adaptation("num_classes", src, dst, keys)
+    if by_name:
+        plan.classes, plan.axes = (names[0], names[1]), axes  # type: ignore[assignment]
+    return plan
 
 
 def _as_pair(value: Any) -> tuple[int, int]:
@@ -51,11 +113,18 @@ def plan_adaptations(
     source_model: Mapping[str, Any],
     target_model: Mapping[str, Any],
     shapes_of: Callable[[Mapping[str, Any]], Shapes],
+    classes: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
 ) -> list[Adaptation]:
-    """One :class:`Adaptation` per field that differs between source and target model specs."""
+    """One :class:`Adaptation` per field that differs between source and target model specs
+    (``classes``: the source's and the target's class names, where known)."""
     plans = []
     target_shapes: Shapes | None = None
     for name in ADAPTABLE:
+        if name == "num_classes":
+            target_shapes = target_shapes or shapes_of(target_model)
+            plan = _plan_classes(source_model, target_model, shapes_of, target_shapes, classes)
+            plans += [plan] if plan is not None else []
+            continue
         src, dst = source_model.get(name), target_model.get(name)
         if src is None or dst is None:
             continue
@@ -150,25 +219,81 @@ def _kept_source_tensors(
     ]
 
 
+def _match_rows(
+    conversion: Conversion,
+    plan: Adaptation,
+    touched: list[str],
+    init: Callable[[str], torch.Tensor],
+) -> str | None:
+    """Head rows matched by class name: each class the source knows keeps its trained row at
+    its new index, a new class keeps the target's fresh row. The log line, or None when no
+    class is shared (or a head tensor has no single class axis): then the head is new."""
+    source, target = plan.classes or ((), ())
+    where = {name: i for i, name in enumerate(source)}
+    pairs = [(t, where[name]) for t, name in enumerate(target) if name in where]
+    if not pairs or any(k not in plan.axes for k in touched if k in conversion.tensors):
+        return None
+    for key in touched:
+        tensor = conversion.tensors.get(key)
+        if tensor is None:
+            continue
+        axis, rows = plan.axes[key], init(key).clone().to(tensor.dtype)
+        index_t = torch.tensor([t for t, _ in pairs])
+        index_s = torch.tensor([s for _, s in pairs])
+        rows.index_copy_(axis, index_t, tensor.index_select(axis, index_s))
+        conversion.tensors[key] = rows
+    new = [name for name in target if name not in where]
+    dropped = [name for name in source if name not in set(target)]
+    moved = sum(1 for t, s in pairs if t != s)
+    parts = [f"{len(pairs)} of {len(target)} classes keep their trained head rows"]
+    if moved:
+        parts[0] += f" ({moved} moved to the data's order)"
+    if new:
+        parts.append(f"re-initialised for new {_names(new)}")
+    if dropped:
+        parts.append(f"dropped the checkpoint's {_names(dropped)}")
+    return "head rows matched by class name: " + "; ".join(parts)
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
+
+
 def apply_adaptations(
     conversion: Conversion,
     plans: list[Adaptation],
     target_shapes: Shapes,
     log: Callable[[str], None],
+    init: Callable[[str], torch.Tensor] | None = None,
 ) -> None:
-    """Rewrite ``conversion`` in place so it fits ``target_shapes``; one log line per field."""
+    """Rewrite ``conversion`` in place so it fits ``target_shapes``; one log line per field.
+
+    ``init(key)`` gives the target model's freshly initialised tensor: head rows matched by
+    class name are written over it (the rows of new classes stay as initialised).
+    """
     for plan in plans:
         touched = [k for k in plan.keys if k in conversion.tensors or k in target_shapes]
         if not touched:
             continue
+        if plan.field == "num_classes" and plan.classes is not None and init is not None:
+            line = _match_rows(conversion, plan, touched, init)
+            if line is not None:
+                log(line)
+                continue
         if plan.field == "num_classes":
             for key in touched:
                 conversion.tensors.pop(key, None)
                 conversion.origin.pop(key, None)
                 if key in target_shapes:
                     conversion.kept_init[key] = "head re-initialised for the new class count"
+            why = (
+                "no class name in common"
+                if plan.source_value == plan.target_value
+                else f"{plan.source_value} -> {plan.target_value} classes"
+            )
             log(
-                f"head re-initialised: {plan.source_value} -> {plan.target_value} classes "
+                f"head re-initialised: {why} "
                 f"({', '.join(k for k in touched if k in target_shapes) or 'no classifier'})"
             )
         else:  # image_size / in_chans: rewrite each tensor the source has and the target keeps

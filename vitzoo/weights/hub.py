@@ -47,7 +47,7 @@ def resolve_hub(name: str) -> Path:
         if offline:
             raise WeightsError(
                 f"hf-hub:{name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1; fetch "
-                f"it once with network: `huggingface-cli download {repo}` (or unset HF_HUB_OFFLINE)"
+                f"it once with network: `hf download {repo}` (or unset HF_HUB_OFFLINE)"
             ) from None
         raise WeightsError(
             f"hf-hub:{name}: could not download ({type(exc).__name__}: {reason}); with no "

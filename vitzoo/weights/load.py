@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from torch import nn
 
 from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
 from vitzoo.checkpoint import save
-from vitzoo.errors import SpecError, WeightsError
+from vitzoo.errors import SpecError, WeightsAdaptationWarning, WeightsError, warn
 from vitzoo.formats import WEIGHTS_CONVERTER_KEY, WEIGHTS_SOURCE_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.spec import SpecBase, spec_to_dict
@@ -293,22 +293,31 @@ def load_pretrained(
     system: PluginSystem | None = None,
     log: Callable[[str], None] | None = None,
     head_follows_source: bool | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Pretrained:
     """Build the model for ``spec`` (or the source's own spec) with the weights in ``source``.
 
     ``overrides`` (``num_classes=2``, ``image_size=384``, ``in_chans=1``...) change the target
-    model; the weights are adapted to it, each adaptation logged in one line. Where the caller
-    set no class count (nor head) and the source says its own (a vitzoo, Hugging Face or timm
-    hub checkpoint), the head follows the source instead of being re-initialised
+    model; the weights are adapted to it, each adaptation said in one line: to ``log`` (the
+    command line prints it), else as a :class:`~vitzoo.errors.WeightsAdaptationWarning`, which
+    Python shows by default (a notebook user sees that the head was re-initialised). Where the
+    caller set no class count (nor head) and the source says its own (a vitzoo, Hugging Face or
+    timm hub checkpoint), the head follows the source instead of being re-initialised
     (``head_follows_source`` decides explicitly; by default, the spec's own fields and
     ``overrides`` are read for it: a spec object counts as setting everything).
+    ``class_names`` are the target's classes in output order (a training folder's): where the
+    source names its classes too, head rows are matched by name (:mod:`~vitzoo.weights.adapt`).
     """
     system = system or get_plugin_system()
     notes: list[str] = []
 
     def note(line: str) -> None:
         notes.append(line)
-        (log or logger.info)(line)
+        logger.info(line)
+        if log is not None:
+            log(line)
+        else:
+            warn(line, WeightsAdaptationWarning)
 
     src = read_source(source, format)
     overrides = overrides or {}
@@ -331,8 +340,10 @@ def load_pretrained(
     if used is not None and used.assumes:
         note(used.assumption_note())
     final_shapes = shapes_of(target_model)
-    plans = plan_adaptations(fitted, target_model, shapes_of)
-    apply_adaptations(conversion, plans, final_shapes, note)
+    source_classes = preprocessing_of(src).class_names
+    plans = plan_adaptations(fitted, target_model, shapes_of, (source_classes, class_names))
+    initial = model.state_dict()
+    apply_adaptations(conversion, plans, final_shapes, note, init=initial.__getitem__)
     conversion.refit(final_shapes)
     load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
     if conversion.other_tower:
@@ -344,7 +355,7 @@ def load_pretrained(
         left = conversion.problems(final_shapes)
         if left:
             note(f"loaded what fits (strict=False); not loaded: {'; '.join(left)}")
-    pre = _preprocessing(src, model, preprocessing, plans)
+    pre = _preprocessing(src, model, preprocessing, plans, class_names)
     model.vitzoo_spec = target
     model.vitzoo_preprocessing = pre
     name = used.name if used is not None else "vitzoo"
@@ -352,16 +363,26 @@ def load_pretrained(
 
 
 def _preprocessing(
-    src: WeightsSource, model: nn.Module, given: prep.Preprocessing | None, plans: list[Any]
+    src: WeightsSource,
+    model: nn.Module,
+    given: prep.Preprocessing | None,
+    plans: list[Any],
+    class_names: Sequence[str] | None,
 ) -> prep.Preprocessing:
-    """The caller's preprocessing over the source's, at the built model's input size; class
-    names are dropped when the head was re-initialised for another class count."""
+    """The caller's preprocessing over the source's, at the built model's input size; the
+    class names are the caller's when given, and are dropped when the head was re-initialised
+    for another class count without them."""
     pre = (given or prep.Preprocessing()).merged(preprocessing_of(src))
     classes_changed = any(p.field == "num_classes" for p in plans)
+    names = pre.class_names
+    if class_names is not None:
+        names = tuple(class_names)
+    elif classes_changed:
+        names = None
     return replace(
         pre,
         input_size=tuple(getattr(model, "input_size", ()) or ()) or pre.input_size,
-        class_names=None if classes_changed else pre.class_names,
+        class_names=names,
     )
 
 
@@ -379,15 +400,27 @@ def convert_checkpoint(
 
 
 def fine_tune_start(
-    spec: SpecBase, *, system: PluginSystem | None = None, log: Callable[[str], None] | None = None
+    spec: SpecBase,
+    *,
+    system: PluginSystem | None = None,
+    log: Callable[[str], None] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[SpecBase, nn.Module]:
-    """``train.init_from``: the model for ``spec`` started from that source, and the spec with
-    the weights' normalisation / eval crop wherever it keeps vitzoo's defaults."""
-    loaded = load_pretrained(spec.train.init_from, spec, system=system, log=log)
+    """``train.init_from``: the model for ``spec`` started from that source (a named release
+    ``PRESET.TAG`` too; head rows matched to ``class_names``, the data's classes, where the
+    source names its own), and the spec with the weights' normalisation / eval crop wherever it
+    keeps vitzoo's defaults."""
+    from vitzoo.weights.named import checked_source, named_weights
+
+    source = spec.train.init_from
+    named = named_weights(source, (system or get_plugin_system()).registry)
+    if named is not None:
+        source = checked_source(named)
+    loaded = load_pretrained(source, spec, system=system, log=log, class_names=class_names)
     updates = prep.data_overrides(loaded.preprocessing, spec.data)
     if updates:
         spec = spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
-        (log or logger.info)(
+        (log or logger.info)(  # the spec says it too: not an adaptation of the weights
             "data normalisation from the weights: "
             + ", ".join(f"data.{k}={v}" for k, v in updates.items())
         )

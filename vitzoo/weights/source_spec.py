@@ -9,6 +9,7 @@ nothing, so the caller must name the model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from vitzoo.errors import SpecError, WeightsError
@@ -18,7 +19,7 @@ from vitzoo.spec.sources import validate_source
 from vitzoo.weights import preprocessing as prep
 from vitzoo.weights.converter import WeightConverter
 from vitzoo.weights.selection import converters_for
-from vitzoo.weights.sources import WeightsSource
+from vitzoo.weights.sources import PICKLE_SUFFIXES, WeightsSource, read_source
 
 
 def hf_converter(
@@ -100,6 +101,52 @@ def source_spec(
     if src.config.get("architecture"):
         return _from_timm_hub(src, system)
     return None, None
+
+
+def _preset_named_like(src: WeightsSource, system: PluginSystem) -> str | None:
+    """The preset a plain state dict's file name names (``deit_small_patch16_224.pth``, timm's
+    ``vit_small_patch16_224.augreg_in21k.safetensors``), if any: timm names are aliases."""
+    stem = Path(src.location).name
+    for suffix in (".safetensors", *PICKLE_SUFFIXES):
+        stem = stem.removesuffix(suffix)
+    registry = system.registry
+    for name in (stem, stem.split(".")[0]):
+        if ("preset", name) in registry:
+            return registry.canonical("preset", name)
+    return None
+
+
+def model_of_source(
+    source: str | Path, system: PluginSystem, *, format: str | None = None
+) -> dict[str, Any]:
+    """The ``model:`` section of the model a weights source holds, for a spec that gives none
+    (``train.init_from`` alone, or a checkpoint given where a spec goes).
+
+    Read without loading the weights wherever the format allows: a vitzoo checkpoint's stored
+    spec, a Hugging Face / timm hub folder's ``config.json``, or -- for a plain state dict,
+    which says nothing about its model -- the preset its file name is a timm name of.
+    """
+    src = read_source(source, format, tensors=False)
+    data, _ = source_spec(src, None, system)
+    if data is None:
+        preset = _preset_named_like(src, system)
+        if preset is not None:
+            data = {"preset": preset}
+    if data is None:
+        raise WeightsError(
+            f"{src.location}: a {src.format} state dict does not say which model it holds; "
+            "name it next to train.init_from with `preset: NAME` (the preset these weights "
+            "fill, e.g. deit-s) or a `model:` section"
+        )
+    if "model" not in data or "preset" in data:
+        try:
+            spec, _ = validate_source(data, system.registry)
+        except SpecError as exc:
+            raise WeightsError(
+                f"{src.location}: the spec for these weights is not valid here:\n{exc}"
+            ) from None
+        return spec_to_dict(spec)["model"]
+    return dict(data["model"])
 
 
 def preprocessing_of(src: WeightsSource) -> prep.Preprocessing:

@@ -25,6 +25,7 @@ import torch
 from vitzoo.checkpoint import read_safetensors
 from vitzoo.errors import WeightsError
 from vitzoo.formats import HUB_PREFIX, SPEC_KEY, WEIGHT_FORMATS
+from vitzoo.spec.yaml_source import is_spec_file_name
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -97,16 +98,33 @@ def read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
-def read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_weights_file(
+    path: Path, tensors: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a weights file (``tensors=False``: a safetensors file's metadata
+    alone; a pickle can only be read whole)."""
     if path.suffix == ".safetensors":
-        return read_safetensors(path, error=WeightsError)
+        return read_safetensors(path, error=WeightsError, tensors=tensors)
     if path.suffix in PICKLE_SUFFIXES:
         return read_pickle_state_dict(path), {}
     with path.open("rb") as handle:  # unknown suffix: sniff (safetensors starts with a length)
         head = handle.read(16)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return read_pickle_state_dict(path), {}
-    return read_safetensors(path, error=WeightsError)
+    return read_safetensors(path, error=WeightsError, tensors=tensors)
+
+
+def is_weights_source(source: str | Path) -> bool:
+    """Whether ``source`` names weights rather than a spec or preset: ``hf-hub:NAME``, a model
+    folder with ``config.json``, or an existing file not named like a spec file (``.yaml``,
+    ``.yml``, ``.json``). Paths only: nothing is read."""
+    text = str(source)
+    if text.startswith(HUB_PREFIX):
+        return True
+    path = Path(text)
+    if path.is_dir():
+        return (path / "config.json").is_file()
+    return path.is_file() and not is_spec_file_name(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -119,7 +137,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_folder(folder: Path, format: str | None) -> WeightsSource:
+def read_folder(folder: Path, format: str | None, tensors: bool = True) -> WeightsSource:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise WeightsError(
@@ -129,7 +147,7 @@ def read_folder(folder: Path, format: str | None) -> WeightsSource:
     weights = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
     if weights is None:
         raise WeightsError(f"{folder}: no weights file ({' or '.join(WEIGHT_FILES)})")
-    tensors, metadata = read_weights_file(weights)
+    weights_tensors, metadata = read_weights_file(weights, tensors)
     detected = "hf" if "model_type" in config else "timm" if "architecture" in config else None
     if format is None and detected is None:
         raise WeightsError(
@@ -141,15 +159,19 @@ def read_folder(folder: Path, format: str | None) -> WeightsSource:
     return WeightsSource(
         location=str(folder),
         format=format or detected or "hf",
-        tensors=tensors,
+        tensors=weights_tensors,
         metadata=metadata,
         config=config,
         preprocessor=preprocessor,
     )
 
 
-def read_source(source: str | Path, format: str | None = None) -> WeightsSource:
-    """Read ``source`` (file, folder or ``hf-hub:NAME``); detect its format unless given."""
+def read_source(
+    source: str | Path, format: str | None = None, *, tensors: bool = True
+) -> WeightsSource:
+    """Read ``source`` (file, folder or ``hf-hub:NAME``); detect its format unless given.
+    ``tensors=False`` reads what describes the weights (metadata, config.json) and, where the
+    file format allows, no tensor."""
     if format is not None and format not in WEIGHT_FORMATS:
         raise WeightsError(
             f"unknown weights format {format!r}; allowed: {', '.join(WEIGHT_FORMATS)}"
@@ -161,10 +183,10 @@ def read_source(source: str | Path, format: str | None = None) -> WeightsSource:
         source = resolve_hub(text[len(HUB_PREFIX) :])
     path = Path(source)
     if path.is_dir():
-        return read_folder(path, format)
+        return read_folder(path, format, tensors)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file or folder")
-    tensors, metadata = read_weights_file(path)
+    read_tensors, metadata = read_weights_file(path, tensors)
     detected = "vitzoo" if SPEC_KEY in metadata else "timm"
     chosen = format or detected
     if chosen == "vitzoo" and SPEC_KEY not in metadata:
@@ -182,4 +204,4 @@ def read_source(source: str | Path, format: str | None = None) -> WeightsSource:
             config = {"pretrained_cfg": json.loads(pretrained_cfg)}
         except json.JSONDecodeError:
             config = {}
-    return WeightsSource(str(path), chosen, tensors, metadata, config)
+    return WeightsSource(str(path), chosen, read_tensors, metadata, config)

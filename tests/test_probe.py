@@ -1,0 +1,222 @@
+"""Embeddings and probes: ``vitzoo embed``, ``vitzoo probe`` and the classifiers behind them.
+
+The backbone is the 16x16 one-block ViT of the training tests (random weights) and the
+generated two-class folder differs in colour (red-dominant against blue-dominant noise), which
+any patch embedding separates; the probe must then be near-perfect, and its checkpoint must
+compute the probe's function exactly. scikit-learn is the oracle for the logistic regression and
+the k-NN.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from training_helpers import TINY_SPEC
+
+import vitzoo
+from vitzoo.checkpoint import read_checkpoint
+from vitzoo.cli import cli
+from vitzoo.training.embeddings import EmbeddingSet
+from vitzoo.training.probes import knn_probabilities, logistic_regression
+
+sklearn = pytest.importorskip("sklearn")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def make_colour_folder(root: Path, per_class: int = 24, val_per_class: int = 12) -> Path:
+    """``root/{train,val}/{female,male}/*.jpg``: noise with a red or a blue cast."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", val_per_class)):
+        for label, name in enumerate(("female", "male")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                img = rng.integers(0, 120, size=(20, 20, 3)).astype(np.uint8)
+                img[..., 0 if label == 0 else 2] += 120
+                Image.fromarray(img).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_colour_folder(tmp_path_factory.mktemp("faces"))
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("backbone") / "backbone.safetensors"
+    vitzoo.save(vitzoo.build({"model": TINY_SPEC["model"]}), path)
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("features", ["model", "mean"])
+def test_probe_is_near_perfect_and_its_checkpoint_is_the_probe(
+    backbone: Path, data: Path, tmp_path: Path, features: str
+) -> None:
+    ckpt = tmp_path / "probe.safetensors"
+    code, output = invoke(
+        "probe", backbone, "--data", data, "-o", ckpt, "--features", features, "--json"
+    )
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["val_accuracy"] >= 0.95 and report["knn_accuracy"] >= 0.95
+    assert report["samples"] == {"train": 48, "val": 24}
+    # the checkpoint's logits are the fitted probe's logits on the embedded features
+    emb = tmp_path / "emb.safetensors"
+    assert invoke("embed", backbone, "--data", data, "-o", emb, "--features", features)[0] == 0
+    embedded = EmbeddingSet.load(emb)
+    model = vitzoo.load(ckpt).eval()
+    tensors, metadata = read_checkpoint(ckpt)
+    assert json.loads(metadata["vitzoo.classes"]) == ["female", "male"]
+    head = model.get_classifier().fc
+    val = embedded.splits["val"].features
+    with torch.no_grad():
+        assert torch.allclose(head(val), val @ head.weight.T + head.bias)
+    # evaluate reads the checkpoint like any other and agrees with the probe's accuracy
+    code, output = invoke("evaluate", ckpt, "--data", data, "--json")
+    assert code == 0, output
+    assert json.loads(output)["accuracy"] == pytest.approx(report["val_accuracy"])
+
+
+def test_probe_checkpoint_outputs_equal_embeddings_through_the_head(
+    backbone: Path, data: Path, tmp_path: Path
+) -> None:
+    """The probe checkpoint's pooling is the one the features were taken with: its own
+    pre-logits features of an image are the embedded row, exactly."""
+    ckpt, emb = tmp_path / "probe.safetensors", tmp_path / "emb.safetensors"
+    assert invoke("probe", backbone, "--data", data, "-o", ckpt, "--features", "cls")[0] == 0
+    assert invoke("embed", ckpt, "--data", data, "-o", emb, "--features", "model")[0] == 0
+    mine = tmp_path / "cls.safetensors"
+    assert invoke("embed", backbone, "--data", data, "-o", mine, "--features", "cls")[0] == 0
+    a = EmbeddingSet.load(emb).splits["val"].features
+    b = EmbeddingSet.load(mine).splits["val"].features
+    assert torch.equal(a, b)
+
+
+def test_probe_checkpoint_predicts_and_exports(backbone: Path, data: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "probe.safetensors"
+    assert invoke("probe", backbone, "--data", data, "-o", ckpt)[0] == 0
+    code, output = invoke("predict", ckpt, data / "val", "--output", tmp_path / "p.csv")
+    assert code == 0, output
+    assert (tmp_path / "p.csv").read_text().count("\n") == 25  # header + 24 images
+    code, output = invoke("export", ckpt, "-o", tmp_path / "probe.pt2")
+    assert code == 0, output
+
+
+def test_probe_reuses_an_embeddings_file_of_the_same_features(
+    backbone: Path, data: Path, tmp_path: Path
+) -> None:
+    emb = tmp_path / "emb.safetensors"
+    assert invoke("embed", backbone, "--data", data, "-o", emb)[0] == 0
+    code, output = invoke(
+        "probe", backbone, "--data", data, "-o", tmp_path / "p.safetensors", "--embeddings", emb
+    )
+    assert code == 0, output
+    code, output = invoke(
+        "probe",
+        backbone,
+        "--data",
+        data,
+        "-o",
+        tmp_path / "r.safetensors",
+        "--embeddings",
+        emb,
+        "--features",
+        "mean",
+    )
+    assert code == 2 and "holds --features model embeddings, not mean" in output
+
+
+def test_an_existing_output_is_refused_in_one_line(
+    backbone: Path, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "probe.safetensors"
+    out.write_bytes(b"keep me")
+    for command in ("probe", "embed"):
+        code, output = invoke(command, backbone, "--data", data, "-o", out)
+        assert code == 2
+        assert output.strip().splitlines() == [
+            f"error: {out} exists; pass --overwrite to replace it"
+        ]
+    assert out.read_bytes() == b"keep me"
+
+
+# -- the classifiers against scikit-learn -------------------------------------------------------
+def blobs(n: int = 90, dim: int = 6, classes: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=gen) * 2
+    labels = torch.arange(n) % classes
+    return centres[labels] + torch.randn(n, dim, generator=gen), labels
+
+
+@pytest.mark.parametrize("l2", [1e-3, 1e-1])
+def test_logistic_regression_matches_scikit_learn(l2: float) -> None:
+    """Same objective (C = 1 / (l2 * N)): probabilities within 1e-6, coefficients within 1e-4
+    (both solvers stop at a tolerance; the probabilities are what the probe is used for)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs()
+    ours = logistic_regression(x, y, 3, l2)
+    theirs = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-12, max_iter=10_000)
+    theirs.fit(x.double().numpy(), y.numpy())
+    p_ours = ours.logits(x).softmax(dim=-1).numpy()
+    p_theirs = theirs.predict_proba(x.double().numpy())
+    assert np.abs(p_ours - p_theirs).max() <= 1e-6
+    centred = ours.weight.numpy() - ours.weight.numpy().mean(axis=0)  # sklearn's gauge
+    assert np.abs(centred - theirs.coef_).max() <= 1e-4
+
+
+def test_knn_matches_scikit_learns_weighted_cosine_neighbours() -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, y = blobs(n=120, seed=1)
+    query, _ = blobs(n=30, seed=2)
+    temperature = 0.07
+    theirs = KNeighborsClassifier(
+        n_neighbors=20,
+        metric="cosine",
+        algorithm="brute",
+        weights=lambda d: np.exp((1.0 - d) / temperature),
+    ).fit(x.double().numpy(), y.numpy())
+    ours = knn_probabilities(x, y, query, 3, k=20, temperature=temperature)
+    assert np.abs(ours.numpy() - theirs.predict_proba(query.double().numpy())).max() <= 1e-9
+
+
+def test_the_readme_walkthrough_commands_exist_with_these_options() -> None:
+    """Every ``vitzoo`` line of the README's small-data walkthrough parses against the CLI
+    (each step itself is exercised by the tests above and in test_predict / test_finetune /
+    test_named_weights)."""
+    import shlex
+
+    import click
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Small data") : readme.index("## Deploy")]
+    block = section[
+        section.index("```console") : section.index("```", section.index("```console") + 3)
+    ]
+    lines = [line[2:].split("  #")[0] for line in block.splitlines() if line.startswith("$ vitzoo")]
+    assert len(lines) >= 8
+    for line in lines:
+        name, *args = shlex.split(line)[1:]
+        command = cli.commands[name]
+        with click.Context(command) as ctx:
+            command.parse_args(ctx, list(args))

@@ -1,0 +1,251 @@
+"""``vitzoo embed``: a backbone's features of every image of a folder, in one safetensors file.
+
+Which features (``features=``):
+
+* ``model`` (default) -- what the model's own pooling hands its classifier
+  (``forward_head(forward_features(x), pre_logits=True)``): the release's recommendation, since
+  it is what the released head was trained on, and defined for every architecture;
+* ``cls`` / ``mean`` -- the class token / the mean of the patch tokens, for models whose pooling
+  can be swapped (``set_global_pool``; the ViT family);
+* ``cls-mean`` -- both, concatenated (the DINOv2 linear-evaluation input); embeddings only, since
+  no single linear head of the model sees it.
+
+For ``cls`` / ``mean`` the model's pooling is switched (:func:`feature_model`), so a probe fitted on
+these features and installed as the classifier computes exactly the probed function.
+
+Images are read through :mod:`vitzoo.data` (the model's evaluation preprocessing, batched by a
+data loader with workers); the file is written atomically (a kill leaves the old file or none).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitzoo.checkpoint import atomic_save_tensors, read_checkpoint
+from vitzoo.data.config import ResolvedDataConfig, resolve_data_config
+from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
+from vitzoo.errors import DataError, InputError
+from vitzoo.plugins import PluginSystem
+
+FEATURES = ("model", "cls", "mean", "cls-mean")
+#: ``set_global_pool`` names of the poolings behind ``cls`` / ``mean``.
+POOLS = {"cls": "cls", "mean": "mean"}
+EMBED_KEY = "vitzoo.embeddings"
+#: Progress callback: (images done, images in total).
+Progress = Callable[[int, int], None]
+
+
+def load_backbone(
+    source: str, *, pretrained: bool = False, system: PluginSystem | None = None
+) -> nn.Module:
+    """``source`` as a model: a checkpoint / weights file or folder, or what ``vitzoo.build``
+    takes (preset, ``PRESET.TAG``, spec file; ``pretrained`` takes the default weights tag)."""
+    import vitzoo
+
+    path = Path(source)
+    if (
+        not pretrained
+        and (path.is_file() or path.is_dir())
+        and path.suffix not in (".yaml", ".yml")
+    ):
+        return vitzoo.build(weights=source, system=system)
+    return vitzoo.build(source, pretrained=pretrained, system=system)
+
+
+def feature_model(model: nn.Module, features: str) -> nn.Module:
+    """``model`` itself (``model``), or a copy pooling with ``cls`` / ``mean`` (``cls-mean``: a
+    copy whose pooling :func:`embed_batch` switches between the two)."""
+    if features not in FEATURES:
+        raise InputError(f"--features {features!r}: allowed {', '.join(FEATURES)}")
+    if features == "model":
+        return model
+    choices = model.global_pool_choices() if hasattr(model, "global_pool_choices") else []
+    if not all(POOLS[p] in choices for p in POOLS if p in features.split("-")):
+        raise InputError(
+            f"--features {features}: this {type(model).__name__} pools its own way "
+            f"(poolings: {', '.join(choices) or 'fixed'}); use --features model"
+        )
+    variant = copy.deepcopy(model)
+    if features in POOLS:
+        variant.set_global_pool(POOLS[features])
+    return variant
+
+
+def embed_batch(model: nn.Module, images: torch.Tensor, features: str) -> torch.Tensor:
+    """(B, D) features of one preprocessed batch (``model`` from :func:`feature_model`)."""
+    tokens = model.forward_features(images)
+    if features != "cls-mean":
+        pooled = model.forward_head(tokens, pre_logits=True)
+        if pooled.ndim != 2:
+            raise InputError(
+                f"--features {features}: this {type(model).__name__} pools to "
+                f"{tuple(pooled.shape[1:])} per image (several tokens), not one vector; "
+                "try --features cls or mean"
+            )
+        return pooled
+    parts = []
+    for pool in ("cls", "mean"):
+        model.set_global_pool(pool)
+        parts.append(model.forward_head(tokens, pre_logits=True))
+    return torch.cat(parts, dim=-1)
+
+
+@dataclass
+class Embedded:
+    """One split's features, labels and file paths (rows in the same order)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def embed_index(
+    model: nn.Module,
+    index: SampleIndex,
+    data: ResolvedDataConfig,
+    features: str,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> Embedded:
+    """Features of every sample of ``index`` (evaluation preprocessing, in order)."""
+    from vitzoo.data.transforms import create_transform
+
+    dataset = FolderDataset(index, create_transform(data, train=False), seed=0, strict=True)
+    sampler = EpochBatches(len(dataset), batch_size, epoch=0, seed=0, train=False)
+    run = model.to(device).eval()
+    rows: list[torch.Tensor] = []
+    done = 0
+    with torch.no_grad():
+        for images, _ in loader(dataset, sampler, num_workers):
+            rows.append(embed_batch(run, images.to(device), features).float().cpu())
+            done += images.shape[0]
+            if progress is not None:
+                progress(done, len(dataset))
+    labels = torch.tensor([label for _, label in index.samples], dtype=torch.int64)
+    return Embedded(
+        torch.cat(rows),
+        labels,
+        [str(p) for p, _ in index.samples],
+        [(str(p), why) for p, why in index.skipped],
+    )
+
+
+def scan_splits(data_dir: Path, train: str = "train", val: str = "val") -> dict[str, SampleIndex]:
+    """``DIR/train`` and (when present) ``DIR/val`` class folders, one class order; a folder of
+    class folders alone is one split, ``train``."""
+    if (data_dir / train).is_dir():
+        splits = {"train": SampleIndex.scan(data_dir / train)}
+        if (data_dir / val).is_dir():
+            splits["val"] = SampleIndex.scan(data_dir / val, splits["train"].classes)
+        return splits
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such dataset folder")
+    return {"train": SampleIndex.scan(data_dir)}
+
+
+@dataclass
+class EmbeddingSet:
+    """What ``vitzoo embed`` writes: per split features and labels, the classes, and how."""
+
+    splits: dict[str, Embedded]
+    classes: list[str]
+    features: str
+    source: str
+    seconds: float = 0.0
+
+    def save(self, path: str | Path) -> Path:
+        tensors: dict[str, torch.Tensor] = {}
+        paths: dict[str, list[str]] = {}
+        for name, split in self.splits.items():
+            tensors[f"{name}.features"] = split.features.contiguous()
+            tensors[f"{name}.labels"] = split.labels.contiguous()
+            paths[name] = split.paths
+        meta = {
+            "classes": self.classes,
+            "features": self.features,
+            "source": self.source,
+            "paths": paths,
+            "seconds": round(self.seconds, 3),
+        }
+        atomic_save_tensors(tensors, path, {EMBED_KEY: json.dumps(meta)})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EmbeddingSet:
+        tensors, metadata = read_checkpoint(path)
+        if EMBED_KEY not in metadata:
+            raise InputError(f"{path}: not an embeddings file written by vitzoo embed")
+        meta = json.loads(metadata[EMBED_KEY])
+        splits = {
+            name: Embedded(tensors[f"{name}.features"], tensors[f"{name}.labels"], list(files))
+            for name, files in meta["paths"].items()
+        }
+        return cls(splits, list(meta["classes"]), meta["features"], meta["source"])
+
+
+def embed_folder(
+    model: nn.Module,
+    data_dir: str | Path,
+    *,
+    features: str = "model",
+    source: str = "",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> tuple[EmbeddingSet, nn.Module]:
+    """Embed every split of ``data_dir``; returns the set and the model whose pooling gives
+    these features (``model`` itself, or its ``cls`` / ``mean`` copy)."""
+    import time
+
+    started = time.perf_counter()
+    extractor = feature_model(model, features)
+    data = resolve_data_config(extractor)
+    splits = scan_splits(Path(data_dir))
+    total = sum(len(s) for s in splits.values())
+    offset = 0
+    embedded: dict[str, Embedded] = {}
+    for name, index in splits.items():
+        tick = None if progress is None else _shifted(progress, offset, total)
+        embedded[name] = embed_index(
+            extractor,
+            index,
+            data,
+            features,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=tick,
+        )
+        offset += len(index)
+    result = EmbeddingSet(
+        embedded, splits["train"].classes, features, source, time.perf_counter() - started
+    )
+    return result, extractor
+
+
+def _shifted(progress: Progress, offset: int, total: int) -> Progress:
+    return lambda done, _: progress(offset + done, total)
+
+
+def describe(result: EmbeddingSet) -> dict[str, Any]:
+    """A JSON-able summary (rows and width per split)."""
+    return {
+        "features": result.features,
+        "classes": result.classes,
+        "source": result.source,
+        "seconds": round(result.seconds, 3),
+        "splits": {n: list(s.features.shape) for n, s in result.splits.items()},
+    }
