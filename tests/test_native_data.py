@@ -18,7 +18,7 @@ from training_helpers import pattern
 import vitzoo
 from vitzoo.commands.inspect import attention as attention_cmd
 from vitzoo.commands.train import evaluate as evaluate_cmd
-from vitzoo.commands.train import predict as predict_cmd
+from vitzoo.commands.predict import predict as predict_cmd
 from vitzoo.components.packing import ImageList
 from vitzoo.data import create_transform, resolve_data_config
 from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
@@ -151,7 +151,9 @@ def test_evaluate_and_predict_keep_each_image_size(trained, data: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["samples"] == 6
     images = sorted((data / "val" / "top").iterdir())
-    result = CliRunner().invoke(predict_cmd, [ckpt, *map(str, images), "--json", "-k", "2"])
+    result = CliRunner().invoke(
+        predict_cmd, [ckpt, *map(str, images), "--json", "-k", "2", "--flip"]
+    )
     assert result.exit_code == 0, result.output
     predictions = json.loads(result.output)
     assert len(predictions) == 3

@@ -35,8 +35,9 @@ class ImageList(list):
     The data loader yields it for native-resolution models (``data.max_patches``) where it
     would yield a ``(B, C, H, W)`` tensor, and it answers the few questions a training or
     evaluation loop asks of a batch the way a tensor does: ``.to(device)``, ``.chunk(parts)``
-    (micro-batches for gradient accumulation) and ``.shape[0]`` (the number of images). It is a
-    plain ``list`` otherwise, so a model with a packed path sees ``list[Tensor]``.
+    (micro-batches for gradient accumulation), ``.flip(-1)`` (mirror test-time augmentation)
+    and ``.shape[0]`` (the number of images). It is a plain ``list`` otherwise, so a model with
+    a packed path sees ``list[Tensor]``.
     """
 
     def to(self, *args: Any, **kwargs: Any) -> ImageList:
@@ -46,6 +47,17 @@ class ImageList(list):
         """Split like ``torch.chunk``: pieces of ``ceil(len / parts)`` images, the last shorter."""
         size = max(1, -(-len(self) // max(1, parts)))
         return tuple(ImageList(self[i : i + size]) for i in range(0, len(self), size))
+
+    def flip(self, dims: int | Sequence[int]) -> ImageList:
+        """Each image flipped (``tensor.flip``): ``flip(-1)`` mirrors every image."""
+        return ImageList(image.flip(dims) for image in self)
+
+    @classmethod
+    def batch(cls, images: Sequence[torch.Tensor]) -> torch.Tensor | ImageList:
+        """One ``(B, C, H, W)`` tensor when the images share a size, else an ImageList."""
+        if len({tuple(image.shape) for image in images}) <= 1:
+            return torch.stack(list(images))
+        return cls(images)
 
     @property
     def shape(self) -> torch.Size:
