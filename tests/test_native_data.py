@@ -17,8 +17,8 @@ from training_helpers import pattern
 
 import vitzoo
 from vitzoo.commands.inspect import attention as attention_cmd
-from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.commands.predict import predict as predict_cmd
+from vitzoo.commands.train import evaluate as evaluate_cmd
 from vitzoo.components.packing import ImageList
 from vitzoo.data import create_transform, resolve_data_config
 from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
