@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from vitzoo_plugins.vit_weights import TIMM_VIT_RULES
+from vitzoo_plugins._vit_rules import TIMM_VIT_RULES
 
 from vitzoo.errors import WeightsError
 from vitzoo.weights import (

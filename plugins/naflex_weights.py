@@ -15,8 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from vitzoo_plugins._vit_rules import TIMM_VIT_RULES
 from vitzoo_plugins.clip_weights import HF_SIGLIP_RULES, SIGLIP_VISION_DEFAULTS, _trunk
-from vitzoo_plugins.vit_weights import TIMM_VIT_RULES
 
 from vitzoo.errors import WeightsError
 from vitzoo.weights import Rename, Reshape, WeightConverter

@@ -6,10 +6,13 @@ onto the matching vitzoo preset (names and shapes, strictly), without shipping a
 Models are built on the meta device, so nothing is allocated or downloaded.
 
 The official XCiT code (facebookresearch/xcit, not on PyPI; its ``xcit.py`` needs only timm) is
-read from a checkout given as the first argument. Usage, in the reference environment::
+read from a checkout given as the first argument; the official DINOv2 and DeiT repositories and
+apple/ml-aim from checkouts named by environment variables. Usage, in the reference
+environment::
 
     git clone https://github.com/facebookresearch/xcit /tmp/xcit   # used: commit 82f5291
-    /work/refenv/bin/python tools/make_reference_layouts.py /tmp/xcit
+    DINOV2_REPO=/tmp/dinov2 DEIT_REPO=/tmp/deit ML_AIM_REPO=/tmp/ml-aim \
+        /work/refenv/bin/python tools/make_reference_layouts.py /tmp/xcit
 """
 
 from __future__ import annotations
@@ -103,6 +106,66 @@ CCT = {
 }
 
 
+#: Official DINOv2 hub models (facebookresearch/dinov2, checkout in DINOV2_REPO): hub function
+#: names, built with pretrained=False as torch.hub.load builds them.
+DINOV2_HUB = [f"dinov2_vit{s}14{reg}" for s in "sblg" for reg in ("", "_reg")]
+#: Official DeiT III (facebookresearch/deit models_v2.py, checkout in DEIT_REPO): release file
+#: stem -> (constructor, image size).
+DEIT3 = {
+    **{
+        f"deit_3_{size}_224": (f"deit_{size}_patch{14 if size == 'huge' else 16}_LS", 224)
+        for size in ("small", "medium", "base", "large", "huge")
+    },
+    **{
+        f"deit_3_{size}_384": (f"deit_{size}_patch16_LS", 384)
+        for size in ("small", "base", "large")
+    },
+}
+#: Official AIMv2 encoders (apple/ml-aim, checkout in ML_AIM_REPO): release name (as on the
+#: Hugging Face hub, apple/<name>) -> (constructor, image size).
+AIMV2 = {
+    f"aimv2-{size}-patch14-{px}": (f"aimv2_{size}", px)
+    for size in ("large", "huge", "1B", "3B")
+    for px in (224, 336, 448)
+}
+
+
+def official_checkout(variable: str, url: str) -> str:
+    """The path of a checkout of an official repository that is not on PyPI."""
+    import os
+
+    path = os.environ.get(variable)
+    if not path:
+        raise SystemExit(f"set {variable} to a checkout of {url} (git clone {url})")
+    return path
+
+
+def official_layouts() -> dict[str, dict[str, list[int]]]:
+    """DINOv2 hub backbones, DeiT III and AIMv2 models, from their authors' constructors."""
+    import os
+    import sys
+
+    sys.path.insert(
+        0, official_checkout("DINOV2_REPO", "https://github.com/facebookresearch/dinov2")
+    )
+    sys.path.insert(0, official_checkout("DEIT_REPO", "https://github.com/facebookresearch/deit"))
+    ml_aim = official_checkout("ML_AIM_REPO", "https://github.com/apple/ml-aim")
+    sys.path[:0] = [os.path.join(ml_aim, "aim-v1"), os.path.join(ml_aim, "aim-v2")]
+    import models_v2
+    from aim.v2.torch import models as aimv2
+    from dinov2.hub import backbones
+
+    out = {}
+    with torch.device("meta"):
+        for name in DINOV2_HUB:
+            out[name] = layout(getattr(backbones, name)(pretrained=False))
+        for stem, (fn, size) in DEIT3.items():
+            out[stem] = layout(getattr(models_v2, fn)(pretrained=False, img_size=size))
+        for name, (fn, size) in AIMV2.items():
+            out[name] = layout(getattr(aimv2, fn)(img_size=size))
+    return out
+
+
 def layout(model: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
@@ -120,10 +183,10 @@ def main() -> None:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False, num_classes=classes)
         layouts["timm"][name] = layout(model)
-    swin = official_swin_layouts()
+    ready = {**official_swin_layouts(), **official_layouts()}
     for name in sorted(released("official")):
-        if name in swin:
-            layouts["official"][name] = swin[name]
+        if name in ready:
+            layouts["official"][name] = ready[name]
             continue
         if name.startswith("ViT-"):  # OpenCLIP's model names
             layouts["official"][name] = open_clip_layout(name)

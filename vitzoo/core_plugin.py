@@ -161,6 +161,15 @@ def register_pooling(register: Any) -> None:
         summary="multi-head attention pooling: a learned probe attends to the tokens (SigLIP)",
     )
     register(
+        "cls-mean",
+        pooling.build_cls_mean_pool,
+        pooling.ClsMeanPoolConfig,
+        needs={"class-token"},
+        offers={"pooled-vector"},
+        # registers in the host: the suite then holds the mean to the patch tokens' width
+        example={"model": {"register_tokens": 2}},
+    )
+    register(
         "query-attention",
         query_pool.build_query_pool,
         query_pool.QueryPoolConfig,

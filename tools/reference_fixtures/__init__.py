@@ -91,6 +91,22 @@ def float64_outputs_of(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Ten
     return {FLOAT64_PREFIX + k: v for k, v in outputs.items()}
 
 
+def _library_version(library: str) -> str:
+    """The library's version: its ``__version__``, else its installed distribution's
+    (vit-pytorch has no ``__version__``), else ``?`` (code from a checkout)."""
+    import importlib
+    from importlib import metadata
+
+    try:
+        return str(importlib.import_module(library).__version__)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        return metadata.version(library.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
 def write_fixture(fixture: Fixture, directory: Path = FIXTURE_DIR) -> Path:
     """Construct, perturb, run and save one fixture; returns the file written."""
     torch.manual_seed(fixture.seed)
@@ -111,13 +127,9 @@ def write_fixture(fixture: Fixture, directory: Path = FIXTURE_DIR) -> Path:
         "noise": str(fixture.noise),
         "torch": torch.__version__,
     }
-    try:
-        import importlib
-
-        metadata["library_version"] = importlib.import_module(fixture.library).__version__
-    except (ImportError, AttributeError):
-        metadata["library_version"] = "?"
+    metadata["library_version"] = _library_version(fixture.library)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{fixture.name}.safetensors"
-    save_file(tensors, str(path), metadata=metadata)
+    # outputs may be views (a slice of the tokens); safetensors stores contiguous tensors
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
@@ -82,16 +81,6 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, in
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
-def refuse_existing(path: Path, overwrite: bool, *, resumable: bool = False) -> None:
-    """An output file that exists is kept unless ``--overwrite`` says otherwise (``resumable``
-    commands name ``--resume`` too): one plain line, exit status 2."""
-    from vitzoo.commands.errors import fail_plainly
-
-    if path.exists() and not overwrite:
-        options = "--resume to continue it or --overwrite" if resumable else "--overwrite"
-        fail_plainly(f"{path} exists; pass {options} to replace it")
 
 
 def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:

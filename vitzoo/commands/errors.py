@@ -22,6 +22,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -155,3 +156,11 @@ class VitzooGroup(click.Group):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place every command's errors meet
             report_error(exc, ctx)
+
+
+def refuse_existing(path: Path, overwrite: bool, *, resumable: bool = False) -> None:
+    """An output file that exists is kept unless ``--overwrite`` says otherwise (``resumable``
+    commands name ``--resume`` too): one plain line, exit status 2."""
+    if path.exists() and not overwrite:
+        options = "--resume to continue it or --overwrite" if resumable else "--overwrite"
+        fail_plainly(f"{path} exists; pass {options} to replace it")

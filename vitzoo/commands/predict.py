@@ -24,9 +24,8 @@ from vitzoo.commands.common import (
     inference_options,
     plain_warnings,
     progress_bar,
-    refuse_existing,
 )
-from vitzoo.commands.errors import EXIT_INPUT, say_partial, user_errors
+from vitzoo.commands.errors import EXIT_INPUT, refuse_existing, say_partial, user_errors
 from vitzoo.terminal import make_console
 
 

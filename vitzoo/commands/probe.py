@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from vitzoo.commands.common import err, out, progress_bar, refuse_existing
+from vitzoo.commands.common import err, out, progress_bar
+from vitzoo.commands.errors import refuse_existing
 
 
 def _default_workers() -> int:

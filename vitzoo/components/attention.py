@@ -152,7 +152,7 @@ class MhsaConfig(ComponentConfig):
     #: train). A key bias adds ``q . b_k`` to every logit of a query's row, which the softmax
     #: cancels, so it was a parameter without effect.
     key_bias: bool = True
-    #: Bias of the output projection (some recent ViTs drop it).
+    #: Bias of the output projection (AIMv2 has none).
     proj_bias: bool = True
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).

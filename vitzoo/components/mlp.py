@@ -6,8 +6,10 @@
   ``8/3 * dim`` (the paper's 2/3 of the 4x MLP), so parameters match the plain MLP. ``norm``
   adds a norm over the hidden units before ``fc2`` (EVA-02's sub-LN, Fang et al., 2023).
   Both input projections live in one ``fc1`` (gate rows first); checkpoints that keep them
-  apart (timm's ``fc1_g`` / ``fc1_x``, EVA's ``w1`` / ``w2``) are joined by converter rules.
-  Registered by the core (not a plugin) because families build on them (EVA-02).
+  apart (timm's ``fc1_g`` / ``fc1_x``, EVA's ``w1`` / ``w2``, AIMv2's gate / value) are joined
+  by converter rules; the packed layout is DINOv2's ``SwiGLUFFNFused`` and timm's
+  ``SwiGLUPacked``. Registered by the core (not a plugin) because several families' released
+  models build on them (EVA-02, DINOv2-g, AIMv2).
 """
 
 from __future__ import annotations

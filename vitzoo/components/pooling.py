@@ -1,4 +1,9 @@
-"""Poolings: ``forward(tokens, num_prefix_tokens) -> (B, D)`` (or (B, K, D) for multi-token)."""
+"""Poolings: ``forward(tokens, num_prefix_tokens) -> (B, D)`` (or (B, K, D) for multi-token).
+
+A pooling whose vector is wider than the tokens (``cls-mean``: 2 D) says so through its
+config's ``pooled_width(dim)``; the model reads it with :func:`pooled_width`, so its
+``num_features`` and the head's input follow.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,40 @@ class MeanPool(nn.Module):
         return tokens[:, num_prefix_tokens:].mean(dim=1)
 
 
+class ClsMeanPoolConfig(ComponentConfig):
+    """The class token and the mean of the patch tokens, side by side: (B, 2 D).
+
+    The linear-probe feature DINOv2's model card recommends (and Hugging Face's
+    ``Dinov2ForImageClassification`` classifies). Every prefix token -- registers and a
+    distillation token too -- is left out of the mean: averaging the registers in is a bug
+    (transformers #37817), since they carry global scratch state, not image patches.
+    """
+
+    type: Literal["cls-mean"] = "cls-mean"
+
+    def check(self, class_token: bool = True, **_: Any) -> None:
+        if not class_token:
+            raise SpecValueError(
+                "type",
+                "cls-mean pooling needs a class token; set class_token: true or use type: mean",
+            )
+
+    def pooled_width(self, dim: int) -> int:
+        return 2 * dim
+
+
+class ClsMeanPool(nn.Module):
+    def forward(self, tokens: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+        return torch.cat([tokens[:, 0], tokens[:, num_prefix_tokens:].mean(dim=1)], dim=-1)
+
+
+def pooled_width(config: Any, dim: int) -> int:
+    """The width of the vector ``config``'s pooling gives from ``dim``-wide tokens (``dim``
+    unless the pooling config says otherwise through ``pooled_width``)."""
+    width = getattr(config, "pooled_width", None)
+    return int(width(dim)) if callable(width) else dim
+
+
 class ClsDistPoolConfig(ComponentConfig):
     """Class and distillation tokens side by side (B, 2, D), for the DeiT distillation head."""
 
@@ -64,6 +103,11 @@ def build_cls_pool(config: ClsPoolConfig, ctx: BuildContext) -> ClsPool:
 def build_mean_pool(config: MeanPoolConfig, ctx: BuildContext) -> MeanPool:
     """Global average pooling over patch tokens."""
     return MeanPool()
+
+
+def build_cls_mean_pool(config: ClsMeanPoolConfig, ctx: BuildContext) -> ClsMeanPool:
+    """Class token + mean of the patch tokens (DINOv2's linear-probe feature)."""
+    return ClsMeanPool()
 
 
 def build_cls_dist_pool(config: ClsDistPoolConfig, ctx: BuildContext) -> ClsDistPool:

@@ -7,6 +7,7 @@ tokens laid out on ``grid``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -14,29 +15,66 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.config import ComponentConfig, PositiveFloat, SpecValueError
+from vitzoo.config import ComponentConfig, NonNegativeFloat, PositiveFloat, SpecValueError
+
+#: How a 2-D learned table may be resampled (1-D tables resample linearly, 3-D trilinearly).
+TableInterpolation = Literal["bicubic", "bilinear"]
+
+
+@dataclass(frozen=True)
+class TableResampling:
+    """How a learned position table is resampled to another grid.
+
+    The released models that people fine-tune were trained at one size and resample their
+    table at another, each in its own way, and the resampled table is part of the function:
+
+    * ``interpolation``: bicubic (timm, DINOv2, DeiT, AIMv2) or bilinear, on 2-D grids;
+    * ``antialias``: torch's antialiased kernel. It widens the kernel when shrinking, and its
+      bicubic uses the PIL coefficient a = -0.5 rather than -0.75, so it differs from the plain
+      kernel when enlarging too. timm's ``resample_abs_pos_embed`` and DINOv2 with registers
+      (official hub and Hugging Face) use it; the original DINOv2 hub models and Hugging Face's
+      ``Dinov2Model`` do not;
+    * ``offset``: DINOv2's ``interpolate_offset`` (0.1 in the original hub models): resample
+      with scale factors ``(new + offset) / old`` instead of to the target size. The output
+      size is the same, but the sampling positions follow the scale factor, so the table is
+      not the one a size-based resample gives.
+
+    The defaults (bicubic, no antialias, no offset) are what vitzoo always did.
+    """
+
+    interpolation: str = "bicubic"
+    antialias: bool = False
+    offset: float = 0.0
 
 
 def resize_grid_embedding(
     pos: torch.Tensor,
     old_grid: tuple[int, ...],
     new_grid: tuple[int, ...],
-    *,
-    interpolation: str = "bicubic",
-    antialias: bool = False,
+    resampling: TableResampling | None = None,
 ) -> torch.Tensor:
-    """Resample a (1, prod(old_grid), D) table to ``new_grid`` (2D: ``interpolation``, bicubic
-    by default, optionally antialiased; 1D linear, 3D trilinear), in float32 as the references do."""
+    """Resample a (1, prod(old_grid), D) table to ``new_grid`` (2-D: ``resampling``'s method,
+    bicubic by default; 1-D linear, 3-D trilinear), in float32 as every reference does."""
     if tuple(old_grid) == tuple(new_grid):
         return pos
+    how = resampling or TableResampling()
     dim = pos.shape[-1]
-    grid = pos.reshape(1, *old_grid, dim).movedim(-1, 1)
+    grid = pos.reshape(1, *old_grid, dim).movedim(-1, 1).float()
     two_d = len(old_grid) == 2
-    mode = interpolation if two_d else {1: "linear", 3: "trilinear"}[len(old_grid)]
-    options = {"antialias": antialias} if two_d else {}
-    grid = F.interpolate(
-        grid.float(), size=tuple(new_grid), mode=mode, align_corners=False, **options
-    )
+    mode = how.interpolation if two_d else {1: "linear", 3: "trilinear"}[len(old_grid)]
+    options: dict[str, Any] = {"mode": mode, "align_corners": False}
+    if two_d:
+        options["antialias"] = how.antialias
+    if how.offset:
+        scale = tuple(float(n + how.offset) / o for n, o in zip(new_grid, old_grid, strict=True))
+        grid = F.interpolate(grid, scale_factor=scale, **options)
+        if tuple(grid.shape[2:]) != tuple(new_grid):
+            raise ValueError(
+                f"resampling {tuple(old_grid)} -> {tuple(new_grid)} with offset {how.offset} "
+                f"gave {tuple(grid.shape[2:])}"
+            )
+    else:
+        grid = F.interpolate(grid, size=tuple(new_grid), **options)
     return grid.movedim(1, -1).reshape(1, -1, dim).to(pos.dtype)
 
 
@@ -44,12 +82,37 @@ class LearnedPosConfig(ComponentConfig):
     """A learned table, one vector per position; resampled when the token grid changes."""
 
     type: Literal["learned"] = "learned"
+    #: One table entry per class / distillation token too (ViT, DeiT, DINOv2); false: the
+    #: table covers the patches only and prefix tokens join after it (DeiT III, timm's DINOv2
+    #: with registers, big_vision).
     include_prefix: bool = True
     init_std: PositiveFloat = 0.02
-    #: How the table is resampled to another 2-D grid: bicubic (timm, DeiT) or bilinear.
-    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    #: torch's antialiased resampling (SigLIP 2 NaFlex resizes its table per image this way).
+    #: How the table is resampled when the patch grid changes (``set_input_size``,
+    #: ``dynamic_img_size``, inputs of another size, weights made at another size); see
+    #: :class:`TableResampling`. bicubic or bilinear (2-D grids).
+    interpolation: TableInterpolation = "bicubic"
+    #: torch's antialiased resampling (timm; DINOv2 with registers).
     antialias: bool = False
+    #: DINOv2's ``interpolate_offset`` (0.1 in the original hub models): scale factors
+    #: ``(new + offset) / old`` instead of the target size. Below 1.
+    interpolate_offset: NonNegativeFloat = 0.0
+
+    def check(self, spatial_dims: int = 2, **_: Any) -> None:
+        if not self.interpolate_offset < 1.0:
+            raise SpecValueError(
+                "interpolate_offset", f"must be in [0, 1), got {self.interpolate_offset}"
+            )
+        if spatial_dims != 2:
+            for name, default in (("interpolation", "bicubic"), ("antialias", False)):
+                if getattr(self, name) != default:
+                    raise SpecValueError(
+                        name,
+                        f"applies to 2-D patch grids; this model's grid has {spatial_dims} axes "
+                        f"(resampled {'linearly' if spatial_dims == 1 else 'trilinearly'})",
+                    )
+
+    def resampling(self) -> TableResampling:
+        return TableResampling(self.interpolation, self.antialias, self.interpolate_offset)
 
 
 class LearnedPositions(nn.Module):
@@ -59,28 +122,31 @@ class LearnedPositions(nn.Module):
         grid: tuple[int, ...],
         num_prefix: int,
         init_std: float,
-        *,
-        interpolation: str = "bicubic",
-        antialias: bool = False,
+        resampling: TableResampling | None = None,
     ):
         super().__init__()
         self.grid = tuple(grid)
         self.num_prefix = num_prefix
-        self.resampling = {"interpolation": interpolation, "antialias": antialias}
+        self.resampling = resampling or TableResampling()
         self.pos_embed = nn.Parameter(torch.zeros(1, num_prefix + math.prod(grid), dim))
         nn.init.trunc_normal_(self.pos_embed, std=init_std)
+
+    def table_for(self, grid: tuple[int, ...]) -> torch.Tensor:
+        """The table for ``grid``: this one, or its patch part resampled (prefix rows kept)."""
+        if tuple(grid) == self.grid:
+            return self.pos_embed
+        prefix, patches = self.pos_embed[:, : self.num_prefix], self.pos_embed[:, self.num_prefix :]
+        patches = resize_grid_embedding(patches, self.grid, grid, self.resampling)
+        return torch.cat([prefix, patches], dim=1) if self.num_prefix else patches
 
     def forward(
         self, tokens: torch.Tensor, grid: tuple[int, ...], num_prefix_tokens: int
     ) -> torch.Tensor:
-        if self.num_prefix and tuple(grid) == self.grid:  # the common case: no split, no copy
-            return tokens + self.pos_embed
-        prefix, patches = self.pos_embed[:, : self.num_prefix], self.pos_embed[:, self.num_prefix :]
-        patches = resize_grid_embedding(patches, self.grid, grid, **self.resampling)
-        if self.num_prefix:
-            return tokens + torch.cat([prefix, patches], dim=1)
+        table = self.table_for(grid)
+        if self.num_prefix:  # the table covers the prefix tokens too
+            return tokens + table
         return torch.cat(
-            [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + patches], dim=1
+            [tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:] + table], dim=1
         )
 
     def _load_from_state_dict(
@@ -98,29 +164,17 @@ class LearnedPositions(nn.Module):
             side = round(old_n ** (1 / len(self.grid)))
             if side ** len(self.grid) == old_n:
                 old_grid = (side,) * len(self.grid)
-                state_dict[key] = torch.cat(
-                    [
-                        stored[:, : self.num_prefix],
-                        resize_grid_embedding(
-                            stored[:, self.num_prefix :], old_grid, self.grid, **self.resampling
-                        ),
-                    ],
-                    dim=1,
+                resized = resize_grid_embedding(
+                    stored[:, self.num_prefix :], old_grid, self.grid, self.resampling
                 )
+                state_dict[key] = torch.cat([stored[:, : self.num_prefix], resized], dim=1)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def build_learned(config: LearnedPosConfig, ctx: BuildContext) -> LearnedPositions:
     """Learned absolute positions (ViT, DeiT)."""
     num_prefix = ctx.num_prefix_tokens if config.include_prefix else 0
-    return LearnedPositions(
-        ctx.dim,
-        ctx.grid,
-        num_prefix,
-        config.init_std,
-        interpolation=config.interpolation,
-        antialias=config.antialias,
-    )
+    return LearnedPositions(ctx.dim, ctx.grid, num_prefix, config.init_std, config.resampling())
 
 
 def sincos_table(

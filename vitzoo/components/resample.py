@@ -7,7 +7,8 @@ derives its grids, windows and tables from ``image_size``) and carries the weigh
 resampled here by rules keyed on what the tensor *is*:
 
 * learned absolute positions (``LearnedPositions``): the patch part is resampled on its grid
-  with :func:`vitzoo.components.posenc.resize_grid_embedding`, prefix positions kept;
+  with :func:`vitzoo.components.posenc.resize_grid_embedding`, the way the module's spec says
+  (its :class:`~vitzoo.components.posenc.TableResampling`), prefix positions kept;
 * a (1, C, h, w) position map (PiT): resampled bicubically;
 * a (1, N, C) table on a module that knows its ``grid``: resampled like learned positions;
 * relative-position tables ((2h-1)(2w-1), heads): resampled on their offset grid
@@ -32,7 +33,7 @@ from torch import nn
 
 from vitzoo.components.layers import to_pair
 from vitzoo.components.partition import window_partition, window_reverse
-from vitzoo.components.posenc import LearnedPositions, resize_grid_embedding
+from vitzoo.components.posenc import LearnedPositions, TableResampling, resize_grid_embedding
 from vitzoo.errors import InputSizeError
 
 
@@ -167,16 +168,27 @@ def resize_token_table(
     old_grid: Sequence[int],
     new_grid: Sequence[int],
     prefix: int,
-    **resampling: Any,
+    resampling: TableResampling | None = None,
 ) -> torch.Tensor:
     """Resample a (1, prefix + prod(old_grid), C) position table to ``new_grid``: the patch part
-    on its grid (:func:`~vitzoo.components.posenc.resize_grid_embedding`), the ``prefix``
-    entries (class / distillation tokens) kept as they are. Both ``set_input_size`` and weight
-    adaptation (:mod:`vitzoo.weights.adapt`) resample absolute tables with it; ``resampling``:
-    the table's ``interpolation`` / ``antialias`` (:class:`LearnedPositions`)."""
+    on its grid (:func:`~vitzoo.components.posenc.resize_grid_embedding`, by ``resampling``),
+    the ``prefix`` entries (class / distillation tokens) kept as they are. Both
+    ``set_input_size`` and weight adaptation (:mod:`vitzoo.weights.adapt`) resample absolute
+    tables with it."""
     head, patches = tensor[:, :prefix], tensor[:, prefix:]
-    resized = resize_grid_embedding(patches, tuple(old_grid), tuple(new_grid), **resampling)
+    resized = resize_grid_embedding(patches, tuple(old_grid), tuple(new_grid), resampling)
     return torch.cat([head, resized], 1)
+
+
+def table_resamplings(model: nn.Module) -> dict[str, TableResampling]:
+    """State-dict key -> how that learned position table resamples, for every one in ``model``
+    (weight adaptation to another image size reads it, so a loaded table is resampled as the
+    model itself would resample it)."""
+    return {
+        f"{name}.pos_embed" if name else "pos_embed": module.resampling
+        for name, module in model.named_modules()
+        if isinstance(module, LearnedPositions)
+    }
 
 
 def resize_tensor(
@@ -194,7 +206,7 @@ def resize_tensor(
     new_grid = tuple(getattr(new_module, "grid", ()) or ())
     if isinstance(old_module, LearnedPositions) and attr == "pos_embed":
         return resize_token_table(
-            tensor, old_module.grid, new_module.grid, old_module.num_prefix, **old_module.resampling
+            tensor, old_module.grid, new_module.grid, old_module.num_prefix, new_module.resampling
         )
     if attr == "relative_position_bias_table" and hasattr(old_module, "window"):
         return resize_relative_position_table(

@@ -20,6 +20,7 @@ from vitzoo.components.grid import grid_followers
 from vitzoo.components.layers import drop_path_rates, init_vit_weights, to_pair
 from vitzoo.components.model import VitzooModel, run_block
 from vitzoo.components.norms import NormKind, make_norm
+from vitzoo.components.pooling import pooled_width
 from vitzoo.config import (
     ComponentConfig,
     ComponentSpec,
@@ -175,20 +176,23 @@ class VisionTransformer(VitzooModel):
         self.norm = (
             make_norm(config.norm, dim, config.norm_eps) if config.final_norm else nn.Identity()
         )
-        self.num_features = dim
+        # the pooled vector's width: dim, or wider (cls-mean pools to 2 * dim)
+        self.num_features = pooled_width(config.pool, dim)
         self.num_classes = config.num_classes
         # the model's MLP and attention specs go along: an attention-pool head (``map``) reuses
         # the MLP, a query-attention pooling the attention, by default
         self._head_ctx = base.replace(
-            num_features=dim,
+            num_features=self.num_features,
             grid=grid,
             num_prefix_tokens=self.num_prefix_tokens,
             mlp=config.mlp,
             attention=config.attention,
         )
         self.pool = self._head_ctx.build("pooling", config.pool)
-        self.fc_norm = (
-            make_norm(config.norm, dim, config.norm_eps) if config.fc_norm else nn.Identity()
+        self.fc_norm = (  # over the pooled vector, whatever its width
+            make_norm(config.norm, self.num_features, config.norm_eps)
+            if config.fc_norm
+            else nn.Identity()
         )
         self.head = self._head_ctx.build("head", config.head, num_classes=config.num_classes)
         self._init_weights()
@@ -364,6 +368,9 @@ class VisionTransformer(VitzooModel):
         if reference is not None:
             pool = pool.to(device=reference.device, dtype=reference.dtype)
         self.pool = pool
+        # a pooling of another width changes the head's input (reset_classifier rebuilds it)
+        self.num_features = pooled_width(config, self.config.dim)
+        self._head_ctx = self._head_ctx.replace(num_features=self.num_features)
         # the spec follows, so a saved checkpoint rebuilds the model with this pooling
         self.config = self.config.model_copy(update={"pool": config})
         spec = getattr(self, "vitzoo_spec", None)

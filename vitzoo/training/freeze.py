@@ -15,9 +15,8 @@ Nothing is cached: every step runs the frozen part on the step's (augmented) ima
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
@@ -106,21 +105,3 @@ def hold_frozen_norms(model: nn.Module) -> None:
     would renormalise with batch statistics and overwrite their running ones."""
     for module in frozen_norms(model):
         module.eval()
-
-
-def tune_model(spec: Any, model: nn.Module, log: Callable[[str], None]) -> None:
-    """Apply the spec's ``train.freeze`` or ``train.lora`` to ``model`` (before the objective
-    and optimiser are made, so frozen parameters never reach the optimiser)."""
-    cfg = spec.train
-    if cfg.lora is not None:
-        from vitzoo.training.lora import apply_lora
-
-        names = apply_lora(model, cfg.lora)
-        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log(
-            f"train.lora: rank {cfg.lora.rank} adapters on {len(names)} layers "
-            f"({', '.join(sorted({n.rsplit('.', 1)[-1] for n in names}))}); "
-            f"{trained:,} parameters trained"
-        )
-    elif cfg.freeze != "none":
-        log(apply_freeze(model, cfg.freeze).summary(cfg.freeze))

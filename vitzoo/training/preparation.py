@@ -183,7 +183,7 @@ def build_model(
     source = spec.train.init_from
     if source is None or not use_init_from:
         return BuiltModel(spec, build_from_spec(spec, system=system))
-    from vitzoo.weights.load import fine_tune_start
+    from vitzoo.weights.fine_tune import fine_tune_start
 
     # Any weights source (vitzoo/timm checkpoint, HF folder, hf-hub:...): head reset for the
     # data's classes, positions resampled, the weights' normalisation adopted (one line each).

@@ -207,13 +207,7 @@ def save_sharded_run_checkpoint(
         + (("optimizer",) if optimizer.state else ())
         + (("ema",) if ema is not None else ())
     )
-    progress: dict[str, Any] = {"epoch": epoch, "step": step, "best_accuracy": best_accuracy}
-    if epoch_step:
-        progress.update(epoch_step=epoch_step, partial=partial)
-    if scaler is not None:
-        progress["scaler"] = scaler
-    if ema is not None:
-        progress["ema_updates"] = ema.updates
+    progress = _progress(epoch, step, best_accuracy, epoch_step, partial, scaler, ema)
     run_metadata = {
         PROGRESS_KEY: json.dumps(progress),
         HISTORY_KEY: json.dumps(history),
@@ -238,6 +232,26 @@ def save_sharded_run_checkpoint(
         drop_older_states(run_dir, keep=name)
     distributed.barrier(info)
     return run_dir / LAST
+
+
+def _progress(
+    epoch: int,
+    step: int,
+    best_accuracy: float | None,
+    epoch_step: int,
+    partial: dict[str, Any] | None,
+    scaler: dict[str, Any] | None,
+    ema: ModelEma | None,
+) -> dict[str, Any]:
+    """Where the run is (epoch, step, the mid-epoch partial), as the state's metadata keeps it."""
+    progress: dict[str, Any] = {"epoch": epoch, "step": step, "best_accuracy": best_accuracy}
+    if epoch_step:
+        progress.update(epoch_step=epoch_step, partial=partial)
+    if scaler is not None:
+        progress["scaler"] = scaler
+    if ema is not None:
+        progress["ema_updates"] = ema.updates
+    return progress
 
 
 def write_model_files(

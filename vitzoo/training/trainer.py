@@ -41,7 +41,6 @@ from vitzoo.spec import SpecBase, spec_to_yaml
 from vitzoo.terminal import plural
 from vitzoo.training import distributed
 from vitzoo.training.evaluation import per_class_summary
-from vitzoo.training.freeze import tune_model
 from vitzoo.training.interrupt import TrainingInterrupted
 from vitzoo.training.preparation import (
     Splits,
@@ -59,6 +58,7 @@ from vitzoo.training.progress import Reporter
 from vitzoo.training.run import TrainingRun, run_epochs
 from vitzoo.training.sharded_state import read_resume_point
 from vitzoo.training.state import LAST
+from vitzoo.training.tuning import tune_model
 
 
 @dataclass

@@ -11,7 +11,9 @@ comparing state-dict shapes. Then, as timm users expect (each logs one line):
   is the same and only the order differs (a swapped order would silently swap the labels);
 * a new image size resamples position tables with the shared
   :func:`~vitzoo.components.posenc.resize_grid_embedding` (absolute tables with prefix tokens,
-  relative-position tables alike); integer index buffers are recomputed by the model;
+  relative-position tables alike), a learned table the way its module resamples it (the
+  ``resamplings`` the caller passes: interpolation, antialias, offset); integer index buffers
+  are recomputed by the model;
 * 1 input channel sums the first layer's weights over channels; more channels repeat them and
   scale by ``source / target`` so activations keep their size.
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-from vitzoo.components.posenc import resize_grid_embedding
+from vitzoo.components.posenc import TableResampling, resize_grid_embedding
 from vitzoo.components.resample import resize_token_table
 from vitzoo.errors import WeightsError
 from vitzoo.weights.converter import Conversion
@@ -163,8 +165,10 @@ def resample_table(
     target_shape: tuple[int, ...],
     source_size: tuple[int, int],
     target_size: tuple[int, int],
+    resampling: TableResampling | None = None,
 ) -> torch.Tensor:
-    """Resample a position table along the axis (or adjacent axis pair) whose extent changed."""
+    """Resample a position table along the axis (or adjacent axis pair) whose extent changed
+    (``resampling``: how, for a learned table whose module says so; else bicubic)."""
     diff = [i for i, (a, b) in enumerate(zip(tensor.shape, target_shape, strict=True)) if a != b]
     if len(diff) == 2 and diff[1] == diff[0] + 1:  # an (..., h, w) map
         i, j = diff
@@ -172,7 +176,7 @@ def resample_table(
         old, new = tuple(moved.shape[:2]), (target_shape[i], target_shape[j])
         rest = moved.shape[2:]
         flat = moved.reshape(1, old[0] * old[1], -1)
-        out = resize_grid_embedding(flat, old, new).reshape(*new, *rest)
+        out = resize_grid_embedding(flat, old, new, resampling).reshape(*new, *rest)
         return out.movedim((0, 1), (i, j)).contiguous()
     if len(diff) != 1:
         raise ValueError(f"cannot tell which axis of {tuple(tensor.shape)} is the position axis")
@@ -186,7 +190,7 @@ def resample_table(
             break
     else:
         raise ValueError(f"no 2-D grid fits {n_src} -> {n_dst} positions")
-    table = resize_token_table(moved.reshape(1, n_src, -1), old, new, prefix)
+    table = resize_token_table(moved.reshape(1, n_src, -1), old, new, prefix, resampling)
     return table.reshape(n_dst, *moved.shape[1:]).movedim(0, axis).contiguous()
 
 
@@ -266,11 +270,13 @@ def apply_adaptations(
     target_shapes: Shapes,
     log: Callable[[str], None],
     init: Callable[[str], torch.Tensor] | None = None,
+    resamplings: Mapping[str, TableResampling] | None = None,
 ) -> None:
     """Rewrite ``conversion`` in place so it fits ``target_shapes``; one log line per field.
 
     ``init(key)`` gives the target model's freshly initialised tensor: head rows matched by
     class name are written over it (the rows of new classes stay as initialised).
+    ``resamplings``: how each learned table of the target model resamples (by key).
     """
     for plan in plans:
         touched = [k for k in plan.keys if k in conversion.tensors or k in target_shapes]
@@ -301,14 +307,23 @@ def apply_adaptations(
             done = [
                 note
                 for key, tensor in _kept_source_tensors(conversion, touched, target_shapes)
-                if (note := rewrite(conversion, plan, key, tensor, target_shapes[key]))
+                if (
+                    note := rewrite(
+                        conversion, plan, key, tensor, target_shapes[key], resamplings or {}
+                    )
+                )
             ]
             if done:
                 log(_adaptation_note(plan, done))
 
 
 def _resample_position_table(
-    conversion: Conversion, plan: Adaptation, key: str, tensor: torch.Tensor, shape: tuple[int, ...]
+    conversion: Conversion,
+    plan: Adaptation,
+    key: str,
+    tensor: torch.Tensor,
+    shape: tuple[int, ...],
+    resamplings: Mapping[str, TableResampling],
 ) -> str | None:
     """A new image size: resample a position table; an index buffer is the model's own."""
     if not tensor.is_floating_point():
@@ -317,7 +332,11 @@ def _resample_position_table(
         return None
     try:
         conversion.tensors[key] = resample_table(
-            tensor, shape, _as_pair(plan.source_value), _as_pair(plan.target_value)
+            tensor,
+            shape,
+            _as_pair(plan.source_value),
+            _as_pair(plan.target_value),
+            resamplings.get(key),
         )
     except ValueError as exc:
         raise WeightsError(
@@ -328,7 +347,12 @@ def _resample_position_table(
 
 
 def _adapt_first_layer(
-    conversion: Conversion, plan: Adaptation, key: str, tensor: torch.Tensor, shape: tuple[int, ...]
+    conversion: Conversion,
+    plan: Adaptation,
+    key: str,
+    tensor: torch.Tensor,
+    shape: tuple[int, ...],
+    resamplings: Mapping[str, TableResampling],
 ) -> str:
     """A new channel count: the first layer's weights summed or repeated-and-scaled."""
     conversion.tensors[key] = adapt_input_channels(tensor, shape, int(plan.source_value))

@@ -26,6 +26,7 @@ from vitzoo.weights.rules import (
     Rename,
     Shape,
     Split,
+    Sum,
     Unused,
     apply_ops,
     expand_target,
@@ -211,6 +212,8 @@ class _RuleRun:
             return self.rename(rule, key, match)
         if isinstance(rule, Concat):
             return self.concat(rule, key, match)
+        if isinstance(rule, Sum):
+            return self.sum(rule, key, match)
         if isinstance(rule, Split):
             return self.split(rule, key, match)
         return True
@@ -254,6 +257,28 @@ class _RuleRun:
         shape = tuple(self.shapes.get(target, joined.shape))
         self.emit(target, apply_ops(rule.ops, joined, shape), " + ".join(names))
         self.consumed.update(names)
+        return True
+
+    def sum(self, rule: Sum, key: str, match: re.Match[str]) -> bool:
+        """Add the group's tensors (each through its ops) into the target; ``shared`` sources
+        may also be read by other rules, so only the others are consumed."""
+        names = [key, *(match.expand(s) for s in rule.sources[1:])]
+        own = [n for i, n in enumerate(names) if i not in rule.shared]
+        if any(n not in self.tensors for n in names) or any(n in self.consumed for n in own):
+            return False  # an incomplete group: let a later rule (or the report) have it
+        target = match.expand(rule.target)
+        shape = tuple(self.shapes.get(target, self.tensors[names[0]].shape))
+        ops = rule.source_ops or tuple(() for _ in names)
+        parts = [apply_ops(o, self.tensors[n], shape) for o, n in zip(ops, names, strict=True)]
+        if any(p.shape != parts[0].shape for p in parts):
+            shapes = " + ".join(str(tuple(p.shape)) for p in parts)
+            self.out.unknown_target[names[0]] = f"{target} (summed shapes differ: {shapes})"
+        else:
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part
+            self.emit(target, total, " + ".join(names))
+        self.consumed.update(own)
         return True
 
     def split(self, rule: Split, key: str, match: re.Match[str]) -> bool:

@@ -30,6 +30,7 @@ from torch import nn
 
 from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
 from vitzoo.checkpoint import save
+from vitzoo.components.resample import table_resamplings
 from vitzoo.errors import SpecError, WeightsAdaptationWarning, WeightsError, warn
 from vitzoo.formats import WEIGHTS_CONVERTER_KEY, WEIGHTS_SOURCE_KEY
 from vitzoo.plugins import PluginSystem, get_plugin_system
@@ -282,6 +283,45 @@ def _convert(
     return converter.convert(src.tensors, fitted_shapes), converter, hint
 
 
+def _adapt_and_load(
+    model: nn.Module,
+    conversion: Conversion,
+    fitted: Mapping[str, Any],
+    target_model: Mapping[str, Any],
+    shapes_of: _Shapes,
+    how: tuple[WeightsSource, Sequence[str] | None, bool, str],
+    note: Callable[[str], None],
+) -> list[Any]:
+    """Adapt the converted tensors from the model the checkpoint was made for to the target
+    (classes, image size, channels; one note each), load them, and say what was left out.
+    Returns the adaptation plans (the preprocessing follows them)."""
+    src, class_names, strict, hint = how
+    final_shapes = shapes_of(target_model)
+    source_classes = preprocessing_of(src).class_names
+    plans = plan_adaptations(fitted, target_model, shapes_of, (source_classes, class_names))
+    initial = model.state_dict()
+    apply_adaptations(
+        conversion,
+        plans,
+        final_shapes,
+        note,
+        init=initial.__getitem__,
+        resamplings=table_resamplings(model),
+    )
+    conversion.refit(final_shapes)
+    load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
+    if conversion.other_tower:
+        note(
+            f"multimodal checkpoint: loaded its vision tower; {len(conversion.other_tower)} "
+            f"tensors of its other tower(s) (text encoder, logit scale) left out"
+        )
+    if not strict:
+        left = conversion.problems(final_shapes)
+        if left:
+            note(f"loaded what fits (strict=False); not loaded: {'; '.join(left)}")
+    return plans
+
+
 def load_pretrained(
     source: str | Path,
     spec: SpecSource | None = None,
@@ -339,22 +379,9 @@ def load_pretrained(
         raise_for_problems(conversion, fitted_shapes, src.location, hint)
     if used is not None and used.assumes:
         note(used.assumption_note())
-    final_shapes = shapes_of(target_model)
-    source_classes = preprocessing_of(src).class_names
-    plans = plan_adaptations(fitted, target_model, shapes_of, (source_classes, class_names))
-    initial = model.state_dict()
-    apply_adaptations(conversion, plans, final_shapes, note, init=initial.__getitem__)
-    conversion.refit(final_shapes)
-    load_converted(model, conversion, strict=strict, where=src.location, hint=hint)
-    if conversion.other_tower:
-        note(
-            f"multimodal checkpoint: loaded its vision tower; {len(conversion.other_tower)} "
-            f"tensors of its other tower(s) (text encoder, logit scale) left out"
-        )
-    if not strict:
-        left = conversion.problems(final_shapes)
-        if left:
-            note(f"loaded what fits (strict=False); not loaded: {'; '.join(left)}")
+    plans = _adapt_and_load(
+        model, conversion, fitted, target_model, shapes_of, (src, class_names, strict, hint), note
+    )
     pre = _preprocessing(src, model, preprocessing, plans, class_names)
     model.vitzoo_spec = target
     model.vitzoo_preprocessing = pre
@@ -397,32 +424,3 @@ def convert_checkpoint(
     loaded = load_pretrained(source, spec, **options)
     save(loaded.model, output, metadata=loaded.metadata())
     return loaded
-
-
-def fine_tune_start(
-    spec: SpecBase,
-    *,
-    system: PluginSystem | None = None,
-    log: Callable[[str], None] | None = None,
-    class_names: Sequence[str] | None = None,
-) -> tuple[SpecBase, nn.Module]:
-    """``train.init_from``: the model for ``spec`` started from that source (a named release
-    ``PRESET.TAG`` too; head rows matched to ``class_names``, the data's classes, where the
-    source names its own), and the spec with the weights' normalisation / eval crop wherever it
-    keeps vitzoo's defaults."""
-    from vitzoo.weights.named import checked_source, named_weights
-
-    source = spec.train.init_from
-    named = named_weights(source, (system or get_plugin_system()).registry)
-    if named is not None:
-        source = checked_source(named)
-    loaded = load_pretrained(source, spec, system=system, log=log, class_names=class_names)
-    updates = prep.data_overrides(loaded.preprocessing, spec.data)
-    if updates:
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
-        (log or logger.info)(  # the spec says it too: not an adaptation of the weights
-            "data normalisation from the weights: "
-            + ", ".join(f"data.{k}={v}" for k, v in updates.items())
-        )
-    loaded.model.vitzoo_spec = spec
-    return spec, loaded.model

@@ -25,6 +25,7 @@ from vitzoo.plugins import PluginSystem, get_plugin_system
 from vitzoo.registry import PresetEntry, Registry, WeightTag
 from vitzoo.suggest import did_you_mean
 from vitzoo.weights.hub import ALLOW_PATTERNS, hub_offline
+from vitzoo.weights.load import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,6 @@ def load_named(
     """Build ``named``'s preset (with ``overrides``) holding its weights: a
     :class:`~vitzoo.weights.load.Pretrained`. Offline without the weights cached: one line
     naming the repository and the command that fetches it."""
-    from vitzoo.weights.load import load_pretrained
-
     system = system or get_plugin_system()
     return load_pretrained(
         checked_source(named),

@@ -11,6 +11,8 @@ none), and otherwise lets later rules have the key. Targets are ``re`` templates
 * :class:`Rename` -- one source tensor to one vitzoo tensor, optionally through tensor ops.
 * :class:`Concat` -- several source tensors into one (Hugging Face q, k, v -> vitzoo qkv).
 * :class:`Split` -- one source tensor into several vitzoo tensors.
+* :class:`Sum` -- several source tensors added into one (a class position folded into the
+  class token), optionally reading a tensor another rule also maps.
 * :class:`Unused` -- a source tensor left out on purpose, with the reason (a derived buffer
   vitzoo recomputes, a pooler the classifier never uses); :class:`OtherTower` -- the tensors of
   another modality's tower (the text encoder of an image-text model), which a load reports in
@@ -19,7 +21,7 @@ none), and otherwise lets later rules have the key. Targets are ``re`` templates
 
 Tensor ops (``ops=`` of Rename/Concat/Split, applied in order, each given the tensor and the
 shape of the vitzoo tensor it will fill): :class:`Reshape`, :class:`Permute`,
-:class:`Transpose`, :class:`Gather`.
+:class:`Transpose`, :class:`Gather`, :class:`Slice`.
 """
 
 from __future__ import annotations
@@ -82,6 +84,20 @@ class Gather(TensorOp):
     def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
         index = self.index(tuple(tensor.shape)) if callable(self.index) else self.index
         return tensor.index_select(self.dim, torch.as_tensor(list(index), dtype=torch.long))
+
+
+@dataclass(frozen=True)
+class Slice(TensorOp):
+    """``tensor[..., start:stop, ...]`` along ``dim`` (e.g. the patch rows of a position table
+    whose first row belongs to the class token)."""
+
+    dim: int
+    start: int = 0
+    stop: int | None = None
+
+    def apply(self, tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
+        index = (slice(None),) * (self.dim % tensor.ndim) + (slice(self.start, self.stop),)
+        return tensor[index]
 
 
 def apply_ops(ops: Sequence[TensorOp], tensor: torch.Tensor, target_shape: Shape) -> torch.Tensor:
@@ -155,6 +171,39 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Sum:
+    """Several source tensors -> one vitzoo tensor, added element-wise.
+
+    ``sources[0]`` is the regex; the others are templates expanded from its match.
+    ``source_ops[i]`` (when given) are source ``i``'s ops before the addition. ``shared`` holds
+    the indices of sources that another rule maps too (a part of that tensor goes elsewhere):
+    they are read here but left to that rule; every other source is consumed. Strict
+    accounting still holds: a shared tensor no other rule maps is reported as unused.
+
+    Example, DINOv2's official layout into a table without a class row (timm's)::
+
+        Sum(("cls_token", "pos_embed"), "cls_token", source_ops=((), (Slice(1, 0, 1),)),
+            shared=(1,))
+        Rename("pos_embed", "posenc.pos_embed", ops=(Slice(1, 1),))
+    """
+
+    sources: tuple[str, ...]
+    target: str
+    source_ops: tuple[tuple[TensorOp, ...], ...] = ()
+    shared: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.sources) < 2 or 0 in self.shared:
+            raise ValueError("Sum needs two or more sources, the first one not shared")
+        if self.source_ops and len(self.source_ops) != len(self.sources):
+            raise ValueError("Sum: give ops for every source or for none")
+
+    @property
+    def pattern(self) -> str:
+        return self.sources[0]
+
+
+@dataclass(frozen=True)
 class Unused:
     """Source tensors deliberately not loaded; ``reason`` is shown in reports."""
 
@@ -183,5 +232,5 @@ class KeepInit:
     reason: str
 
 
-Rule = Rename | Concat | Split | Unused
+Rule = Rename | Concat | Split | Sum | Unused
 AnyRule = Rule | KeepInit
