@@ -11,7 +11,8 @@ other defaults; every mechanism is a registered component or a ViT option usable
 * **SigLIP** (Zhai et al., 2023, arXiv:2303.15343; SigLIP 2, Tschannen et al., 2025): no class
   token, the ``map`` attention-pool head (a learned probe attends to the tokens), GELU with the
   tanh approximation (big_vision's ``nn.gelu``); no classifier, so the model's output is the
-  image embedding. SigLIP 2's fixed-resolution towers are the same model.
+  image embedding. SigLIP 2's fixed-resolution towers are the same model; its NaFlex towers
+  (any aspect ratio and resolution, packed) are ``siglip2-naflex`` (:mod:`naflex`).
 
 Presets (every published size) are in the catalogue, their timm model names as aliases, and
 carry the weights' image statistics in ``data:`` (CLIP's and SigLIP's differ from ImageNet's);
@@ -24,6 +25,8 @@ from typing import Any, Literal
 
 from vitzoo_plugins._catalogue import register_catalogue_presets
 from vitzoo_plugins.clip_weights import CONVERTERS
+from vitzoo_plugins.naflex import register_naflex
+from vitzoo_plugins.naflex_weights import CONVERTERS as NAFLEX_CONVERTERS
 
 from vitzoo import ComponentSpec, component_default, hookimpl
 from vitzoo.components.vit import VisionTransformer, VitConfig
@@ -59,6 +62,7 @@ class SiglipConfig(VitConfig):
 def register_architectures(register: Any) -> None:
     register("clip", VisionTransformer, ClipConfig, tags={"image", "tokens"}, example=TINY_VIT)
     register("siglip", VisionTransformer, SiglipConfig, tags={"image", "tokens"}, example=TINY_VIT)
+    register_naflex(register)  # SigLIP 2 NaFlex: the packed ViT (issue 22)
 
 
 @hookimpl
@@ -68,5 +72,5 @@ def register_presets(register: Any) -> None:
 
 @hookimpl
 def register_weight_converters(register: Any) -> None:
-    for converter in CONVERTERS:
+    for converter in (*CONVERTERS, *NAFLEX_CONVERTERS):
         register(converter)

@@ -41,6 +41,9 @@ class Capability(StrEnum):
     #: Attention / block: accepts a key-padding token mask. Architecture: passes one to its
     #: blocks, so it NEEDS parts that offer it.
     TOKEN_MASK = "token-mask"
+    #: Attention / block: accepts a full (query x key) boolean mask -- the block-diagonal mask of
+    #: a packed batch, where several images share one sequence (``packing: greedy``).
+    BLOCK_MASK = "block-mask"
     #: The model exposes a flat token sequence with ``embed`` / ``encode`` (masked-image
     #: objectives need it).
     TOKENS = "tokens"
@@ -56,6 +59,9 @@ class Capability(StrEnum):
     POOLED_VECTOR = "pooled-vector"
     #: Pooling gives the class and distillation tokens (B, 2, D); a distillation head needs it.
     POOLED_PAIR = "pooled-pair"
+    #: Architecture: takes a list of images of different sizes (native resolution, packed into
+    #: shared sequences); ``data.max_patches`` needs it.
+    PACKED_IMAGES = "packed-images"
 
 
 VOCABULARY: frozenset[str] = frozenset(c.value for c in Capability)

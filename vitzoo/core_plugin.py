@@ -16,11 +16,14 @@ from vitzoo.components import (
     block,
     class_attention,
     conv,
+    factorized_posenc,
+    flat_patch,
     heads,
     mlp,
     patchify,
     pooling,
     posenc,
+    query_pool,
     rope,
     spatial_attention,
     windows,
@@ -33,6 +36,22 @@ from vitzoo.registration_examples import grid_only_example
 @hookimpl
 def register_patchifiers(register: Any) -> None:
     register("linear", patchify.build_linear_patch, patchify.LinearPatchConfig, tags={"image"})
+    # Native-resolution models' patch embedding (NaViT, SigLIP 2 NaFlex): a Linear over
+    # flattened patches, with vit-pytorch's norms before / after.
+    register(
+        "flat-linear",
+        flat_patch.build_flat_linear_patch,
+        flat_patch.FlatLinearPatchConfig,
+        tags={"image"},
+        example={
+            "config": {
+                "patch_size": 8,
+                "order": "chw",
+                "pre_norm": "layernorm-nobias",
+                "norm": "layernorm-nobias",
+            }
+        },
+    )
 
 
 @hookimpl
@@ -40,12 +59,24 @@ def register_positional_encodings(register: Any) -> None:
     register("learned", posenc.build_learned, posenc.LearnedPosConfig)
     register("sincos", posenc.build_sincos, posenc.SinCosConfig)
     register("none", posenc.build_none, posenc.NoPosConfig)
+    register(
+        "factorized",
+        factorized_posenc.build_factorized,
+        factorized_posenc.FactorizedPosConfig,
+        tags={"image"},
+    )
     register("peg", conv.build_peg, conv.PegConfig, tags={"image"}, needs={"grid-2d", "fixed-grid"})
 
 
 @hookimpl
 def register_attention(register: Any) -> None:
-    register("mhsa", attention.build_mhsa, attention.MhsaConfig, tags={"mask", "sdpa"})
+    register(
+        "mhsa",
+        attention.build_mhsa,
+        attention.MhsaConfig,
+        tags={"mask", "sdpa"},
+        offers={"token-mask", "block-mask"},
+    )
     # Attention over the 2D patch grid, shared by the hierarchical families (Twins, MaxViT, CvT,
     # ...); it reads the grid from ctx.grid, so it also slots into a flat ViT.
     register(
@@ -93,7 +124,13 @@ def register_mlps(register: Any) -> None:
 
 @hookimpl
 def register_blocks(register: Any) -> None:
-    register("pre-norm", block.PreNormBlock, block.PreNormBlockConfig, tags={"mask"})
+    register(
+        "pre-norm",
+        block.PreNormBlock,
+        block.PreNormBlockConfig,
+        tags={"mask"},
+        offers={"token-mask", "block-mask"},
+    )
     # Shared by every late-class-token architecture (CaiT, XCiT): see components.late_class_token.
     register(
         "class-attention",
@@ -131,6 +168,15 @@ def register_pooling(register: Any) -> None:
         offers={"pooled-vector"},
         # registers in the host: the suite then holds the mean to the patch tokens' width
         example={"model": {"register_tokens": 2}},
+    )
+    register(
+        "query-attention",
+        query_pool.build_query_pool,
+        query_pool.QueryPoolConfig,
+        offers={"pooled-vector"},
+        example={
+            "model": {"attention": {"type": "mhsa", "qk_norm": True, "qk_norm_per_head": True}}
+        },
     )
     register(
         "cls-dist",

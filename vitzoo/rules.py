@@ -75,6 +75,9 @@ class Host:
     class_token: bool
     #: Why the token grid changes inside the model (patch dropout, token merging), if it does.
     grid_changes: tuple[str, ...]
+    #: Several images share one sequence (a packed model with ``packing: greedy``), so attention
+    #: takes a block-diagonal mask.
+    packs_images: bool = False
 
     @classmethod
     def of(cls, registry: Registry, model: Any) -> Host:
@@ -99,6 +102,7 @@ class Host:
             prefix_tokens=prefix,
             class_token=bool(getattr(model, "class_token", True)),
             grid_changes=tuple(changes),
+            packs_images=getattr(model, "packing", None) == "greedy",
         )
 
     def gives(self) -> str:
@@ -167,6 +171,13 @@ def _part_problems(host: Host, path: tuple[Any, ...], entry: Any, pool: Any) -> 
                 f"model.type {host.type!r} passes a token mask to its blocks, and {what} cannot "
                 "take one; choose a part that supports masks (e.g. mhsa, pre-norm)"
             )
+    if host.packs_images and entry.kind in ("attention", "block"):
+        if "block-mask" not in offers_of(entry):
+            found.append(
+                f"model.packing 'greedy' packs several images into one sequence and masks "
+                f"attention between them; {what} cannot take such a mask (use packing: padded, "
+                "one image per sequence, or a part that can: mhsa, pre-norm)"
+            )
     if entry.kind == "head" and path == ("head",) and pool is not None:
         wanted = needs & set(POOLED_SHAPES)
         offered = offers_of(pool[1]) & set(POOLED_SHAPES)
@@ -191,6 +202,35 @@ def objective_problems(registry: Registry, spec: Any, host: Host) -> list[Proble
     ]
 
 
+def data_problems(spec: Any, host: Host) -> list[Problem]:
+    """Native-resolution data (``data.max_patches``): the model must take images of different
+    sizes, and nothing may need the batch's images to share one size (mixup / cutmix)."""
+    data = getattr(spec, "data", None)
+    if getattr(data, "max_patches", None) is None:
+        return []
+    found: list[Problem] = []
+    if "packed-images" not in host.offers:
+        found.append(
+            (
+                ("data", "max_patches"),
+                "data.max_patches feeds images of different sizes, which needs a model with a "
+                f"packed path (navit, siglip2-naflex); model.type {host.type!r} takes one size "
+                "(remove data.max_patches to resize every image to the model's size)",
+            )
+        )
+    objective = getattr(spec, "objective", None)
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(objective, name, 0):
+            found.append(
+                (
+                    ("objective", name),
+                    f"{name.split('_')[0]} blends images of one size; with data.max_patches "
+                    f"each image keeps its own size (set objective.{name}: 0)",
+                )
+            )
+    return found
+
+
 def problems(registry: Registry, spec: Any) -> list[Problem]:
     """(spec path, plain sentence) for every pair of parts that cannot work together."""
     host = Host.of(registry, spec.model)
@@ -202,6 +242,7 @@ def problems(registry: Registry, spec: Any) -> list[Problem]:
         where = ("model", *path, "type")
         found += [(where, sentence) for sentence in _part_problems(seen, path, entry, pool)]
     found += objective_problems(registry, spec, host)
+    found += data_problems(spec, host)
     found += nested_problems(registry, spec)
     return found
 

@@ -195,7 +195,8 @@ def _attention(
     x = create_transform(data)(image).unsqueeze(0)
     with torch.no_grad():
         seen = inspect_forward(model, x)
-    grid = tuple(model.patch.grid_for(data.size))
+    # the grid of the input the model saw (native resolution: the image's own, not data.size)
+    grid = tuple(model.patch.grid_for(tuple(x.shape[-2:])))
     maps = list(seen.attentions.values())
     heat = attention_grid(maps, int(model.num_prefix_tokens), grid, layer, rollout)
     picture = overlay(image, heat, alpha)

@@ -8,7 +8,9 @@ variant transform the weights, and keeps a detached copy in ``attention_map``. V
 expose their maps without a second implementation.
 
 ``mask`` is boolean, ``True`` where attention is allowed: either a key-padding mask (B, N) or a
-full mask broadcastable to (B, heads, N, N).
+full mask broadcastable to (B, heads, N, N); or a packed batch's
+:class:`~vitzoo.components.packing.PackedMask`, which runs CUDA's variable-length kernel where it
+can and is its dense block-diagonal mask everywhere else.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from pydantic import model_validator
 from torch import nn
 
 from vitzoo.components.context import BuildContext
-from vitzoo.components.norms import NormKind, make_norm
+from vitzoo.components.norms import NormKind, PerHeadNorm, make_norm
+from vitzoo.components.packing import PackedMask
 from vitzoo.config import ComponentConfig, PositiveFloat, PositiveInt, Rate, SpecValueError
 
 
-def as_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Normalise a key-padding (B, N) or full boolean mask to a (B|1, 1|H, N|1, N) one."""
+def as_attention_mask(mask: torch.Tensor | PackedMask | None) -> torch.Tensor | None:
+    """Normalise a key-padding (B, N) or full boolean mask to a (B|1, 1|H, N|1, N) one (a packed
+    batch's :class:`~vitzoo.components.packing.PackedMask`: its dense block-diagonal mask)."""
     if mask is None:
         return None
+    if isinstance(mask, PackedMask):
+        mask = mask.dense
     if mask.dtype != torch.bool:
         raise TypeError(f"attention masks are boolean (True = attend), got {mask.dtype}")
     if mask.ndim == 2:
@@ -82,7 +88,6 @@ class AttentionBase(nn.Module):
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """softmax(q k^T * scale + bias, masked) v for (B, H, N, d) inputs."""
-        mask = as_attention_mask(mask)
         dropout = self.attn_drop if self.training else 0.0
         explicit = (
             self.needs_matrix
@@ -90,6 +95,15 @@ class AttentionBase(nn.Module):
             or isinstance(scale, torch.Tensor)
             or sdpa_falls_back_to_math(q, v)
         )
+        if (
+            isinstance(mask, PackedMask)
+            and not explicit
+            and bias is None
+            and not dropout
+            and mask.takes_varlen(q)
+        ):  # a packed batch on CUDA: one variable-length sequence per image, no mask
+            return mask.attend(q, k, v, scale=scale)
+        mask = as_attention_mask(mask)
         if not explicit:
             attn_mask = mask
             if bias is not None:
@@ -143,6 +157,11 @@ class MhsaConfig(ComponentConfig):
     qk_norm: bool = False
     #: Which norm ``qk_norm`` applies per head (Dehghani et al., 2023 use LayerNorm).
     qk_norm_type: NormKind = "layernorm"
+    #: One set of qk-norm weights per head, shape (heads, 1, head_dim), instead of one shared by
+    #: all heads (vit-pytorch's NaViT).
+    qk_norm_per_head: bool = False
+    #: eps of the qk norms.
+    qk_norm_eps: PositiveFloat = 1e-5
     attn_drop: Rate = 0.0
     proj_drop: Rate = 0.0
     #: How the heads' outputs are laid side by side before the output projection: ``head-major``
@@ -187,6 +206,15 @@ class MhsaConfig(ComponentConfig):
         return self
 
 
+def qk_norm(config: MhsaConfig, heads: int, head_dim: int) -> nn.Module:
+    """The norm ``config`` applies to queries or keys (B, heads, N, head_dim); identity when off."""
+    if not config.qk_norm:
+        return nn.Identity()
+    if config.qk_norm_per_head:
+        return PerHeadNorm(config.qk_norm_type, heads, head_dim, config.qk_norm_eps)
+    return make_norm(config.qk_norm_type, head_dim, config.qk_norm_eps)
+
+
 class MultiHeadAttention(AttentionBase):
     """q, k, v projections -> multi-head attention -> output projection.
 
@@ -206,12 +234,8 @@ class MultiHeadAttention(AttentionBase):
         # q and v biases beside a bias-free qkv, the key's fixed at zero (``in_bias``)
         self.q_bias = nn.Parameter(torch.zeros(inner)) if separate else None
         self.v_bias = nn.Parameter(torch.zeros(inner)) if separate else None
-        self.q_norm = (
-            make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
-        )
-        self.k_norm = (
-            make_norm(config.qk_norm_type, self.head_dim, 1e-5) if config.qk_norm else nn.Identity()
-        )
+        self.q_norm = qk_norm(config, self.num_heads, self.head_dim)
+        self.k_norm = qk_norm(config, self.num_heads, self.head_dim)
         self.proj = nn.Linear(inner, dim, bias=config.proj_bias)
         self.proj_drop = nn.Dropout(config.proj_drop)
         self.dim_major = config.head_merge == "dim-major"

@@ -52,7 +52,8 @@ def init_vit_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
         nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:  # a bias-free LayerNorm has none
+            nn.init.zeros_(module.bias)
 
 
 def drop_path_rates(max_rate: float, depth: int) -> list[float]:

@@ -93,6 +93,7 @@ class VitConfig(ComponentConfig):
             class_token=self.class_token,
             distillation_token=self.distillation_token,
             dynamic_img_size=self.dynamic_img_size,
+            attention=self.attention,
         )
         check_child(self.patch, "patch", **context)
         # grid-partitioning parts check that their windows tile the patch grid, where it is known
@@ -178,12 +179,14 @@ class VisionTransformer(VitzooModel):
         # the pooled vector's width: dim, or wider (cls-mean pools to 2 * dim)
         self.num_features = pooled_width(config.pool, dim)
         self.num_classes = config.num_classes
-        # the model's MLP spec goes along: an attention-pool head (``map``) reuses it by default
+        # the model's MLP and attention specs go along: an attention-pool head (``map``) reuses
+        # the MLP, a query-attention pooling the attention, by default
         self._head_ctx = base.replace(
             num_features=self.num_features,
             grid=grid,
             num_prefix_tokens=self.num_prefix_tokens,
             mlp=config.mlp,
+            attention=config.attention,
         )
         self.pool = self._head_ctx.build("pooling", config.pool)
         self.fc_norm = (  # over the pooled vector, whatever its width
@@ -296,10 +299,15 @@ class VisionTransformer(VitzooModel):
         return self.encode(self.drop_patches(tokens))
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> Any:
-        pooled = self.fc_norm(self.pool(features, self.num_prefix_tokens))
+        pooled = self.fc_norm(self.pool_tokens(features))
         if pre_logits:
             return pooled if pooled.ndim == 2 else pooled.mean(dim=1)
         return self.head(pooled)
+
+    def pool_tokens(self, features: Any) -> torch.Tensor:
+        """``forward_features``' output -> the pooled vector(s) the head reads (a model with a
+        packed path pools each image of a packed batch here)."""
+        return self.pool(features, self.num_prefix_tokens)
 
     # -- structure for the backbone API (VitzooModel.forward_intermediates & co.) ------------
     def feature_layer_names(self) -> list[str]:

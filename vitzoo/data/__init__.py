@@ -8,7 +8,9 @@
   (:mod:`~vitzoo.data.augment`);
 * :mod:`~vitzoo.data.images` -- reading and checking images and clips;
 * :mod:`~vitzoo.data.folders` -- labelled sample folders / CSV tables, the dataset, the
-  deterministic epoch sampler and the loader.
+  deterministic epoch sampler and the loader;
+* :mod:`~vitzoo.data.native` -- native resolution (``data.max_patches``): each image's own
+  aspect ratio under a patch budget, batches of images of different sizes.
 
 The names are timm's where timm has one (``resolve_data_config``, ``create_transform``,
 ``crop_pct``). Sits beside the public API, below ``vitzoo.training``; importing this package
@@ -42,6 +44,8 @@ _LAZY = {
     "balanced_weights": "vitzoo.data.folders",
     "generator": "vitzoo.data.folders",
     "loader": "vitzoo.data.folders",
+    "NativeSizing": "vitzoo.data.native",
+    "native_size": "vitzoo.data.native",
 }
 
 __all__ = list(_LAZY)

@@ -21,7 +21,9 @@ Tiers 3 and 4 only fill what the spec leaves at its defaults (the rule of
 a spec that sets ``data.mean`` was trained with it, and a checkpoint saved from a fine-tuned
 model still carries the pretrained source's statistics. The input size is the model's own
 ``input_size`` when there is a model (after overrides), else the weights', else the spec's
-``image_size`` / ``in_chans`` / ``frames``, else ``(3, 224, 224)``. Class names come from the
+``image_size`` / ``in_chans`` / ``frames``, else ``(3, 224, 224)``; with ``data.max_patches`` and a
+model that takes images of different sizes, each image keeps its aspect ratio under that patch
+budget instead (``native``, :mod:`vitzoo.data.native`). Class names come from the
 overrides, the model's preprocessing, then the checkpoint. The interpolation is bicubic unless
 overridden: training resamples bicubic and the spec has no field for it, so a weights source's
 own interpolation is not used (evaluation must match training).
@@ -38,6 +40,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vitzoo.checkpoint import read_checkpoint
+from vitzoo.data.native import NativeSizing
 from vitzoo.data.transforms import RESAMPLING, ModelInput
 from vitzoo.errors import CheckpointError
 from vitzoo.formats import SPEC_KEY
@@ -65,6 +68,9 @@ class ResolvedDataConfig:
     data: DataConfig
     class_names: tuple[str, ...] | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: Native resolution (``data.max_patches`` with a model that takes images of different
+    #: sizes): how each image is sized instead of ``size``; None: every image to ``size``.
+    native: NativeSizing | None = None
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -153,7 +159,16 @@ def resolve_data_config(
         data=data,
         class_names=tuple(names) if names is not None else None,
         sources=sources,
+        native=_native(tiers, data),
     )
+
+
+def _native(tiers: _Sources, data: DataConfig) -> NativeSizing | None:
+    """``data.max_patches`` with the model's patch size and largest grid (a model is needed: it
+    alone says how it patchifies; resolving from a spec or checkpoint alone leaves it out)."""
+    if data.max_patches is None or tiers.model is None:
+        return None
+    return NativeSizing.of(tiers.model, data.max_patches)
 
 
 def _gather(source: Any, checkpoint: str | Path | Mapping[str, str] | None) -> _Sources:

@@ -26,6 +26,7 @@ from vitzoo.data.images import (
     open_image,
     read_clip,
 )
+from vitzoo.data.native import collate_native
 from vitzoo.data.transforms import Transform
 
 
@@ -324,11 +325,14 @@ def loader(
     num_workers: int,
     generator: torch.Generator | None = None,
 ) -> torch.utils.data.DataLoader:
-    """``generator`` seeds the workers instead of a draw from the global RNG."""
+    """``generator`` seeds the workers instead of a draw from the global RNG. Native-resolution
+    datasets (images of different sizes) collate into an ``ImageList``."""
+    native = getattr(dataset.transform, "native", None) is not None
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=False,
         generator=generator,
+        collate_fn=collate_native if native else None,
     )

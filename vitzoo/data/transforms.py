@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 from vitzoo.data.augment import augment_after_normalise, augment_before_normalise, random_box
 from vitzoo.data.images import convert_image, image_mode
+from vitzoo.data.native import NativeSizing
 from vitzoo.spec.sections import DataConfig
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class Transform:
     config: DataConfig
     train: bool
     interpolation: str = "bicubic"
+    #: Native resolution: each image resized, aspect kept, under a patch budget (not to ``size``).
+    native: NativeSizing | None = None
 
     def __call__(
         self, img: Image.Image | Sequence[Image.Image], gen: torch.Generator | None = None
@@ -121,7 +124,12 @@ class Transform:
         else:
             box = centre_crop_box(width, height, self.config.eval_crop)
         flip = self.train and float(torch.rand((), generator=gen)) < self.config.hflip
-        tensor = torch.stack([self._frame(frame, (width, height), box, flip) for frame in frames])
+        size = self.size
+        if self.native is not None:  # the crop's own aspect ratio, under the patch budget
+            size = self.native.size_for(box[3] - box[1], box[2] - box[0])
+        tensor = torch.stack(
+            [self._frame(frame, (width, height), box, flip, size) for frame in frames]
+        )
         if self.train:  # (T, C, H, W) from here
             tensor = augment_before_normalise(tensor, self.config, gen)
         mean = _per_channel(self.config.mean, self.channels)
@@ -139,18 +147,19 @@ class Transform:
         extent: tuple[int, int],
         box: tuple[int, int, int, int],
         flip: bool,
+        size: tuple[int, int],
     ) -> torch.Tensor:
-        """One frame cropped to ``box``, resized to ``size`` and scaled to [0, 1], (C, H, W)."""
+        """One frame cropped to ``box``, resized to ``size`` (H, W), scaled to [0, 1], (C, H, W)."""
         resample = RESAMPLING[self.interpolation]
         if frame.mode != image_mode(self.channels):
             frame = convert_image(frame, self.channels)
         if frame.size != extent:
             frame = frame.resize(extent, resample)
-        frame = frame.resize((self.size[1], self.size[0]), resample, box=box)
+        frame = frame.resize((size[1], size[0]), resample, box=box)
         if flip:
             frame = ImageOps.mirror(frame)
         array = np.asarray(frame, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.reshape(self.size[0], self.size[1], -1).copy())
+        tensor = torch.from_numpy(array.reshape(size[0], size[1], -1).copy())
         return tensor.permute(2, 0, 1)
 
 
@@ -169,11 +178,17 @@ def create_transform(config: ResolvedDataConfig, train: bool = False) -> Transfo
     of the model ``config`` was resolved for (:func:`vitzoo.data.resolve_data_config`).
 
     ``train=False``: centre crop of ``config.crop_pct`` of each side, resized (``interpolation``)
-    to the model's size, normalised with ``mean``/``std`` -- deterministic. ``train=True``: the
+    to the model's size (``config.native``: to the crop's own aspect ratio under the patch
+    budget), normalised with ``mean``/``std`` -- deterministic. ``train=True``: the
     augmentation of the spec's ``data:`` section (``config.data``: random resized crop, flip,
     auto-augment, colour jitter, random erasing); call it with a seeded ``torch.Generator``.
     """
     height, width = config.size
     return Transform(
-        (height, width), config.channels, config.data, train, interpolation=config.interpolation
+        (height, width),
+        config.channels,
+        config.data,
+        train,
+        interpolation=config.interpolation,
+        native=config.native,
     )

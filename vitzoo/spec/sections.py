@@ -270,6 +270,13 @@ class DataConfig(_Section):
         description="Video: pick a random frame inside each of the model's `frames` segments "
         "when training (the middle frame when evaluating).",
     )
+    max_patches: PositiveInt | None = Field(
+        default=None,
+        description="Native resolution (models that take images of different sizes: navit, "
+        "siglip2-naflex): keep each image's aspect ratio, resized to at most this many patches "
+        "(each side a whole number of patches) instead of to the model's square; batches are "
+        "lists of images the model packs into shared sequences.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> DataConfig:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitzoo.components.packing import ImageList
 from vitzoo.data.config import ResolvedDataConfig
 from vitzoo.data.images import (
     IMAGE_SUFFIXES,
@@ -102,11 +103,12 @@ class PredictionInputs(torch.utils.data.Dataset):
 
 
 def collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[str, Any]:
-    """Stack the readable inputs; keep the errors by position."""
+    """Stack the readable inputs (images of different sizes -- native resolution, the model
+    packs them -- stay a list); keep the errors by position."""
     good = [(i, x) for i, x, _ in items if x is not None]
     return {
         "indices": [i for i, _ in good],
-        "images": torch.stack([x for _, x in good]) if good else None,
+        "images": ImageList.batch([x for _, x in good]) if good else None,
         "errors": {i: e for i, _, e in items if e is not None},
     }
 
