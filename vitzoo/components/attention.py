@@ -121,15 +121,7 @@ class AttentionBase(nn.Module):
             # Scaling q (N x d) rather than the logits (N x N) saves a pass over the larger tensor.
             logits = (q * scale) @ k.transpose(-2, -1)
         if bias is not None:
-            # In place when the bias doesn't grow the logits (a fresh tensor autograd doesn't
-            # save); checked in Python: torch.broadcast_shapes costs ~70 us a call.
-            tail = logits.shape[logits.ndim - bias.ndim :]
-            if bias.ndim <= logits.ndim and all(
-                b in (1, n) for b, n in zip(bias.shape, tail, strict=True)
-            ):
-                logits = logits.add_(bias)
-            else:
-                logits = logits + bias
+            logits = _add_bias(logits, bias)
         logits = self.transform_logits(logits)
         if mask is not None:
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
@@ -139,6 +131,15 @@ class AttentionBase(nn.Module):
         if dropout:
             weights = F.dropout(weights, p=dropout)
         return weights @ v
+
+
+def _add_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``logits + bias``, in place when the bias doesn't grow the logits (a fresh tensor
+    autograd doesn't save); checked in Python: torch.broadcast_shapes costs ~70 us a call."""
+    tail = logits.shape[logits.ndim - bias.ndim :]
+    if bias.ndim <= logits.ndim and all(b in (1, n) for b, n in zip(bias.shape, tail, strict=True)):
+        return logits.add_(bias)
+    return logits + bias
 
 
 class MhsaConfig(ComponentConfig):

@@ -322,6 +322,21 @@ def _adapt_and_load(
     return plans
 
 
+def _notes(notes: list[str], log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Where each one-line note of a load goes: kept, logged, and shown -- to ``log`` (the
+    command line prints it), else as a warning Python shows by default."""
+
+    def note(line: str) -> None:
+        notes.append(line)
+        logger.info(line)
+        if log is not None:
+            log(line)
+        else:
+            warn(line, WeightsAdaptationWarning)
+
+    return note
+
+
 def load_pretrained(
     source: str | Path,
     spec: SpecSource | None = None,
@@ -350,15 +365,7 @@ def load_pretrained(
     """
     system = system or get_plugin_system()
     notes: list[str] = []
-
-    def note(line: str) -> None:
-        notes.append(line)
-        logger.info(line)
-        if log is not None:
-            log(line)
-        else:
-            warn(line, WeightsAdaptationWarning)
-
+    note = _notes(notes, log)
     src = read_source(source, format)
     overrides = overrides or {}
     requested, source_data, converter = _requested_spec(
