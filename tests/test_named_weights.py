@@ -3,8 +3,9 @@
 The cache is laid out on disk exactly as ``huggingface_hub`` writes it
 (``models--ORG--NAME/{blobs,snapshots/REV,refs/main}``) with a tiny perturbed timm ViT (the
 ``timm-vit`` reference fixture) in timm's hub-folder form (``config.json`` + ``model.safetensors``);
-``huggingface_hub`` itself finds it under ``HF_HUB_OFFLINE=1``. Nothing is mocked, nothing
-touches the network.
+``huggingface_hub`` itself finds it under ``HF_HUB_OFFLINE=1``; a tiny DINOv2 (the
+``timm-dinov2`` fixture) likewise, so a family with its own converter and resampled positions
+goes the same way. Nothing is mocked, nothing touches the network.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from click.testing import CliRunner
 from fidelity import assert_matches_fixture
 from reference_data import load_reference
+from resampling_helpers import at_two_sizes
 from safetensors.torch import save_file
 
 import vitzoo
@@ -34,6 +36,8 @@ REPO = "vitzoo-test/tiny_tagged_vit.test_in1k"
 HEADLESS = "vitzoo-test/tiny_tagged_vit.headless"
 ABSENT = "vitzoo-test/tiny_tagged_vit.absent"
 INCEPTION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "crop_pct": 0.9}
+DINOV2 = load_reference("timm-dinov2")
+DINOV2_REPO = "vitzoo-test/tiny_dinov2.lvd142m_test"
 
 
 @vitzoo.hookimpl
@@ -69,6 +73,25 @@ def register_presets(register):  # noqa: ANN001, ANN202
         released={"timm": "tiny_tagged_vit"},
         weights=weights,
     )
+    meta = DINOV2.meta
+    register(
+        "tiny-dinov2",
+        {
+            "model": {
+                "type": "dinov2",
+                "image_size": meta["img_size"],
+                "num_classes": meta["num_classes"],
+                "dim": meta["embed_dim"],
+                "depth": meta["depth"],
+                "num_heads": meta["num_heads"],
+                "patch": {"type": "linear", "patch_size": meta["patch_size"]},
+            }
+        },
+        citation="test",
+        expected_params=1,
+        released={"timm": "tiny_dinov2"},
+        weights={"lvd142m-test": {"hub": DINOV2_REPO, "default": True}},
+    )
 
 
 def write_cache_entry(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
@@ -88,16 +111,22 @@ def write_cache_entry(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
     return snapshot
 
 
-def timm_hub_files(state: dict[str, torch.Tensor], num_classes: int, tmp: Path) -> dict:
+def timm_hub_files(
+    state: dict[str, torch.Tensor],
+    num_classes: int,
+    tmp: Path,
+    meta: dict = META,
+    architecture: str = "tiny_tagged_vit",
+) -> dict:
     weights = tmp / "model.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     config = {
-        "architecture": "tiny_tagged_vit",
+        "architecture": architecture,
         "num_classes": num_classes,
         "pretrained_cfg": {
             **INCEPTION,
             "interpolation": "bicubic",
-            "input_size": [3, META["img_size"], META["img_size"]],
+            "input_size": [3, meta["img_size"], meta["img_size"]],
             "num_classes": num_classes,
         },
     }
@@ -107,7 +136,7 @@ def timm_hub_files(state: dict[str, torch.Tensor], num_classes: int, tmp: Path) 
 @pytest.fixture(scope="module")
 def system():
     plugin = SimpleNamespace(register_presets=register_presets)
-    made = vitzoo.load_plugins(only=["vit"], strict=True, extra=[("tagged", plugin)])
+    made = vitzoo.load_plugins(only=["vit", "dinov2"], strict=True, extra=[("tagged", plugin)])
     previous = set_plugin_system(made)
     yield made
     set_plugin_system(previous)
@@ -119,6 +148,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_cache_entry(root, REPO, timm_hub_files(FIXTURE.state_dict, 5, tmp_path))
     headless = {k: v for k, v in FIXTURE.state_dict.items() if not k.startswith("head.")}
     write_cache_entry(root, HEADLESS, timm_hub_files(headless, 0, tmp_path))
+    dinov2 = timm_hub_files(DINOV2.state_dict, 5, tmp_path, DINOV2.meta, "tiny_dinov2")
+    write_cache_entry(root, DINOV2_REPO, dinov2)
     monkeypatch.setenv("HF_HUB_CACHE", str(root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return root
@@ -147,6 +178,14 @@ def test_a_headless_release_builds_without_a_head_and_overrides_adapt(system, ca
         assert features(FIXTURE.input).shape == (2, META["embed_dim"])
     two = vitzoo.build("tiny-tagged.test-in1k", num_classes=2, system=system)
     assert two.num_classes == 2  # a fresh 2-class head on the released backbone
+
+
+def test_a_dinov2_tag_in_timms_spelling_computes_timms_model_at_two_sizes(system, cache) -> None:
+    """Another family's converter (timm's DINOv2 layout) and its position resampling behind the
+    same named path: ``tiny_dinov2.lvd142m_test`` is timm's spelling of tiny-dinov2's tag."""
+    model = vitzoo.build("tiny_dinov2.lvd142m_test", system=system).eval()
+    assert model.vitzoo_spec.model.type == "dinov2"
+    assert_matches_fixture(model, DINOV2, at_two_sizes(tuple(DINOV2.meta["second_size"])))
 
 
 def test_unknown_tag_suggests_the_nearest(system) -> None:
@@ -240,3 +279,33 @@ def test_vit_and_deit_presets_carry_timms_tags() -> None:
     )
     split = registry.split_weights_name("vit_small_patch16_224.augreg_in21k_ft_in1k")
     assert split is not None and split[0].name == "vit-s16"
+
+
+def test_the_families_people_fine_tune_carry_timms_tags() -> None:
+    """DINOv2, DeiT III, CLIP/SigLIP, EVA-02, BEiT, Swin and AIMv2 presets name their timm
+    releases (tools/make_weight_tags.py): every such preset has a default tag whose repository
+    is timm's hub folder of one of its released names, and weights trained with QuickGELU are
+    tags of the -quickgelu towers only (timm lists OpenAI's under the GELU tower too)."""
+    families = {"dinov2", "deit3", "clip", "eva", "beit", "swin", "aimv2"}
+    registry = vitzoo.load_plugins(only=sorted(families), strict=True).registry
+    entries = [registry.get("preset", n) for n in registry.names("preset")]
+    tagged = [e for e in entries if e.plugin in families and e.weights]
+    assert len(tagged) >= 90
+    for entry in tagged:
+        assert entry.default_weights is not None, entry.name
+        for tag in entry.weights:
+            repo, _, timm_tag = tag.hub.removeprefix("timm/").partition(".")
+            assert timm_tag.replace("_", "-") == tag.tag, tag.hub
+            names = {r.name for r in entry.released if r.source == "timm"}
+            names |= {n.replace("_quickgelu", "") for n in names}
+            assert repo in names, (entry.name, tag.hub)
+    dinov2 = registry.split_weights_name("vit_small_patch14_reg4_dinov2.lvd142m")
+    assert dinov2 is not None and dinov2[0].name == "dinov2-s-reg4"
+    assert dinov2[1] == "lvd142m" and dinov2[0].default_weights.num_classes is None
+    assert registry.get("preset", "clip-b16").weight_tag("openai") is None
+    openai = registry.get("preset", "clip-b16-quickgelu").weight_tag("openai")
+    assert openai.hub == "timm/vit_base_patch16_clip_224.openai"
+    swin = registry.get("preset", "swin-t").weight_tag("ms_in22k")
+    assert swin.num_classes == 21841
+    beit = registry.get("preset", "beit-b16").default_weights
+    assert beit.top1 is not None and beit.top1_source == "timm results-imagenet.csv"
