@@ -22,6 +22,7 @@ from fidelity import assert_matches_fixture
 from reference_data import load_reference
 from resampling_helpers import at_two_sizes
 from safetensors.torch import save_file
+from test_weights_timm import vit_spec
 
 import vitzoo
 from vitzoo.cli import cli
@@ -42,17 +43,7 @@ DINOV2_REPO = "vitzoo-test/tiny_dinov2.lvd142m_test"
 
 @vitzoo.hookimpl
 def register_presets(register):  # noqa: ANN001, ANN202
-    spec = {
-        "model": {
-            "type": "vit",
-            "image_size": META["img_size"],
-            "num_classes": META["num_classes"],
-            "dim": META["embed_dim"],
-            "depth": META["depth"],
-            "num_heads": META["num_heads"],
-            "patch": {"type": "linear", "patch_size": META["patch_size"]},
-        }
-    }
+    spec = vit_spec(META)
     weights = {
         "test-in1k": {
             "hub": REPO,
@@ -73,20 +64,9 @@ def register_presets(register):  # noqa: ANN001, ANN202
         released={"timm": "tiny_tagged_vit"},
         weights=weights,
     )
-    meta = DINOV2.meta
     register(
         "tiny-dinov2",
-        {
-            "model": {
-                "type": "dinov2",
-                "image_size": meta["img_size"],
-                "num_classes": meta["num_classes"],
-                "dim": meta["embed_dim"],
-                "depth": meta["depth"],
-                "num_heads": meta["num_heads"],
-                "patch": {"type": "linear", "patch_size": meta["patch_size"]},
-            }
-        },
+        vit_spec(DINOV2.meta, "dinov2"),
         citation="test",
         expected_params=1,
         released={"timm": "tiny_dinov2"},
