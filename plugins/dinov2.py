@@ -28,7 +28,7 @@ the patch tokens, registers left out).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from vitzoo_plugins._catalogue import register_catalogue_presets
 from vitzoo_plugins.dinov2_weights import CONVERTERS
@@ -50,6 +50,9 @@ class Dinov2Config(VitConfig):
     patch: ComponentSpec("patchifier") = component_default(type="linear", patch_size=14)
     posenc: ComponentSpec("posenc") = component_default(type="learned", antialias=True)
     block: ComponentSpec("block") = component_default(type="pre-norm", layer_scale=1e-5)
+    #: ``vitzoo embed`` / ``vitzoo probe --features auto``: the model card's linear-probe input
+    #: (class token and patch mean; the presets themselves pool the class token, as timm's do)
+    probe_features: ClassVar[str] = "cls-mean"
 
 
 @hookimpl

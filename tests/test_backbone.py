@@ -146,6 +146,25 @@ def test_reset_classifier_global_pool_changes_pooling_and_the_spec(tmp_path) -> 
         staged.reset_classifier(2, global_pool="avg")
 
 
+def test_global_pool_of_another_width_rebuilds_the_pooled_norm_where_the_model_is(
+    tmp_path,
+) -> None:
+    """cls-mean pools to 2 D: a model with a norm of the pooled vector (BEiT/EVA's fc_norm) gets
+    one of the new width, and every new part is in the model's dtype, whatever the pooling it
+    leaves had (cls has no parameter to ask); switching back restores the D-wide norm."""
+    model = build({**VIT, "pool": {"type": "mean"}, "fc_norm": True}).to(torch.float64).eval()
+    x = images().to(torch.float64)
+    for pool, width in (("cls-mean", 64), ("map", 32), ("cls", 32), ("cls-mean", 64)):
+        model.reset_classifier(3, global_pool=pool)
+        assert model.num_features == width and model.fc_norm.weight.shape == (width,), pool
+        assert {p.dtype for p in model.parameters()} == {torch.float64}, pool
+        with torch.no_grad():
+            assert model(x).shape == (2, 3), pool
+    loaded = vitzoo.load(vitzoo.save(model, tmp_path / "m.safetensors")).double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
 # -- input sizes ------------------------------------------------------------------------------
 def test_set_input_size_keeps_function_and_resamples_positions() -> None:
     model = build(VIT)

@@ -220,3 +220,59 @@ def test_the_readme_walkthrough_commands_exist_with_these_options() -> None:
         command = cli.commands[name]
         with click.Context(command) as ctx:
             command.parse_args(ctx, list(args))
+
+
+def _saved_backbone(tmp_path: Path, **model: object) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / f"{model.get('type', 'vit')}.safetensors"
+    vitzoo.save(vitzoo.build({"model": {**TINY_SPEC["model"], **model}}), path)
+    return path
+
+
+def test_auto_features_follow_the_release_dinov2_probes_cls_mean_exactly(
+    data: Path, tmp_path: Path
+) -> None:
+    """DINOv2's model card probes the class token with the patch mean (registers left out):
+    ``--features auto`` (the default) takes it, and the probe checkpoint pools so itself -- its
+    own pre-logits features are the embedded rows, and its head is 2 D wide."""
+    backbone = _saved_backbone(
+        tmp_path,
+        type="dinov2",
+        register_tokens=2,
+        posenc={"type": "learned", "include_prefix": False},
+    )
+    ckpt, emb, mine = (tmp_path / n for n in ("p.safetensors", "e.safetensors", "m.safetensors"))
+    code, output = invoke("probe", backbone, "--data", data, "-o", ckpt, "--json")
+    assert code == 0, output
+    assert json.loads(output)["features"] == "cls-mean"
+    probed = vitzoo.load(ckpt)
+    assert probed.vitzoo_spec.model.pool.type == "cls-mean"
+    assert probed.get_classifier().fc.in_features == 2 * TINY_SPEC["model"]["dim"]
+    assert invoke("embed", ckpt, "--data", data, "-o", emb, "--features", "model")[0] == 0
+    assert invoke("embed", backbone, "--data", data, "-o", mine)[0] == 0
+    assert EmbeddingSet.load(mine).features == "cls-mean"
+    a, b = (EmbeddingSet.load(p).splits["val"].features for p in (emb, mine))
+    assert torch.equal(a, b)
+
+
+def test_cls_mean_of_a_model_with_a_pooled_norm_embeds_but_is_not_probed(
+    data: Path, tmp_path: Path
+) -> None:
+    """With a norm of the pooled vector (BEiT's fc_norm) no linear head of the model reads the
+    two poolings side by side: embed writes them, probe refuses in one line before embedding."""
+    backbone = _saved_backbone(tmp_path, type="beit")
+    emb = tmp_path / "e.safetensors"
+    assert invoke("embed", backbone, "--data", data, "-o", emb, "--features", "cls-mean")[0] == 0
+    assert EmbeddingSet.load(emb).splits["val"].features.shape == (24, 64)
+    code, output = invoke(
+        "probe",
+        backbone,
+        "--data",
+        data,
+        "-o",
+        tmp_path / "p.safetensors",
+        "--features",
+        "cls-mean",
+    )
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert "cannot pool cls-mean itself" in output

@@ -38,11 +38,12 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--features",
-                type=click.Choice(["model", "cls", "mean", "cls-mean"]),
-                default="model",
+                type=click.Choice(["auto", "model", "cls", "mean", "cls-mean"]),
+                default="auto",
                 show_default=True,
-                help="model: the model's own pooling (what its released head reads); cls / "
-                "mean: class token / patch mean; cls-mean: both (embed only).",
+                help="auto: the release's recommendation (DINOv2: cls-mean), else model; model: "
+                "the model's own pooling (what its released head reads); cls / mean: class "
+                "token / patch mean; cls-mean: both (probe: where the model can pool so).",
             ),
             click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
             click.option(
@@ -64,16 +65,15 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _embed(
     source: str,
+    model: Any,
     data_dir: Path,
-    pretrained: bool,
     features: str,
     batch_size: int,
     workers: int | None,
     device: str,
 ) -> tuple[Any, Any]:
-    from vitzoo.training.embeddings import embed_folder, load_backbone
+    from vitzoo.training.embeddings import embed_folder
 
-    model = load_backbone(source, pretrained=pretrained)
     with progress_bar(f"embedding {data_dir}") as tick:
         return embed_folder(
             model,
@@ -104,10 +104,11 @@ def embed_command(
 ) -> None:
     """Features of every image of --data under SOURCE (checkpoint, preset, PRESET.TAG, spec),
     written atomically to one safetensors file (per split: features, labels, file paths)."""
-    from vitzoo.training.embeddings import describe
+    from vitzoo.training.embeddings import describe, load_backbone
 
     refuse_existing(output, overwrite)
-    result, _ = _embed(source, data_dir, pretrained, features, batch_size, workers, device)
+    model = load_backbone(source, pretrained=pretrained)
+    result, _ = _embed(source, model, data_dir, features, batch_size, workers, device)
     result.save(output)
     summary = {**describe(result), "output": str(output)}
     if as_json:
@@ -148,23 +149,22 @@ def probe_command(
     on SOURCE's frozen features of --data, score a k-NN beside it, and write the backbone with
     the fitted head as a normal checkpoint (predict / evaluate / export take it)."""
     from vitzoo.errors import InputError
-    from vitzoo.training.embeddings import EmbeddingSet, feature_model, load_backbone
+    from vitzoo.training import embeddings as emb
     from vitzoo.training.probe import fit, save_probe
 
     refuse_existing(output, overwrite)
-    if features == "cls-mean":
-        raise click.BadParameter("cls-mean is for embeddings only", param_hint="--features")
+    backbone = emb.load_backbone(source, pretrained=pretrained)
+    features = emb.resolve_features(backbone, features)
+    model = emb.feature_model(backbone, features)
+    emb.probe_ready(model, features)
     if embeddings is not None:
-        embedded = EmbeddingSet.load(embeddings)
+        embedded = emb.EmbeddingSet.load(embeddings)
         if embedded.features != features:
             raise InputError(
                 f"{embeddings} holds --features {embedded.features} embeddings, not {features}"
             )
-        model = feature_model(load_backbone(source, pretrained=pretrained), features)
     else:
-        embedded, model = _embed(
-            source, data_dir, pretrained, features, batch_size, workers, device
-        )
+        embedded, model = _embed(source, model, data_dir, features, batch_size, workers, device)
     classifier, report = fit(embedded, k=k, temperature=temperature)
     save_probe(model, classifier, report, output)
     if as_json:
@@ -173,7 +173,8 @@ def probe_command(
     seconds = report.seconds
     where = "held-out fifth of train" if report.held_out else "val"
     out.print(
-        f"linear probe: {report.val_accuracy:.2%} on {where} ({report.samples['val']} images; "
+        f"linear probe on {report.features} features: {report.val_accuracy:.2%} on {where} "
+        f"({report.samples['val']} images; "
         f"l2 {report.l2:g}, train {report.train_accuracy:.2%}); k-NN (k={report.k}, "
         f"T={report.temperature:g}): {report.knn_accuracy:.2%}\n"
         f"embedding {seconds['embed']:.1f}s, fitting {seconds['linear']:.2f}s; wrote {output}",

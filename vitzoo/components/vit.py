@@ -363,14 +363,23 @@ class VisionTransformer(VitzooModel):
             class_token=self.config.class_token,
             distillation_token=self.config.distillation_token,
         )
-        reference = next(iter(self.pool.parameters()), None)
-        pool = self._head_ctx.build("pooling", config)
-        if reference is not None:
-            pool = pool.to(device=reference.device, dtype=reference.dtype)
-        self.pool = pool
+        # new parts go where the model is (the old pooling often has no parameter to ask)
+        reference = next(iter(self.parameters()), None)
+
+        def placed(module: nn.Module) -> nn.Module:
+            if reference is None:
+                return module
+            return module.to(device=reference.device, dtype=reference.dtype)
+
         # a pooling of another width changes the head's input (reset_classifier rebuilds it)
-        self.num_features = pooled_width(config, self.config.dim)
-        self._head_ctx = self._head_ctx.replace(num_features=self.num_features)
+        # and that of the pooled vector's norm, which is rebuilt here (fresh: a norm trained on
+        # D-wide vectors has no meaning at 2 D); the pooling is built as __init__ builds it
+        width = pooled_width(config, self.config.dim)
+        self._head_ctx = self._head_ctx.replace(num_features=width)
+        self.pool = placed(self._head_ctx.build("pooling", config))
+        if width != self.num_features and self.config.fc_norm:
+            self.fc_norm = placed(make_norm(self.config.norm, width, self.config.norm_eps))
+        self.num_features = width
         # the spec follows, so a saved checkpoint rebuilds the model with this pooling
         self.config = self.config.model_copy(update={"pool": config})
         spec = getattr(self, "vitzoo_spec", None)

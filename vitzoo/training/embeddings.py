@@ -2,16 +2,20 @@
 
 Which features (``features=``):
 
-* ``model`` (default) -- what the model's own pooling hands its classifier
-  (``forward_head(forward_features(x), pre_logits=True)``): the release's recommendation, since
-  it is what the released head was trained on, and defined for every architecture;
+* ``auto`` (default) -- the release's recommendation: what the architecture's config declares as
+  ``probe_features`` (DINOv2: ``cls-mean``, its model card's linear-probe input), else ``model``;
+* ``model`` -- what the model's own pooling hands its classifier
+  (``forward_head(forward_features(x), pre_logits=True)``): what the released head was trained
+  on, and defined for every architecture;
 * ``cls`` / ``mean`` -- the class token / the mean of the patch tokens, for models whose pooling
   can be swapped (``set_global_pool``; the ViT family);
-* ``cls-mean`` -- both, concatenated (the DINOv2 linear-evaluation input); embeddings only, since
-  no single linear head of the model sees it.
+* ``cls-mean`` -- both, concatenated (the DINOv2 linear-evaluation input, registers left out).
 
-For ``cls`` / ``mean`` the model's pooling is switched (:func:`feature_model`), so a probe fitted on
-these features and installed as the classifier computes exactly the probed function.
+For ``cls`` / ``mean`` the model's pooling is switched (:func:`feature_model`), and for
+``cls-mean`` too where the model has that pooling and no norm of the pooled vector, so a probe
+fitted on these features and installed as the classifier computes exactly the probed function.
+Elsewhere ``cls-mean`` is the two poolings' outputs side by side: embeddings only, since no
+single linear head of the model sees them.
 
 Images are read through :mod:`vitzoo.data` (the model's evaluation preprocessing, batched by a
 data loader with workers); the file is written atomically (a kill leaves the old file or none).
@@ -35,9 +39,9 @@ from vitzoo.data.folders import EpochBatches, FolderDataset, SampleIndex, loader
 from vitzoo.errors import DataError, InputError
 from vitzoo.plugins import PluginSystem
 
-FEATURES = ("model", "cls", "mean", "cls-mean")
-#: ``set_global_pool`` names of the poolings behind ``cls`` / ``mean``.
-POOLS = {"cls": "cls", "mean": "mean"}
+FEATURES = ("auto", "model", "cls", "mean", "cls-mean")
+#: ``set_global_pool`` names of the poolings behind ``cls`` / ``mean`` / ``cls-mean``.
+POOLS = {"cls": "cls", "mean": "mean", "cls-mean": "cls-mean"}
 EMBED_KEY = "vitzoo.embeddings"
 #: Progress callback: (images done, images in total).
 Progress = Callable[[int, int], None]
@@ -60,29 +64,67 @@ def load_backbone(
     return vitzoo.build(source, pretrained=pretrained, system=system)
 
 
-def feature_model(model: nn.Module, features: str) -> nn.Module:
-    """``model`` itself (``model``), or a copy pooling with ``cls`` / ``mean`` (``cls-mean``: a
-    copy whose pooling :func:`embed_batch` switches between the two)."""
+def recommended_features(model: nn.Module) -> str:
+    """What ``auto`` stands for: the architecture config's ``probe_features``, else ``model``."""
+    features = getattr(getattr(model, "config", None), "probe_features", "model")
+    return features if features in FEATURES and features != "auto" else "model"
+
+
+def resolve_features(model: nn.Module, features: str) -> str:
+    """``features`` with ``auto`` replaced by the model's recommendation (checked)."""
     if features not in FEATURES:
         raise InputError(f"--features {features!r}: allowed {', '.join(FEATURES)}")
-    if features == "model":
+    return recommended_features(model) if features == "auto" else features
+
+
+def current_pool(model: nn.Module) -> str | None:
+    """The registered pooling ``model`` uses (the ViT family), or None."""
+    pool = getattr(getattr(model, "config", None), "pool", None)
+    return getattr(pool, "type", None)
+
+
+def _pools_itself(model: nn.Module, features: str) -> bool:
+    """Whether switching ``model``'s pooling to ``features`` gives exactly these features: a
+    norm of the pooled vector (BEiT's fc_norm) would be rebuilt fresh at 2 D for cls-mean."""
+    if features != "cls-mean":
+        return True
+    return isinstance(getattr(model, "fc_norm", nn.Identity()), nn.Identity)
+
+
+def feature_model(model: nn.Module, features: str) -> nn.Module:
+    """``model`` itself (``model``), or a copy pooling with ``cls`` / ``mean`` / ``cls-mean``
+    (where cls-mean is not a pooling the model can take: a copy whose pooling
+    :func:`embed_batch` switches between cls and mean)."""
+    features = resolve_features(model, features)
+    if features == "model" or current_pool(model) == POOLS.get(features):
         return model
     choices = model.global_pool_choices() if hasattr(model, "global_pool_choices") else []
-    if not all(POOLS[p] in choices for p in POOLS if p in features.split("-")):
+    if not all(POOLS[p] in choices for p in ("cls", "mean") if p in features.split("-")):
         raise InputError(
             f"--features {features}: this {type(model).__name__} pools its own way "
             f"(poolings: {', '.join(choices) or 'fixed'}); use --features model"
         )
     variant = copy.deepcopy(model)
-    if features in POOLS:
+    if POOLS[features] in choices and _pools_itself(model, features):
         variant.set_global_pool(POOLS[features])
     return variant
+
+
+def probe_ready(model: nn.Module, features: str) -> None:
+    """A probe on ``features`` can become ``model``'s classifier (``model`` from
+    :func:`feature_model`): refused in words before any embedding otherwise."""
+    if features == "cls-mean" and current_pool(model) != "cls-mean":
+        raise InputError(
+            f"--features cls-mean: this {type(model).__name__} cannot pool cls-mean itself "
+            "(no such pooling, or a norm of the pooled vector), so no linear head of it reads "
+            "these features; use vitzoo embed for them, or probe cls / mean"
+        )
 
 
 def embed_batch(model: nn.Module, images: torch.Tensor, features: str) -> torch.Tensor:
     """(B, D) features of one preprocessed batch (``model`` from :func:`feature_model`)."""
     tokens = model.forward_features(images)
-    if features != "cls-mean":
+    if features != "cls-mean" or current_pool(model) == "cls-mean":
         pooled = model.forward_head(tokens, pre_logits=True)
         if pooled.ndim != 2:
             raise InputError(
@@ -199,18 +241,20 @@ def embed_folder(
     model: nn.Module,
     data_dir: str | Path,
     *,
-    features: str = "model",
+    features: str = "auto",
     source: str = "",
     batch_size: int = 64,
     num_workers: int = 0,
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> tuple[EmbeddingSet, nn.Module]:
-    """Embed every split of ``data_dir``; returns the set and the model whose pooling gives
-    these features (``model`` itself, or its ``cls`` / ``mean`` copy)."""
+    """Embed every split of ``data_dir``; returns the set (``features`` resolved: ``auto`` is
+    recorded as what it stood for) and the model whose pooling gives these features (``model``
+    itself, or a copy pooling otherwise)."""
     import time
 
     started = time.perf_counter()
+    features = resolve_features(model, features)
     extractor = feature_model(model, features)
     data = resolve_data_config(extractor)
     splits = scan_splits(Path(data_dir))
