@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_interrupted_run_resumes_writing_every_row_exactly_once(
         "predict", checkpoint, photos, "--output", out, "--resume", "--batch-size", 5
     )
     broken_first = any("broken.jpg" in line for line in first)
-    assert code == (0 if broken_first else 1), output  # 1: this run met an unreadable input
+    assert code == (0 if broken_first else EXIT_PARTIAL), output  # this run met the broken one?
     paths = [json.loads(line)["path"] for line in out.read_text().splitlines()]
     assert sorted(paths) == every_image(photos)  # once each: nothing lost, nothing twice
     assert f"({len(first)} already there)" in output
@@ -183,21 +184,65 @@ def test_flip_averages_an_image_and_its_mirror(checkpoint: Path, tmp_path: Path)
         assert flipped["mirror.png"][name] == pytest.approx(mean, abs=1e-6)
 
 
-def test_parquet_output_or_a_plain_error_without_pyarrow(
+def test_parquet_output_resumes_a_finished_file_with_new_inputs(
     checkpoint: Path, photos: Path, tmp_path: Path
 ) -> None:
+    """Parquet is written at the end: a later --resume over more inputs keeps the old rows and
+    adds the new ones (each path once); a run's leftover partial stream is not deleted silently
+    by a run without --resume."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "preds.parquet"
+    assert invoke("predict", checkpoint, photos / "day2", "--output", out)[0] == 0
+    first = pq.read_table(out).to_pylist()
+    assert sorted(r["path"] for r in first) == every_image(photos / "day2")
+    assert all(len(r["classes"]) == 3 and r["error"] is None for r in first)
+    code, output = invoke(
+        "predict", checkpoint, photos / "day2", photos / "day0", "--output", out, "--resume"
+    )
+    assert code == 0, output
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(
+        every_image(photos / "day2") + every_image(photos / "day0")
+    )
+    assert [r for r in rows if r["path"] in {f["path"] for f in first}] == first
+    stream = tmp_path / "preds.parquet.partial.jsonl"
+    assert not stream.exists()
+    out.unlink()
+    stream.write_text("")
+    code, output = invoke("predict", checkpoint, photos / "day2", "--output", out)
+    assert code == 2 and f"{stream} exists" in output and stream.exists()
+
+
+def test_parquet_without_pyarrow_is_a_plain_error_before_any_work(
+    checkpoint: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
     out = tmp_path / "preds.parquet"
     code, output = invoke("predict", checkpoint, photos / "day2", "--output", out)
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        assert code == 2
-        assert output.strip().splitlines()[-1].startswith(f"--output {out}: Parquet needs pyarrow")
-        assert not out.exists()
-        return
+    assert code == 2
+    assert output.strip().splitlines()[-1].startswith(f"--output {out}: Parquet needs pyarrow")
+    assert not out.exists()
+
+
+def test_resume_matches_rows_by_absolute_path_however_the_folder_is_spelled(
+    checkpoint: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "preds.csv"
+    monkeypatch.chdir(photos)
+    assert invoke("predict", checkpoint, "day0", "--output", out)[0] == 0
+    code, output = invoke("predict", checkpoint, photos / "day0", "--output", out, "--resume")
     assert code == 0, output
-    table = pq.read_table(out)
-    assert sorted(table.column("path").to_pylist()) == every_image(photos / "day2")
+    assert len(csv_rows(out)) == len(every_image(photos / "day0"))
+    assert "wrote 0 rows" in output
+
+
+def test_an_empty_folder_is_bad_input_not_an_empty_file(checkpoint: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    code, output = invoke("predict", checkpoint, empty, "--output", tmp_path / "p.csv")
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert f"{empty}: no images" in output
 
 
 def test_unknown_output_suffix_is_refused_before_any_work(checkpoint: Path, tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def predict(
     """
     from vitzoo.training.inference import load_classifier
     from vitzoo.training.prediction import PredictOptions, collect_inputs, predict_rows
-    from vitzoo.training.prediction_files import output_format
+    from vitzoo.training.prediction_files import output_format, partial_stream
 
     if not images and from_file is None:
         raise click.UsageError("give images or folders, or --from-file LIST")
@@ -104,6 +104,7 @@ def predict(
         output_format(output)  # an unknown suffix or a missing pyarrow stops before any work
         if not resume:
             refuse_existing(output, overwrite, resumable=True)
+            refuse_existing(partial_stream(output), overwrite, resumable=True)
     console = make_console(stderr=True)
     with user_errors(), plain_warnings(console):
         model, classes, data_cfg = load_classifier(
@@ -141,10 +142,10 @@ def _predict_to_file(
 ) -> None:
     """Rows to ``output`` batch by batch; a summary line on stderr; the exit rule for failures."""
     from vitzoo.training.prediction import predict_rows
-    from vitzoo.training.prediction_files import PredictionFile
+    from vitzoo.training.prediction_files import PredictionFile, path_key
 
     sink = PredictionFile(output, min(options.top_k, len(classes)), resume=resume)
-    todo = [p for p in paths if str(p) not in sink.done]
+    todo = [p for p in paths if path_key(p) not in sink.done]
     started, written, failed = time.perf_counter(), 0, 0
     complete = False
     try:

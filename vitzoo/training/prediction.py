@@ -65,14 +65,19 @@ def expand(path: Path, clips: bool) -> list[Path]:
 def collect_inputs(
     paths: Iterable[str | Path], from_file: Path | None = None, *, clips: bool = False
 ) -> list[Path]:
-    """Every input, in the order given (folders expanded); a path given twice runs once."""
+    """Every input, in the order given (folders expanded); a path given twice runs once. A
+    folder with nothing to predict is bad input (nothing would be written, silently)."""
     given = [Path(p) for p in paths]
     if from_file is not None:
         given += read_path_list(from_file)
     seen: set[str] = set()
     out = []
     for path in given:
-        for item in expand(path, clips):
+        found = expand(path, clips)
+        if path.is_dir() and not found:
+            what = "clips" if clips else f"images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            raise DataError(f"{path}: no {what} in this folder or below")
+        for item in found:
             if str(item) not in seen:
                 seen.add(str(item))
                 out.append(item)

@@ -4,8 +4,11 @@ CSV and JSONL rows are appended and flushed batch by batch, so an interrupted ru
 finished row on disk. ``resume`` reads the paths already written (dropping a last line the
 interruption cut short) and the run skips them, so each input ends up in the file exactly once.
 Parquet cannot be appended to, so its rows stream into ``NAME.parquet.partial.jsonl`` (resumed the
-same way) and become ``NAME.parquet`` in one atomic step at the end; Parquet needs ``pyarrow``,
-and without it the run stops before doing any work, in one plain line.
+same way) and become ``NAME.parquet`` in one atomic step at the end; resuming a finished Parquet
+file (new inputs since) streams its rows back first, so the new file holds the old rows and the
+new ones. Parquet needs ``pyarrow``, and without it the run stops before doing any work, in one
+plain line. Rows are matched to inputs by absolute path (:func:`path_key`), so a resume that
+spells the folder another way (relative, absolute) still skips what is written.
 
 CSV columns: ``path``, ``class_1``, ``probability_1`` ... ``class_k``, ``probability_k``,
 ``error`` (empty unless the input could not be read). JSONL: ``{"path", "top": [{"class",
@@ -45,6 +48,19 @@ def output_format(path: Path) -> str:
     return fmt
 
 
+def partial_stream(path: Path) -> Path:
+    """Where the rows of a Parquet output stream until the run completes (the file itself for
+    CSV / JSONL)."""
+    return (
+        path.with_name(path.name + ".partial.jsonl") if output_format(path) == "parquet" else path
+    )
+
+
+def path_key(path: str | Path) -> str:
+    """The key a written row and an input are matched by: the absolute, normalised path."""
+    return os.path.abspath(os.fspath(path))
+
+
 def csv_header(k: int) -> list[str]:
     columns = ["path"]
     for i in range(1, k + 1):
@@ -80,11 +96,9 @@ class PredictionFile:
     def __init__(self, path: Path, k: int, *, resume: bool = False) -> None:
         self.path, self.k = path, k
         self.format = output_format(path)
-        self.stream = (
-            path.with_name(path.name + ".partial.jsonl") if self.format == "parquet" else path
-        )
+        self.stream = partial_stream(path)
+        #: keys (:func:`path_key`) of the inputs already written
         self.done: set[str] = set()
-        self.finished = False
         if resume:
             self._read_done()
         else:
@@ -92,17 +106,13 @@ class PredictionFile:
                 old.unlink(missing_ok=True)
         new = not self.stream.exists() or self.stream.stat().st_size == 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = None if self.finished else self.stream.open("a", encoding="utf-8", newline="")
-        if new and self.handle is not None and self.format == "csv":
+        self.handle = self.stream.open("a", encoding="utf-8", newline="")
+        if new and self.format == "csv":
             self._write_csv([csv_header(k)])
 
     def _read_done(self) -> None:
-        if self.format == "parquet" and self.path.exists():
-            import pyarrow.parquet as pq
-
-            self.done = set(pq.read_table(self.path, columns=["path"]).column("path").to_pylist())
-            self.finished = True
-            return
+        if self.format == "parquet" and self.path.exists() and not self.stream.exists():
+            self._stream_parquet_back()
         if not self.stream.exists():
             return
         lines = _complete_lines(self.stream)
@@ -113,9 +123,28 @@ class PredictionFile:
                     f"{self.path}: its columns are not those of --top-k {self.k} "
                     f"({', '.join(rows[0][:3])} ...); resume with the --top-k it was started with"
                 )
-            self.done = {r[0] for r in rows[1:] if r}
+            self.done = {path_key(r[0]) for r in rows[1:] if r}
         else:
-            self.done = {json.loads(line)["path"] for line in lines if line.strip()}
+            self.done = {path_key(json.loads(line)["path"]) for line in lines if line.strip()}
+
+    def _stream_parquet_back(self) -> None:
+        """A finished Parquet file's rows, written back as the stream a run appends to."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path).to_pylist()
+        with self.stream.open("w", encoding="utf-8") as handle:
+            for row in table:
+                top = [
+                    {"class": c, "index": i, "probability": p}
+                    for c, i, p in zip(
+                        row["classes"] or [],
+                        row["indices"] or [],
+                        row["probabilities"] or [],
+                        strict=True,
+                    )
+                ]
+                plain = _plain({"path": row["path"], "top": top or None, "error": row["error"]})
+                handle.write(json.dumps(plain) + "\n")
 
     def _write_csv(self, rows: Iterable[list[str]]) -> None:
         buffer = io.StringIO()
@@ -138,7 +167,7 @@ class PredictionFile:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
-        if complete and self.format == "parquet" and not self.finished:
+        if complete and self.format == "parquet":
             self._write_parquet()
 
     def _write_parquet(self) -> None:
