@@ -23,7 +23,8 @@ import vitzoo
 from vitzoo.checkpoint import read_checkpoint
 from vitzoo.cli import cli
 from vitzoo.training.embeddings import EmbeddingSet
-from vitzoo.training.probes import knn_probabilities, logistic_regression
+from vitzoo.training.probe import fit
+from vitzoo.training.probes import fit_linear_probe, knn_probabilities, logistic_regression
 
 sklearn = pytest.importorskip("sklearn")
 
@@ -88,8 +89,11 @@ def test_probe_is_near_perfect_and_its_checkpoint_is_the_probe(
     assert json.loads(metadata["vitzoo.classes"]) == ["female", "male"]
     head = model.get_classifier().fc
     val = embedded.splits["val"].features
+    classifier, _ = fit(embedded)  # the same fit, again: deterministic
     with torch.no_grad():
-        assert torch.allclose(head(val), val @ head.weight.T + head.bias)
+        ours = head(val).double()
+    expected = classifier.logits(val)
+    assert (ours - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
     # evaluate reads the checkpoint like any other and agrees with the probe's accuracy
     code, output = invoke("evaluate", ckpt, "--data", data, "--json")
     assert code == 0, output
@@ -184,6 +188,27 @@ def test_logistic_regression_matches_scikit_learn(l2: float) -> None:
     assert np.abs(centred - theirs.coef_).max() <= 1e-4
 
 
+def test_the_shipped_probe_fit_reaches_scikit_learns_optimum_on_correlated_features() -> None:
+    """What ``vitzoo probe`` runs (a warm-started search over strengths, then the chosen one
+    solved to full tolerance) against scikit-learn on the same standardised objective, on
+    features with a shared offset and correlated directions like a backbone's: probabilities
+    within 1e-6 at the chosen strength."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(n=300, dim=24, classes=3, seed=3)
+    mixing = torch.randn(24, 24, generator=torch.Generator().manual_seed(4))
+    x = x @ (torch.eye(24) + 0.9 * mixing) + 25.0
+    xv, yv = blobs(n=90, dim=24, classes=3, seed=5)
+    xv = xv @ (torch.eye(24) + 0.9 * mixing) + 25.0
+    probe = fit_linear_probe(x, y, xv, yv, 3)
+    chosen = probe.classifier.l2
+    standard = (x.double() - x.double().mean(0)) / x.double().std(0, unbiased=False)
+    theirs = LogisticRegression(C=1.0 / (chosen * len(y)), tol=1e-12, max_iter=10_000)
+    theirs.fit(standard.numpy(), y.numpy())
+    p_ours = probe.classifier.logits(x).softmax(dim=-1).numpy()
+    assert np.abs(p_ours - theirs.predict_proba(standard.numpy())).max() <= 1e-6
+
+
 def test_knn_matches_scikit_learns_weighted_cosine_neighbours() -> None:
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -276,3 +301,43 @@ def test_cls_mean_of_a_model_with_a_pooled_norm_embeds_but_is_not_probed(
     )
     assert code == 2 and len(output.strip().splitlines()) == 1
     assert "cannot pool cls-mean itself" in output
+
+
+def test_embeddings_of_another_backbone_are_refused(
+    backbone: Path, data: Path, tmp_path: Path
+) -> None:
+    """A probe fitted on another model's embeddings and installed in this one would report an
+    accuracy its checkpoint does not have: the file records which weights computed it."""
+    other = _saved_backbone(tmp_path, depth=2)
+    emb = tmp_path / "e.safetensors"
+    assert invoke("embed", backbone, "--data", data, "-o", emb)[0] == 0
+    code, output = invoke(
+        "probe", other, "--data", data, "-o", tmp_path / "p.safetensors", "--embeddings", emb
+    )
+    assert code == 2 and "holds embeddings of another backbone" in output
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_one_class_is_refused_and_unreadable_images_make_results_partial(
+    backbone: Path, tmp_path: Path
+) -> None:
+    one = make_colour_folder(tmp_path / "one", per_class=4, val_per_class=2)
+    for split in ("train", "val"):
+        for image in (one / split / "male").iterdir():
+            image.unlink()
+        (one / split / "male").rmdir()
+    code, output = invoke("probe", backbone, "--data", one, "-o", tmp_path / "p.safetensors")
+    assert code == 2 and "the data has 1 (female)" in output
+    two = make_colour_folder(tmp_path / "two", per_class=4, val_per_class=2)
+    (two / "train" / "male" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    code, output = invoke("embed", backbone, "--data", two, "-o", tmp_path / "e.safetensors")
+    assert code == 3, output
+    assert "skipped unreadable image" in output and "broken.jpg" in output
+    assert "1 of 13 images could not be read" in output
+
+
+def test_a_json_spec_file_is_a_source_like_yaml(data: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({"model": TINY_SPEC["model"]}))
+    code, output = invoke("embed", spec, "--data", data, "-o", tmp_path / "e.safetensors")
+    assert code == 0, output

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from vitzoo.commands.common import err, out, progress_bar
-from vitzoo.commands.errors import refuse_existing
+from vitzoo.commands.errors import refuse_existing, say_partial
 
 
 def _default_workers() -> int:
@@ -61,6 +61,22 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ):
         command = option(command)
     return command
+
+
+def _say_skipped(result: Any) -> int:
+    """Each unreadable image on stderr; returns how many there were."""
+    skipped = [entry for split in result.splits.values() for entry in split.skipped]
+    for path, why in skipped:
+        err.print(f"skipped unreadable image {path}: {why}", markup=False, highlight=False)
+    return len(skipped)
+
+
+def _end(result: Any) -> None:
+    """The house exit rule: some images unreadable means partial results (exit status 3)."""
+    skipped = _say_skipped(result)
+    if skipped:
+        total = skipped + sum(len(s.labels) for s in result.splits.values())
+        say_partial(skipped, total, "images")
 
 
 def _embed(
@@ -113,9 +129,11 @@ def embed_command(
     summary = {**describe(result), "output": str(output)}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+        _end(result)
         return
     shapes = ", ".join(f"{n} {s[0]} x {s[1]}" for n, s in summary["splits"].items())
     err.print(f"wrote {output}: {shapes} ({summary['seconds']:.1f}s)", markup=False)
+    _end(result)
 
 
 @click.command("probe")
@@ -159,6 +177,7 @@ def probe_command(
     emb.probe_ready(model, features)
     if embeddings is not None:
         embedded = emb.EmbeddingSet.load(embeddings)
+        embedded.check_backbone(backbone, embeddings)
         if embedded.features != features:
             raise InputError(
                 f"{embeddings} holds --features {embedded.features} embeddings, not {features}"
@@ -169,6 +188,7 @@ def probe_command(
     save_probe(model, classifier, report, output)
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "output": str(output)}, indent=2))
+        _end(embedded)
         return
     seconds = report.seconds
     where = "held-out fifth of train" if report.held_out else "val"
@@ -180,6 +200,7 @@ def probe_command(
         f"embedding {seconds['embed']:.1f}s, fitting {seconds['linear']:.2f}s; wrote {output}",
         markup=False,
     )
+    _end(embedded)
 
 
 COMMANDS = [embed_command, probe_command]

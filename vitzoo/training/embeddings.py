@@ -53,13 +53,9 @@ def load_backbone(
     """``source`` as a model: a checkpoint / weights file or folder, or what ``vitzoo.build``
     takes (preset, ``PRESET.TAG``, spec file; ``pretrained`` takes the default weights tag)."""
     import vitzoo
+    from vitzoo.weights.sources import is_weights_source
 
-    path = Path(source)
-    if (
-        not pretrained
-        and (path.is_file() or path.is_dir())
-        and path.suffix not in (".yaml", ".yml")
-    ):
+    if not pretrained and is_weights_source(source):
         return vitzoo.build(weights=source, system=system)
     return vitzoo.build(source, pretrained=pretrained, system=system)
 
@@ -197,15 +193,30 @@ def scan_splits(data_dir: Path, train: str = "train", val: str = "val") -> dict[
     return {"train": SampleIndex.scan(data_dir)}
 
 
+def weights_digest(model: nn.Module) -> str:
+    """A SHA-256 of ``model``'s tensors (names, dtypes, shapes, bytes): which backbone computed
+    a file of embeddings, however its source was spelled (a path, a tag, a preset)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class EmbeddingSet:
-    """What ``vitzoo embed`` writes: per split features and labels, the classes, and how."""
+    """What ``vitzoo embed`` writes: per split features and labels, the classes, and how
+    (``backbone``: the :func:`weights_digest` of the model that computed them)."""
 
     splits: dict[str, Embedded]
     classes: list[str]
     features: str
     source: str
     seconds: float = 0.0
+    backbone: str = ""
 
     def save(self, path: str | Path) -> Path:
         tensors: dict[str, torch.Tensor] = {}
@@ -218,6 +229,7 @@ class EmbeddingSet:
             "classes": self.classes,
             "features": self.features,
             "source": self.source,
+            "backbone": self.backbone,
             "paths": paths,
             "seconds": round(self.seconds, 3),
         }
@@ -234,7 +246,22 @@ class EmbeddingSet:
             name: Embedded(tensors[f"{name}.features"], tensors[f"{name}.labels"], list(files))
             for name, files in meta["paths"].items()
         }
-        return cls(splits, list(meta["classes"]), meta["features"], meta["source"])
+        return cls(
+            splits,
+            list(meta["classes"]),
+            meta["features"],
+            meta["source"],
+            backbone=meta.get("backbone", ""),
+        )
+
+    def check_backbone(self, model: nn.Module, path: str | Path) -> None:
+        """Refuse embeddings another backbone computed: a probe fitted on them and installed
+        in ``model`` would compute something else than it reports."""
+        if self.backbone and self.backbone != weights_digest(model):
+            raise InputError(
+                f"{path} holds embeddings of another backbone ({self.source}); embed the "
+                "images with this SOURCE, or probe the SOURCE the file was made with"
+            )
 
 
 def embed_folder(
@@ -275,7 +302,12 @@ def embed_folder(
         )
         offset += len(index)
     result = EmbeddingSet(
-        embedded, splits["train"].classes, features, source, time.perf_counter() - started
+        embedded,
+        splits["train"].classes,
+        features,
+        source,
+        time.perf_counter() - started,
+        backbone=weights_digest(model),
     )
     return result, extractor
 

@@ -84,6 +84,11 @@ def fit(
 ) -> tuple[LinearClassifier, ProbeReport]:
     """The logistic-regression probe (chosen on validation) and the k-NN score beside it."""
     classes = embedded.classes
+    if len(classes) < 2:
+        raise InputError(
+            f"a probe tells classes apart, and the data has {len(classes)} "
+            f"({', '.join(classes) or 'none'}); give a folder per class"
+        )
     train, val, held_out = split_for_validation(embedded)
     started = time.perf_counter()
     probe = fit_linear_probe(
