@@ -199,6 +199,14 @@ def test_lora_targets_matching_nothing_is_one_plain_line(data: Path, tmp_path: P
     last = result.output.splitlines()[-1]
     assert "train.lora.targets: ['q_proj'] match no linear layer" in last
     assert "named: fc1, fc2, proj, qkv" in last
+    # a misspelt target beside one that matches is refused too, not silently dropped
+    result = CliRunner().invoke(
+        cli,
+        ["train", str(_spec_file(tmp_path)), "--data", str(data), "--out", str(tmp_path / "s")]
+        + ["--set", "train.lora={targets: [qkv, fc_1]}"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "train.lora.targets: ['fc_1'] match no linear layer" in result.output.splitlines()[-1]
 
 
 def test_lora_refuses_a_freeze_or_an_ema_beside_it() -> None:

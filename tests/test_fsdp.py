@@ -265,6 +265,39 @@ def test_one_process_fsdp_state_resumes_bit_exactly_mid_epoch(
     assert losses(whole.run_dir) == losses(resumed.run_dir)
 
 
+def test_a_frozen_backbone_trains_sharded_as_unsharded_and_its_output_exports(
+    tmp_path: Path,
+) -> None:
+    """train.freeze with strategy fsdp: the frozen tensors come out bit-identical to the
+    unsharded run's (nothing trains them), the head within float noise; last.safetensors is
+    one ordinary checkpoint that vitzoo.load reads and vitzoo export turns into a program."""
+    from click.testing import CliRunner
+
+    import vitzoo
+    from vitzoo.cli import cli
+
+    data = make_dataset(tmp_path / "data", per_class=4, val_per_class=2)
+    frozen = {"train.freeze": "backbone", "train.ema_decay": None}
+    plain = train(VIT, data, epochs=1, out=tmp_path / "plain", overrides=frozen)
+    sharded = train(VIT, data, epochs=1, out=tmp_path / "fsdp", overrides={**FSDP, **frozen})
+    a = weights(plain.run_dir / "last.safetensors")
+    b = weights(sharded.run_dir / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.startswith("head."):
+            torch.testing.assert_close(b[key], a[key], **SAME, msg=key)
+        else:
+            assert torch.equal(a[key], b[key]), key
+    model = vitzoo.load(sharded.run_dir / "last.safetensors").eval()
+    assert model(model.example_input(2)).shape == (2, 2)
+    program = tmp_path / "model.pt2"
+    result = CliRunner().invoke(
+        cli, ["export", str(sharded.run_dir / "last.safetensors"), "-o", str(program)]
+    )
+    assert result.exit_code == 0, result.output
+    assert program.is_file()
+
+
 # --------------------------------------------------------------------------------------------
 # Several processes
 # --------------------------------------------------------------------------------------------

@@ -208,7 +208,9 @@ class TrainConfig(_Section):
             )
         if self.lora is not None and self.strategy == "fsdp":
             raise SpecValueError(
-                "lora", "LoRA runs are not sharded (strategy: fsdp); use ddp, adapters are small"
+                "lora",
+                "LoRA runs are not sharded yet (peft's adapter layers and the merge-on-save "
+                "hook are not FSDP2-aware); use strategy: ddp, or train.freeze with fsdp",
             )
         return self
 

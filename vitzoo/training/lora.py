@@ -41,19 +41,20 @@ def _issue(field: str, message: str) -> SpecError:
 
 def target_names(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
     """Full names of the linear layers whose last name is in ``targets`` (never the classifier).
-    None matching is a spec error listing the linear layers the model has."""
+    A target matching no layer is a spec error listing the linear layers the model has (also
+    beside targets that match: a misspelt one would otherwise silently adapt less)."""
     linear = [
         n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not is_classifier(n)
     ]
-    found = [n for n in linear if n.rsplit(".", 1)[-1] in targets]
-    if not found:
-        names = sorted({n.rsplit(".", 1)[-1] for n in linear})
+    last_names = {n.rsplit(".", 1)[-1] for n in linear}
+    unmatched = [t for t in targets if t not in last_names]
+    if unmatched:
         raise _issue(
             "targets",
-            f"{list(targets)} match no linear layer of this {type(model).__name__}; its linear "
-            f"layers are named: {', '.join(names) or '(none)'}",
+            f"{unmatched} match no linear layer of this {type(model).__name__}; its linear "
+            f"layers are named: {', '.join(sorted(last_names)) or '(none)'}",
         )
-    return found
+    return [n for n in linear if n.rsplit(".", 1)[-1] in targets]
 
 
 def apply_lora(model: nn.Module, cfg: LoraSection) -> list[str]:
