@@ -140,3 +140,27 @@ def test_a_preset_problem_is_located_at_the_preset(tmp_path: Path) -> None:
     lines = str(info.value).splitlines()
     assert any(line.startswith("preset 'odd-heads'  model.num_heads") for line in lines), lines
     assert any(line.startswith(f"{path}:3:3  model.depth") for line in lines), lines
+
+
+def test_a_preset_with_an_objective_beside_it_goes_through_the_whole_spec_rules() -> None:
+    """Only vitzoo's own presets, alone (at most train overrides), skip the rules and the trial:
+    BEiT's relative position bias cannot take MAE's token subset, refused at spec time."""
+    with pytest.raises(SpecError, match="rel-pos' needs every patch token") as caught:
+        vitzoo.resolve_spec({"preset": "beit-b16", "objective": {"type": "mae"}})
+    assert str(caught.value).startswith("preset 'beit-b16'")
+
+
+def test_a_third_party_preset_is_checked_and_named_on_a_whole_spec_rule() -> None:
+    @vitzoo.hookimpl
+    def register_presets(register):  # noqa: ANN001, ANN202
+        model = {"type": "vit", "image_size": 32, "num_classes": 2, "dim": 32, "depth": 1}
+        model |= {"num_heads": 2, "patch": {"type": "linear", "patch_size": 8}}
+        spec = {"model": {**model, "attention": {"type": "rope"}}, "objective": {"type": "mae"}}
+        register("vit-mae-rope", spec, citation="test", expected_params=1)
+
+    plugin = type("Plugin", (), {"register_presets": staticmethod(register_presets)})
+    system = load_plugins(extra=[("third", plugin)])
+    with pytest.raises(SpecError) as caught:
+        vitzoo.build("vit-mae-rope", system=system)
+    message = str(caught.value)
+    assert message.startswith("preset 'vit-mae-rope'") and "'rope' needs every patch" in message

@@ -20,10 +20,12 @@ from torch import nn
 from vitzoo.components.context import BuildContext
 from vitzoo.components.model import install_rebuilder, reference_tensor
 from vitzoo.components.resample import adapt_state_dict
-from vitzoo.plugins import PluginSystem, get_plugin_system
+from vitzoo.errors import SpecError
+from vitzoo.plugins import OWN_DISTRIBUTION, PluginSystem, get_plugin_system
 from vitzoo.rules import check_rules
 from vitzoo.spec import SpecBase
 from vitzoo.spec.sources import SpecSource, validate_source
+from vitzoo.spec.validate import blame_preset
 from vitzoo.spec.yaml_source import key_positions
 from vitzoo.trial import TrialReport, check_trial
 
@@ -48,9 +50,20 @@ class Resolved:
     report: TrialReport | None = None
 
 
-def _is_plain_preset(data: Any) -> bool:
-    """A registered preset without model changes: the preset tests build and run those."""
-    return isinstance(data, Mapping) and "preset" in data and "model" not in data
+def _is_plain_preset(data: Any, overrides: Mapping[str, Any] | None, system: PluginSystem) -> bool:
+    """One of vitzoo's own presets as it is (its tests build and run every one), with at most
+    ``train.`` overrides. Anything beside it -- an objective, a data section, a model override --
+    may break a whole-spec rule or the budget, and a third party's preset is not vitzoo's to
+    vouch for: those go through the rules and the trial."""
+    if not (isinstance(data, Mapping) and set(data) == {"preset"}):
+        return False
+    if any(not str(key).startswith("train.") for key in overrides or {}):
+        return False
+    name = data["preset"]
+    if not isinstance(name, str) or ("preset", name) not in system.registry:
+        return False
+    record = system.records.get(system.registry.get("preset", name).plugin)
+    return record is not None and record.distribution == OWN_DISTRIBUTION
 
 
 def resolve(
@@ -76,10 +89,13 @@ def resolve(
         source, system.registry, overrides, failed_plugins=failed, sources=sources
     )
     positions = key_positions(read.text)
-    if _is_plain_preset(read.data) and not macs:
+    if _is_plain_preset(read.data, overrides, system) and not macs:
         return Resolved(spec)
-    check_rules(system.registry, spec, file=read.file, positions=positions)
-    report = check_trial(system, spec, file=read.file, positions=positions, macs=macs)
+    try:
+        check_rules(system.registry, spec, file=read.file, positions=positions)
+        report = check_trial(system, spec, file=read.file, positions=positions, macs=macs)
+    except SpecError as exc:  # a part the preset brought is the preset's problem
+        raise SpecError(blame_preset(exc.issues, read.data, system.registry)) from None
     return Resolved(spec, report)
 
 

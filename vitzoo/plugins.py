@@ -36,6 +36,8 @@ from vitzoo.registry import (
 ENTRY_POINT_GROUP = "vitzoo"
 CORE_PLUGIN = "core"
 CORE_MODULE = "vitzoo.core_plugin"
+#: The distribution of vitzoo's own plugins (its presets are built and checked by its tests).
+OWN_DISTRIBUTION = "vitzoo"
 
 
 @dataclass

@@ -121,7 +121,7 @@ def validate_spec(
             # the unknown preset would have given the missing fields: not problems of their own
             behind = [f for f in behind if f[2] not in ("missing", "union_tag_not_found")]
         issues = to_issues(found + behind, positions, file)
-        raise SpecError(_blame_preset(issues, written, registry)) from None
+        raise SpecError(blame_preset(issues, written, registry)) from None
     return spec
 
 
@@ -138,10 +138,11 @@ def _is_written(data: Any, path: str) -> bool:
     return True
 
 
-def _blame_preset(issues: list[SpecIssue], written: Any, registry: Registry) -> list[SpecIssue]:
+def blame_preset(issues: list[SpecIssue], written: Any, registry: Registry) -> list[SpecIssue]:
     """A problem in a field the spec took from its ``preset:`` is reported at that preset
     (``preset 'my-vit'  model.num_heads: ...``), not at a line of a file that does not hold it:
-    a third party's broken preset must name itself."""
+    a third party's broken preset must name itself. The builder applies it to the whole-spec
+    rules' and the trial build's problems too."""
     name = written.get("preset") if isinstance(written, Mapping) else None
     if not isinstance(name, str) or ("preset", name) not in registry:
         return issues
