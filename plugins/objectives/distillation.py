@@ -49,7 +49,7 @@ class TeacherSource(ComponentConfig):
 
     def nested_specs(self) -> dict[str, tuple[Any, dict[str, Any]]]:
         """The spec this teacher is built from (field -> (source, overrides)), so validating the
-        student's spec validates the teacher's too (see :mod:`vitzoo.compat`)."""
+        student's spec validates the teacher's too (see :mod:`vitzoo.rules`)."""
         if self.spec is not None:
             return {"spec": (self.spec, self.overrides)}
         if self.preset is not None:

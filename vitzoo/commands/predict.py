@@ -183,9 +183,9 @@ def _print_predictions(results: list[dict[str, Any]], as_json: bool) -> None:
     errors = make_console(stderr=True)
     for result in results:  # unreadable inputs: stderr, whatever the output format
         if "error" in result:
-            errors.print(
-                f"[red]{escape(result['image'])}[/]: {escape(result['error'])}", highlight=False
-            )
+            image, error = result["image"], result["error"]
+            said = error if image in error else f"{image}: {error}"  # the path once
+            errors.print(f"[red]{escape(said)}[/]", highlight=False)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

@@ -45,21 +45,6 @@ def patchify(images: torch.Tensor, patch: tuple[int, int], order: str = "hwc") -
     return cells.reshape(b, (h // ph) * (w // pw), c * ph * pw)
 
 
-def unpatchify(
-    patches: torch.Tensor, grid: tuple[int, int], patch: tuple[int, int], order: str = "hwc"
-) -> torch.Tensor:
-    """The inverse of :func:`patchify`: ``(B, gh * gw, p1 * p2 * C)`` -> ``(B, C, H, W)``
-    (turns a processor's pre-patchified pixels back into an image)."""
-    b, n, flat = patches.shape
-    (gh, gw), (ph, pw) = grid, patch
-    c = flat // (ph * pw)
-    if order == "hwc":
-        cells = patches.reshape(b, gh, gw, ph, pw, c).permute(0, 5, 1, 3, 2, 4)
-    else:
-        cells = patches.reshape(b, gh, gw, c, ph, pw).permute(0, 3, 1, 4, 2, 5)
-    return cells.reshape(b, c, gh * ph, gw * pw)
-
-
 class FlatLinearPatchConfig(ComponentConfig):
     """Flattened patches -> (norm) -> Linear -> (norm): NaViT's / SigLIP 2 NaFlex's patch embedding."""
 

@@ -260,9 +260,10 @@ def variants(
         if plugin is None or e.plugin == plugin
     ]
     if plugin is not None and not found:
-        what = "anything" if kind is None else f"any {kind}"
+        if kind is not None and any(e.plugin == plugin for e in system.registry.entries()):
+            raise VariantError(f"plugin {plugin!r} registered no {kind}; nothing to check")
         raise VariantError(
-            f"plugin {plugin!r} registered nothing testable (did not register {what}); "
-            "is its entry point in the 'vitzoo' group and do its hooks use @vitzoo.hookimpl?"
+            f"plugin {plugin!r} registered nothing testable; is its entry point in the "
+            "'vitzoo' group and do its hooks use @vitzoo.hookimpl?"
         )
     return found
