@@ -80,6 +80,10 @@ def test_full_size_official_release_maps_onto_its_preset(name: str) -> None:
         ("deit3-m", 0.9, (0.485, 0.456, 0.406)),
         ("deit3-b-384", 1.0, (0.485, 0.456, 0.406)),
         ("aimv2-l-336", 1.0, (0.48145466, 0.4578275, 0.40821073)),
+        ("eva02-b14", 0.9, (0.48145466, 0.4578275, 0.40821073)),
+        ("eva02-l14-448", 1.0, (0.48145466, 0.4578275, 0.40821073)),
+        ("beit-b16", 0.9, (0.5, 0.5, 0.5)),
+        ("beitv2-l16", 0.95, (0.485, 0.456, 0.406)),
     ],
 )
 def test_preprocessing_travels_with_the_preset(tmp_path, name: str, crop: float, mean) -> None:
