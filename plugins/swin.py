@@ -73,7 +73,11 @@ class SwinConfig(HierarchicalConfig):
     merge_norm: Literal["before", "after"] = "before"
     #: LayerNorm eps of the patch embedding, the patch merging and the final norm.
     norm_eps: PositiveFloat = 1e-5
-    attention: ComponentSpec("attention") = component_default(type="window", mask_padding=False)
+    #: the table resampled as timm's Swin does (its aliases are timm's names); the Microsoft
+    #: code's fine-tuning recipe is ``table_resampling: bicubic``
+    attention: ComponentSpec("attention") = component_default(
+        type="window", mask_padding=False, table_resampling="geometric"
+    )
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0)
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-5)
 

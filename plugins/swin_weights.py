@@ -259,8 +259,8 @@ def spec_from_hf_swin(config: Mapping[str, Any]) -> dict[str, Any]:
         pretrained = list(config.get("pretrained_window_sizes") or [0] * len(depths))
         if any(pretrained):
             model["pretrained_window_sizes"] = pretrained
-    else:
-        attention["qkv_bias"] = qkv_bias
+    else:  # the tables resample as the swin presets' do, should the model change its window
+        attention |= {"qkv_bias": qkv_bias, "table_resampling": "geometric"}
     return {"model": model}
 
 

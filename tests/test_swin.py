@@ -107,12 +107,38 @@ def test_each_option_carries_structure(name: str, override: dict[str, Any]) -> N
         assert max_abs_diff(converted(name, **override)(fixture.input), fixture.output) > 1e-3
 
 
+def test_swin_set_input_size_with_larger_windows_is_timms() -> None:
+    """Swin (V1) moved to 52 x 60 with windows of 6 computes what timm's own ``set_input_size``
+    gives: every learned table resampled with BEiT's geometric offsets (the presets' default,
+    ``attention.table_resampling: geometric``), bit-equal to timm's tables; the Microsoft code's
+    bicubic recipe (the other option) computes something else there."""
+    before = load_reference("timm-swin")
+    moved = load_reference("timm-swin-resized")
+    resized = moved.meta["resized"]
+    windows = [resized["window_size"][0]] * len(before.meta["depths"])  # timm's (h, w): every stage
+    model = converted("timm-swin")
+    model.set_input_size(tuple(resized["img_size"]), window_sizes=windows)
+    ours = model.state_dict()
+    tables = [k for k in moved.state_dict if k.endswith("relative_position_bias_table")]
+    assert len(tables) == sum(before.meta["depths"])
+    for key in tables:  # timm's layers.{i}.blocks.{j}.attn.X -> stages ... relative_position.X
+        table = key.replace("layers.", "stages.").replace("attn.", "attn.relative_position.")
+        assert torch.equal(ours[table], moved.state_dict[key]), key
+    assert_matches_fixture(model, moved)
+    bicubic = converted(
+        "timm-swin",
+        attention={"type": "window", "mask_padding": False, "table_resampling": "bicubic"},
+    )
+    bicubic.set_input_size(tuple(resized["img_size"]), window_sizes=windows)
+    with torch.no_grad():
+        assert max_abs_diff(bicubic(moved.input), moved.output) > 1e-3
+
+
 def test_swinv2_set_input_size_is_timms() -> None:
     """Swin V2 moved to another input size and larger windows (``set_input_size``) computes what
     timm's own ``set_input_size`` gives: the continuous bias re-evaluates its MLP on the new
     offsets (normalised by the unchanged pre-training windows), so nothing is interpolated and
-    the comparison is exact. (Swin V1's learned tables are resampled bicubically here; timm
-    resamples them with BEiT's geometric-progression interpolation, so V1 is not compared.)"""
+    the comparison is exact."""
     fixture = load_reference("timm-swinv2-resized")
     model = vitzoo.build(swin_spec(fixture.meta)).eval()
     load_state_dict(model, fixture.state_dict, source="timm")

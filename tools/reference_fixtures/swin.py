@@ -27,7 +27,7 @@ import re
 import torch
 from torch import nn
 
-from reference_fixtures import Fixture
+from reference_fixtures import Fixture, perturb_
 
 TINY = {
     "img_size": (36, 44),
@@ -126,6 +126,18 @@ def _swinv2_resized() -> nn.Module:
     return model
 
 
+#: ``timm-swin-resized``: ``timm-swin``'s weights (same seed and noise, perturbed here as the
+#: driver perturbs ``timm-swin``), moved by timm's own ``set_input_size`` to 52 x 60 with windows
+#: of 6: every learned table is resampled by ``resize_rel_pos_bias_table`` (geometric offsets).
+RESIZED_V1 = {"img_size": (52, 60), "window_size": (6, 6)}
+
+
+def _swin_resized() -> nn.Module:
+    model = perturb_(_swin(), seed=0, noise=NOISE)
+    model.set_input_size(img_size=RESIZED_V1["img_size"], window_size=RESIZED_V1["window_size"])
+    return model
+
+
 def _meta(tiny: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in tiny.items()}
 
@@ -142,6 +154,21 @@ FIXTURES = [
         constructor=_constructor("swin_tiny_patch4_window7_224", TINY),
         meta={"timm_name": "swin_tiny_patch4_window7_224", **_meta(TINY)},
         noise=NOISE,
+    ),
+    Fixture(
+        name="timm-swin-resized",
+        build=_swin_resized,
+        input_shape=(2, 3, *RESIZED_V1["img_size"]),
+        constructor=_constructor("swin_tiny_patch4_window7_224", TINY)
+        + ", perturbed as timm-swin, "
+        + f".set_input_size(img_size={RESIZED_V1['img_size']}, "
+        + f"window_size={RESIZED_V1['window_size']})",
+        meta={
+            "timm_name": "swin_tiny_patch4_window7_224",
+            **_meta(TINY),
+            "resized": _meta(RESIZED_V1),
+        },
+        noise=0.0,
     ),
     Fixture(
         name="timm-swinv2",

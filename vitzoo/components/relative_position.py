@@ -59,13 +59,22 @@ def _gather(per_offset: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return per_offset[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
 
 
+#: How a learned window table is resampled for another window size: ``bicubic`` over the offset
+#: grid (the Microsoft Swin code's fine-tuning recipe, MaxViT), or ``geometric`` -- BEiT's
+#: geometric-progression offsets, which timm's ``set_window_size`` uses for Swin.
+TableResize = Literal["bicubic", "geometric"]
+
+
 class RelativePositionBias(nn.Module):
     """Learned per-head bias for every relative offset inside a window -> (heads, N, N)."""
 
-    def __init__(self, window: Sequence[int], num_heads: int) -> None:
+    def __init__(
+        self, window: Sequence[int], num_heads: int, resampling: TableResize = "bicubic"
+    ) -> None:
         super().__init__()
         wh, ww = window
         self.window = (wh, ww)
+        self.resampling = resampling
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads)
         )
@@ -74,6 +83,15 @@ class RelativePositionBias(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return _gather(self.relative_position_bias_table, self.index)
+
+    def resample_tensor(
+        self, name: str, tensor: torch.Tensor, old: RelativePositionBias
+    ) -> torch.Tensor | None:
+        """The table at this window the ``geometric`` way; None leaves it to the shared
+        bicubic rule (:mod:`vitzoo.components.resample`)."""
+        if name != "relative_position_bias_table" or self.resampling != "geometric":
+            return None
+        return resize_relative_table_geometric(tensor, old.window, self.window)
 
 
 class DynamicPositionBias(nn.Module):

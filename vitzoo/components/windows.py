@@ -39,6 +39,7 @@ from vitzoo.components.partition import (  # noqa: F401 - re-exported: families 
 from vitzoo.components.relative_position import (  # noqa: F401 - RelativePositionBias re-exported
     ContinuousPositionBias,
     RelativePositionBias,
+    TableResize,
     relative_position_index,
 )
 from vitzoo.config import NonNegativeIntOrPair, PositiveInt, SizeOrPair, SpecValueError
@@ -130,6 +131,9 @@ class WindowAttentionConfig(MhsaConfig):
     pretrained_window_size: SizeOrPair | None = None
     #: ``continuous`` only: the CPB MLP's hidden width.
     cpb_hidden_dim: PositiveInt = 512
+    #: ``table`` only: how ``set_input_size`` with another window resamples the table:
+    #: ``bicubic`` (the Microsoft Swin code, MaxViT) or ``geometric`` (timm's Swin, BEiT's recipe).
+    table_resampling: TableResize = "bicubic"
     #: When the grid does not tile into windows it is zero-padded; True masks the padded keys
     #: out, False lets them take part (their keys and values are the projections' biases), as
     #: Twins' and Swin's reference code (and timm's ports) do -- so their weights compute their
@@ -152,6 +156,10 @@ class WindowAttentionConfig(MhsaConfig):
         if self.pretrained_window_size is not None and self.position_bias != "continuous":
             raise SpecValueError(
                 "pretrained_window_size", "only the continuous position bias takes it"
+            )
+        if self.table_resampling != "bicubic" and self.position_bias != "table":
+            raise SpecValueError(
+                "table_resampling", "only a learned table is resampled (position_bias: table)"
             )
         require_grid_only("window attention", class_token, distillation_token)
 
@@ -276,7 +284,7 @@ def position_bias(
     if not config.relative_bias:
         return None
     if config.position_bias == "table":
-        return RelativePositionBias(window, num_heads)
+        return RelativePositionBias(window, num_heads, config.table_resampling)
     pretrained = config.pretrained_window_size
     return ContinuousPositionBias(
         window,
