@@ -289,3 +289,25 @@ def test_the_families_people_fine_tune_carry_timms_tags() -> None:
     assert swin.num_classes == 21841
     beit = registry.get("preset", "beit-b16").default_weights
     assert beit.top1 is not None and beit.top1_source == "timm results-imagenet.csv"
+
+
+def test_a_failed_download_names_the_command_that_brings_the_weights_in(
+    system, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online mode, nothing cached, the download fails (no network here, and the test must not
+    reach it): one line saying why and how to fetch elsewhere. The download itself is replaced
+    by its failure; the cache look-up before it is the real one."""
+    from vitzoo.weights import named
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def no_network(weights):  # noqa: ANN001, ANN202
+        raise WeightsError(f"{weights.name}: could not download {weights.tag.hub} (no network)")
+
+    monkeypatch.setattr(named, "download", no_network)
+    with pytest.raises(WeightsError) as caught:
+        vitzoo.build("tiny-tagged.test-in1k", system=system)
+    message = str(caught.value)
+    assert "\n" not in message and "(no network)" in message
+    assert "vitzoo weights tiny-tagged.test-in1k --download" in message

@@ -151,12 +151,21 @@ def target_overrides(named: NamedWeights, overrides: Mapping[str, Any]) -> dict[
 def checked_source(named: NamedWeights) -> str:
     """``named``'s weights source; offline without it in the cache, one line naming the
     repository and the command that fetches it."""
-    if hub_offline() and cached_folder(named) is None:
+    if cached_folder(named) is not None:
+        return named.source
+    if hub_offline():
         raise WeightsError(
             f"{named.name}: {named.tag.hub} is not in the local Hugging Face cache and "
             f"HF_HUB_OFFLINE=1; fetch it once with network: `{named.fetch_command()}` "
             f"(or `hf download {named.tag.hub}`)"
         )
+    try:
+        download(named)
+    except WeightsError as exc:  # no network here: say how to bring the weights in
+        raise WeightsError(
+            f"{exc}; on a machine with network run `{named.fetch_command()}` (or `hf download "
+            f"{named.tag.hub}`), then use its cache here with HF_HUB_OFFLINE=1"
+        ) from None
     return named.source
 
 
