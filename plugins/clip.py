@@ -43,6 +43,9 @@ class ClipConfig(VitConfig):
     patch: ComponentSpec("patchifier") = component_default(type="linear", patch_size=16, bias=False)
     block: ComponentSpec("block") = component_default(type="pre-norm", norm_eps=1e-5)
     head: ComponentSpec("head") = component_default(type="projection")
+    #: resampled at another size as timm does (bicubic, antialiased; the presets' aliases are
+    #: timm's names); Hugging Face's converter sets its own way (no antialias)
+    posenc: ComponentSpec("posenc") = component_default(type="learned", antialias=True)
     norm_pre: bool = True
     norm_eps: PositiveFloat = 1e-5
 
@@ -56,6 +59,8 @@ class SiglipConfig(VitConfig):
     class_token: bool = False
     mlp: ComponentSpec("mlp") = component_default(type="mlp", ratio=4.0, activation="gelu-tanh")
     pool: ComponentSpec("pooling") = component_default(type="map")
+    #: as CLIP's (timm's resampling; Hugging Face's converter sets no antialias)
+    posenc: ComponentSpec("posenc") = component_default(type="learned", antialias=True)
 
 
 @hookimpl

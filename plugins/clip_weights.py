@@ -247,6 +247,11 @@ def _trunk(vision: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     }
 
 
+#: CLIP's and SigLIP's ``interpolate_pos_encoding``: bicubic to the size, no antialias, in the
+#: model's own dtype (the presets resample as timm does).
+HF_POSITIONS = {"type": "learned", "antialias": False, "resample_in_float32": False}
+
+
 def _architecture(config: Mapping[str, Any], family: str, known: tuple[str, ...]) -> str:
     arch = str((config.get("architectures") or [known[0]])[0])
     if arch not in known:
@@ -275,6 +280,7 @@ def spec_from_hf_clip(config: Mapping[str, Any]) -> dict[str, Any]:
     model = _trunk(vision, "clip")
     model["patch"]["bias"] = False
     model["norm_pre"] = True
+    model["posenc"] = HF_POSITIONS
     if arch == "CLIPForImageClassification":
         labels = hf_class_names(config)
         num = len(labels) if labels else int(config.get("num_labels", 2))
@@ -299,7 +305,7 @@ def spec_from_hf_siglip(config: Mapping[str, Any]) -> dict[str, Any]:
     arch = _architecture(config, "siglip", SIGLIP_ARCHITECTURES)
     vision = _vision(config, SIGLIP_VISION_DEFAULTS)
     model = _trunk(vision, "siglip")
-    model |= {"class_token": False, "num_classes": 0}
+    model |= {"class_token": False, "num_classes": 0, "posenc": HF_POSITIONS}
     if arch == "SiglipForImageClassification" or not vision["vision_use_head"]:
         model["pool"] = {"type": "mean"}
     else:

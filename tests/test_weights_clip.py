@@ -19,11 +19,12 @@ import pytest
 import torch
 from fidelity import assert_matches_fixture
 from reference_data import FIXTURE_DIR, load_reference, max_abs_diff
+from resampling_helpers import at_two_sizes, tiny_preset
 from safetensors.torch import save_file
 
 import vitzoo
 from vitzoo.plugins import get_plugin_system
-from vitzoo.weights import WeightsError, load_pretrained
+from vitzoo.weights import WeightsError, load_pretrained, load_state_dict
 
 
 def tower(meta: dict[str, Any], model_type: str, **extra: Any) -> dict[str, Any]:
@@ -98,6 +99,25 @@ def test_reference_checkpoint_loads_with_the_same_function(name: str, tmp_path: 
     spec = CASES[name](fixture.meta)
     model = vitzoo.build(spec, weights=saved(fixture.state_dict, tmp_path / f"{name}.st")).eval()
     assert_matches_fixture(model, fixture)
+
+
+@pytest.mark.parametrize(
+    ("name", "preset", "overrides"),
+    [
+        # timm's CLIP head has a bias the perturbation makes non-zero: a linear head holds it
+        ("timm-clip-resized", "clip-b32", {"model.head": {"type": "linear"}}),
+        ("timm-siglip-resized", "siglip-b16-224", {}),
+    ],
+)
+def test_towers_resample_their_positions_as_timm_does(
+    name: str, preset: str, overrides: dict[str, Any]
+) -> None:
+    """The preset's own positions option (bicubic, antialiased: timm's) at the fixture's own
+    size, at a second one (dynamic_img_size) and after set_input_size."""
+    fixture = load_reference(name)
+    model = tiny_preset(preset, fixture.meta, dynamic_img_size=True, **overrides)
+    load_state_dict(model, fixture.state_dict, source="timm")
+    assert_matches_fixture(model, fixture, at_two_sizes(tuple(fixture.meta["second_size"])))
 
 
 def test_openclip_loads_its_vision_tower_and_says_so_in_one_line(tmp_path: Path) -> None:

@@ -105,6 +105,25 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any, torch.Tensor], torch.Te
 }
 
 
+@pytest.mark.parametrize("name", ["CLIPVisionModel", "SiglipVisionModel"])
+def test_hf_towers_at_another_size_resample_as_hugging_face_does(name: str, tmp_path: Path) -> None:
+    """At 24 x 16 px Hugging Face resamples the table with ``interpolate_pos_encoding=True``
+    (bicubic to the size, no antialias); the spec derived from its config.json says so, so
+    vitzoo's dynamic-size model computes the same there (timm's antialiased way would not)."""
+    make, _ = CASES[name]
+    torch.manual_seed(0)
+    hf = make()
+    folder = saved(hf, tmp_path / name)
+    ours = load_pretrained(folder, overrides={"dynamic_img_size": True}).model.eval()
+    assert ours.vitzoo_spec.model.posenc.antialias is False
+    x = torch.randn(2, 3, 24, 16)
+
+    def at_size(model: Any, inputs: torch.Tensor) -> torch.Tensor:
+        return model(pixel_values=inputs, interpolate_pos_encoding=True).pooler_output
+
+    assert_same_function(ours, hf, x, forward_theirs=at_size, label=f"hf {name} at 24 x 16")
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hf_model_loads_with_the_same_function(name: str, tmp_path: Path) -> None:
     make, output = CASES[name]
@@ -257,8 +276,12 @@ def test_full_size_hf_config_derives_the_preset_and_maps_every_tensor(preset: st
     (converter,) = [c for c in converters_for(family, "hf") if config.model_type in c.config_names]
     registry = get_plugin_system().registry
     derived, _ = validate_source(converter.spec_from_config(data), registry)
-    wanted = vitzoo.resolve_spec(preset)
-    assert spec_to_dict(derived)["model"] == spec_to_dict(wanted)["model"]
+    wanted = spec_to_dict(vitzoo.resolve_spec(preset))["model"]
+    derived_model = spec_to_dict(derived)["model"]
+    # the same model but for how the table resamples at other sizes (Hugging Face's own way)
+    hf_positions = {"antialias": False, "resample_in_float32": False}
+    assert derived_model["posenc"] == {**wanted["posenc"], **hf_positions}
+    assert {**derived_model, "posenc": None} == {**wanted, "posenc": None}
     with torch.device("meta"):
         hf = getattr(transformers, model_cls)(config)
         ours = vitzoo.build(preset)

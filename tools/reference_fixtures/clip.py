@@ -6,6 +6,9 @@
 * timm's ``vit_base_patch16_siglip_224`` with SigLIP 2's tanh-GELU and So400m's odd MLP ratio
   (MAP head, no class token), and the same MAP head on a model with a class token (timm leaves
   prefix tokens out of the attention pool);
+* ``timm-clip-resized`` / ``timm-siglip-resized``: timm's CLIP and SigLIP towers with
+  ``dynamic_img_size=True`` at their own size, at a second one, and after ``set_input_size``
+  (timm's bicubic, antialiased ``resample_abs_pos_embed``);
 * OpenCLIP's ``CLIP`` (OpenAI layout, QuickGELU) and ``CustomTextCLIP`` with a timm SigLIP
   tower, each with its text tower: the state dict is the whole image-text model's, the output
   is ``encode_image`` (the image embedding).
@@ -18,11 +21,14 @@ import contextlib
 from torch import nn
 
 from reference_fixtures import Fixture
+from reference_fixtures._resized import with_second_size
 
 #: timm kwargs of the tiny towers (the test derives the vitzoo spec from them).
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2}
 #: So400m's MLP ratio (hidden 59 at width 16: not a whole multiple) and the tanh GELU.
 SIGLIP = {**TINY, "num_classes": 5, "mlp_ratio": 3.7362, "act_layer": "gelu_tanh"}
+#: SigLIP B/16's own MLP (ratio 4) with the release's tanh GELU, for the resampling fixture.
+SIGLIP_RESIZED = {**TINY, "num_classes": 5, "act_layer": "gelu_tanh"}
 #: Noise scale: at width 16 the default (0.05) leaves attention near uniform; 0.3 makes every
 #: tensor (the probe, q / kv of the pool included) move the output measurably.
 NOISE = 0.3
@@ -33,6 +39,25 @@ def _timm(name: str, **kwargs):
         import timm
 
         return timm.create_model(name, pretrained=False, **kwargs)
+
+    return build
+
+
+#: The second input size of the resized fixtures (a crop of the input; the test crops alike).
+SECOND = (24, 16)
+
+
+def _set_input_size(model: nn.Module, size: tuple[int, int]) -> nn.Module:
+    model.set_input_size(img_size=size)
+    return model
+
+
+def _resized(name: str, **kwargs):
+    def build():
+        import timm
+
+        model = timm.create_model(name, pretrained=False, dynamic_img_size=True, **kwargs)
+        return with_second_size(model, SECOND, _set_input_size)
 
     return build
 
@@ -130,6 +155,35 @@ FIXTURES = [
             "timm_name": "vit_base_patch32_clip_quickgelu_224",
             "activation": "quick-gelu",
             **CLIP_TIMM,
+        },
+        noise=NOISE,
+    ),
+    Fixture(
+        name="timm-clip-resized",
+        build=_resized("vit_base_patch32_clip_224", **CLIP_TIMM),
+        input_shape=(2, 3, 32, 32),
+        constructor=_call("vit_base_patch32_clip_224", {**CLIP_TIMM, "dynamic_img_size": True})
+        + f"; outputs: at 32 px, at {SECOND} (dynamic), at {SECOND} after set_input_size",
+        meta={
+            "timm_name": "vit_base_patch32_clip_224",
+            "activation": "gelu",
+            **CLIP_TIMM,
+            "second_size": list(SECOND),
+        },
+        noise=NOISE,
+    ),
+    Fixture(
+        name="timm-siglip-resized",
+        build=_resized("vit_base_patch16_siglip_224", **SIGLIP_RESIZED),
+        input_shape=(2, 3, 32, 32),
+        constructor=_call(
+            "vit_base_patch16_siglip_224", {**SIGLIP_RESIZED, "dynamic_img_size": True}
+        )
+        + f"; outputs: at 32 px, at {SECOND} (dynamic), at {SECOND} after set_input_size",
+        meta={
+            "timm_name": "vit_base_patch16_siglip_224",
+            **SIGLIP_RESIZED,
+            "second_size": list(SECOND),
         },
         noise=NOISE,
     ),

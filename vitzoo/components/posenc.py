@@ -39,12 +39,17 @@ class TableResampling:
       size is the same, but the sampling positions follow the scale factor, so the table is
       not the one a size-based resample gives.
 
-    The defaults (bicubic, no antialias, no offset) are what vitzoo always did.
+    * ``in_float32``: resample in float32 whatever the table's dtype (timm, DINOv2, BEiT), or in
+      the table's own dtype (Hugging Face's CLIP and SigLIP): the two differ only in a float64
+      model, by float32 rounding.
+
+    The defaults (bicubic, no antialias, no offset, float32) are what vitzoo always did.
     """
 
     interpolation: str = "bicubic"
     antialias: bool = False
     offset: float = 0.0
+    in_float32: bool = True
 
 
 def resize_grid_embedding(
@@ -54,12 +59,14 @@ def resize_grid_embedding(
     resampling: TableResampling | None = None,
 ) -> torch.Tensor:
     """Resample a (1, prod(old_grid), D) table to ``new_grid`` (2-D: ``resampling``'s method,
-    bicubic by default; 1-D linear, 3-D trilinear), in float32 as every reference does."""
+    bicubic by default; 1-D linear, 3-D trilinear), in float32 unless ``resampling`` says to
+    keep the table's dtype."""
     if tuple(old_grid) == tuple(new_grid):
         return pos
     how = resampling or TableResampling()
     dim = pos.shape[-1]
-    grid = pos.reshape(1, *old_grid, dim).movedim(-1, 1).float()
+    grid = pos.reshape(1, *old_grid, dim).movedim(-1, 1)
+    grid = grid.float() if how.in_float32 else grid
     two_d = len(old_grid) == 2
     mode = how.interpolation if two_d else {1: "linear", 3: "trilinear"}[len(old_grid)]
     options: dict[str, Any] = {"mode": mode, "align_corners": False}
@@ -96,6 +103,9 @@ class LearnedPosConfig(ComponentConfig):
     #: DINOv2's ``interpolate_offset`` (0.1 in the original hub models): scale factors
     #: ``(new + offset) / old`` instead of the target size. Below 1.
     interpolate_offset: NonNegativeFloat = 0.0
+    #: Resample in float32 (timm, DINOv2) or in the table's own dtype (Hugging Face's CLIP and
+    #: SigLIP): a difference only a float64 model shows.
+    resample_in_float32: bool = True
 
     def check(self, spatial_dims: int = 2, **_: Any) -> None:
         if not self.interpolate_offset < 1.0:
@@ -112,7 +122,9 @@ class LearnedPosConfig(ComponentConfig):
                     )
 
     def resampling(self) -> TableResampling:
-        return TableResampling(self.interpolation, self.antialias, self.interpolate_offset)
+        return TableResampling(
+            self.interpolation, self.antialias, self.interpolate_offset, self.resample_in_float32
+        )
 
 
 class LearnedPositions(nn.Module):
