@@ -108,9 +108,8 @@ def peak_mib(device: torch.device) -> float:
     return proc_status_mib("VmHWM")
 
 
-def rank_main(
-    rank: int, world: int, port: int, strategy: str, args: argparse.Namespace, queue: Any
-) -> None:
+def join_group(rank: int, world: int, port: int, args: argparse.Namespace) -> torch.device:
+    """This rank's device, its threads set and the process group joined."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(args.threads)
     device = torch.device(f"cuda:{rank}" if args.device == "cuda" else "cpu")
@@ -119,11 +118,34 @@ def rank_main(
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world
     )
+    return device
+
+
+def placed(spec: Any, model: nn.Module, info: Any, device: torch.device) -> tuple[Any, Any]:
+    """(the objective, what a step calls): replicated under DDP, or sharded as train() does."""
+    from vitzoo.training.objective import make_objective
+    from vitzoo.training.sharding import make_sharding, move_unsharded
+
+    objective = make_objective(spec, model, None)
+    sharding = make_sharding(spec.train, info)
+    if sharding is None:
+        objective.to(device)
+        runner: Any = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        return objective, runner
+    sharding.shard(objective)
+    move_unsharded(objective, device)
+    return objective, objective
+
+
+def rank_main(
+    rank: int, world: int, port: int, strategy: str, args: argparse.Namespace, queue: Any
+) -> None:
+    device = join_group(rank, world, port, args)
     from vitzoo.builder import build_from_spec, resolve_spec
     from vitzoo.training.distributed import DistInfo
-    from vitzoo.training.objective import make_objective
     from vitzoo.training.optim import make_optimizer
-    from vitzoo.training.sharding import make_sharding, move_unsharded
 
     spec = resolve_spec(
         SPEC,
@@ -135,7 +157,6 @@ def rank_main(
             "train.precision": args.precision,
         },
     )
-    info = DistInfo(rank, world, rank, device, False)
     baseline = (
         torch.cuda.memory_allocated(device) / 2**20
         if device.type == "cuda"
@@ -144,17 +165,7 @@ def rank_main(
     torch.manual_seed(0)
     model = build_from_spec(spec)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    objective = make_objective(spec, model, None)
-    sharding = make_sharding(spec.train, info)
-    if sharding is None:
-        objective.to(device)
-        runner: Any = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    else:
-        sharding.shard(objective)
-        move_unsharded(objective, device)
-        runner = objective
+    objective, runner = placed(spec, model, DistInfo(rank, world, rank, device, False), device)
     optimizer = make_optimizer(objective, model, spec.train)
     generator = torch.Generator().manual_seed(rank)
     local = args.batch // world

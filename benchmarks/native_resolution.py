@@ -130,7 +130,7 @@ def seconds(fn: Callable[[], None], clock: Callable[[], float] = time.perf_count
     return clock() - start
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="folder of images (default: generate one)")
     parser.add_argument("--images", type=int, default=64, help="images to generate")
@@ -156,36 +156,25 @@ def main() -> None:
         help="cpu: images per CPU-second of this process (steadier on a shared machine)",
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.data or generate_folder(Path(tmp), args.images)
-        images = read_folder(folder)
-    modes = {
-        name: build(args, packing, args.budget)
-        for name, packing in (
-            ("square", "greedy"),
-            ("native packed", "greedy"),
-            ("native padded", "padded"),
-        )
-    }
+
+MODES = (("square", "greedy"), ("native packed", "greedy"), ("native padded", "padded"))
+
+
+def same_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
+    """The three modes' models with the same weights."""
+    modes = {name: build(args, packing, args.budget) for name, packing in MODES}
     state = modes["square"].state_dict()
     for model in modes.values():
         model.load_state_dict(state)
-    reference = modes["square"]
-    patch = reference.native_resolution.patch_size[0]
-    square, native, distortion = prepare(
-        images, patch, args.budget, reference.native_resolution.max_grid, not args.keep_small
-    )
-    batches = [slice(i, i + args.batch) for i in range(0, len(images) - args.batch + 1, args.batch)]
-    inputs = {
-        "square": [square[s] for s in batches],
-        "native packed": [native[s] for s in batches],
-        "native padded": [native[s] for s in batches],
-    }
-    labels = torch.randint(args.classes, (args.batch,), generator=torch.Generator().manual_seed(0))
+    return modes
+
+
+def time_modes(
+    modes: dict[str, torch.nn.Module], inputs: dict[str, list], labels, args
+) -> dict[str, dict[str, list[float]]]:
+    """Inference and training seconds per mode, repeats interleaved (the order rotates)."""
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=1e-5) for n, m in modes.items()}
 
     def infer(name: str) -> None:
@@ -210,11 +199,14 @@ def main() -> None:
         for name in order:
             timings[name]["infer"].append(seconds(lambda n=name: infer(n), clock))
             timings[name]["train"].append(seconds(lambda n=name: train(n), clock))
+    return timings
 
-    count = len(batches) * args.batch
-    base_attention = sum(token_counts(reference, b)["attention"] for b in inputs["square"])
+
+def result_rows(modes, inputs, timings, count: int) -> list[dict]:
+    """Per mode: images/s, tokens per image, padding and attention cost against square."""
+    base_attention = sum(token_counts(modes["square"], b)["attention"] for b in inputs["square"])
     rows = []
-    for name in names:
+    for name in modes:
         counts = [token_counts(modes[name], b) for b in inputs[name]]
         useful = sum(c["useful"] for c in counts)
         computed = sum(c["computed"] for c in counts)
@@ -230,6 +222,31 @@ def main() -> None:
                 "timings_s": timings[name],
             }
         )
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.data or generate_folder(Path(tmp), args.images)
+        images = read_folder(folder)
+    modes = same_models(args)
+    reference = modes["square"]
+    patch = reference.native_resolution.patch_size[0]
+    square, native, distortion = prepare(
+        images, patch, args.budget, reference.native_resolution.max_grid, not args.keep_small
+    )
+    batches = [slice(i, i + args.batch) for i in range(0, len(images) - args.batch + 1, args.batch)]
+    inputs = {
+        "square": [square[s] for s in batches],
+        "native packed": [native[s] for s in batches],
+        "native padded": [native[s] for s in batches],
+    }
+    labels = torch.randint(args.classes, (args.batch,), generator=torch.Generator().manual_seed(0))
+    timings = time_modes(modes, inputs, labels, args)
+    count = len(batches) * args.batch
     report = {
         "images": len(images),
         "timed_images": count,
@@ -248,7 +265,7 @@ def main() -> None:
         "torch": torch.__version__,
         "square_aspect_distortion": distortion,
         "native_sizing": "keep small images" if args.keep_small else "fill the budget",
-        "rows": rows,
+        "rows": result_rows(modes, inputs, timings, count),
     }
     print(markdown(report))
     if args.out:
