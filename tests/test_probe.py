@@ -289,16 +289,8 @@ def test_cls_mean_of_a_model_with_a_pooled_norm_embeds_but_is_not_probed(
     emb = tmp_path / "e.safetensors"
     assert invoke("embed", backbone, "--data", data, "-o", emb, "--features", "cls-mean")[0] == 0
     assert EmbeddingSet.load(emb).splits["val"].features.shape == (24, 64)
-    code, output = invoke(
-        "probe",
-        backbone,
-        "--data",
-        data,
-        "-o",
-        tmp_path / "p.safetensors",
-        "--features",
-        "cls-mean",
-    )
+    probe = ["probe", backbone, "--data", data, "-o", tmp_path / "p.safetensors"]
+    code, output = invoke(*probe, "--features", "cls-mean")
     assert code == 2 and len(output.strip().splitlines()) == 1
     assert "cannot pool cls-mean itself" in output
 

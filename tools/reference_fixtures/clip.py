@@ -62,6 +62,20 @@ def _resized(name: str, **kwargs):
     return build
 
 
+def _resized_fixture(fixture: str, name: str, kwargs: dict, **meta: str) -> Fixture:
+    """timm's ``name`` with ``dynamic_img_size``: its output at 32 px, at :data:`SECOND` and at
+    :data:`SECOND` after ``set_input_size``."""
+    return Fixture(
+        name=fixture,
+        build=_resized(name, **kwargs),
+        input_shape=(2, 3, 32, 32),
+        constructor=_call(name, {**kwargs, "dynamic_img_size": True})
+        + f"; outputs: at 32 px, at {SECOND} (dynamic), at {SECOND} after set_input_size",
+        meta={"timm_name": name, **meta, **kwargs, "second_size": list(SECOND)},
+        noise=NOISE,
+    )
+
+
 def _call(name: str, kwargs: dict) -> str:
     return (
         f"timm.create_model({name!r}, " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
@@ -158,35 +172,10 @@ FIXTURES = [
         },
         noise=NOISE,
     ),
-    Fixture(
-        name="timm-clip-resized",
-        build=_resized("vit_base_patch32_clip_224", **CLIP_TIMM),
-        input_shape=(2, 3, 32, 32),
-        constructor=_call("vit_base_patch32_clip_224", {**CLIP_TIMM, "dynamic_img_size": True})
-        + f"; outputs: at 32 px, at {SECOND} (dynamic), at {SECOND} after set_input_size",
-        meta={
-            "timm_name": "vit_base_patch32_clip_224",
-            "activation": "gelu",
-            **CLIP_TIMM,
-            "second_size": list(SECOND),
-        },
-        noise=NOISE,
+    _resized_fixture(
+        "timm-clip-resized", "vit_base_patch32_clip_224", CLIP_TIMM, activation="gelu"
     ),
-    Fixture(
-        name="timm-siglip-resized",
-        build=_resized("vit_base_patch16_siglip_224", **SIGLIP_RESIZED),
-        input_shape=(2, 3, 32, 32),
-        constructor=_call(
-            "vit_base_patch16_siglip_224", {**SIGLIP_RESIZED, "dynamic_img_size": True}
-        )
-        + f"; outputs: at 32 px, at {SECOND} (dynamic), at {SECOND} after set_input_size",
-        meta={
-            "timm_name": "vit_base_patch16_siglip_224",
-            **SIGLIP_RESIZED,
-            "second_size": list(SECOND),
-        },
-        noise=NOISE,
-    ),
+    _resized_fixture("timm-siglip-resized", "vit_base_patch16_siglip_224", SIGLIP_RESIZED),
     Fixture(
         name="timm-siglip",
         build=_timm("vit_base_patch16_siglip_224", **SIGLIP),
