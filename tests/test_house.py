@@ -6,6 +6,7 @@ this test runs it, so CI fails on the first upward import -- a function-level on
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -84,3 +85,18 @@ def test_loading_weights_builds_the_target_once(builds: list[str], tmp_path: Pat
     vitzoo.build(weights=path)
     assert builds.count("cpu") == 1
     assert builds.count("meta") <= 1  # at most the trial build of resolving its spec
+
+
+def test_vitzoo_build_of_a_checkpoint_runs_one_trial_and_one_build(
+    builds: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vitzoo build CKPT``: the load resolves the checkpoint's spec with one trial build that
+    also counts the MACs the summary shows -- no second trial for the summary."""
+    spec = {"model": {"type": "vit", **TINY_VIT}}
+    path = vitzoo.save(vitzoo.build(spec), tmp_path / "m.safetensors")
+    monkeypatch.setattr(vitzoo.trial, "_cache", OrderedDict())
+    builds.clear()
+    result = CliRunner().invoke(cli, ["build", str(path), "--json", "--no-forward"])
+    assert result.exit_code == 0, result.output
+    assert builds == ["meta", "cpu"]
+    assert json.loads(result.output)["macs"] > 0

@@ -85,8 +85,8 @@ def build_model(
     named = None if weights is not None else named_weights(source, get_plugin_system().registry)
     if named is not None:  # a released tag: vit-s16.augreg-in21k-ft-in1k
         log = lambda line: err.print(line, markup=False, highlight=False)  # noqa: E731
-        loaded = load_named(named, parse_sets(sets), log=log)
-        return loaded.model, loaded.metadata(), None
+        loaded = load_named(named, parse_sets(sets), log=log, macs=True)
+        return loaded.model, loaded.metadata(), loaded.report
     if weights is not None or is_weights_source(source):
         loaded = load_pretrained(
             weights or source,
@@ -94,8 +94,9 @@ def build_model(
             overrides=parse_sets(sets),
             format=weights_format,
             log=lambda line: err.print(line, markup=False, highlight=False),
+            macs=True,  # the summary's MACs from the load's own trial build
         )
-        return loaded.model, loaded.metadata(), None
+        return loaded.model, loaded.metadata(), loaded.report
     resolved = vitzoo.builder.resolve(
         source, parse_sets(sets), sources=assignment_sources(sets), macs=True
     )
@@ -184,7 +185,7 @@ def build_command(
         fail_plainly(str(exc))
     info = summarise(model, forward=not no_forward)
     built_spec = model.vitzoo_spec  # also when the spec came with the weights
-    if report is None:  # weights gave the spec: resolve it (no second real build)
+    if report is None:  # a spec object the load did not resolve itself (no real build)
         report = vitzoo.builder.resolve(built_spec, macs=True).report
     add_report(info, built_spec, report)
     if output is not None:

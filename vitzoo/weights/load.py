@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitzoo.builder import SpecSource, build_from_spec, resolve_spec
+from vitzoo.builder import SpecSource, build_from_spec, resolve
 from vitzoo.checkpoint import save
 from vitzoo.components.resample import table_resamplings
 from vitzoo.errors import SpecError, WeightsAdaptationWarning, WeightsError, warn
@@ -69,6 +69,9 @@ class Pretrained:
     source: WeightsSource
     converter: str
     notes: list[str] = field(default_factory=list)
+    #: The target's trial report (parameters; MACs when ``load_pretrained(macs=True)``), where
+    #: this load resolved the target itself; None for a spec object given whole.
+    report: Any = None
 
     def metadata(self) -> dict[str, str]:
         """Checkpoint metadata recording where the weights came from and how to feed them."""
@@ -106,14 +109,29 @@ def spec_differences(source_model: Mapping[str, Any], target_model: Mapping[str,
     return out
 
 
-def _resolve(data: Any, where: str, system: PluginSystem, overrides: Mapping[str, Any]) -> SpecBase:
-    """The fully resolved spec (validation, rules, trial build) of the model to build."""
+#: Trial reports of the specs a load resolved, by the spec object's id; present (even empty)
+#: when the caller asked for MACs, so each resolution counts them in its one trial.
+Trials = dict[int, Any] | None
+
+
+def _resolve(
+    data: Any,
+    where: str,
+    system: PluginSystem,
+    overrides: Mapping[str, Any],
+    trials: Trials = None,
+) -> SpecBase:
+    """The fully resolved spec (validation, rules, trial build) of the model to build; its
+    trial report goes to ``trials`` (keyed by the spec's id) when one is kept."""
     try:
-        return resolve_spec(data, overrides, system=system)
+        resolved = resolve(data, overrides, system=system, macs=trials is not None)
     except SpecError as exc:
         raise WeightsError(
             f"{where}: the spec for these weights is not valid here:\n{exc}"
         ) from None
+    if trials is not None:
+        trials[id(resolved.spec)] = resolved.report
+    return resolved.spec
 
 
 class _Shapes:
@@ -149,6 +167,7 @@ def _target_spec(
     source_data: Mapping[str, Any] | None,
     system: PluginSystem,
     overrides: Mapping[str, Any],
+    trials: Trials = None,
 ) -> SpecBase:
     """The spec to build: the caller's, or the source's own (+ overrides); never ``weights:``."""
     if requested is None:
@@ -157,7 +176,7 @@ def _target_spec(
                 f"{src.location}: a {src.format} state dict does not say which model it holds; "
                 f"name one (vitzoo build PRESET --weights ..., vitzoo convert --preset PRESET)"
             )
-        requested = _resolve(source_data, src.location, system, overrides)
+        requested = _resolve(source_data, src.location, system, overrides, trials)
     if getattr(requested, "weights", None) is not None:
         requested = requested.model_copy(update={"weights": None})
     return requested
@@ -178,6 +197,7 @@ def _head_from_source(
     system: PluginSystem,
     overrides: Mapping[str, Any],
     note: Callable[[str], None],
+    trials: Trials = None,
 ) -> SpecBase:
     """``requested`` with the source's class count and head, where the source says what they
     are and the caller set neither (one note when that changes the spec)."""
@@ -198,7 +218,7 @@ def _head_from_source(
         f"{mine['head'].get('type')!r}; set num_classes to choose another)"
     )
     follow = {f"model.{f}": theirs[f] for f in HEAD_FIELDS}
-    return _resolve(spec, where, system, {**overrides, **follow})
+    return _resolve(spec, where, system, {**overrides, **follow}, trials)
 
 
 def _requested_spec(
@@ -208,10 +228,11 @@ def _requested_spec(
     head_follows_source: bool | None,
     system: PluginSystem,
     note: Callable[[str], None],
+    trials: Trials = None,
 ) -> tuple[SpecBase | None, dict[str, Any] | None, WeightConverter | None]:
     """(the caller's resolved spec, the source's spec mapping, the converter that gave it),
     the caller's classifier following the source's where they did not choose one."""
-    requested = None if spec is None else _resolve(spec, src.location, system, overrides)
+    requested = None if spec is None else _resolve(spec, src.location, system, overrides, trials)
     source_data, converter = source_spec(
         src, requested.model.type if requested is not None else None, system
     )
@@ -220,7 +241,7 @@ def _requested_spec(
             head_follows_source = not _caller_sets_head(spec, overrides, system)
         if head_follows_source:
             requested = _head_from_source(
-                requested, spec, source_data, src.location, system, overrides, note
+                requested, spec, source_data, src.location, system, overrides, note, trials
             )
     return requested, source_data, converter
 
@@ -349,6 +370,7 @@ def load_pretrained(
     log: Callable[[str], None] | None = None,
     head_follows_source: bool | None = None,
     class_names: Sequence[str] | None = None,
+    macs: bool = False,
 ) -> Pretrained:
     """Build the model for ``spec`` (or the source's own spec) with the weights in ``source``.
 
@@ -362,16 +384,17 @@ def load_pretrained(
     ``overrides`` are read for it: a spec object counts as setting everything).
     ``class_names`` are the target's classes in output order (a training folder's): where the
     source names its classes too, head rows are matched by name (:mod:`~vitzoo.weights.adapt`).
-    """
+    ``macs=True``: the trial build of resolving the target counts MACs too (``.report``)."""
     system = system or get_plugin_system()
     notes: list[str] = []
     note = _notes(notes, log)
     src = read_source(source, format)
     overrides = overrides or {}
+    trials: Trials = {} if macs else None
     requested, source_data, converter = _requested_spec(
-        src, spec, overrides, head_follows_source, system, note
+        src, spec, overrides, head_follows_source, system, note, trials
     )
-    target = _target_spec(src, requested, source_data, system, overrides)
+    target = _target_spec(src, requested, source_data, system, overrides, trials)
     source_model = _check_source_model(
         src, source_data, target, requested is not None, system, note
     )
@@ -393,7 +416,8 @@ def load_pretrained(
     model.vitzoo_spec = target
     model.vitzoo_preprocessing = pre
     name = used.name if used is not None else "vitzoo"
-    return Pretrained(model, target, pre, conversion, src, name, notes)
+    report = None if trials is None else trials.get(id(target))
+    return Pretrained(model, target, pre, conversion, src, name, notes, report)
 
 
 def _preprocessing(

@@ -175,6 +175,7 @@ def load_named(
     *,
     system: PluginSystem | None = None,
     log: Callable[[str], None] | None = None,
+    macs: bool = False,
 ) -> Any:
     """Build ``named``'s preset (with ``overrides``) holding its weights: a
     :class:`~vitzoo.weights.load.Pretrained`. Offline without the weights cached: one line
@@ -186,4 +187,5 @@ def load_named(
         overrides=target_overrides(named, overrides or {}),
         system=system,
         log=log,
+        macs=macs,
     )
