@@ -266,3 +266,22 @@ def test_greedy_packing_needs_parts_that_take_a_block_mask() -> None:
         packed = model(batch)
         alone = torch.cat([model(image.unsqueeze(0)) for image in batch])
     assert (packed - alone).abs().max().item() < 1e-10
+
+
+def test_the_packed_conformance_checks_catch_images_that_see_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The suite's packed-images checks (vitzoo.testing.packed_checks, run for every variant
+    that offers packed-images) pass on NaViT and fail once its packed rows lose their mask."""
+    from vitzoo.components.native_vit import NativeVisionTransformer
+    from vitzoo.testing import packed_checks
+    from vitzoo.testing.variants import variants
+
+    (navit,) = [v for v in variants(kind="architecture") if v.name == "navit"]
+    checks = (packed_checks.check_packed_equals_alone, packed_checks.check_packed_images_stay_apart)
+    for check in checks:
+        check(navit)
+    monkeypatch.setattr(NativeVisionTransformer, "packed_mask", lambda self, layout, rows: None)
+    for check in checks:
+        with pytest.raises(AssertionError):
+            check(navit)

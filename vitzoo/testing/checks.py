@@ -45,6 +45,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "vitzoo.testing.export_checks",
     "vitzoo.testing.contract",
     "vitzoo.testing.preset_checks",
+    "vitzoo.testing.packed_checks",
 )
 BATCH = 2
 
