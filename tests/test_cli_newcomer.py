@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from training_helpers import TINY_SPEC, make_dataset
 
 import vitzoo
+from tests.weights_helpers import save_tiny_hf_vit
 from vitzoo.cli import add_builtin_commands, cli
 from vitzoo.commands.errors import EXIT_INPUT, EXIT_PARTIAL
 from vitzoo.formats import CLASSES_KEY
@@ -243,19 +244,7 @@ def test_info_shows_spec_classes_preprocessing_provenance(ckpt: Path) -> None:
 
 
 def test_info_on_a_hugging_face_folder(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=48,
-        image_size=16,
-        patch_size=8,
-        num_labels=2,
-        id2label={0: "stripes", 1: "dots"},
-        label2id={"stripes": 0, "dots": 1},
-    )
-    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "hf")
+    save_tiny_hf_vit(tmp_path / "hf")
     info = json.loads(run("info", str(tmp_path / "hf"), "--json").stdout)
     assert info["classes"] == ["stripes", "dots"]
     assert info["spec"]["model"]["norm_eps"] == 1e-12

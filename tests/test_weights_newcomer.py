@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 import vitzoo
+from tests.weights_helpers import save_tiny_hf_vit
 from vitzoo.errors import SpecError, WeightsAdaptationWarning, WeightsError
 from vitzoo.formats import CLASSES_KEY
 from vitzoo.plugins import get_plugin_system
@@ -142,18 +143,6 @@ def test_model_of_a_checkpoint_and_of_a_timm_file_name(tmp_path: Path) -> None:
 
 
 def test_hf_folder_gives_the_model_with_its_settings(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=48,
-        image_size=16,
-        patch_size=8,
-        num_labels=2,
-        id2label={0: "stripes", 1: "dots"},
-        label2id={"stripes": 0, "dots": 1},
-    )
-    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "hf")
+    save_tiny_hf_vit(tmp_path / "hf")
     model = model_of_source(tmp_path / "hf", get_plugin_system())
     assert model["norm_eps"] == 1e-12 and model["block"]["norm_eps"] == 1e-12  # not by hand

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -34,3 +36,24 @@ def perturb_every_tensor(model: nn.Module, seed: int = 1, weight_scale: float = 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
+
+
+def save_tiny_hf_vit(folder: Path) -> Path:
+    """A tiny Hugging Face ViTForImageClassification (2 labels: stripes, dots; eps 1e-12 as
+    transformers' ViT) saved to ``folder``; skips the test without transformers."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=48,
+        image_size=16,
+        patch_size=8,
+        num_labels=2,
+        id2label={0: "stripes", 1: "dots"},
+        label2id={"stripes": 0, "dots": 1},
+    )
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    return folder
