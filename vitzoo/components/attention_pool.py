@@ -28,6 +28,7 @@ from torch import nn
 from vitzoo.components.context import BuildContext
 from vitzoo.components.mlp import MlpConfig, build_mlp
 from vitzoo.components.norms import NormKind, make_norm
+from vitzoo.components.pooling import pooled_tokens
 from vitzoo.config import (
     ComponentConfig,
     ComponentSpec,
@@ -83,9 +84,7 @@ class MapPool(nn.Module):
     def forward(
         self, tokens: torch.Tensor, num_prefix_tokens: int = 0, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if not self.include_prefix and num_prefix_tokens:
-            tokens = tokens[:, num_prefix_tokens:]
-            mask = None if mask is None else mask[:, num_prefix_tokens:]
+        tokens, mask = pooled_tokens(tokens, mask, num_prefix_tokens, self.include_prefix)
         b, n, d = tokens.shape
         heads, head_dim = self.num_heads, d // self.num_heads
         q = self.q(self.latent).reshape(1, 1, heads, head_dim).transpose(1, 2)

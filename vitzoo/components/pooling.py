@@ -39,6 +39,19 @@ class MeanPoolConfig(ComponentConfig):
     type: Literal["mean"] = "mean"
 
 
+def pooled_tokens(
+    tokens: torch.Tensor,
+    mask: torch.Tensor | None,
+    num_prefix_tokens: int,
+    include_prefix: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tokens (and key-padding mask) an attention pooling reads: every token, or the patch
+    tokens only (``include_prefix: false``, timm's MAP head on a model with a class token)."""
+    if include_prefix or not num_prefix_tokens:
+        return tokens, mask
+    return tokens[:, num_prefix_tokens:], None if mask is None else mask[:, num_prefix_tokens:]
+
+
 class MeanPool(nn.Module):
     def forward(self, tokens: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
         return tokens[:, num_prefix_tokens:].mean(dim=1)

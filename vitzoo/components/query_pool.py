@@ -26,6 +26,7 @@ from torch import nn
 from vitzoo.components.attention import MhsaConfig, MultiHeadAttention
 from vitzoo.components.context import BuildContext
 from vitzoo.components.norms import OptionalNorm, make_optional_norm
+from vitzoo.components.pooling import pooled_tokens
 from vitzoo.config import ComponentConfig, ComponentSpec, PositiveFloat, SpecValueError
 
 
@@ -65,9 +66,7 @@ class QueryAttentionPool(nn.Module):
     def forward(
         self, tokens: torch.Tensor, num_prefix_tokens: int = 0, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if not self.include_prefix and num_prefix_tokens:
-            tokens = tokens[:, num_prefix_tokens:]
-            mask = None if mask is None else mask[:, num_prefix_tokens:]
+        tokens, mask = pooled_tokens(tokens, mask, num_prefix_tokens, self.include_prefix)
         query = self.query.expand(tokens.shape[0], -1, -1)
         return (query + cross_attend(self.attn, self.norm(query), tokens, mask))[:, 0]
 
