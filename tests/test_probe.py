@@ -333,3 +333,18 @@ def test_a_json_spec_file_is_a_source_like_yaml(data: Path, tmp_path: Path) -> N
     spec.write_text(json.dumps({"model": TINY_SPEC["model"]}))
     code, output = invoke("embed", spec, "--data", data, "-o", tmp_path / "e.safetensors")
     assert code == 0, output
+
+
+def test_img_size_runs_the_backbone_at_another_size(data: Path, tmp_path: Path) -> None:
+    """``--img-size`` builds the backbone at another input size, its weights adapted (positions
+    resampled the backbone's own way): the probe checkpoint is that model."""
+    backbone = _saved_backbone(tmp_path, type="dinov2")
+    ckpt = tmp_path / "p.safetensors"
+    code, output = invoke("probe", backbone, "--data", data, "-o", ckpt, "--img-size", "32")
+    assert code == 0, output
+    model = vitzoo.load(ckpt)
+    assert model.vitzoo_spec.model.image_size == 32 and model.input_size == (3, 32, 32)
+    code, output = invoke(
+        "embed", backbone, "--data", data, "-o", tmp_path / "e", "--img-size", "0"
+    )
+    assert code == 2 and "--img-size" in output

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from vitzoo.commands.common import err, out, progress_bar
+from vitzoo.commands.common import err, image_size, out, progress_bar
 from vitzoo.commands.errors import refuse_existing, say_partial
 
 
@@ -44,6 +44,12 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 help="auto: the release's recommendation (DINOv2: cls-mean), else model; model: "
                 "the model's own pooling (what its released head reads); cls / mean: class "
                 "token / patch mean; cls-mean: both (probe: where the model can pool so).",
+            ),
+            click.option(
+                "--img-size",
+                default=None,
+                help="Run the backbone at this input size (N or H,W): its positions are "
+                "resampled the backbone's own way (e.g. DINOv2's 518-px table at 224).",
             ),
             click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
             click.option(
@@ -111,6 +117,7 @@ def embed_command(
     data_dir: Path,
     pretrained: bool,
     features: str,
+    img_size: str | None,
     batch_size: int,
     workers: int | None,
     device: str,
@@ -123,7 +130,7 @@ def embed_command(
     from vitzoo.training.embeddings import describe, load_backbone
 
     refuse_existing(output, overwrite)
-    model = load_backbone(source, pretrained=pretrained)
+    model = load_backbone(source, pretrained=pretrained, image_size=image_size(img_size))
     result, _ = _embed(source, model, data_dir, features, batch_size, workers, device)
     result.save(output)
     summary = {**describe(result), "output": str(output)}
@@ -153,6 +160,7 @@ def probe_command(
     data_dir: Path,
     pretrained: bool,
     features: str,
+    img_size: str | None,
     batch_size: int,
     workers: int | None,
     device: str,
@@ -171,7 +179,7 @@ def probe_command(
     from vitzoo.training.probe import fit, save_probe
 
     refuse_existing(output, overwrite)
-    backbone = emb.load_backbone(source, pretrained=pretrained)
+    backbone = emb.load_backbone(source, pretrained=pretrained, image_size=image_size(img_size))
     features = emb.resolve_features(backbone, features)
     model = emb.feature_model(backbone, features)
     emb.probe_ready(model, features)

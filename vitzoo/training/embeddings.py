@@ -48,16 +48,22 @@ Progress = Callable[[int, int], None]
 
 
 def load_backbone(
-    source: str, *, pretrained: bool = False, system: PluginSystem | None = None
+    source: str,
+    *,
+    pretrained: bool = False,
+    image_size: int | list[int] | None = None,
+    system: PluginSystem | None = None,
 ) -> nn.Module:
     """``source`` as a model: a checkpoint / weights file or folder, or what ``vitzoo.build``
-    takes (preset, ``PRESET.TAG``, spec file; ``pretrained`` takes the default weights tag)."""
+    takes (preset, ``PRESET.TAG``, spec file; ``pretrained`` takes the default weights tag);
+    ``image_size`` builds it at another input size (the weights adapted: positions resampled)."""
     import vitzoo
     from vitzoo.weights.sources import is_weights_source
 
+    size = {} if image_size is None else {"image_size": image_size}
     if not pretrained and is_weights_source(source):
-        return vitzoo.build(weights=source, system=system)
-    return vitzoo.build(source, pretrained=pretrained, system=system)
+        return vitzoo.build(weights=source, system=system, **size)
+    return vitzoo.build(source, pretrained=pretrained, system=system, **size)
 
 
 def recommended_features(model: nn.Module) -> str:
