@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 import vitzoo
 from tests.test_weights import TINY_VIT, timm_named
 from tests.training_helpers import make_dataset
-from tests.weights_helpers import perturb_every_tensor
+from tests.weights_helpers import save_tiny_hf_vit
 from vitzoo.weights import WeightsError, load_pretrained
 
 transformers = pytest.importorskip("transformers")
@@ -40,19 +40,9 @@ def _cli():
 @pytest.fixture(scope="module")
 def hf_vit(tmp_path_factory) -> Path:
     """A tiny perturbed HF ViT folder with a processor config and two labelled classes."""
-    folder = tmp_path_factory.mktemp("hf") / "vit"
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=48,
-        image_size=16,
-        patch_size=8,
-        id2label={0: "cat", 1: "dog"},
+    folder = save_tiny_hf_vit(
+        tmp_path_factory.mktemp("hf") / "vit", labels=("cat", "dog"), perturb=True
     )
-    model = transformers.ViTForImageClassification(config)
-    perturb_every_tensor(model)
-    model.save_pretrained(folder)
     processor = {
         "size": {"height": 16, "width": 16},
         "resample": 2,

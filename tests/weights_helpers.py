@@ -38,9 +38,12 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def save_tiny_hf_vit(folder: Path) -> Path:
-    """A tiny Hugging Face ViTForImageClassification (2 labels: stripes, dots; eps 1e-12 as
-    transformers' ViT) saved to ``folder``; skips the test without transformers."""
+def save_tiny_hf_vit(
+    folder: Path, labels: tuple[str, ...] = ("stripes", "dots"), perturb: bool = False
+) -> Path:
+    """A tiny Hugging Face ViTForImageClassification (eps 1e-12 as transformers' ViT; its
+    ``labels`` in id2label; every tensor moved off its init with ``perturb``) saved to
+    ``folder``; skips the test without transformers."""
     import pytest
 
     transformers = pytest.importorskip("transformers")
@@ -51,9 +54,12 @@ def save_tiny_hf_vit(folder: Path) -> Path:
         intermediate_size=48,
         image_size=16,
         patch_size=8,
-        num_labels=2,
-        id2label={0: "stripes", 1: "dots"},
-        label2id={"stripes": 0, "dots": 1},
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    model = transformers.ViTForImageClassification(config)
+    if perturb:
+        perturb_every_tensor(model)
+    model.save_pretrained(folder)
     return folder
